@@ -1,0 +1,66 @@
+"""One rendering of errors: `{"error": {"code", "message", "details", "request_id"}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import AppError, infrastructure_errors
+from core.logging import request_id_var
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def error_response(status: int, code: str, message: str, details=None, headers=None) -> JSONResponse:
+    """A JSON error in the one shape clients parse."""
+    body = {"error": {"code": code, "message": message, "details": details, "request_id": request_id_var.get()}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "malformed_json", "the request body is not valid JSON",
+                              [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errors])
+    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+    summary = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details[:3])
+    return error_response(422, "invalid_input", f"the request is invalid: {summary}", details)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+
+async def _infrastructure_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
+    module = type(exc).__module__
+    code = "redis_unavailable" if module.startswith("redis") else "database_unavailable"
+    return error_response(503, code, f"{code.split('_')[0].title()} is unavailable; try again shortly",
+                          headers={"Retry-After": "5"})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "an unexpected error occurred; quote the request id when reporting it")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers; Starlette picks the most specific class along the exception's MRO."""
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for exc_class in infrastructure_errors():
+        app.add_exception_handler(exc_class, _infrastructure_error)
+    app.add_exception_handler(Exception, _unexpected)

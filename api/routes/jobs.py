@@ -1,0 +1,73 @@
+"""Jobs: read, list, cancel, and follow live over Server-Sent Events."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, status
+from fastapi.responses import StreamingResponse
+
+from api.deps import CurrentPrincipal, SessionDep
+from api.streaming import sse_response
+from pipelines import jobs, progress
+from pipelines.runner import publish_event
+from schemas.common import ErrorOut, Page
+from schemas.enums import EventType, JobKind, JobStatus
+from schemas.jobs import JobOut
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"], responses={
+    404: {"model": ErrorOut, "description": "No such job in your organization"},
+    503: {"model": ErrorOut, "description": "Database or Redis unavailable"}})
+
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64,
+                                           description="Resume after this event id (sent by browsers on reconnect).")]
+SSE_DOC = {200: {"content": {"text/event-stream": {}}, "description": "A stream of Server-Sent Events."}}
+
+
+@router.get("/jobs", response_model=Page[JobOut])
+async def list_jobs(session: SessionDep, who: CurrentPrincipal, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+                    kind: JobKind | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                    cursor: Annotated[str | None, Query(max_length=500)] = None) -> Page[JobOut]:
+    """List your organization's jobs, newest first, filtered by status and kind."""
+    rows, next_cursor = await jobs.list_jobs(session, who.org_id, status=status_, kind=kind, limit=limit, cursor=cursor)
+    return Page[JobOut](items=[JobOut.from_row(j) for j in rows], next_cursor=next_cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+async def get_job(job_id: uuid.UUID, session: SessionDep, who: CurrentPrincipal) -> JobOut:
+    """A job's state, progress, attempts, result or error."""
+    return JobOut.from_row(await jobs.get_job(session, who.org_id, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
+             responses={409: {"model": ErrorOut, "description": "The job already finished"}})
+async def cancel_job(job_id: uuid.UUID, session: SessionDep, who: CurrentPrincipal) -> JobOut:
+    """Cancel a job. A queued job is cancelled at once; a running one stops at its next checkpoint
+    (`cancel_requested` is true until then)."""
+    job, cancelled_now = await jobs.cancel(session, who.org_id, job_id)
+    await session.commit()
+    if cancelled_now:
+        await publish_event(EventType.CANCELLED, job, {"error": {"code": "cancelled", "message": job.error_message}})
+    return JobOut.from_row(job)
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses=SSE_DOC)
+async def job_events(job_id: uuid.UUID, who: CurrentPrincipal, last_event_id: LastEventId = None,
+                     last_event_id_query: Annotated[str | None, Query(alias="last_event_id", max_length=64)] = None):
+    """Follow a job live (Server-Sent Events).
+
+    First a `snapshot` event with the job, then `queued`, `started`, `progress`, `retrying`, and one
+    terminal event (`succeeded`, `failed` or `cancelled`), after which the stream ends. Each event's
+    `id:` is its stream position: reconnect with `Last-Event-ID` (or `?last_event_id=`) to resume
+    exactly after it. Comment lines are heartbeats.
+    """
+    resume = progress.check_last_event_id(last_event_id or last_event_id_query)
+    return await sse_response(progress.follow_job(who.org_id, job_id, resume))
+
+
+@router.get("/events", response_class=StreamingResponse, responses=SSE_DOC)
+async def organization_events(who: CurrentPrincipal, last_event_id: LastEventId = None):
+    """Every job event of your organization, live (Server-Sent Events), for dashboards. Never ends."""
+    resume = progress.check_last_event_id(last_event_id)
+    return await sse_response(progress.follow_org(who.org_id, resume))

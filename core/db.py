@@ -1,0 +1,79 @@
+"""Database engine and sessions, created lazily once per process and event loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from core.settings import get_settings
+
+_engine: AsyncEngine | None = None
+_sessionmaker: async_sessionmaker[AsyncSession] | None = None
+_database_url: str | None = None
+
+
+def set_database_url(url: str) -> None:
+    """Point this process at a database (the embedded server's URL, or a test database)."""
+    global _database_url
+    _database_url = url
+
+
+def database_url() -> str:
+    """The configured PostgreSQL URL; an embedded server's when `set_database_url` was called."""
+    url = _database_url or get_settings().database_url
+    if not url:
+        raise RuntimeError("no database URL: set AGENTMEM_DATABASE_URL or start through `agentmem up`")
+    return url
+
+
+def async_url(url: str) -> str:
+    """Rewrite a plain postgres URL to the asyncpg driver SQLAlchemy needs."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    raise ValueError(f"not a PostgreSQL URL: {url.split('@')[-1]}")
+
+
+def get_engine() -> AsyncEngine:
+    """The process's engine; short connect and command timeouts turn outages into errors, not hangs."""
+    global _engine, _sessionmaker
+    if _engine is None:
+        settings = get_settings()
+        _engine = create_async_engine(
+            async_url(database_url()),
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            pool_timeout=settings.db_connect_timeout_seconds,
+            connect_args={
+                "timeout": settings.db_connect_timeout_seconds,
+                "command_timeout": settings.db_command_timeout_seconds,
+                "server_settings": {"application_name": "agentmem"},
+            },
+        )
+        _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False)
+    return _engine
+
+
+def sessionmaker() -> async_sessionmaker[AsyncSession]:
+    """The session factory bound to the process's engine."""
+    get_engine()
+    assert _sessionmaker is not None
+    return _sessionmaker
+
+
+@asynccontextmanager
+async def session_scope() -> AsyncIterator[AsyncSession]:
+    """A session for code outside a request; the caller commits."""
+    async with sessionmaker()() as session:
+        yield session
+
+
+async def dispose_engine() -> None:
+    """Close every pooled connection (lifespan shutdown, worker shutdown, tests)."""
+    global _engine, _sessionmaker
+    if _engine is not None:
+        await _engine.dispose()
+    _engine, _sessionmaker = None, None

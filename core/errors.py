@@ -1,0 +1,69 @@
+"""Application errors: each carries its HTTP status and a stable machine-readable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """Base of every error AgentMem reports on purpose."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+
+class BadRequest(AppError):
+    status_code, code = 400, "bad_request"
+
+
+class NotFound(AppError):
+    status_code, code = 404, "not_found"
+
+
+class Conflict(AppError):
+    status_code, code = 409, "conflict"
+
+
+class InvalidInput(AppError):
+    status_code, code = 422, "invalid_input"
+
+
+class UpstreamUnavailable(AppError):
+    """A dependency (database, Redis, model endpoint) is down or timing out; worth retrying."""
+
+    status_code, code = 503, "upstream_unavailable"
+
+
+class PermanentJobError(AppError):
+    """A job failure that retrying cannot fix; the job fails at once with this code."""
+
+    status_code, code = 422, "job_failed"
+
+
+class TransientJobError(AppError):
+    """A job failure worth retrying with backoff (rate limit, 5xx, timeout)."""
+
+    status_code, code = 503, "transient_failure"
+
+
+class JobCancelled(Exception):
+    """Raised at a checkpoint when the job's cancellation was requested."""
+
+
+def infrastructure_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a database or Redis outage: a 503 in the API, a retry in a job."""
+    import asyncpg
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+            sqlalchemy.exc.DisconnectionError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+            asyncpg.TooManyConnectionsError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            ConnectionError, TimeoutError, OSError)

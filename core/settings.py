@@ -1,0 +1,76 @@
+"""The one settings object: every knob of AgentMem, typed, read from AGENTMEM_* variables or .env."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration; only this module reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTMEM_", env_file=".env", extra="ignore")
+
+    # Where state lives when AgentMem runs its own servers (the embedded default).
+    data_dir: Path = Field(default=Path("./.agentmem"), description="Data directory for embedded servers and logs.")
+    database_url: str | None = Field(default=None, description="PostgreSQL URL; unset starts embedded PostgreSQL.")
+    redis_url: str | None = Field(default=None, description="Redis URL; unset starts an embedded Valkey server.")
+
+    # API
+    host: str = "127.0.0.1"
+    port: int = 8000
+    default_org_name: str = "default"
+
+    # Embeddings
+    embedding_provider: Literal["local", "openai"] = "local"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_dim: int = 384
+    embedding_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint for embeddings.")
+    embedding_api_key: str | None = None
+    embedding_batch_size: int = 128
+    embedding_batch_wait_ms: float = 10.0
+    embedding_threads: int = Field(default=0, description="Torch threads per process; 0 lets torch decide.")
+
+    # Jobs
+    ingest_chunk_size: int = 256
+    job_lease_seconds: float = 60.0
+    job_time_limit_seconds: float = 1800.0
+    job_max_retries: int = 5
+    job_min_backoff_ms: int = 1_000
+    job_max_backoff_ms: int = 60_000
+    stale_queued_seconds: float = 30.0
+    progress_min_interval_ms: float = 250.0
+
+    # Workers and broker
+    worker_threads: int = 8
+    broker_heartbeat_timeout_ms: int = 30_000
+    broker_maintenance_chance: int = 50_000
+    worker_seen_seconds: float = 30.0
+
+    # Scheduler
+    scheduler_interval_seconds: float = 5.0
+
+    # Event streams
+    stream_maxlen_job: int = 1_000
+    stream_maxlen_org: int = 10_000
+    stream_ttl_seconds: int = 86_400
+    sse_heartbeat_seconds: float = 15.0
+    ws_ping_seconds: float = 20.0
+
+    # Timeouts that turn an outage into a 503 rather than a hang
+    db_connect_timeout_seconds: float = 5.0
+    db_command_timeout_seconds: float = 30.0
+    redis_timeout_seconds: float = 5.0
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,208 @@
+"""Job rows: submit (idempotent), read, list, cancel, and the state transitions workers make.
+
+The row is the truth; events are hints. Every transition is a single UPDATE guarded by the state
+it expects (compare-and-swap), so redelivered messages and racing workers can't corrupt a job.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import Conflict, InvalidInput, NotFound
+from schemas.enums import JobKind, JobStatus
+from schemas.tables import Job
+
+ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+def request_hash(kind: JobKind, payload: dict[str, Any]) -> str:
+    """Fingerprint of a request body, to tell a replay from a different request under the same key."""
+    canonical = json.dumps({"kind": kind.value, "payload": payload}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def submit(session: AsyncSession, *, org_id: uuid.UUID, kind: JobKind, payload: dict[str, Any], total: int,
+                 idempotency_key: str | None, request_id: str | None, max_attempts: int,
+                 parent_id: uuid.UUID | None = None) -> tuple[Job, bool]:
+    """Insert a queued job, or return the existing one for a replayed Idempotency-Key; (job, created)."""
+    fingerprint = request_hash(kind, payload)
+    values = dict(id=uuid.uuid4(), org_id=org_id, kind=kind.value, status=JobStatus.QUEUED.value, payload=payload,
+                  progress_total=total, idempotency_key=idempotency_key, request_hash=fingerprint,
+                  request_id=request_id, max_attempts=max_attempts, parent_id=parent_id,
+                  enqueued_at=text("now()"))
+    stmt = pg_insert(Job).values(**values).returning(Job)
+    if idempotency_key is not None:
+        stmt = stmt.on_conflict_do_nothing(constraint="uq_jobs_idempotency")
+    job = (await session.execute(stmt)).scalar_one_or_none()
+    if job is not None:
+        return job, True
+    existing = (await session.execute(
+        select(Job).where(Job.org_id == org_id, Job.idempotency_key == idempotency_key))).scalar_one()
+    if existing.request_hash != fingerprint:
+        raise Conflict("this Idempotency-Key was already used with a different request",
+                       code="idempotency_key_reused", details={"job_id": str(existing.id)})
+    return existing, False
+
+
+async def get_job(session: AsyncSession, org_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    """The organization's job, or NotFound (also for other organizations' jobs)."""
+    job = (await session.execute(select(Job).where(Job.id == job_id, Job.org_id == org_id))).scalar_one_or_none()
+    if job is None:
+        raise NotFound(f"job {job_id} not found", details={"job_id": str(job_id)})
+    return job
+
+
+def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    """Opaque keyset cursor for (created_at, id) descending pages."""
+    raw = json.dumps([created_at.isoformat(), str(row_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Parse a cursor from `encode_cursor`; anything else is a 422 `invalid_cursor`."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, row_id = json.loads(raw)
+        return datetime.fromisoformat(created), uuid.UUID(row_id)
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise InvalidInput("cursor is not one this API issued", code="invalid_cursor",
+                           details={"cursor": cursor[:100]}) from exc
+
+
+async def list_jobs(session: AsyncSession, org_id: uuid.UUID, *, status: JobStatus | None, kind: JobKind | None,
+                    limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
+    """A page of the organization's jobs, newest first."""
+    query = select(Job).where(Job.org_id == org_id)
+    if status is not None:
+        query = query.where(Job.status == status.value)
+    if kind is not None:
+        query = query.where(Job.kind == kind.value)
+    if cursor is not None:
+        created, row_id = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < row_id)))
+    rows = list((await session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))).scalars())
+    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def cancel(session: AsyncSession, org_id: uuid.UUID, job_id: uuid.UUID) -> tuple[Job, bool]:
+    """Cancel a queued job at once, or ask a running one to stop at its next checkpoint; (job, cancelled_now)."""
+    now_cancelled = (await session.execute(
+        update(Job).where(Job.id == job_id, Job.org_id == org_id, Job.status == JobStatus.QUEUED.value)
+        .values(status=JobStatus.CANCELLED.value, cancel_requested=True, finished_at=text("now()"),
+                updated_at=text("now()"), error_code="cancelled", error_message="cancelled before it started")
+        .returning(Job))).scalar_one_or_none()
+    if now_cancelled is not None:
+        return now_cancelled, True
+    requested = (await session.execute(
+        update(Job).where(Job.id == job_id, Job.org_id == org_id, Job.status == JobStatus.RUNNING.value)
+        .values(cancel_requested=True, updated_at=text("now()")).returning(Job))).scalar_one_or_none()
+    if requested is not None:
+        return requested, False
+    job = await get_job(session, org_id, job_id)
+    raise Conflict(f"job {job_id} already {job.status}", code="job_already_finished",
+                   details={"job_id": str(job_id), "status": job.status})
+
+
+# --- transitions made by workers -------------------------------------------------------------
+
+async def claim(session: AsyncSession, job_id: uuid.UUID, lease_seconds: float) -> Job | None:
+    """Take a job to run: a queued one, or a running one whose worker's lease ran out (it died)."""
+    lease = timedelta(seconds=lease_seconds)
+    return (await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.cancel_requested.is_(False),
+               or_(Job.status == JobStatus.QUEUED.value,
+                   and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < text("now()"))))
+        .values(status=JobStatus.RUNNING.value, attempts=Job.attempts + 1, updated_at=text("now()"),
+                started_at=text("coalesce(started_at, now())"), lease_expires_at=func.now() + lease)
+        .returning(Job))).scalar_one_or_none()
+
+
+async def extend_lease(session: AsyncSession, job_id: uuid.UUID, lease_seconds: float) -> bool:
+    """Keep the lease of a running job alive; False once it is no longer running."""
+    row = (await session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+        .values(lease_expires_at=func.now() + timedelta(seconds=lease_seconds)).returning(Job.id))).first()
+    return row is not None
+
+
+async def record_progress(session: AsyncSession, job_id: uuid.UUID, *, done: int, total: int, message: str | None,
+                          lease_seconds: float) -> bool:
+    """Store progress and renew the lease; returns whether cancellation was requested."""
+    row = (await session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+        .values(progress_done=done, progress_total=total, progress_message=message, updated_at=text("now()"),
+                lease_expires_at=func.now() + timedelta(seconds=lease_seconds))
+        .returning(Job.cancel_requested))).first()
+    return row is None or bool(row[0])
+
+
+async def finish(session: AsyncSession, job_id: uuid.UUID, status: JobStatus, *, result: dict[str, Any] | None = None,
+                 error_code: str | None = None, error_message: str | None = None,
+                 drop_payload_keys: tuple[str, ...] = ()) -> Job | None:
+    """Move a running job to a terminal state; None if it was not running (someone else finished it)."""
+    values: dict[str, Any] = dict(status=status.value, finished_at=text("now()"), updated_at=text("now()"),
+                                  lease_expires_at=None, result=result, error_code=error_code,
+                                  error_message=error_message)
+    if status is JobStatus.SUCCEEDED:
+        values["progress_done"] = Job.progress_total
+    payload = Job.payload
+    for key in drop_payload_keys:
+        payload = payload.op("-")(key)
+    if drop_payload_keys:
+        values["payload"] = payload
+    return (await session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
+        .returning(Job))).scalar_one_or_none()
+
+
+async def release_for_retry(session: AsyncSession, job_id: uuid.UUID, *, error_code: str, error_message: str) -> Job | None:
+    """Put a running job back to queued with its last error visible, for the broker's retry."""
+    return (await session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+        .values(status=JobStatus.QUEUED.value, error_code=error_code, error_message=error_message,
+                lease_expires_at=None, updated_at=text("now()"), enqueued_at=text("now()"))
+        .returning(Job))).scalar_one_or_none()
+
+
+# --- maintenance ---------------------------------------------------------------------------------
+
+async def find_stalled(session: AsyncSession, *, queued_older_than: float, limit: int = 500) -> list[Job]:
+    """Queued jobs not picked up for a while, and running jobs whose lease expired (worker died)."""
+    return list((await session.execute(
+        select(Job).where(or_(
+            and_(Job.status == JobStatus.QUEUED.value,
+                 Job.enqueued_at < func.now() - timedelta(seconds=queued_older_than)),
+            and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < text("now()")),
+        )).order_by(Job.enqueued_at).limit(limit))).scalars())
+
+
+async def mark_resent(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Note that the scheduler sent a job's message again."""
+    await session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=text("now()")))
+
+
+async def cancel_abandoned(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    """A running job asked to cancel whose worker died: it is cancelled, not restarted."""
+    return (await session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.cancel_requested.is_(True),
+                          Job.lease_expires_at < text("now()"))
+        .values(status=JobStatus.CANCELLED.value, finished_at=text("now()"), updated_at=text("now()"),
+                error_code="cancelled", error_message="cancelled while its worker was gone", lease_expires_at=None)
+        .returning(Job))).scalar_one_or_none()
+
+
+async def counts_by_kind_status(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """(kind, status, count) over all jobs, for metrics."""
+    rows = await session.execute(text("SELECT kind, status, count(*) FROM jobs GROUP BY kind, status"))
+    return [(k, s, n) for k, s, n in rows]

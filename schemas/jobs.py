@@ -1,0 +1,58 @@
+"""Job API models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.enums import JobKind, JobStatus
+
+
+class JobProgress(BaseModel):
+    done: int = Field(description="Units of work finished (e.g. memories embedded).")
+    total: int = Field(description="Units of work in the job.")
+    message: str | None = None
+
+
+class JobError(BaseModel):
+    code: str = Field(description="Stable error code, e.g. `embedding_unavailable`, `time_limit_exceeded`.")
+    message: str
+
+
+class JobOut(BaseModel):
+    """A unit of background work and its state."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: JobKind
+    status: JobStatus
+    progress: JobProgress
+    result: dict[str, Any] | None = None
+    error: JobError | None = Field(default=None, description="The last error: final when failed, the latest while retrying.")
+    attempts: int = Field(description="How many times a worker has started this job.")
+    max_attempts: int
+    cancel_requested: bool
+    idempotency_key: str | None = None
+    parent_id: uuid.UUID | None = None
+    request_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, job: Any) -> "JobOut":
+        return cls(
+            id=job.id, kind=job.kind, status=job.status,
+            progress=JobProgress(done=job.progress_done, total=job.progress_total, message=job.progress_message),
+            result=job.result,
+            error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+            attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
+            idempotency_key=job.idempotency_key, parent_id=job.parent_id, request_id=job.request_id,
+            created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
+            finished_at=job.finished_at,
+        )

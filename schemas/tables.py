@@ -1,0 +1,98 @@
+"""Database tables. The DDL itself lives in the Alembic migrations (core/migrations)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import Column, DateTime, Index, String, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlmodel import Field, SQLModel
+
+
+def _now_column() -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()))
+
+
+class Organization(SQLModel, table=True):
+    __tablename__ = "organizations"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    created_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id", index=True)
+    username: str = Field(sa_column=Column(String(100), nullable=False))
+    email: str | None = Field(default=None, sa_column=Column(String(320)))
+    created_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id", index=True)
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Memory(SQLModel, table=True):
+    __tablename__ = "memories"
+    __table_args__ = (UniqueConstraint("source_job_id", "source_index", name="uq_memories_source"),)
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    user_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    agent_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    run_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    content: str = Field(sa_column=Column(Text, nullable=False))
+    # `metadata` is reserved by SQLAlchemy's declarative base, hence the attribute name.
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False))
+    content_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    embedding: list[float] | None = Field(default=None, sa_column=Column(Vector()))
+    # Hash of the content the embedding was computed from: a stale embedding is visible and fixable.
+    embedded_hash: str | None = Field(default=None, sa_column=Column(String(64)))
+    source_job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    source_index: int | None = None
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("org_id", "idempotency_key", name="uq_jobs_idempotency"),
+        Index("ix_jobs_org_created", "org_id", "created_at", "id"),
+    )
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    kind: str = Field(sa_column=Column(String(50), nullable=False))
+    status: str = Field(sa_column=Column(String(20), nullable=False, server_default="queued"))
+    progress_done: int = 0
+    progress_total: int = 0
+    progress_message: str | None = Field(default=None, sa_column=Column(Text))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    error_code: str | None = Field(default=None, sa_column=Column(String(100)))
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = 0
+    max_attempts: int = 6
+    cancel_requested: bool = False
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(255)))
+    request_hash: str | None = Field(default=None, sa_column=Column(String(64)))
+    request_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    parent_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
+    enqueued_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    lease_expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

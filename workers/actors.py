@@ -1,0 +1,57 @@
+"""Actors: glue from a message (a job id) to the pipeline that does the work.
+
+Actor and queue names are wire format: renaming one orphans the messages already queued.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import dramatiq
+
+from core.settings import get_settings
+from pipelines import embedding
+from pipelines.runner import run_job
+from schemas.enums import JobKind
+from schemas.tables import Job
+from workers.broker import broker
+
+_settings = get_settings()
+_options = dict(
+    # Job rows count attempts; the broker gets a few more retries than a job has attempts so that
+    # the row, not Dramatiq, decides when a job has failed for good.
+    max_retries=_settings.job_max_retries + 3,
+    min_backoff=_settings.job_min_backoff_ms,
+    max_backoff=_settings.job_max_backoff_ms,
+    # Our own asyncio timeout fires first and records `time_limit_exceeded`; this is the backstop.
+    time_limit=int((_settings.job_time_limit_seconds + 60) * 1000),
+)
+
+
+@dramatiq.actor(actor_name="ingest_memories", queue_name="embedding", **_options)
+async def ingest_memories(job_id: str) -> None:
+    """Embed and store a batch of memories."""
+    await run_job(uuid.UUID(job_id), embedding.ingest_memories, drop_payload_keys=("items",))
+
+
+@dramatiq.actor(actor_name="embed_memory", queue_name="embedding", **_options)
+async def embed_memory(job_id: str) -> None:
+    """Re-embed a memory whose content changed."""
+    await run_job(uuid.UUID(job_id), embedding.embed_memory)
+
+
+ACTORS: dict[JobKind, dramatiq.Actor] = {
+    JobKind.INGEST_MEMORIES: ingest_memories,
+    JobKind.EMBED_MEMORY: embed_memory,
+}
+
+
+def send_job(job: Job) -> None:
+    """Enqueue the message for a committed job row; the job id is the message id."""
+    actor = ACTORS[JobKind(job.kind)]
+    broker.enqueue(actor.message_with_options(args=(str(job.id),)).copy(message_id=str(job.id)))
+
+
+def job_message_in_broker(job: Job) -> bool:
+    """Whether the job's message is still waiting, delayed, or in a worker's hands."""
+    return broker.has_message(ACTORS[JobKind(job.kind)].queue_name, str(job.id))

@@ -1,0 +1,74 @@
+"""The maintenance scheduler: keeps every job moving toward a terminal state.
+
+Each pass (one scheduler at a time, by advisory lock):
+- a queued job whose message is not in the broker (a crash between commit and send) is re-sent;
+- a running job whose lease expired (its worker died) is re-sent unless the broker still holds its
+  message (Dramatiq re-delivers a dead worker's messages itself), or cancelled if cancel was asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import text
+
+from core.db import session_scope
+from core.errors import infrastructure_errors
+from core.settings import get_settings
+from pipelines import jobs
+from pipelines.runner import publish_event
+from schemas.enums import EventType, JobStatus
+from workers.actors import job_message_in_broker, send_job
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_LOCK = 7_310_002
+
+
+async def maintain_once() -> dict[str, int]:
+    """One maintenance pass; returns what it did."""
+    settings = get_settings()
+    report = {"resent": 0, "cancelled": 0, "in_broker": 0}
+    async with session_scope() as session:
+        locked = (await session.execute(text(f"SELECT pg_try_advisory_xact_lock({SCHEDULER_LOCK})"))).scalar()
+        if not locked:
+            return report
+        for job in await jobs.find_stalled(session, queued_older_than=settings.stale_queued_seconds):
+            if job.status == JobStatus.RUNNING and job.cancel_requested:
+                row = await jobs.cancel_abandoned(session, job.id)
+                if row is not None:
+                    await session.commit()
+                    await publish_event(EventType.CANCELLED, row, {"error": {"code": "cancelled",
+                                                                        "message": row.error_message}})
+                    report["cancelled"] += 1
+                continue
+            if await asyncio.to_thread(job_message_in_broker, job):
+                report["in_broker"] += 1
+                continue
+            await jobs.mark_resent(session, job.id)
+            await session.commit()
+            await asyncio.to_thread(send_job, job)
+            log.info("re-sent %s job %s (%s)", job.kind, job.id, job.status)
+            report["resent"] += 1
+        await session.commit()
+    return report
+
+
+async def run_scheduler(stop: asyncio.Event) -> None:
+    """Run maintenance passes every `scheduler_interval_seconds` until `stop` is set."""
+    interval = get_settings().scheduler_interval_seconds
+    log.info("scheduler running every %.1f s", interval)
+    while not stop.is_set():
+        try:
+            report = await maintain_once()
+            if report["resent"] or report["cancelled"]:
+                log.info("maintenance pass: %s", report)
+        except infrastructure_errors() as exc:
+            log.warning("maintenance pass skipped, infrastructure unavailable: %s", exc)
+        except Exception:
+            log.exception("maintenance pass failed")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
