@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -37,7 +38,11 @@ def _cmd_worker(args) -> int:
 
 
 def _cmd_scheduler(args) -> int:
-    from workers.scheduler import run_scheduler
+    from workers.scheduler import maintain_once, run_scheduler
+
+    if args.once:
+        print(json.dumps(asyncio.run(maintain_once())))
+        return 0
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -92,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=None)
     worker.set_defaults(func=_cmd_worker)
 
-    sub.add_parser("scheduler", help="run the maintenance scheduler").set_defaults(func=_cmd_scheduler)
+    scheduler = sub.add_parser("scheduler", help="run the maintenance scheduler")
+    scheduler.add_argument("--once", action="store_true", help="run one maintenance pass, print what it did, exit")
+    scheduler.set_defaults(func=_cmd_scheduler)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
 
     ingest = sub.add_parser("ingest", help="submit a JSONL file of memories (resumable)")

@@ -115,7 +115,7 @@ async def cancel(session: AsyncSession, org_id: uuid.UUID, job_id: uuid.UUID) ->
 
 # --- transitions made by workers -------------------------------------------------------------
 
-async def claim(session: AsyncSession, job_id: uuid.UUID, lease_seconds: float) -> Job | None:
+async def claim(session: AsyncSession, job_id: uuid.UUID, lease_seconds: float, worker: str) -> Job | None:
     """Take a job to run: a queued one, or a running one whose worker's lease ran out (it died)."""
     lease = timedelta(seconds=lease_seconds)
     return (await session.execute(
@@ -124,7 +124,7 @@ async def claim(session: AsyncSession, job_id: uuid.UUID, lease_seconds: float) 
                or_(Job.status == JobStatus.QUEUED.value,
                    and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < text("now()"))))
         .values(status=JobStatus.RUNNING.value, attempts=Job.attempts + 1, updated_at=text("now()"),
-                started_at=text("coalesce(started_at, now())"), lease_expires_at=func.now() + lease)
+                started_at=text("coalesce(started_at, now())"), lease_expires_at=func.now() + lease, worker=worker)
         .returning(Job))).scalar_one_or_none()
 
 

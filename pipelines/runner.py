@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -101,7 +103,7 @@ async def run_job(job_id: uuid.UUID, handler: Handler, *, drop_payload_keys: tup
     """Run `handler` for the job if it can be claimed; raises RetryLater for the broker on transient failure."""
     settings = get_settings()
     async with session_scope() as session:
-        job = await jobs.claim(session, job_id, settings.job_lease_seconds)
+        job = await jobs.claim(session, job_id, settings.job_lease_seconds, f"{socket.gethostname()}:{os.getpid()}")
         await session.commit()
     if job is None:
         await _settle_unclaimable(job_id)

@@ -39,6 +39,7 @@ class JobOut(BaseModel):
     idempotency_key: str | None = None
     parent_id: uuid.UUID | None = None
     request_id: str | None = None
+    worker: str | None = Field(default=None, description="host:pid of the worker process that last ran the job.")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
@@ -53,6 +54,7 @@ class JobOut(BaseModel):
             error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
             attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
             idempotency_key=job.idempotency_key, parent_id=job.parent_id, request_id=job.request_id,
+            worker=job.worker,
             created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
             finished_at=job.finished_at,
         )

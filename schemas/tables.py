@@ -96,3 +96,4 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     lease_expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    worker: str | None = Field(default=None, sa_column=Column(String(200)))

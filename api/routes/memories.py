@@ -24,8 +24,8 @@ ScopeQuery = Annotated[str | None, Query(min_length=1, max_length=255)]
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
              responses={409: {"model": ErrorOut, "description": "Idempotency-Key reused with another body"}})
-async def ingest_memories(body: MemoryBatchIn, session: SessionDep, who: CurrentPrincipal, key: IdempotencyKey,
-                          response: Response) -> JobOut:
+async def ingest_memories(body: MemoryBatchIn, session: SessionDep, who: CurrentPrincipal, response: Response,
+                          key: IdempotencyKey = None) -> JobOut:
     """Queue 1 to 10,000 memories for embedding and storage.
 
     Answers `202` with the job at once. Follow it at `GET /api/v1/jobs/{id}` or live at

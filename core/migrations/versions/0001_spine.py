@@ -95,6 +95,7 @@ def upgrade() -> None:
             started_at timestamptz,
             finished_at timestamptz,
             lease_expires_at timestamptz,
+            worker varchar(200),
             CONSTRAINT uq_jobs_idempotency UNIQUE (org_id, idempotency_key),
             CONSTRAINT ck_jobs_status CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled'))
         )""")

@@ -1,0 +1,93 @@
+"""Integration fixtures: one real stack per test session, a fresh scope per test."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from core.db import dispose_engine, session_scope, set_database_url
+from core.migrate import upgrade_database
+from core.redis import close_redis, set_redis_url
+from tests.support.stack import Stack, start_services
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def services():
+    svc = start_services()
+    set_database_url(svc.database_url)
+    set_redis_url(svc.redis_url)
+    upgrade_database()
+    yield svc
+    svc.stop()
+    shutil.rmtree(svc.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(services):
+    log_dir = Path(tempfile.mkdtemp(prefix="agentmem-test-logs-", dir="/tmp"))
+    st = Stack(services, log_dir)
+    try:
+        st.start(workers=2)
+    except Exception:
+        print(st.logs())
+        st.stop()
+        raise
+    yield st
+    st.stop()
+    print(f"\nintegration logs kept in {log_dir}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _close_clients():
+    yield
+    await dispose_engine()
+    await close_redis()
+
+
+@pytest.fixture
+async def client(stack):
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=httpx.Timeout(30, read=120)) as c:
+        yield c
+
+
+@pytest.fixture
+def scope() -> str:
+    """A user_id unique to the test: its memories are its namespace."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def db():
+    """Run one SQL statement against the test database and return all rows."""
+
+    async def query(sql: str, **params):
+        async with session_scope() as session:
+            result = await session.execute(text(sql), params)
+            rows = result.all() if result.returns_rows else []
+            await session.commit()
+            return rows
+
+    return query
+
+
+@pytest.fixture(autouse=True)
+def _dump_logs_on_failure(request, stack):
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(stack.logs())
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

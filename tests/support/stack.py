@@ -1,0 +1,175 @@
+"""Real processes for integration tests: PostgreSQL + pgvector, Redis, model server, API, workers.
+
+With AGENTMEM_TEST_DATABASE_URL / AGENTMEM_TEST_REDIS_URL set, those servers are used; otherwise
+the embedded servers are started in a temporary directory, as `agentmem up` would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: "Proc | None" = None) -> None:
+    """Wait until `url` answers 200, failing early if `proc` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout} s" + (f":\n{proc.tail()}" if proc else ""))
+
+
+@dataclass
+class Proc:
+    """A child process with its output in a log file."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_dir: Path
+    popen: subprocess.Popen = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.log_dir / f"{self.name}.log"
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                      cwd=ROOT, start_new_session=True)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self._log.close()
+
+
+@dataclass
+class Services:
+    database_url: str
+    redis_url: str
+    data_dir: Path
+    _servers: list = field(default_factory=list)
+
+    def stop(self) -> None:
+        for server in reversed(self._servers):
+            server.stop()
+
+
+def start_services() -> Services:
+    """Real PostgreSQL with pgvector and a real Redis-compatible server."""
+    from core.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    # Not under /root: the embedded PostgreSQL runs as an unprivileged system user when we are root.
+    data_dir = Path(tempfile.mkdtemp(prefix="agentmem-test-", dir="/tmp"))
+    services = Services(os.environ.get("AGENTMEM_TEST_DATABASE_URL", ""),
+                        os.environ.get("AGENTMEM_TEST_REDIS_URL", ""), data_dir)
+    if not services.database_url:
+        pg = EmbeddedPostgres(data_dir)
+        services.database_url = pg.start()
+        services._servers.append(pg)
+    if not services.redis_url:
+        valkey = EmbeddedRedis(data_dir)
+        services.redis_url = valkey.start()
+        services._servers.append(valkey)
+    return services
+
+
+# Settings that make failure paths quick to exercise; production defaults are in core/settings.py.
+TEST_SETTINGS = {
+    "AGENTMEM_JOB_LEASE_SECONDS": "4",
+    "AGENTMEM_BROKER_HEARTBEAT_TIMEOUT_MS": "6000",
+    "AGENTMEM_BROKER_MAINTENANCE_CHANCE": "1000000",
+    "AGENTMEM_INGEST_CHUNK_SIZE": "8",
+    "AGENTMEM_JOB_MAX_RETRIES": "2",
+    "AGENTMEM_JOB_MIN_BACKOFF_MS": "200",
+    "AGENTMEM_JOB_MAX_BACKOFF_MS": "1000",
+    "AGENTMEM_SSE_HEARTBEAT_SECONDS": "1",
+    "AGENTMEM_STALE_QUEUED_SECONDS": "1",
+    "AGENTMEM_PROGRESS_MIN_INTERVAL_MS": "0",
+    "AGENTMEM_WORKER_THREADS": "4",
+    "AGENTMEM_LOG_JSON": "true",
+}
+
+
+@dataclass
+class Stack:
+    """API + workers against the services, embedding through the tests' OpenAI-compatible server."""
+
+    services: Services
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, Proc] = field(default_factory=dict)
+    api_url: str = ""
+    model_url: str = ""
+
+    def start(self, workers: int = 2) -> "Stack":
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")}
+        model_port = free_port()
+        self.model_url = f"http://127.0.0.1:{model_port}"
+        self.env = base | TEST_SETTINGS | {
+            "AGENTMEM_DATABASE_URL": self.services.database_url,
+            "AGENTMEM_REDIS_URL": self.services.redis_url,
+            "AGENTMEM_DATA_DIR": str(self.services.data_dir),
+            "AGENTMEM_EMBEDDING_PROVIDER": "openai",
+            "AGENTMEM_EMBEDDING_BASE_URL": self.model_url + "/v1",
+            "AGENTMEM_EMBEDDING_API_KEY": "test-key",
+            "PYTHONUNBUFFERED": "1",
+        }
+        model = self.spawn("model-server", ["-m", "tests.support.openai_server", "--port", str(model_port)])
+        api_port = free_port()
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        api = self.spawn("api", ["-m", "cli.main", "api", "--port", str(api_port)])
+        for i in range(workers):
+            self.start_worker(f"worker-{i + 1}")
+        wait_http(self.model_url + "/health", 120, model)
+        wait_http(self.api_url + "/readyz", 120, api)
+        return self
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(name, [sys.executable, *args], env or self.env, self.log_dir)
+        self.procs[name] = proc
+        return proc
+
+    def start_worker(self, name: str) -> Proc:
+        return self.spawn(name, ["-m", "cli.main", "worker"])
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run an `agentmem` subcommand to completion with the stack's environment."""
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env or self.env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name} ---\n{proc.tail(60)}" for name, proc in self.procs.items())
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
