@@ -1,0 +1,154 @@
+"""Progress streaming: SSE with resume, the organization stream, WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import websockets
+
+from core.events import job_stream
+from core.redis import get_redis
+from tests.support.sse import TERMINAL, follow, sse_stream
+
+
+def slow_items(n: int, seconds: float = 0.3) -> list[dict]:
+    return [{"content": f"streamed item {i} @@slow:{seconds}@@"} for i in range(n)]
+
+
+async def start(client, scope, n=40, seconds=0.3):
+    response = await client.post("/api/v1/memories", json={"items": slow_items(n, seconds), "user_id": scope})
+    assert response.status_code == 202
+    return response.json()["id"]
+
+
+async def test_sse_resume_with_last_event_id_loses_and_repeats_nothing(client, scope):
+    job_id = await start(client, scope)
+    first = await follow(client, job_id, stop_after=lambda e: e.event == "progress" and e.data["data"]["done"] >= 16)
+    resume_from = [e for e in first if e.id][-1].id
+    second = await follow(client, job_id, last_event_id=resume_from)
+    assert second[0].event == "snapshot" and second[0].id is None
+    assert second[-1].event == "succeeded"
+
+    stored = await get_redis().xrange(job_stream(job_id))
+    all_ids = [entry_id for entry_id, _ in stored]
+    received = [e.id for e in first if e.id] + [e.id for e in second if e.id]
+    # A first connection starts at "now" (what came before is in its snapshot); from there on,
+    # every event arrives exactly once and in order across the reconnect.
+    assert received == all_ids[all_ids.index(received[0]):]
+    assert len(received) >= 6
+
+
+async def test_sse_of_a_finished_job_sends_snapshot_and_terminal_event_then_ends(client, scope):
+    job_id = await start(client, scope, n=2, seconds=0)
+    await follow(client, job_id)
+    events = await follow(client, job_id, timeout=10)
+    assert [e.event for e in events] == ["snapshot", "succeeded"]
+    assert events[0].data["data"]["status"] == "succeeded" and events[1].id
+
+
+async def test_sse_rejects_a_malformed_last_event_id_and_unknown_jobs(client):
+    response = await client.get(f"/api/v1/jobs/{uuid.uuid4()}/events")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    async with client.stream("GET", f"/api/v1/jobs/{uuid.uuid4()}/events",
+                             headers={"Last-Event-ID": "yesterday"}) as bad:
+        await bad.aread()
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_last_event_id"
+
+
+async def test_sse_sends_heartbeats_while_a_job_is_quiet(client, scope):
+    job_id = await start(client, scope, n=8, seconds=2.5)  # one chunk: quiet for 2.5 s; heartbeats every 1 s
+    lines = []
+
+    async def read():
+        async with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as response:
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line.startswith("event:") and line[6:].strip() in TERMINAL:
+                    return
+
+    await asyncio.wait_for(read(), 30)
+    assert any(line.startswith(": heartbeat") for line in lines)
+
+
+async def test_organization_stream_carries_every_job_event(client, scope):
+    seen: list = []
+    ready = asyncio.Event()
+
+    async def listen():
+        async for event in sse_stream(client, "/api/v1/events"):
+            seen.append(event)
+            if event.event in TERMINAL and event.data["job_id"] in jobs:
+                done.add(event.data["job_id"])
+                if done == set(jobs):
+                    return
+
+    jobs: list[str] = []
+    done: set[str] = set()
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.5)  # let the listener connect before the jobs start
+    ready.set()
+    jobs.extend([await start(client, scope, n=2, seconds=0), await start(client, scope, n=2, seconds=0)])
+    await asyncio.wait_for(listener, 60)
+    kinds = {(e.data["job_id"], e.event) for e in seen}
+    for job_id in jobs:
+        assert {(job_id, "queued"), (job_id, "started"), (job_id, "succeeded")} <= kinds
+
+
+async def test_websocket_follows_two_jobs_on_one_socket(client, stack, scope):
+    job_a, job_b = await start(client, scope, n=16, seconds=0.2), await start(client, scope, n=8, seconds=0.2)
+    url = stack.api_url.replace("http://", "ws://") + "/api/v1/ws"
+    terminal: dict[str, str] = {}
+    events: dict[str, list[str]] = {job_a: [], job_b: []}
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"action": "ping"}))
+        await ws.send(json.dumps({"action": "subscribe", "job_id": job_a}))
+        await ws.send(json.dumps({"action": "subscribe", "job_id": job_b}))
+        await ws.send(json.dumps({"action": "subscribe", "job_id": str(uuid.uuid4())}))
+        await ws.send("not json")
+        replies = []
+
+        async def read():
+            while len(terminal) < 2:
+                message = json.loads(await ws.recv())
+                replies.append(message)
+                if message["type"] == "event":
+                    event = message["event"]
+                    events[event["job_id"]].append(event["type"])
+                    if event["type"] in TERMINAL:
+                        terminal[event["job_id"]] = event["type"]
+
+        await asyncio.wait_for(read(), 60)
+    types = [r["type"] for r in replies]
+    assert "pong" in types
+    errors = {r["code"] for r in replies if r["type"] == "error"}
+    assert errors == {"not_found", "malformed_message"}
+    assert terminal == {job_a: "succeeded", job_b: "succeeded"}
+    for job_id in (job_a, job_b):
+        assert events[job_id][0] == "snapshot" and "progress" in events[job_id]
+
+
+async def test_websocket_unsubscribe_stops_events_for_that_job(client, stack, scope):
+    job_id = await start(client, scope, n=24, seconds=0.3)
+    url = stack.api_url.replace("http://", "ws://") + "/api/v1/ws"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"action": "subscribe", "job_id": job_id}))
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if message["type"] == "event" and message["event"]["type"] == "progress":
+                break
+        await ws.send(json.dumps({"action": "unsubscribe", "job_id": job_id}))
+        after = []
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            after.append(message)
+            if message["type"] == "unsubscribed":
+                break
+        assert message["reason"] == "requested"
+        await follow(client, job_id)  # the job finishes meanwhile
+        await ws.send(json.dumps({"action": "ping"}))
+        leftover = [json.loads(await asyncio.wait_for(ws.recv(), 10))]
+        while leftover[-1]["type"] != "pong":
+            leftover.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+    assert all(m["type"] == "pong" for m in leftover), leftover
