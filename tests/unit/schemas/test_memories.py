@@ -1,0 +1,179 @@
+"""schemas/memories.py: what the API accepts as memories, batches, updates and searches."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.memories import (MAX_BATCH_ITEMS, MAX_CONTENT_CHARS, MAX_QUERY_CHARS, MemoryBatchIn, MemoryIn,
+                              MemorySearchIn, MemoryUpdate)
+
+
+def error_types(exc: pytest.ExceptionInfo[ValidationError]) -> set[str]:
+    return {e["type"] for e in exc.value.errors()}
+
+
+def error_locs(exc: pytest.ExceptionInfo[ValidationError]) -> set[tuple]:
+    return {tuple(e["loc"]) for e in exc.value.errors()}
+
+
+# --- MemoryIn ------------------------------------------------------------------------------------
+
+def test_memory_in_accepts_content_and_defaults_metadata_to_an_empty_object():
+    memory = MemoryIn.model_validate({"content": "likes green tea"})
+    assert memory.content == "likes green tea"
+    assert memory.metadata == {}
+    assert (memory.user_id, memory.agent_id, memory.run_id) == (None, None, None)
+
+
+def test_memory_in_rejects_empty_content():
+    with pytest.raises(ValidationError) as exc:
+        MemoryIn.model_validate({"content": ""})
+    assert ("content",) in error_locs(exc)
+
+
+@pytest.mark.parametrize("blank", [" ", "   \n\t  ", "\u3000"])
+def test_memory_in_rejects_whitespace_only_content(blank):
+    with pytest.raises(ValidationError, match="non-whitespace"):
+        MemoryIn.model_validate({"content": blank})
+
+
+def test_memory_in_accepts_content_of_exactly_max_content_chars():
+    assert len(MemoryIn.model_validate({"content": "x" * MAX_CONTENT_CHARS}).content) == MAX_CONTENT_CHARS
+
+
+def test_memory_in_rejects_content_over_max_content_chars():
+    with pytest.raises(ValidationError) as exc:
+        MemoryIn.model_validate({"content": "x" * (MAX_CONTENT_CHARS + 1)})
+    assert error_types(exc) == {"string_too_long"}
+
+
+def test_memory_in_rejects_unknown_fields():
+    with pytest.raises(ValidationError) as exc:
+        MemoryIn.model_validate({"content": "x", "colour": "red"})
+    assert error_types(exc) == {"extra_forbidden"}
+    assert error_locs(exc) == {("colour",)}
+
+
+@pytest.mark.parametrize("metadata", ["a string", [1, 2], 3, True])
+def test_memory_in_rejects_metadata_that_is_not_an_object(metadata):
+    with pytest.raises(ValidationError) as exc:
+        MemoryIn.model_validate({"content": "x", "metadata": metadata})
+    assert error_locs(exc) == {("metadata",)}
+
+
+@pytest.mark.parametrize("content", [123, 1.5, None, ["a"], {"text": "a"}])
+def test_memory_in_rejects_content_that_is_not_a_string(content):
+    with pytest.raises(ValidationError) as exc:
+        MemoryIn.model_validate({"content": content})
+    assert error_locs(exc) == {("content",)}
+
+
+def test_memory_in_requires_content():
+    with pytest.raises(ValidationError) as exc:
+        MemoryIn.model_validate({"metadata": {"a": 1}})
+    assert error_types(exc) == {"missing"}
+
+
+def test_memory_in_strips_scope_ids_and_rejects_blank_ones():
+    assert MemoryIn.model_validate({"content": "x", "user_id": "  alice "}).user_id == "alice"
+    with pytest.raises(ValidationError) as exc:
+        MemoryIn.model_validate({"content": "x", "agent_id": "   "})
+    assert error_locs(exc) == {("agent_id",)}
+
+
+# --- MemoryBatchIn -------------------------------------------------------------------------------
+
+def test_memory_batch_in_rejects_an_empty_batch():
+    with pytest.raises(ValidationError) as exc:
+        MemoryBatchIn.model_validate({"items": []})
+    assert error_types(exc) == {"too_short"}
+
+
+def test_memory_batch_in_accepts_exactly_max_batch_items():
+    batch = MemoryBatchIn.model_validate({"items": [{"content": "x"}] * MAX_BATCH_ITEMS})
+    assert len(batch.items) == MAX_BATCH_ITEMS
+
+
+def test_memory_batch_in_rejects_one_item_over_max_batch_items():
+    with pytest.raises(ValidationError) as exc:
+        MemoryBatchIn.model_validate({"items": [{"content": "x"}] * (MAX_BATCH_ITEMS + 1)})
+    assert error_types(exc) == {"too_long"}
+
+
+def test_memory_batch_in_reports_the_index_of_an_invalid_item():
+    with pytest.raises(ValidationError) as exc:
+        MemoryBatchIn.model_validate({"items": [{"content": "ok"}, {"content": "   "}]})
+    assert error_locs(exc) == {("items", 1)}
+
+
+def test_memory_batch_in_rejects_unknown_fields():
+    with pytest.raises(ValidationError) as exc:
+        MemoryBatchIn.model_validate({"items": [{"content": "x"}], "priority": 1})
+    assert error_types(exc) == {"extra_forbidden"}
+
+
+# --- MemoryUpdate --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", [{}, {"content": None}, {"metadata": None}, {"content": None, "metadata": None}])
+def test_memory_update_needs_content_or_metadata(body):
+    with pytest.raises(ValidationError, match="give `content`, `metadata` or both"):
+        MemoryUpdate.model_validate(body)
+
+
+@pytest.mark.parametrize("body", [{"content": "new text"}, {"metadata": {}}, {"metadata": {"k": 1}},
+                                  {"content": "new text", "metadata": {"k": 1}}])
+def test_memory_update_accepts_content_metadata_or_both(body):
+    update = MemoryUpdate.model_validate(body)
+    assert update.content == body.get("content")
+    assert update.metadata == body.get("metadata")
+
+
+def test_memory_update_rejects_whitespace_only_content():
+    with pytest.raises(ValidationError, match="non-whitespace"):
+        MemoryUpdate.model_validate({"content": "  \n "})
+
+
+def test_memory_update_rejects_content_over_max_content_chars():
+    with pytest.raises(ValidationError) as exc:
+        MemoryUpdate.model_validate({"content": "x" * (MAX_CONTENT_CHARS + 1)})
+    assert error_types(exc) == {"string_too_long"}
+
+
+# --- MemorySearchIn ------------------------------------------------------------------------------
+
+def test_memory_search_in_defaults_to_ten_hits_and_no_score_floor():
+    search = MemorySearchIn.model_validate({"query": "tea"})
+    assert search.top_k == 10
+    assert search.min_score is None
+
+
+@pytest.mark.parametrize("top_k", [1, 100])
+def test_memory_search_in_accepts_top_k_at_its_bounds(top_k):
+    assert MemorySearchIn.model_validate({"query": "tea", "top_k": top_k}).top_k == top_k
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 101])
+def test_memory_search_in_rejects_top_k_outside_1_to_100(top_k):
+    with pytest.raises(ValidationError) as exc:
+        MemorySearchIn.model_validate({"query": "tea", "top_k": top_k})
+    assert error_locs(exc) == {("top_k",)}
+
+
+@pytest.mark.parametrize("min_score", [-1.0, 0.0, 1.0])
+def test_memory_search_in_accepts_min_score_within_cosine_range(min_score):
+    assert MemorySearchIn.model_validate({"query": "tea", "min_score": min_score}).min_score == min_score
+
+
+@pytest.mark.parametrize("min_score", [-1.01, 1.01, 2])
+def test_memory_search_in_rejects_min_score_outside_cosine_range(min_score):
+    with pytest.raises(ValidationError) as exc:
+        MemorySearchIn.model_validate({"query": "tea", "min_score": min_score})
+    assert error_locs(exc) == {("min_score",)}
+
+
+@pytest.mark.parametrize("query", ["", "q" * (MAX_QUERY_CHARS + 1)])
+def test_memory_search_in_rejects_empty_or_overlong_query(query):
+    with pytest.raises(ValidationError) as exc:
+        MemorySearchIn.model_validate({"query": query})
+    assert error_locs(exc) == {("query",)}

@@ -1,0 +1,140 @@
+"""STYLE.md section 1 and 2, enforced on the source: imports go one way, only settings reads the environment,
+and every route documents itself for the OpenAPI page.
+
+Imports are read with `ast` from the files (including imports inside functions), so nothing is imported to check.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+from fastapi.routing import APIRoute, APIWebSocketRoute
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("api", "cli", "workers", "pipelines", "core", "schemas")
+
+# api → workers → pipelines → core → schemas: a layer imports nothing from the layers above it.
+FORBIDDEN_IMPORTS: dict[str, frozenset[str]] = {
+    "schemas": frozenset({"core", "pipelines", "workers", "api", "cli"}),
+    "core": frozenset({"pipelines", "workers", "api", "cli"}),
+    # Pipelines run the same from a route, an actor, a CLI or a test: no web or queue framework.
+    "pipelines": frozenset({"workers", "api", "cli", "fastapi", "starlette", "dramatiq"}),
+    "workers": frozenset({"api", "cli"}),
+}
+
+# Only core/settings.py reads the environment; cli/up.py copies it whole into the servers it starts.
+ENVIRONMENT_READERS_ALLOWED = {"core/settings.py", "cli/up.py"}
+
+
+def source_files(package: str) -> list[Path]:
+    return sorted(p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in the file, relative imports resolved."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package_parts = list(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package_parts[:len(package_parts) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.append((node.lineno, module))
+            # `from pkg import module` imports pkg.module: record it so `from api import app` is seen.
+            found.extend((node.lineno, f"{module}.{alias.name}") for alias in node.names)
+    return found
+
+
+def test_the_layers_exist_where_this_test_looks_for_them():
+    for package in PACKAGES:
+        assert source_files(package), f"no Python files under {package}/"
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN_IMPORTS))
+def test_layer_imports_nothing_from_the_layers_above_it(layer):
+    forbidden = FORBIDDEN_IMPORTS[layer]
+    violations = [f"{relative(path)}:{line} imports {module}"
+                  for path in source_files(layer)
+                  for line, module in imported_modules(path)
+                  if module.split(".")[0] in forbidden]
+    assert not violations, f"{layer}/ must not import {sorted(forbidden)}:\n" + "\n".join(violations)
+
+
+def environment_reads(path: Path) -> list[tuple[int, str]]:
+    """(line, expression) of every read of the process environment: os.environ, os.getenv, environ.get, …"""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    reads: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == "os" and node.attr in ("environ", "environb", "getenv", "getenvb"):
+                reads.append((node.lineno, f"os.{node.attr}"))
+            elif node.value.id in ("environ", "environb") and node.attr in ("get", "copy", "items", "keys", "values"):
+                reads.append((node.lineno, f"{node.value.id}.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            reads.extend((node.lineno, f"from os import {alias.name}") for alias in node.names
+                         if alias.name in ("environ", "environb", "getenv", "getenvb"))
+    return reads
+
+
+def test_only_settings_reads_the_environment():
+    violations = [f"{relative(path)}:{line} reads {expression}"
+                  for package in PACKAGES
+                  for path in source_files(package)
+                  if relative(path) not in ENVIRONMENT_READERS_ALLOWED
+                  for line, expression in environment_reads(path)]
+    assert not violations, "read settings through core.settings.get_settings():\n" + "\n".join(violations)
+
+
+def test_environment_check_sees_the_allowed_reader():
+    # Guards the detector itself: cli/up.py does read os.environ, so a blind check would fail here.
+    assert environment_reads(ROOT / "cli" / "up.py")
+
+
+def app_routes(routes) -> list:
+    """Every route of the app, descending into included routers and mounts whatever their wrapper class."""
+    found = []
+    for route in routes:
+        if isinstance(route, (APIRoute, APIWebSocketRoute)):
+            found.append(route)
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            found.extend(app_routes(included.routes))
+        elif getattr(route, "routes", None):
+            found.extend(app_routes(route.routes))
+    return found
+
+
+@pytest.fixture(scope="module")
+def app():
+    from api.app import create_app
+
+    return create_app()
+
+
+def test_every_route_documents_itself(app):
+    routes = app_routes(app.routes)
+    assert len(routes) >= 10, f"expected the application's routes, found {[r.path for r in routes]}"
+    undocumented = [f"{sorted(getattr(r, 'methods', None) or ['WEBSOCKET'])} {r.path}" for r in routes
+                    if not (getattr(r, "description", None) or inspect.getdoc(r.endpoint) or "").strip()]
+    assert not undocumented, "give these routes a docstring (it is their OpenAPI description):\n" + "\n".join(
+        undocumented)
+
+
+def test_every_openapi_operation_has_a_description(app):
+    operations = [(method.upper(), path, op) for path, item in app.openapi()["paths"].items()
+                  for method, op in item.items()]
+    assert operations
+    missing = [f"{method} {path}" for method, path, op in operations if not op.get("description", "").strip()]
+    assert not missing, "OpenAPI operations without a description:\n" + "\n".join(missing)

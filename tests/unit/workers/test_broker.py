@@ -1,0 +1,59 @@
+"""workers/broker.py, the parts that need no Lua: the Redis message id is the job id, and the lookup by it."""
+
+from __future__ import annotations
+
+import uuid
+
+import dramatiq
+import fakeredis
+import pytest
+from dramatiq.common import current_millis, dq_name
+
+from workers.broker import NAMESPACE, JobBroker
+
+
+Enqueued = list[tuple[str, str, dramatiq.Message]]
+
+
+@pytest.fixture
+def job_broker(monkeypatch) -> tuple[JobBroker, Enqueued]:
+    """A JobBroker on a sync fake Redis whose Lua dispatch (fakeredis has no Lua here) records its arguments."""
+    broker = JobBroker(client=fakeredis.FakeRedis(server=fakeredis.FakeServer()), namespace=NAMESPACE)
+    enqueued: Enqueued = []
+    monkeypatch.setattr(broker, "do_enqueue", lambda queue, redis_id, data: enqueued.append(
+        (queue, redis_id, dramatiq.Message.decode(data))))
+    return broker, enqueued
+
+
+def message_for(job_id: str) -> dramatiq.Message:
+    return dramatiq.Message(queue_name="embedding", actor_name="embed_memory", args=(job_id,), kwargs={},
+                            options={}, message_id=job_id)
+
+
+def test_enqueue_stores_the_message_under_its_own_id(job_broker):
+    broker, enqueued = job_broker
+    job_id = str(uuid.uuid4())
+    broker.enqueue(message_for(job_id))
+    [(queue, redis_id, message)] = enqueued
+    assert (queue, redis_id) == ("embedding", job_id)
+    assert message.options["redis_message_id"] == job_id
+
+
+def test_enqueue_with_delay_goes_to_the_delay_queue_under_the_same_id(job_broker):
+    broker, enqueued = job_broker
+    job_id = str(uuid.uuid4())
+    broker.enqueue(message_for(job_id), delay=5_000)
+    [(queue, redis_id, message)] = enqueued
+    assert (queue, redis_id) == (dq_name("embedding"), job_id)
+    assert message.options["eta"] >= current_millis() + 4_000
+
+
+def test_has_message_finds_a_queued_or_delayed_message_by_job_id(job_broker):
+    broker, _ = job_broker
+    queued, delayed, absent = (str(uuid.uuid4()) for _ in range(3))
+    # The hashes dramatiq's dispatch.lua keeps messages in: `<namespace>:<queue>.msgs`.
+    broker.client.hset(f"{NAMESPACE}:embedding.msgs", queued, b"...")
+    broker.client.hset(f"{NAMESPACE}:{dq_name('embedding')}.msgs", delayed, b"...")
+    assert broker.has_message("embedding", queued)
+    assert broker.has_message("embedding", delayed)
+    assert not broker.has_message("embedding", absent)
