@@ -51,8 +51,8 @@ async def _infrastructure_error(request: Request, exc: Exception) -> JSONRespons
                           headers={"Retry-After": "5"})
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error")
+def unexpected_error_response() -> JSONResponse:
+    """The 500 for an exception nothing else handled (rendered by the request middleware)."""
     return error_response(500, "internal_error", "an unexpected error occurred; quote the request id when reporting it")
 
 
@@ -63,4 +63,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for exc_class in infrastructure_errors():
         app.add_exception_handler(exc_class, _infrastructure_error)
-    app.add_exception_handler(Exception, _unexpected)
+    # Unknown exceptions are rendered by api.middleware.RequestContext, inside the request's
+    # context, so the 500 carries the request id and is logged once.

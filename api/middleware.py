@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 
+from api.errors import unexpected_error_response
 from core.logging import request_id_var
 from core.metrics import REQUEST_LATENCY
 
@@ -34,11 +35,17 @@ class RequestContext:
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                status["started"] = True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method", "WS"), scope["path"])
+            if scope["type"] != "http" or status.get("started"):
+                raise
+            await unexpected_error_response()(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

@@ -66,4 +66,5 @@ def infrastructure_errors() -> tuple[type[BaseException], ...]:
     return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
             sqlalchemy.exc.DisconnectionError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
             asyncpg.TooManyConnectionsError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-            ConnectionError, TimeoutError, OSError)
+            # asyncpg lets a refused or reset socket through unwrapped.
+            ConnectionRefusedError, ConnectionResetError)

@@ -33,7 +33,7 @@ def org_stream(org_id: Any) -> str:
 
 def is_stream_id(value: str) -> bool:
     """Whether `value` has the shape of a Redis stream entry id (`ms-seq`)."""
-    return bool(STREAM_ID.match(value))
+    return bool(STREAM_ID.fullmatch(value))
 
 
 async def publish(type_: EventType, *, job_id: Any, org_id: Any, data: dict[str, Any] | None = None) -> str:

@@ -1,0 +1,110 @@
+"""`agentmem up` as a user runs it: embedded servers, local model, CLI ingest and watch, Ctrl-C, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.support.stack import ROOT, free_port
+
+
+class Up:
+    """`agentmem up` in the background, its output read line by line."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")} | {"PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(port), "--data-dir",
+                                      str(data_dir), "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if "AgentMem is ready." in self.lines.get(timeout=1):
+                    return
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+        raise AssertionError("agentmem up never became ready:\n" + "".join(self.output[-60:]))
+
+    def interrupt(self, timeout: float = 90) -> tuple[int, list[psutil.Process]]:
+        descendants = psutil.Process(self.proc.pid).children(recursive=True)
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=timeout)
+        _, alive = psutil.wait_procs(descendants, timeout=5)
+        return code, alive
+
+
+def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")})
+
+
+def test_up_runs_everything_ingests_from_the_cli_stops_cleanly_and_keeps_data():
+    data_dir = Path(tempfile.mkdtemp(prefix="agentmem-up-", dir="/tmp"))
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    jsonl = data_dir / "memories.jsonl"
+    facts = [f"Fact number {i}: the user's locker code ends in {i}." for i in range(29)]
+    facts.append("The user's grandmother grew tomatoes and basil on her balcony in Naples.")
+    jsonl.write_text("".join(json.dumps({"content": f, "user_id": "cli-user"}) + "\n" for f in facts))
+    up = Up(data_dir, port)
+    try:
+        up.wait_ready()
+        first = cli("ingest", str(jsonl), "--api-url", api, "--batch-size", "10", "--wait")
+        assert first.returncode == 0, first.stderr + first.stdout
+        assert "30 memories accepted in 3 job(s)" in first.stdout
+        state_file = jsonl.with_name(jsonl.name + ".agentmem-state.json")
+        state = json.loads(state_file.read_text())
+        jobs_before = httpx.get(f"{api}/api/v1/jobs", params={"limit": 200}).json()["items"]
+
+        # An interruption after the last POST but before its state was saved: the re-run sends that
+        # batch again under the same Idempotency-Key and gets the same job back.
+        del state["jobs"]["2"]
+        state_file.write_text(json.dumps(state))
+        again = cli("ingest", str(jsonl), "--api-url", api, "--batch-size", "10")
+        assert again.returncode == 0, again.stderr
+        jobs_after = httpx.get(f"{api}/api/v1/jobs", params={"limit": 200}).json()["items"]
+        assert len(jobs_after) == len(jobs_before) == 3
+
+        watched = cli("jobs", "watch", jobs_after[0]["id"], "--api-url", api)
+        assert watched.returncode == 0 and "succeeded" in watched.stdout + watched.stderr
+
+        hits = httpx.post(f"{api}/api/v1/memories/search", json={"query": "who gardened herbs and vegetables?",
+                                                                   "user_id": "cli-user", "top_k": 1}).json()["hits"]
+        assert hits[0]["memory"]["content"] == facts[-1]
+    finally:
+        code, alive = up.interrupt()
+    assert code == 0, "".join(up.output[-40:])
+    assert alive == [], f"processes left running after Ctrl-C: {alive}"
+
+    restarted = Up(data_dir, port)
+    try:
+        restarted.wait_ready()
+        stored = httpx.get(f"{api}/api/v1/memories", params={"user_id": "cli-user", "limit": 100}).json()["items"]
+        assert len(stored) == 30
+    finally:
+        code, alive = restarted.interrupt()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    assert code == 0 and alive == []
