@@ -32,8 +32,11 @@ def _cmd_api(args) -> int:
 def _cmd_worker(args) -> int:
     settings = get_settings()
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
-            "--threads", str(args.threads or settings.worker_threads), "--queues", "embedding"]
-    os.execv(sys.executable, argv)
+            "--threads", str(args.threads or settings.worker_threads), "--queues", "embedding",
+            "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms)]
+    # Dramatiq reads its idle poll ceiling from the environment (default 1 s): keep pickup latency low.
+    env = dict(os.environ, dramatiq_worker_timeout=str(settings.worker_poll_ms))
+    os.execve(sys.executable, argv, env)
     return 0  # not reached
 
 

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
 
     # Workers and broker
     worker_threads: int = 8
+    worker_poll_ms: int = Field(default=25, description="Longest an idle worker waits before polling the queue again.")
+    worker_shutdown_timeout_ms: int = 10_000
     broker_heartbeat_timeout_ms: int = 30_000
     broker_maintenance_chance: int = 50_000
     worker_seen_seconds: float = 30.0

@@ -58,7 +58,7 @@ async def embed_memory(ctx: JobContext) -> dict[str, Any]:
     await ctx.progress(0, 1, "embedding")
     async with session_scope() as session:
         memory = await session.get(Memory, memory_id_)
-    if memory is None or memory.deleted_at is not None:
+    if memory is None or memory.deleted_at is not None or memory.org_id != ctx.job.org_id:
         return {"memory_id": str(memory_id_), "updated": False, "reason": "deleted"}
     if memory.content_hash != expected_hash:
         return {"memory_id": str(memory_id_), "updated": False, "reason": "superseded by a newer edit"}

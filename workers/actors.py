@@ -9,6 +9,7 @@ import uuid
 
 import dramatiq
 
+from core.errors import PermanentJobError
 from core.settings import get_settings
 from pipelines import embedding
 from pipelines.runner import run_job
@@ -25,6 +26,8 @@ _options = dict(
     max_backoff=_settings.job_max_backoff_ms,
     # Our own asyncio timeout fires first and records `time_limit_exceeded`; this is the backstop.
     time_limit=int((_settings.job_time_limit_seconds + 60) * 1000),
+    # run_job records permanent failures itself; should one escape, it must not be retried.
+    throws=(PermanentJobError,),
 )
 
 

@@ -25,8 +25,9 @@ FORBIDDEN_IMPORTS: dict[str, frozenset[str]] = {
     "workers": frozenset({"api", "cli"}),
 }
 
-# Only core/settings.py reads the environment; cli/up.py copies it whole into the servers it starts.
-ENVIRONMENT_READERS_ALLOWED = {"core/settings.py", "cli/up.py"}
+# Only core/settings.py reads the environment; cli/up.py and cli/main.py copy it whole into the
+# child processes they start (servers, the dramatiq worker).
+ENVIRONMENT_READERS_ALLOWED = {"core/settings.py", "cli/up.py", "cli/main.py"}
 
 
 def source_files(package: str) -> list[Path]:
