@@ -109,6 +109,7 @@ async def follow_org(org_id: uuid.UUID, last_event_id: str | None) -> AsyncItera
     key = events.org_stream(org_id)
     position = last_event_id or await events.last_id(key)
     block_ms = int(get_settings().sse_heartbeat_seconds * 1000)
+    yield None  # connected: let the client see the response before the first event
     while True:
         batch = await events.read({key: position}, block_ms=block_ms)
         if not batch:

@@ -21,6 +21,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import AsyncIO
 
+from core.embedder import warm_up
 from core.redis import redis_url
 from core.settings import get_settings
 
@@ -90,6 +91,16 @@ class WorkerPresence(Middleware):
             self._stop.wait(self.interval)
 
 
+class ModelWarmup(Middleware):
+    """Load the embedding model before the worker takes any message, so no job waits for it and
+    /readyz (which wants a worker's presence) turns green only when workers are warm."""
+
+    def before_worker_boot(self, broker, worker) -> None:
+        started = time.monotonic()
+        warm_up()
+        log.info("embedding model ready in %.1f s", time.monotonic() - started)
+
+
 def build_broker() -> JobBroker:
     """A Redis broker with AsyncIO, worker presence, and timeouts that fail fast during outages."""
     settings = get_settings()
@@ -104,6 +115,7 @@ def build_broker() -> JobBroker:
                        heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
                        maintenance_chance=settings.broker_maintenance_chance)
     broker.add_middleware(AsyncIO())
+    broker.add_middleware(ModelWarmup())
     broker.add_middleware(WorkerPresence(client))
     return broker
 
