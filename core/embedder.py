@@ -7,6 +7,8 @@ the worker's event loop) into one model call, so small requests approach big-bat
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import threading
 from collections import deque
@@ -65,13 +67,41 @@ class LocalModel:
     def encode_sync(self, texts: list[str]) -> Vectors:
         """Embed texts on the calling thread; vectors are L2-normalised."""
         model = self.load()
-        vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
-                               show_progress_bar=False)
+        with _machine_turn():
+            vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                                   show_progress_bar=False)
         return vectors.tolist()
 
     async def encode(self, texts: list[str]) -> Vectors:
         """Embed texts on the model thread without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.encode_sync, texts)
+
+
+_turn_path: Path | None = None
+
+
+def take_turns_across_processes(lock_path: Path) -> None:
+    """Make this process's model calls take turns with other processes holding the same lock file.
+
+    Torch uses every core for one call; two worker processes computing at once oversubscribe the
+    CPU and both slow down several-fold. Taking turns keeps each call at full speed, and jobs that
+    wait meanwhile join a larger batch. Workers opt in; the API's one-query calls do not.
+    """
+    global _turn_path
+    _turn_path = lock_path
+
+
+@contextlib.contextmanager
+def _machine_turn():
+    if _turn_path is None:
+        yield
+        return
+    with open(_turn_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class OpenAIModel:

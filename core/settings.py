@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     embedding_batch_size: int = 128
     embedding_batch_wait_ms: float = 10.0
     embedding_threads: int = Field(default=0, description="Torch threads per process; 0 lets torch decide.")
+    embedding_take_turns: bool = Field(default=True, description="Worker processes on one machine run the local "
+                                       "model one at a time (avoids CPU oversubscription).")
 
     # Jobs
     ingest_chunk_size: int = 256

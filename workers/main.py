@@ -1,9 +1,16 @@
 """Entry module for `dramatiq workers.main`: configure logging, then declare the actors."""
 
+import os
+import tempfile
+from pathlib import Path
+
+from core.embedder import take_turns_across_processes
 from core.logging import configure_logging
 from core.settings import get_settings
 
 _settings = get_settings()
 configure_logging(_settings.log_level, _settings.log_json, process="worker")
+if _settings.embedding_take_turns:
+    take_turns_across_processes(Path(tempfile.gettempdir()) / f"agentmem-embedder-{os.getuid()}.lock")
 
 from workers import actors  # noqa: E402,F401  (declares the actors on the broker)

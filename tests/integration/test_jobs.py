@@ -131,3 +131,27 @@ async def test_list_jobs_filters_and_paginates(client, scope):
     assert nxt["items"][0]["id"] == created[0]["id"]
     none = (await client.get("/api/v1/jobs", params={"status": "cancelled", "kind": "embed_memory"})).json()
     assert all(j["kind"] == "embed_memory" for j in none["items"])
+
+
+async def test_a_job_over_its_time_limit_fails_with_time_limit_exceeded(client, stack, scope):
+    import psutil
+
+    from tests.support.stack import wait_http
+
+    # Only a worker with a 1 s limit may take this job: freeze the others meanwhile.
+    regular = [p for name, proc in stack.procs.items() if name.startswith("worker") and proc.popen.poll() is None
+               for p in [psutil.Process(proc.popen.pid), *psutil.Process(proc.popen.pid).children(recursive=True)]]
+    strict = stack.spawn("worker-time-limited", ["-m", "cli.main", "worker"],
+                         env=stack.env | {"AGENTMEM_JOB_TIME_LIMIT_SECONDS": "1"})
+    for process in regular:
+        process.suspend()
+    try:
+        wait_http(stack.api_url + "/healthz", 10)
+        job = (await post(client, {"items": items(2, "too slow", "@@slow:3@@"), "user_id": scope})).json()
+        final = await finish(client, job["id"], timeout=60)
+    finally:
+        strict.stop()
+        for process in regular:
+            process.resume()
+    assert final["status"] == "failed" and final["attempts"] == 1
+    assert final["error"]["code"] == "time_limit_exceeded"
