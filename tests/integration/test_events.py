@@ -97,7 +97,8 @@ async def test_organization_stream_carries_every_job_event(client, scope):
 
 
 async def test_websocket_follows_two_jobs_on_one_socket(client, stack, scope):
-    job_a, job_b = await start(client, scope, n=16, seconds=0.2), await start(client, scope, n=8, seconds=0.2)
+    # Several chunks each: progress events come after the socket has subscribed.
+    job_a, job_b = await start(client, scope, n=32, seconds=0.3), await start(client, scope, n=24, seconds=0.3)
     url = stack.api_url.replace("http://", "ws://") + "/api/v1/ws"
     terminal: dict[str, str] = {}
     events: dict[str, list[str]] = {job_a: [], job_b: []}

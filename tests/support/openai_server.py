@@ -33,10 +33,15 @@ def build_app() -> FastAPI:
     failures: Counter[str] = Counter()
     app = FastAPI()
     stats = {"embedding_requests": 0, "embedded_texts": 0}
+    served: list[list[str]] = []
 
     @app.get("/stats")
-    async def get_stats() -> dict:
-        return stats
+    async def get_stats(contains: str | None = None) -> dict:
+        """Totals, or with `contains`: how many calls and texts carried that tag (other tests' work excluded)."""
+        if contains is None:
+            return stats
+        calls = [texts for texts in served if any(contains in t for t in texts)]
+        return {"embedding_requests": len(calls), "embedded_texts": sum(contains in t for c in calls for t in c)}
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
@@ -56,6 +61,8 @@ def build_app() -> FastAPI:
                                         status_code=status, headers={"Retry-After": "0"})
         stats["embedding_requests"] += 1
         stats["embedded_texts"] += len(texts)
+        served.append(texts)
+        del served[:-5000]
         vectors = await model.encode(texts)
         return {"object": "list", "model": body.get("model", "test"),
                 "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
