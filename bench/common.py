@@ -434,3 +434,13 @@ def machine_load(warn_above: float = 1.0) -> str:
 def command_line() -> str:
     """How this script was run, to paste next to its figures."""
     return shlex.join([Path(sys.executable).name, *sys.argv])
+
+
+def finish_run(system: System, failed: bool, problems: Sequence[str]) -> int:
+    """Print the closing lines every benchmark prints, clean up, and give the exit status."""
+    print(f"\nafter: {machine_load(warn_above=float('inf'))}")
+    print(f"command: {command_line()}")
+    system.cleanup(failed or bool(problems))
+    for problem in problems:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1 if failed or problems else 0

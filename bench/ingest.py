@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BenchError, JobWatcher, System, command_line, corpus, fetch_jobs,  # noqa: E402
+from bench.common import (BenchError, finish_run, JobWatcher, System, corpus, fetch_jobs,  # noqa: E402
                           machine_load, report_problems, table, warm_up)
 
 MAX_ITEMS = 10_000
@@ -211,14 +211,7 @@ def main() -> int:
               f"memories per job results {s['memories']} (stored {s['inserted']}), "
               f"POSTs took {s['submit_s']:.2f} s, all succeeded at {s['all_succeeded_s']:.2f} s, "
               f"search top hit is the last text: {s['top_hit_exact']}")
-    print(f"\nafter: {machine_load(warn_above=float('inf'))}")
-    print(f"command: {command_line()}")
-    system.cleanup(failed or bool(problems))
-    if failed or problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
-        return 1
-    return 0
+    return finish_run(system, failed, problems)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (TERMINAL, BenchError, JobWatcher, System, command_line, fetch_jobs,  # noqa: E402
+from bench.common import (TERMINAL, BenchError, finish_run, JobWatcher, System, fetch_jobs,  # noqa: E402
                           machine_load, percentile, report_problems, sse_events, table, warm_up)
 
 
@@ -256,14 +256,7 @@ def main() -> int:
               f"{sse['expected_per_client']} ({dict(sse['expected_by_type'])}); received per client "
               f"min {sse['received_min']} max {sse['received_max']}; clients with every event "
               f"{sse['clients_complete']}/{sse['clients']}; duplicates {sse['duplicates']}")
-    print(f"\nafter: {machine_load(warn_above=float('inf'))}")
-    print(f"command: {command_line()}")
-    system.cleanup(failed or bool(problems))
-    if failed or problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
-        return 1
-    return 0
+    return finish_run(system, failed, problems)
 
 
 if __name__ == "__main__":
