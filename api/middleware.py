@@ -54,7 +54,7 @@ class RequestContext:
                 is_stream = template.endswith("/events")
                 if not is_stream:
                     REQUEST_LATENCY.labels(scope["method"], template, str(status["code"])).observe(elapsed)
-                if template not in ("/healthz", "/metrics"):
+                if template not in ("/healthz", "/readyz", "/metrics"):  # probes: scraped often, never news
                     log.info("%s %s %d %.1fms", scope["method"], scope["path"], status["code"], elapsed * 1000,
                              extra={"method": scope["method"], "route": template, "status_code": status["code"],
                                     "duration_ms": round(elapsed * 1000, 2)})
