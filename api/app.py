@@ -10,10 +10,13 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContext
-from api.routes import health, jobs, memories, ws
+from api.deps import document_permissions
+from api.routes import admin, api_keys, audit, auth, health, jobs, memories, organizations, ws
 from core.db import dispose_engine
 from core.embedder import warm_up
 from core.redis import close_redis
+from core.security import check_secret_strength
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +28,39 @@ polling `GET /api/v1/jobs/{id}`, live over Server-Sent Events at `GET /api/v1/jo
 (resumable with `Last-Event-ID`), or over the WebSocket at `/api/v1/ws`. Send an
 `Idempotency-Key` header to make retries safe.
 
+**Authentication.** Send an organization's API key as `Authorization: Bearer amk_…` (or
+`X-API-Key`), or sign in at `POST /api/v1/auth/login` and send the access token the same way. A user
+in several organizations picks one with `X-Organization-Id`. Each operation lists the permission it
+needs; roles grant them (`owner` ⊃ `admin` ⊃ `member` ⊃ `viewer`). Browsers' EventSource and
+WebSocket can't send headers: get a short-lived stream token at `POST /api/v1/stream-tokens` and pass
+it as `?token=`.
+
+**Limits.** Responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`;
+a `429` adds `Retry-After`. Quotas (stored memories, jobs per minute, concurrent jobs, batch size)
+answer `403` or `429` with a code naming the quota, and nothing is written.
+
 Every error has the shape `{"error": {"code", "message", "details", "request_id"}}` with a stable `code`.
 """
 
 TAGS = [
+    {"name": "auth", "description": "Accounts, sign-in, tokens."},
+    {"name": "organizations", "description": "Organizations and their members, with roles."},
+    {"name": "api keys", "description": "Keys for programs; the secret is shown once."},
     {"name": "memories", "description": "Store memories in batches and find them by meaning."},
     {"name": "jobs", "description": "Background work: state, progress, cancellation and live events."},
+    {"name": "audit", "description": "Who did what, when, from where."},
+    {"name": "admin", "description": "Service administration (superusers)."},
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 
 
+ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, jobs.router, ws.router, audit.router,
+           admin.router, health.router)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    check_secret_strength(get_settings())  # refuse to serve with a missing or placeholder signing key
     # Nothing connects at import; load the embedding model in the background so the first
     # search does not pay for it.
     warm = asyncio.create_task(asyncio.to_thread(warm_up))
@@ -50,7 +74,8 @@ def create_app() -> FastAPI:
     """Build the application."""
     app = FastAPI(title="AgentMem", version="0.1.0", description=DESCRIPTION, openapi_tags=TAGS, lifespan=lifespan)
     install_error_handlers(app)
-    for router in (memories.router, jobs.router, ws.router, health.router):
+    for router in ROUTERS:
+        document_permissions(router.routes)
         app.include_router(router)
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, audit_log=True)
     return app

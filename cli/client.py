@@ -18,6 +18,11 @@ from schemas.memories import MAX_BATCH_ITEMS, MemoryIn
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The Authorization header for an API key (none without one: the API will say 401)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
@@ -49,7 +54,7 @@ def _read_items(path: Path) -> tuple[list[dict], list[str]]:
     return items, problems
 
 
-def ingest_file(path: Path, *, api_url: str, batch_size: int, wait: bool) -> int:
+def ingest_file(path: Path, *, api_url: str, api_key: str | None, batch_size: int, wait: bool) -> int:
     """Submit a JSONL file in batches; re-running skips batches already accepted."""
     if not 1 <= batch_size <= MAX_BATCH_ITEMS:
         print(f"--batch-size must be between 1 and {MAX_BATCH_ITEMS}", file=sys.stderr)
@@ -73,7 +78,7 @@ def ingest_file(path: Path, *, api_url: str, batch_size: int, wait: bool) -> int
         state = {"sha256": digest, "batch_size": batch_size, "api_url": api_url, "jobs": {}}
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     done_items = sum(len(batches[int(i)]) for i in state["jobs"])
-    with httpx.Client(base_url=api_url, timeout=120) as client, \
+    with httpx.Client(base_url=api_url, timeout=120, headers=auth_headers(api_key)) as client, \
             tqdm(total=len(items), initial=done_items, unit="mem", desc="accepted") as bar:
         for index, batch in enumerate(batches):
             if str(index) in state["jobs"]:
@@ -96,12 +101,12 @@ def ingest_file(path: Path, *, api_url: str, batch_size: int, wait: bool) -> int
     if not wait:
         print("follow a job with: agentmem jobs watch JOB_ID")
         return 0
-    return _wait_for_jobs(api_url, list(state["jobs"].values()), len(items))
+    return _wait_for_jobs(api_url, api_key, list(state["jobs"].values()), len(items))
 
 
-def _wait_for_jobs(api_url: str, job_ids: list[str], total: int) -> int:
+def _wait_for_jobs(api_url: str, api_key: str | None, job_ids: list[str], total: int) -> int:
     finished: dict[str, dict] = {}
-    with httpx.Client(base_url=api_url, timeout=30) as client, tqdm(total=total, unit="mem", desc="stored") as bar:
+    with httpx.Client(base_url=api_url, timeout=30, headers=auth_headers(api_key)) as client, tqdm(total=total, unit="mem", desc="stored") as bar:
         while len(finished) < len(job_ids):
             done = 0
             for job_id in job_ids:
@@ -118,12 +123,12 @@ def _wait_for_jobs(api_url: str, job_ids: list[str], total: int) -> int:
     return 1 if failed else 0
 
 
-def watch_job(job_id: str, *, api_url: str) -> int:
+def watch_job(job_id: str, *, api_url: str, api_key: str | None) -> int:
     """Follow a job's events with a progress bar; exit 0 if it succeeds."""
     last_id: str | None = None
     bar: tqdm | None = None
     status = None
-    with httpx.Client(base_url=api_url, timeout=httpx.Timeout(10, read=60)) as client:
+    with httpx.Client(base_url=api_url, timeout=httpx.Timeout(10, read=60), headers=auth_headers(api_key)) as client:
         while status not in TERMINAL:
             headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_id} if last_id else {})
             try:

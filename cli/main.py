@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from core.logging import configure_logging
@@ -69,18 +70,35 @@ def _cmd_migrate(args) -> int:
 def _cmd_ingest(args) -> int:
     from cli.client import ingest_file
 
-    return ingest_file(args.file, api_url=args.api_url, batch_size=args.batch_size, wait=args.wait)
+    return ingest_file(args.file, api_url=args.api_url, api_key=args.api_key, batch_size=args.batch_size,
+                       wait=args.wait)
 
 
 def _cmd_watch(args) -> int:
     from cli.client import watch_job
 
-    return watch_job(args.job_id, api_url=args.api_url)
+    return watch_job(args.job_id, api_url=args.api_url, api_key=args.api_key)
+
+
+def _cmd_admin(args) -> int:
+    from cli import admin
+    from schemas.permissions import Permission, Role
+
+    if args.admin_command == "create-org":
+        return admin.run(lambda: admin.create_org(args.name, args.owner))
+    if args.admin_command == "create-key":
+        scopes = [Permission(s) for s in args.scope] if args.scope else None
+        return admin.run(lambda: admin.create_key(args.org, args.name, Role(args.role), scopes, args.expires_at))
+    if args.admin_command == "create-user":
+        password = admin.read_password(args.password)
+        return admin.run(lambda: admin.create_user(args.username, args.email, password, args.superuser))
+    return admin.run(lambda: admin.bootstrap(args.org))
 
 
 def build_parser() -> argparse.ArgumentParser:
     settings = get_settings()
     default_api = f"http://{settings.host}:{settings.port}"
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
     parser = argparse.ArgumentParser(prog="agentmem", description="Long-term memory for AI agents.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -108,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="submit a JSONL file of memories (resumable)")
     ingest.add_argument("file", type=Path, help='JSON lines: {"content": ..., "metadata": {...}, "user_id": ...}')
     ingest.add_argument("--api-url", default=default_api)
+    ingest.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
     ingest.add_argument("--batch-size", type=int, default=1000, help="memories per request (max 10000)")
     ingest.add_argument("--wait", action="store_true", help="wait until every job has finished")
     ingest.set_defaults(func=_cmd_ingest)
@@ -117,14 +136,35 @@ def build_parser() -> argparse.ArgumentParser:
     watch = jobs_sub.add_parser("watch", help="follow a job's progress live")
     watch.add_argument("job_id")
     watch.add_argument("--api-url", default=default_api)
+    watch.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
     watch.set_defaults(func=_cmd_watch)
+
+    admin = sub.add_parser("admin", help="create organizations, users and API keys (talks to the database)")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    org = admin_sub.add_parser("create-org", help="create an organization")
+    org.add_argument("name")
+    org.add_argument("--owner", help="username of an existing account to make its owner")
+    key = admin_sub.add_parser("create-key", help="create an API key and print it once")
+    key.add_argument("--org", default=settings.bootstrap_org_name, help="organization name")
+    key.add_argument("--name", default="cli key", help="what the key is for")
+    key.add_argument("--role", default="owner", choices=["owner", "admin", "member", "viewer"])
+    key.add_argument("--scope", action="append", help="narrow to a permission (repeatable), e.g. memories:read")
+    key.add_argument("--expires-at", type=datetime.fromisoformat, default=None, help="ISO date-time")
+    user = admin_sub.add_parser("create-user", help="create an account")
+    user.add_argument("username")
+    user.add_argument("--email")
+    user.add_argument("--password", help="(default: asked on the terminal)")
+    user.add_argument("--superuser", action="store_true", help="a service administrator")
+    boot = admin_sub.add_parser("bootstrap", help="ensure the organization exists; print an owner key the first time")
+    boot.add_argument("--org", default=settings.bootstrap_org_name)
+    admin.set_defaults(func=_cmd_admin)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = get_settings()
-    interactive = args.command in ("up", "ingest", "jobs", "migrate")
+    interactive = args.command in ("up", "ingest", "jobs", "migrate", "admin")
     configure_logging(settings.log_level, json_lines=settings.log_json and not interactive, process=args.command)
     sys.exit(args.func(args))
 

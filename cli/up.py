@@ -7,8 +7,10 @@ stops every process this command started, then the embedded servers.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -65,6 +67,27 @@ def _wait_ready(url: str, timeout: float) -> bool:
     return False
 
 
+def _local_secret(data_dir: Path) -> str:
+    """The signing key of this data directory, made on first use (0600): tokens survive restarts."""
+    path = data_dir / "jwt_secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def _key_message(bootstrap: dict, org_name: str) -> str:
+    if bootstrap.get("api_key"):
+        return (f"  Org:  {org_name} ({bootstrap['organization_id']})\n"
+                f"  Key:  {bootstrap['api_key']}\n"
+                "        an owner API key, shown this once: store it now. Use it as\n"
+                "        `Authorization: Bearer <key>` or `export AGENTMEM_API_KEY=<key>` for the CLI.\n")
+    return (f"  Org:  {org_name} ({bootstrap['organization_id']}); its first key was printed on the first run.\n"
+            f"        Another: agentmem admin create-key --org {org_name}\n")
+
+
 def run_up(port: int, workers: int, data_dir: Path | None) -> int:
     """Run everything until interrupted; returns the exit code."""
     settings = get_settings()
@@ -95,10 +118,18 @@ def run_up(port: int, workers: int, data_dir: Path | None) -> int:
             servers.append(valkey)
             log.info("embedded Valkey at %s (data in %s)", valkey.url, valkey.dir)
         env["AGENTMEM_DATA_DIR"] = str(data_dir)
+        if not settings.jwt_secret:
+            env["AGENTMEM_JWT_SECRET"] = _local_secret(data_dir)
         migrate = subprocess.run([sys.executable, "-m", "cli.main", "migrate"], env=env)
         if migrate.returncode != 0:
             log.error("migrations failed; not starting")
             return 1
+        boot = subprocess.run([sys.executable, "-m", "cli.main", "admin", "bootstrap"], env=env,
+                              capture_output=True, text=True)
+        if boot.returncode != 0:
+            log.error("could not create the %s organization: %s", settings.bootstrap_org_name, boot.stderr.strip())
+            return 1
+        bootstrap = json.loads(boot.stdout)
         children = [Child("api", ["api", "--port", str(port)])]
         children += [Child(f"worker-{i + 1}", ["worker"]) for i in range(workers)]
         children.append(Child("scheduler", ["scheduler"]))
@@ -107,7 +138,8 @@ def run_up(port: int, workers: int, data_dir: Path | None) -> int:
         api_url = f"http://{settings.host}:{port}"
         if _wait_ready(api_url, timeout=120):
             print(f"\nAgentMem is ready.\n  API:  {api_url}\n  Docs: {api_url}/docs\n"
-                  f"  Data: {data_dir}\nPress Ctrl-C to stop.\n", flush=True)
+                  f"  Data: {data_dir}\n{_key_message(bootstrap, settings.bootstrap_org_name)}"
+                  "Press Ctrl-C to stop.\n", flush=True)
         elif not stopping["flag"]:
             log.error("not ready after 120 s: see the logs above; %s/readyz says what is missing", api_url)
         while not stopping["flag"]:

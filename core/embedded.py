@@ -125,6 +125,13 @@ class EmbeddedPostgres:
         self.port = int(lines[3])
         return pid
 
+    def running_url(self) -> str | None:
+        """The URL of this data directory's server if it is running (e.g. under `agentmem up`), else None."""
+        try:
+            return self.url if self._running_pid() else None
+        except (OSError, ValueError, IndexError):
+            return None
+
     def start(self) -> str:
         """Initialise the cluster if needed, start it (or reuse a running one) and return its URL."""
         user = self._user()

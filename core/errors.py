@@ -11,16 +11,35 @@ class AppError(Exception):
     status_code: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.details = details
+        self.headers = headers
 
 
 class BadRequest(AppError):
     status_code, code = 400, "bad_request"
+
+
+class Unauthorized(AppError):
+    """No credentials, or credentials that can't be accepted (the code says why)."""
+
+    status_code, code = 401, "not_authenticated"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message, code=code, details=details, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(AppError):
+    status_code, code = 403, "permission_denied"
+
+
+class TooManyRequests(AppError):
+    status_code, code = 429, "rate_limited"
 
 
 class NotFound(AppError):

@@ -6,7 +6,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,7 +23,34 @@ class Settings(BaseSettings):
     # API
     host: str = "127.0.0.1"
     port: int = 8000
-    default_org_name: str = "default"
+    bootstrap_org_name: str = Field(default="development", description="Organization `agentmem up` creates on the "
+                                    "embedded default, with an owner API key printed once.")
+
+    # Authentication
+    jwt_secret: SecretStr | None = Field(default=None, description="Key that signs access tokens. Required with "
+                                         "real deployments; `agentmem up` generates one in the data directory.")
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "agentmem"
+    jwt_audience: str = "agentmem-api"
+    jwt_leeway_seconds: int = Field(default=30, description="Clock skew tolerated on token times.")
+    access_token_minutes: int = 1440
+    refresh_token_days: int = 30
+    stream_token_seconds: int = Field(default=300, description="Lifetime of query-string tokens for SSE/WebSocket.")
+    password_reset_minutes: int = 60
+    api_key: SecretStr | None = Field(default=None, description="API key the `agentmem` CLI sends to the API.")
+
+    # Rate limits: requests per minute per API key or user, by role (an organization may override).
+    rate_limit_owner: int = 3000
+    rate_limit_admin: int = 3000
+    rate_limit_member: int = 1200
+    rate_limit_viewer: int = 600
+    rate_limit_login: int = Field(default=30, description="Sign-in attempts per minute per client address.")
+
+    # Quotas per organization (an organization's `limits` may override each).
+    quota_max_memories: int = 1_000_000
+    quota_jobs_per_minute: int = 1200
+    quota_concurrent_jobs: int = 500
+    quota_batch_items: int = 10_000
 
     # Embeddings
     embedding_provider: Literal["local", "openai"] = "local"

@@ -6,18 +6,18 @@ it expects (compare-and-swap), so redelivered messages and racing workers can't 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, NotFound
+from pipelines.pages import newest_first
 from schemas.enums import JobKind, JobStatus
 from schemas.tables import Job
 
@@ -32,12 +32,12 @@ def request_hash(kind: JobKind, payload: dict[str, Any]) -> str:
 
 async def submit(session: AsyncSession, *, org_id: uuid.UUID, kind: JobKind, payload: dict[str, Any], total: int,
                  idempotency_key: str | None, request_id: str | None, max_attempts: int,
-                 parent_id: uuid.UUID | None = None) -> tuple[Job, bool]:
+                 parent_id: uuid.UUID | None = None, actor: str | None = None) -> tuple[Job, bool]:
     """Insert a queued job, or return the existing one for a replayed Idempotency-Key; (job, created)."""
     fingerprint = request_hash(kind, payload)
     values = dict(id=uuid.uuid4(), org_id=org_id, kind=kind.value, status=JobStatus.QUEUED.value, payload=payload,
                   progress_total=total, idempotency_key=idempotency_key, request_hash=fingerprint,
-                  request_id=request_id, max_attempts=max_attempts, parent_id=parent_id,
+                  request_id=request_id, max_attempts=max_attempts, parent_id=parent_id, actor=actor,
                   enqueued_at=text("now()"))
     stmt = pg_insert(Job).values(**values).returning(Job)
     if idempotency_key is not None:
@@ -53,29 +53,20 @@ async def submit(session: AsyncSession, *, org_id: uuid.UUID, kind: JobKind, pay
     return existing, False
 
 
+async def key_used(session: AsyncSession, org_id: uuid.UUID, idempotency_key: str | None) -> bool:
+    """True if the organization already submitted a job under this Idempotency-Key."""
+    if idempotency_key is None:
+        return False
+    return (await session.execute(select(Job.id).where(
+        Job.org_id == org_id, Job.idempotency_key == idempotency_key))).first() is not None
+
+
 async def get_job(session: AsyncSession, org_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     """The organization's job, or NotFound (also for other organizations' jobs)."""
     job = (await session.execute(select(Job).where(Job.id == job_id, Job.org_id == org_id))).scalar_one_or_none()
     if job is None:
         raise NotFound(f"job {job_id} not found", details={"job_id": str(job_id)})
     return job
-
-
-def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
-    """Opaque keyset cursor for (created_at, id) descending pages."""
-    raw = json.dumps([created_at.isoformat(), str(row_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """Parse a cursor from `encode_cursor`; anything else is a 422 `invalid_cursor`."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, row_id = json.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(row_id)
-    except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise InvalidInput("cursor is not one this API issued", code="invalid_cursor",
-                           details={"cursor": cursor[:100]}) from exc
 
 
 async def list_jobs(session: AsyncSession, org_id: uuid.UUID, *, status: JobStatus | None, kind: JobKind | None,
@@ -86,12 +77,7 @@ async def list_jobs(session: AsyncSession, org_id: uuid.UUID, *, status: JobStat
         query = query.where(Job.status == status.value)
     if kind is not None:
         query = query.where(Job.kind == kind.value)
-    if cursor is not None:
-        created, row_id = decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < row_id)))
-    rows = list((await session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))).scalars())
-    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return await newest_first(session, query, Job, limit=limit, cursor=cursor)
 
 
 async def cancel(session: AsyncSession, org_id: uuid.UUID, job_id: uuid.UUID) -> tuple[Job, bool]:

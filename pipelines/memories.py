@@ -6,11 +6,11 @@ import hashlib
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound
-from pipelines.jobs import decode_cursor, encode_cursor
+from pipelines.pages import newest_first
 from schemas.memories import MemoryBatchIn, MemoryUpdate
 from schemas.tables import Memory
 
@@ -51,13 +51,7 @@ async def list_memories(session: AsyncSession, org_id: uuid.UUID, *, user_id: st
     for column, value in ((Memory.user_id, user_id), (Memory.agent_id, agent_id), (Memory.run_id, run_id)):
         if value is not None:
             query = query.where(column == value)
-    if cursor is not None:
-        created, row_id = decode_cursor(cursor)
-        query = query.where(or_(Memory.created_at < created, and_(Memory.created_at == created, Memory.id < row_id)))
-    rows = list((await session.execute(
-        query.order_by(Memory.created_at.desc(), Memory.id.desc()).limit(limit + 1))).scalars())
-    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return await newest_first(session, query, Memory, limit=limit, cursor=cursor)
 
 
 async def update_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID,

@@ -22,7 +22,7 @@ from core.errors import (AppError, JobCancelled, PermanentJobError, TransientJob
                          infrastructure_errors)
 from core.logging import job_id_var, request_id_var
 from core.settings import get_settings
-from pipelines import jobs
+from pipelines import audit, jobs
 from schemas.enums import EventType, JobStatus
 from schemas.tables import Job
 
@@ -87,6 +87,8 @@ async def _keep_lease(job_id: uuid.UUID, lease_seconds: float) -> None:
 async def _finish(job: Job, status: JobStatus, event: EventType, **fields: Any) -> None:
     async with session_scope() as session:
         row = await jobs.finish(session, job.id, status, **fields)
+        if row is not None:
+            await audit.record_job_outcome(session, row)
         await session.commit()
     if row is None:
         log.info("job was no longer running; outcome %s not recorded", status.value)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Column, DateTime, Index, String, Text, UniqueConstraint, func
+from sqlalchemy import ARRAY, Column, DateTime, Index, String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -19,19 +19,74 @@ def _now_column() -> Any:
 class Organization(SQLModel, table=True):
     __tablename__ = "organizations"
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    name: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    # Per-organization overrides of the quota and rate-limit defaults in Settings (see pipelines/limits.py).
+    limits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
     created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class User(SQLModel, table=True):
+    """An account that signs in; belongs to organizations through memberships."""
+
     __tablename__ = "users"
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    org_id: uuid.UUID = Field(foreign_key="organizations.id", index=True)
     username: str = Field(sa_column=Column(String(100), nullable=False))
     email: str | None = Field(default=None, sa_column=Column(String(320)))
+    full_name: str | None = Field(default=None, sa_column=Column(String(200)))
+    password_hash: str = Field(sa_column=Column(String(255), nullable=False))
+    is_active: bool = True
+    is_superuser: bool = False
+    # Bumped by a password change or reset: tokens issued before it stop working.
+    password_changed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Membership(SQLModel, table=True):
+    __tablename__ = "memberships"
+    org_id: uuid.UUID = Field(foreign_key="organizations.id", primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", primary_key=True)
+    role: str = Field(sa_column=Column(String(20), nullable=False))
+    created_at: datetime = _now_column()
+
+
+class ApiKey(SQLModel, table=True):
+    """An organization's API key. Only a hash of the secret is stored; `prefix` finds the row."""
+
+    __tablename__ = "api_keys"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    prefix: str = Field(sa_column=Column(String(32), nullable=False, unique=True))
+    secret_hash: str = Field(sa_column=Column(String(128), nullable=False))
+    role: str = Field(sa_column=Column(String(20), nullable=False))
+    scopes: list[str] | None = Field(default=None, sa_column=Column(ARRAY(String(50))))
+    created_by: str | None = Field(default=None, sa_column=Column(String(100)))
+    created_at: datetime = _now_column()
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class AuditLog(SQLModel, table=True):
+    """Who did what to which target, from where, with what result. Never holds secrets or bodies."""
+
+    __tablename__ = "audit_logs"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    actor: str = Field(sa_column=Column(String(100), nullable=False))
+    action: str = Field(sa_column=Column(String(100), nullable=False))
+    target_type: str | None = Field(default=None, sa_column=Column(String(50)))
+    target_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    result: str = Field(sa_column=Column(String(20), nullable=False))
+    status_code: int | None = None
+    request_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    ip: str | None = Field(default=None, sa_column=Column(String(64)))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
+    created_at: datetime = _now_column()
 
 
 class Agent(SQLModel, table=True):
@@ -97,3 +152,5 @@ class Job(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     lease_expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     worker: str | None = Field(default=None, sa_column=Column(String(200)))
+    # Who submitted the job (`user:<id>` / `api_key:<id>`), for the audit row of its outcome.
+    actor: str | None = Field(default=None, sa_column=Column(String(100)))

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from core.db import session_scope
 from core.errors import infrastructure_errors
 from core.settings import get_settings
-from pipelines import jobs
+from pipelines import audit, jobs
 from pipelines.runner import publish_event
 from schemas.enums import EventType, JobStatus
 from workers.actors import job_message_in_broker, send_job
@@ -38,6 +38,7 @@ async def maintain_once() -> dict[str, int]:
             if job.status == JobStatus.RUNNING and job.cancel_requested:
                 row = await jobs.cancel_abandoned(session, job.id)
                 if row is not None:
+                    await audit.record_job_outcome(session, row)
                     await session.commit()
                     await publish_event(EventType.CANCELLED, row, {"error": {"code": "cancelled",
                                                                         "message": row.error_message}})

@@ -5,28 +5,37 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import CurrentPrincipal, SessionDep
+from api.context import audit_target
+from api.deps import Allow, AllowStream, SessionDep, can_follow
 from api.streaming import sse_response
-from pipelines import jobs, progress
+from core.errors import NotFound
+from pipelines import audit, auth, jobs, progress
 from pipelines.runner import publish_event
 from schemas.common import ErrorOut, Page
 from schemas.enums import EventType, JobKind, JobStatus
 from schemas.jobs import JobOut
+from schemas.organizations import StreamTokenIn, StreamTokenOut
+from schemas.permissions import Permission as P
+from schemas.permissions import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"], responses={
+    401: {"model": ErrorOut, "description": "Missing, invalid or expired credentials"},
+    403: {"model": ErrorOut, "description": "Your role lacks the permission"},
     404: {"model": ErrorOut, "description": "No such job in your organization"},
     503: {"model": ErrorOut, "description": "Database or Redis unavailable"}})
 
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64,
                                            description="Resume after this event id (sent by browsers on reconnect).")]
+Reader = Annotated[Principal, Depends(Allow(P.JOBS_READ))]
+Follower = Annotated[Principal, Depends(AllowStream(P.JOBS_READ))]
 SSE_DOC = {200: {"content": {"text/event-stream": {}}, "description": "A stream of Server-Sent Events."}}
 
 
 @router.get("/jobs", response_model=Page[JobOut])
-async def list_jobs(session: SessionDep, who: CurrentPrincipal, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+async def list_jobs(session: SessionDep, who: Reader, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
                     kind: JobKind | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                     cursor: Annotated[str | None, Query(max_length=500)] = None) -> Page[JobOut]:
     """List your organization's jobs, newest first, filtered by status and kind."""
@@ -35,17 +44,20 @@ async def list_jobs(session: SessionDep, who: CurrentPrincipal, status_: Annotat
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-async def get_job(job_id: uuid.UUID, session: SessionDep, who: CurrentPrincipal) -> JobOut:
+async def get_job(job_id: uuid.UUID, session: SessionDep, who: Reader) -> JobOut:
     """A job's state, progress, attempts, result or error."""
     return JobOut.from_row(await jobs.get_job(session, who.org_id, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
              responses={409: {"model": ErrorOut, "description": "The job already finished"}})
-async def cancel_job(job_id: uuid.UUID, session: SessionDep, who: CurrentPrincipal) -> JobOut:
+async def cancel_job(job_id: uuid.UUID, session: SessionDep,
+                     who: Annotated[Principal, Depends(Allow(P.JOBS_CANCEL))]) -> JobOut:
     """Cancel a job. A queued job is cancelled at once; a running one stops at its next checkpoint
     (`cancel_requested` is true until then)."""
     job, cancelled_now = await jobs.cancel(session, who.org_id, job_id)
+    if cancelled_now:
+        await audit.record_job_outcome(session, job)
     await session.commit()
     if cancelled_now:
         await publish_event(EventType.CANCELLED, job, {"error": {"code": "cancelled", "message": job.error_message}})
@@ -53,7 +65,7 @@ async def cancel_job(job_id: uuid.UUID, session: SessionDep, who: CurrentPrincip
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses=SSE_DOC)
-async def job_events(job_id: uuid.UUID, who: CurrentPrincipal, last_event_id: LastEventId = None,
+async def job_events(job_id: uuid.UUID, who: Follower, last_event_id: LastEventId = None,
                      last_event_id_query: Annotated[str | None, Query(alias="last_event_id", max_length=64)] = None):
     """Follow a job live (Server-Sent Events).
 
@@ -61,13 +73,36 @@ async def job_events(job_id: uuid.UUID, who: CurrentPrincipal, last_event_id: La
     terminal event (`succeeded`, `failed` or `cancelled`), after which the stream ends. Each event's
     `id:` is its stream position: reconnect with `Last-Event-ID` (or `?last_event_id=`) to resume
     exactly after it. Comment lines are heartbeats.
+
+    Browsers' `EventSource` can't send headers: pass a stream token as `?token=` instead.
     """
+    if not can_follow(who, job_id):
+        raise NotFound(f"job {job_id} not found", details={"job_id": str(job_id)})
     resume = progress.check_last_event_id(last_event_id or last_event_id_query)
     return await sse_response(progress.follow_job(who.org_id, job_id, resume))
 
 
 @router.get("/events", response_class=StreamingResponse, responses=SSE_DOC)
-async def organization_events(who: CurrentPrincipal, last_event_id: LastEventId = None):
-    """Every job event of your organization, live (Server-Sent Events), for dashboards. Never ends."""
+async def organization_events(who: Follower, last_event_id: LastEventId = None):
+    """Every job event of your organization, live (Server-Sent Events), for dashboards. Never ends.
+
+    Accepts a stream token made without a `job_id` as `?token=`.
+    """
+    if not can_follow(who, None):
+        raise NotFound("a stream token for one job can't follow the organization's events", code="not_found")
     resume = progress.check_last_event_id(last_event_id)
     return await sse_response(progress.follow_org(who.org_id, resume))
+
+
+@router.post("/stream-tokens", response_model=StreamTokenOut, status_code=status.HTTP_201_CREATED)
+async def create_stream_token(body: StreamTokenIn, session: SessionDep, who: Reader) -> StreamTokenOut:
+    """A short-lived token for `?token=` on an event stream or the WebSocket, where browsers can't send headers.
+
+    With `job_id` it follows that job only; without, your organization's stream and any of its jobs.
+    It can do nothing else, and it stops working when it expires or its key or user is revoked.
+    """
+    if body.job_id is not None:
+        await jobs.get_job(session, who.org_id, body.job_id)
+    token, lifetime = auth.issue_stream_token(who, body.job_id)
+    audit_target("job" if body.job_id else "organization", body.job_id or who.org_id)
+    return StreamTokenOut(token=token, expires_in=lifetime)

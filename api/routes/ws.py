@@ -5,6 +5,9 @@ Client → server: `{"action": "subscribe", "job_id": "...", "last_event_id": ".
 Server → client: `{"type": "event", "event": {...}}` (the same events as SSE, snapshot first),
 `{"type": "subscribed" | "unsubscribed", "job_id"}`, `{"type": "error", "code", "message"}`,
 `{"type": "ping" | "pong"}`. A subscription ends by itself after the job's terminal event.
+
+Authenticate with the usual headers or, from a browser, `?token=` with a stream token; a refused
+connection gets one error message, then a close with code 4000 + the HTTP status (4401, 4403, …).
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import json
 import logging
 import uuid
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from typing import Annotated
 
-from api.deps import Principal, current_principal
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
+
+from api.deps import AllowSocket, can_follow
 from core.errors import AppError, infrastructure_errors
 from core.settings import get_settings
 from pipelines import progress
+from schemas.permissions import Permission, Principal
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
@@ -77,6 +83,9 @@ class Connection:
             await self.error(exc.code, exc.message, str(message.get("job_id")))
             return
         if action == "subscribe":
+            if not can_follow(self.who, job_id):
+                await self.error("not_found", f"job {job_id} not found", str(job_id))
+                return
             if job_id not in self.subscriptions:
                 await self.send({"type": "subscribed", "job_id": str(job_id)})
                 self.subscriptions[job_id] = asyncio.create_task(self.follow(job_id, last_event_id))
@@ -95,10 +104,15 @@ class Connection:
 
 
 @router.websocket("/api/v1/ws")
-async def job_socket(ws: WebSocket) -> None:
+async def job_socket(ws: WebSocket,
+                     who: Annotated[Principal | AppError, Depends(AllowSocket(Permission.JOBS_READ))]) -> None:
     """Follow several jobs over one WebSocket (see the module documentation for the protocol)."""
-    who = await current_principal()
     await ws.accept()
+    if isinstance(who, AppError):
+        # Browsers never see a refused handshake's reason: accept, say why, close.
+        await ws.send_text(json.dumps({"type": "error", "code": who.code, "message": who.message}))
+        await ws.close(code=4000 + who.status_code, reason=who.code)
+        return
     conn = Connection(ws, who)
     ping_every = get_settings().ws_ping_seconds
 

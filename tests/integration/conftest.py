@@ -15,6 +15,7 @@ from core.db import dispose_engine, session_scope, set_database_url
 from core.migrate import upgrade_database
 from core.redis import close_redis, set_redis_url
 from tests.support.stack import Stack, start_services
+from tests.support.tenants import Tenant, make_tenant
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +53,35 @@ async def _close_clients():
     await close_redis()
 
 
+@pytest.fixture(scope="session")
+async def main_tenant(services) -> Tenant:
+    """The organization most tests act for, through its owner key."""
+    return await make_tenant("main")
+
+
 @pytest.fixture
-async def client(stack):
+async def tenant(services) -> Tenant:
+    """A fresh organization of the test's own, with a key per role."""
+    return await make_tenant()
+
+
+@pytest.fixture
+async def other_tenant(services) -> Tenant:
+    """Another fresh organization: what it sees of `tenant`'s data must be nothing."""
+    return await make_tenant("other")
+
+
+@pytest.fixture
+async def client(stack, main_tenant):
+    """An HTTP client acting as the main organization's owner."""
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=httpx.Timeout(30, read=120),
+                                 headers=main_tenant.headers()) as c:
+        yield c
+
+
+@pytest.fixture
+async def anonymous(stack):
+    """An HTTP client with no credentials."""
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=httpx.Timeout(30, read=120)) as c:
         yield c
 

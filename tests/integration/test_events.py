@@ -96,13 +96,13 @@ async def test_organization_stream_carries_every_job_event(client, scope):
         assert {(job_id, "queued"), (job_id, "started"), (job_id, "succeeded")} <= kinds
 
 
-async def test_websocket_follows_two_jobs_on_one_socket(client, stack, scope):
+async def test_websocket_follows_two_jobs_on_one_socket(client, stack, scope, main_tenant):
     # Several chunks each: progress events come after the socket has subscribed.
     job_a, job_b = await start(client, scope, n=32, seconds=0.3), await start(client, scope, n=24, seconds=0.3)
     url = stack.api_url.replace("http://", "ws://") + "/api/v1/ws"
     terminal: dict[str, str] = {}
     events: dict[str, list[str]] = {job_a: [], job_b: []}
-    async with websockets.connect(url) as ws:
+    async with websockets.connect(url, additional_headers=main_tenant.headers()) as ws:
         await ws.send(json.dumps({"action": "ping"}))
         await ws.send(json.dumps({"action": "subscribe", "job_id": job_a}))
         await ws.send(json.dumps({"action": "subscribe", "job_id": job_b}))
@@ -130,10 +130,10 @@ async def test_websocket_follows_two_jobs_on_one_socket(client, stack, scope):
         assert events[job_id][0] == "snapshot" and "progress" in events[job_id]
 
 
-async def test_websocket_unsubscribe_stops_events_for_that_job(client, stack, scope):
+async def test_websocket_unsubscribe_stops_events_for_that_job(client, stack, scope, main_tenant):
     job_id = await start(client, scope, n=24, seconds=0.3)
     url = stack.api_url.replace("http://", "ws://") + "/api/v1/ws"
-    async with websockets.connect(url) as ws:
+    async with websockets.connect(url, additional_headers=main_tenant.headers()) as ws:
         await ws.send(json.dumps({"action": "subscribe", "job_id": job_id}))
         while True:
             message = json.loads(await asyncio.wait_for(ws.recv(), 30))

@@ -44,7 +44,7 @@ async def test_same_idempotency_key_with_another_body_is_a_conflict_and_stores_n
     assert rows == 2
 
 
-async def test_cancel_a_queued_job_takes_effect_at_once(client, scope, db, stack):
+async def test_cancel_a_queued_job_takes_effect_at_once(client, scope, db, stack, main_tenant):
     # A queued job whose message has not reached a worker (as after a crash between commit and send).
     from core.db import session_scope
     from pipelines import jobs
@@ -52,7 +52,7 @@ async def test_cancel_a_queued_job_takes_effect_at_once(client, scope, db, stack
     from schemas.enums import JobKind
     from schemas.memories import MemoryBatchIn
 
-    org = (await db("SELECT id FROM organizations WHERE name = 'default'"))[0][0]
+    org = main_tenant.org_id
     async with session_scope() as session:
         job, _ = await jobs.submit(session, org_id=org, kind=JobKind.INGEST_MEMORIES,
                                    payload=ingest_payload(MemoryBatchIn(items=items(2), user_id=scope)), total=2,

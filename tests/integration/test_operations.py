@@ -41,11 +41,11 @@ def _api_with(stack, name: str, **overrides: str):
     return proc, f"http://127.0.0.1:{port}"
 
 
-async def test_database_down_gives_503_database_unavailable_quickly(stack):
+async def test_database_down_gives_503_database_unavailable_quickly(stack, main_tenant):
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/agentmem"
     proc, url = _api_with(stack, "api-db-down", AGENTMEM_DATABASE_URL=dead, AGENTMEM_DB_CONNECT_TIMEOUT_SECONDS="2")
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=15) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=15, headers=main_tenant.headers()) as c:
             response = await c.get("/api/v1/jobs")
             assert response.status_code == 503
             assert response.json()["error"]["code"] == "database_unavailable"
@@ -56,11 +56,11 @@ async def test_database_down_gives_503_database_unavailable_quickly(stack):
         proc.stop()
 
 
-async def test_redis_down_gives_503_redis_unavailable_and_accepted_work_is_kept(stack, db, scope):
+async def test_redis_down_gives_503_redis_unavailable_and_accepted_work_is_kept(stack, db, scope, main_tenant):
     dead = f"redis://127.0.0.1:{free_port()}/0"
     proc, url = _api_with(stack, "api-redis-down", AGENTMEM_REDIS_URL=dead, AGENTMEM_REDIS_TIMEOUT_SECONDS="2")
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=15) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=15, headers=main_tenant.headers()) as c:
             ready = await c.get("/readyz")
             assert ready.status_code == 503 and ready.json()["checks"]["redis"]["ok"] is False
             accepted = await c.post("/api/v1/memories", json={"items": [{"content": "kept"}], "user_id": scope})
@@ -74,7 +74,7 @@ async def test_redis_down_gives_503_redis_unavailable_and_accepted_work_is_kept(
     assert status == "queued"
     await db("UPDATE jobs SET enqueued_at = now() - interval '1 minute' WHERE id = :j", j=accepted.json()["id"])
     assert stack.run("scheduler", "--once").returncode == 0
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as c:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, headers=main_tenant.headers()) as c:
         assert (await finish(c, accepted.json()["id"]))["status"] == "succeeded"
 
 

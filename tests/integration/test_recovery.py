@@ -16,9 +16,9 @@ from schemas.memories import MemoryBatchIn
 from tests.support.sse import finish, follow
 
 
-async def _unsent_job(db, scope: str, n: int):
+async def _unsent_job(main_tenant, scope: str, n: int):
     """A committed queued row with no message: what a crash between commit and send leaves."""
-    org = (await db("SELECT id FROM organizations WHERE name = 'default'"))[0][0]
+    org = main_tenant.org_id
     batch = MemoryBatchIn(items=[{"content": f"orphaned note {i}"} for i in range(n)], user_id=scope)
     async with session_scope() as session:
         job, _ = await jobs.submit(session, org_id=org, kind=JobKind.INGEST_MEMORIES, payload=ingest_payload(batch),
@@ -48,8 +48,8 @@ async def test_worker_killed_mid_job_is_redelivered_and_completes_once(client, s
     assert rows == distinct == 64
 
 
-async def test_a_stale_queued_row_is_resent_by_the_scheduler(client, stack, scope, db):
-    job = await _unsent_job(db, scope, 3)
+async def test_a_stale_queued_row_is_resent_by_the_scheduler(client, stack, scope, db, main_tenant):
+    job = await _unsent_job(main_tenant, scope, 3)
     await db("UPDATE jobs SET enqueued_at = now() - interval '1 minute' WHERE id = :j", j=job.id)
     result = stack.run("scheduler", "--once")
     assert result.returncode == 0, result.stderr
@@ -58,8 +58,8 @@ async def test_a_stale_queued_row_is_resent_by_the_scheduler(client, stack, scop
     assert final["status"] == "succeeded" and final["result"]["memories"] == 3
 
 
-async def test_a_running_job_whose_worker_vanished_is_recovered(client, stack, scope, db):
-    job = await _unsent_job(db, scope, 2)
+async def test_a_running_job_whose_worker_vanished_is_recovered(client, stack, scope, db, main_tenant):
+    job = await _unsent_job(main_tenant, scope, 2)
     # As if a worker claimed it and died long ago, its message gone with it.
     await db("UPDATE jobs SET status = 'running', attempts = 1, worker = 'gone:1', "
              "lease_expires_at = now() - interval '1 minute' WHERE id = :j", j=job.id)

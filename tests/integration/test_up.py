@@ -48,6 +48,11 @@ class Up:
                     break
         raise AssertionError("agentmem up never became ready:\n" + "".join(self.output[-60:]))
 
+    def printed_key(self) -> str | None:
+        """The API key `agentmem up` printed (first run only)."""
+        keys = [line.split()[1] for line in self.output if line.strip().startswith("Key:")]
+        return keys[-1] if keys else None
+
     def interrupt(self, timeout: float = 90) -> tuple[int, list[psutil.Process]]:
         descendants = psutil.Process(self.proc.pid).children(recursive=True)
         self.proc.send_signal(signal.SIGINT)
@@ -56,9 +61,10 @@ class Up:
         return code, alive
 
 
-def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")}
     return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")})
+                          timeout=timeout, env=clean | env)
 
 
 def test_up_runs_everything_ingests_from_the_cli_stops_cleanly_and_keeps_data():
@@ -72,27 +78,34 @@ def test_up_runs_everything_ingests_from_the_cli_stops_cleanly_and_keeps_data():
     up = Up(data_dir, port)
     try:
         up.wait_ready()
-        first = cli("ingest", str(jsonl), "--api-url", api, "--batch-size", "10", "--wait")
+        key = up.printed_key()
+        assert key and key.startswith("amk_"), "".join(up.output[-20:])
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{api}/api/v1/jobs").status_code == 401
+        refused = cli("ingest", str(jsonl), "--api-url", api)
+        assert refused.returncode == 1 and "401 not_authenticated" in refused.stderr
+        first = cli("ingest", str(jsonl), "--api-url", api, "--batch-size", "10", "--wait", AGENTMEM_API_KEY=key)
         assert first.returncode == 0, first.stderr + first.stdout
         assert "30 memories accepted in 3 job(s)" in first.stdout
         state_file = jsonl.with_name(jsonl.name + ".agentmem-state.json")
         state = json.loads(state_file.read_text())
-        jobs_before = httpx.get(f"{api}/api/v1/jobs", params={"limit": 200}).json()["items"]
+        jobs_before = httpx.get(f"{api}/api/v1/jobs", params={"limit": 200}, headers=auth).json()["items"]
 
         # An interruption after the last POST but before its state was saved: the re-run sends that
         # batch again under the same Idempotency-Key and gets the same job back.
         del state["jobs"]["2"]
         state_file.write_text(json.dumps(state))
-        again = cli("ingest", str(jsonl), "--api-url", api, "--batch-size", "10")
+        again = cli("ingest", str(jsonl), "--api-url", api, "--batch-size", "10", "--api-key", key)
         assert again.returncode == 0, again.stderr
-        jobs_after = httpx.get(f"{api}/api/v1/jobs", params={"limit": 200}).json()["items"]
+        jobs_after = httpx.get(f"{api}/api/v1/jobs", params={"limit": 200}, headers=auth).json()["items"]
         assert len(jobs_after) == len(jobs_before) == 3
 
-        watched = cli("jobs", "watch", jobs_after[0]["id"], "--api-url", api)
+        watched = cli("jobs", "watch", jobs_after[0]["id"], "--api-url", api, AGENTMEM_API_KEY=key)
         assert watched.returncode == 0 and "succeeded" in watched.stdout + watched.stderr
 
         hits = httpx.post(f"{api}/api/v1/memories/search", json={"query": "who gardened herbs and vegetables?",
-                                                                   "user_id": "cli-user", "top_k": 1}).json()["hits"]
+                                                                   "user_id": "cli-user", "top_k": 1},
+                          headers=auth).json()["hits"]
         assert hits[0]["memory"]["content"] == facts[-1]
     finally:
         code, alive = up.interrupt()
@@ -102,8 +115,18 @@ def test_up_runs_everything_ingests_from_the_cli_stops_cleanly_and_keeps_data():
     restarted = Up(data_dir, port)
     try:
         restarted.wait_ready()
-        stored = httpx.get(f"{api}/api/v1/memories", params={"user_id": "cli-user", "limit": 100}).json()["items"]
+        assert restarted.printed_key() is None, "a key is printed once, on the first run only"
+        stored = httpx.get(f"{api}/api/v1/memories", params={"user_id": "cli-user", "limit": 100},
+                           headers=auth).json()["items"]
         assert len(stored) == 30
+        # Another key for the running embedded default, straight from the CLI.
+        made = cli("admin", "create-key", "--role", "viewer", "--name", "dashboard", AGENTMEM_DATA_DIR=str(data_dir))
+        assert made.returncode == 0, made.stderr
+        viewer = json.loads(made.stdout)["api_key"]
+        as_viewer = {"Authorization": f"Bearer {viewer}"}
+        assert httpx.get(f"{api}/api/v1/memories", params={"user_id": "cli-user"}, headers=as_viewer).status_code == 200
+        denied = httpx.post(f"{api}/api/v1/memories", json={"items": [{"content": "x"}]}, headers=as_viewer)
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "permission_denied"
     finally:
         code, alive = restarted.interrupt()
         shutil.rmtree(data_dir, ignore_errors=True)

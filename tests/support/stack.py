@@ -103,6 +103,8 @@ def start_services() -> Services:
     return services
 
 
+TEST_JWT_SECRET = "integration-tests-signing-key-0123456789abcdef"
+
 # Settings that make failure paths quick to exercise; production defaults are in core/settings.py.
 TEST_SETTINGS = {
     "AGENTMEM_JOB_LEASE_SECONDS": "4",
@@ -117,6 +119,7 @@ TEST_SETTINGS = {
     "AGENTMEM_PROGRESS_MIN_INTERVAL_MS": "0",
     "AGENTMEM_WORKER_THREADS": "4",
     "AGENTMEM_LOG_JSON": "true",
+    "AGENTMEM_JWT_SECRET": TEST_JWT_SECRET,
 }
 
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from core.errors import InvalidInput
-from pipelines.jobs import decode_cursor, encode_cursor, request_hash
+from pipelines.jobs import request_hash
+from pipelines.pages import decode_cursor, encode_cursor
 from schemas.enums import JobKind
 
 

@@ -1,0 +1,59 @@
+"""Service administration (superusers): accounts, password resets, organization limits."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from api.context import audit_target
+from api.deps import Allow, SessionDep
+from pipelines import organizations, users
+from schemas.accounts import PasswordResetOut, UserAdminUpdate, UserOut
+from schemas.common import ErrorOut, Page
+from schemas.organizations import LimitsUpdate, OrganizationOut
+from schemas.permissions import Permission as P
+from schemas.permissions import Principal
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses={
+    401: {"model": ErrorOut, "description": "Not signed in"},
+    403: {"model": ErrorOut, "description": "Only service administrators (superusers)"},
+    404: {"model": ErrorOut, "description": "No such user or organization"}})
+Admin = Annotated[Principal, Depends(Allow(P.USERS_ADMIN, user_only=True))]
+
+
+@router.get("/users", response_model=Page[UserOut])
+async def list_users(session: SessionDep, who: Admin, active: bool | None = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                     cursor: Annotated[str | None, Query(max_length=500)] = None) -> Page[UserOut]:
+    """Every account, newest first."""
+    rows, next_cursor = await users.list_users(session, limit=limit, cursor=cursor, active=active)
+    return Page[UserOut](items=[UserOut.model_validate(u) for u in rows], next_cursor=next_cursor)
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+async def update_user(user_id: uuid.UUID, body: UserAdminUpdate, session: SessionDep, who: Admin) -> UserOut:
+    """Activate or deactivate an account; a deactivated account's tokens stop working at once."""
+    user = await users.set_active(session, user_id, body.is_active)
+    await session.commit()
+    audit_target("user", user.id, is_active=body.is_active)
+    return UserOut.model_validate(user)
+
+
+@router.post("/users/{user_id}/password-reset", response_model=PasswordResetOut)
+async def issue_password_reset(user_id: uuid.UUID, session: SessionDep, who: Admin) -> PasswordResetOut:
+    """Issue a single-use password-reset token for `POST /api/v1/auth/password-reset`."""
+    token, lifetime = await users.issue_password_reset(session, user_id)
+    audit_target("user", user_id)
+    return PasswordResetOut(reset_token=token, expires_in=lifetime)
+
+
+@router.patch("/organizations/{organization_id}/limits", response_model=OrganizationOut)
+async def set_organization_limits(organization_id: uuid.UUID, body: LimitsUpdate, session: SessionDep,
+                                  who: Admin) -> OrganizationOut:
+    """Override an organization's quotas and rate limit; `null` restores the service default."""
+    org = await organizations.set_limits(session, organization_id, body.model_dump(exclude_unset=True))
+    await session.commit()
+    audit_target("organization", org.id, org_id=org.id)
+    return OrganizationOut(id=org.id, name=org.name, limits=org.limits, created_at=org.created_at)

@@ -1,0 +1,50 @@
+"""API keys of your organization: create (the secret is shown once), list, revoke."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from api.context import audit_target
+from api.deps import Allow, SessionDep
+from pipelines import api_keys
+from schemas.common import ErrorOut
+from schemas.organizations import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+from schemas.permissions import Permission as P
+from schemas.permissions import Principal
+
+router = APIRouter(prefix="/api/v1/api-keys", tags=["api keys"], responses={
+    401: {"model": ErrorOut, "description": "Not signed in"},
+    403: {"model": ErrorOut, "description": "Needs `keys:manage`, or the role asked for is above yours"}})
+KeyManager = Annotated[Principal, Depends(Allow(P.KEYS_MANAGE))]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+async def create_api_key(body: ApiKeyCreate, session: SessionDep, who: KeyManager) -> ApiKeyCreated:
+    """Create a key for your organization with a role (at most yours) and optional scopes.
+
+    The response holds the secret (`key`) this one time; only its hash is stored.
+    """
+    row, material = await api_keys.create_key(session, who.org_id, name=body.name, role=body.role,
+                                              scopes=body.scopes, expires_at=body.expires_at, created_by=who.actor,
+                                              granter=who.role)
+    await session.commit()
+    audit_target("api_key", row.id, role=row.role, prefix=row.prefix)
+    return ApiKeyCreated(**ApiKeyOut.model_validate(row).model_dump(), key=material.secret)
+
+
+@router.get("", response_model=list[ApiKeyOut])
+async def list_api_keys(session: SessionDep, who: KeyManager, include_revoked: bool = False) -> list[ApiKeyOut]:
+    """Your organization's keys (prefix, name, role, scopes, created, last used, expiry) — never the secrets."""
+    return [ApiKeyOut.model_validate(k) for k in await api_keys.list_keys(session, who.org_id,
+                                                                         include_revoked=include_revoked)]
+
+
+@router.delete("/{key_id}", response_model=ApiKeyOut, responses={404: {"model": ErrorOut}})
+async def revoke_api_key(key_id: uuid.UUID, session: SessionDep, who: KeyManager) -> ApiKeyOut:
+    """Revoke a key; the next request made with it is refused with `api_key_revoked`."""
+    row = await api_keys.revoke_key(session, who.org_id, key_id)
+    await session.commit()
+    return ApiKeyOut.model_validate(row)

@@ -1,0 +1,68 @@
+"""API keys: created with the secret shown once, listed by prefix, revoked with effect on the next request."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import Forbidden, NotFound
+from core.security import NewApiKey, new_api_key
+from schemas.permissions import Permission, Role, can_grant
+from schemas.tables import ApiKey
+
+
+async def create_key(session: AsyncSession, org_id: uuid.UUID, *, name: str, role: Role, scopes: list[Permission] | None,
+                     expires_at: datetime | None, created_by: str | None,
+                     granter: Role | None = None) -> tuple[ApiKey, NewApiKey]:
+    """A new key for the organization; nobody mints a key above their own role. Returns (row, secret)."""
+    if granter is not None and not can_grant(granter, role):
+        raise Forbidden(f"a {granter.value} can't create a {role.value} key", code="role_too_high")
+    material = new_api_key()
+    row = ApiKey(org_id=org_id, name=name, prefix=material.prefix, secret_hash=material.secret_hash, role=role.value,
+                 scopes=[s.value for s in scopes] if scopes is not None else None, expires_at=expires_at,
+                 created_by=created_by)
+    session.add(row)
+    await session.flush()
+    await session.refresh(row)
+    return row, material
+
+
+async def list_keys(session: AsyncSession, org_id: uuid.UUID, *, include_revoked: bool = False) -> list[ApiKey]:
+    """The organization's keys, newest first."""
+    query = select(ApiKey).where(ApiKey.org_id == org_id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    return list((await session.execute(query.order_by(ApiKey.created_at.desc(), ApiKey.id))).scalars())
+
+
+async def revoke_key(session: AsyncSession, org_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+    """Revoke a key of the organization (idempotent); the next request with it is refused."""
+    row = (await session.execute(select(ApiKey).where(ApiKey.id == key_id, ApiKey.org_id == org_id))).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"API key {key_id} not found", details={"key_id": str(key_id)})
+    if row.revoked_at is None:
+        row.revoked_at = func.now()
+        await session.flush()
+        await session.refresh(row)
+    return row
+
+
+async def find_by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
+    """The key row for a presented key's prefix, if any."""
+    return (await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalar_one_or_none()
+
+
+async def touch(session: AsyncSession, key_id: uuid.UUID) -> None:
+    """Record use, at most once a minute per key (not a write per request)."""
+    await session.execute(update(ApiKey).where(
+        ApiKey.id == key_id,
+        (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 1)))
+        .values(last_used_at=func.now()))
+
+
+async def find_key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:
+    """A key row by id, whatever its state."""
+    return (await session.execute(select(ApiKey).where(ApiKey.id == key_id))).scalar_one_or_none()

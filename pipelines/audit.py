@@ -1,0 +1,61 @@
+"""The audit log: who did what to which target, from where, and how it ended."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pipelines.pages import newest_first
+from schemas.tables import AuditLog, Job
+
+# Detail keys that could carry a secret are dropped, whatever a caller passes.
+_SECRET_WORDS = ("password", "secret", "token", "api_key", "authorization")
+
+
+def _clean(details: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (details or {}).items() if not any(w in k.lower() for w in _SECRET_WORDS)}
+
+
+async def record(session: AsyncSession, *, org_id: uuid.UUID | None, actor: str, action: str, result: str,
+                 target_type: str | None = None, target_id: str | None = None, status_code: int | None = None,
+                 request_id: str | None = None, ip: str | None = None, details: dict[str, Any] | None = None) -> None:
+    """Add one audit row (the caller commits)."""
+    session.add(AuditLog(org_id=org_id, actor=actor, action=action, result=result, target_type=target_type,
+                         target_id=target_id, status_code=status_code, request_id=request_id, ip=ip,
+                         details=_clean(details)))
+    await session.flush()
+
+
+async def record_job_outcome(session: AsyncSession, job: Job) -> None:
+    """The audit row for a job reaching a terminal state, attributed to whoever submitted it."""
+    details: dict[str, Any] = {"kind": job.kind, "attempts": job.attempts}
+    if job.error_code:
+        details["error_code"] = job.error_code
+    await record(session, org_id=job.org_id, actor=job.actor or "system", action=f"job.{job.status}",
+                 result="success" if job.status == "succeeded" else "failure", target_type="job",
+                 target_id=str(job.id), request_id=job.request_id, details=details)
+
+
+async def list_audit_logs(session: AsyncSession, org_id: uuid.UUID, *, limit: int, cursor: str | None,
+                          actor: str | None = None, action: str | None = None, target_type: str | None = None,
+                          target_id: str | None = None, result: str | None = None,
+                          since: datetime | None = None, until: datetime | None = None
+                          ) -> tuple[list[AuditLog], str | None]:
+    """The organization's audit rows, newest first, filtered; keyset-paginated."""
+    query = select(AuditLog).where(AuditLog.org_id == org_id)
+    for column, value in ((AuditLog.actor, actor), (AuditLog.target_type, target_type),
+                          (AuditLog.target_id, target_id), (AuditLog.result, result)):
+        if value is not None:
+            query = query.where(column == value)
+    if action is not None:
+        # `memories.` matches every memories action; an exact name matches itself.
+        query = query.where(AuditLog.action.startswith(action) if action.endswith(".") else AuditLog.action == action)
+    if since is not None:
+        query = query.where(AuditLog.created_at >= since)
+    if until is not None:
+        query = query.where(AuditLog.created_at < until)
+    return await newest_first(session, query, AuditLog, limit=limit, cursor=cursor)

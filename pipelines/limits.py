@@ -1,0 +1,142 @@
+"""Rate limits (per API key or user, in Redis) and quotas (per organization, in PostgreSQL).
+
+Rate limits use GCRA, a token bucket kept as one timestamp per caller: a full bucket holds a
+minute's allowance, so short bursts pass and a steady rate above the limit is refused. The clock is
+Redis's own, so several API processes agree.
+
+Quotas are checked while holding a per-organization advisory lock, in the transaction that inserts
+the job: two concurrent submissions can't both squeeze under the same limit.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import Forbidden, TooManyRequests
+from core.redis import get_redis
+from core.settings import get_settings
+from schemas.enums import JobKind, JobStatus
+from schemas.permissions import Principal, Role
+from schemas.tables import Job, Memory, Organization
+
+# KEYS[1] bucket; ARGV: period_ms, limit, cost. Returns {allowed, remaining, retry_after_ms, reset_ms}.
+_GCRA = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local period = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local interval = period / limit
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval * cost
+local allow_at = new_tat - period
+if now < allow_at then
+  return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, math.ceil(new_tat - now)))
+local remaining = math.floor((period - (new_tat - now)) / interval)
+return {1, remaining, 0, math.ceil(new_tat - now)}
+"""
+
+LIMIT_KEYS = ("rate_limit_per_minute", "max_memories", "jobs_per_minute", "concurrent_jobs", "batch_items")
+
+
+@dataclass(frozen=True)
+class RateState:
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after_seconds: int = 0
+
+    def headers(self) -> dict[str, str]:
+        headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
+                   "X-RateLimit-Reset": str(self.reset_seconds)}
+        if self.retry_after_seconds:
+            headers["Retry-After"] = str(self.retry_after_seconds)
+        return headers
+
+
+def role_rate_limit(role: Role | None) -> int:
+    """Requests per minute a role gets by default."""
+    settings = get_settings()
+    return {Role.OWNER: settings.rate_limit_owner, Role.ADMIN: settings.rate_limit_admin,
+            Role.MEMBER: settings.rate_limit_member}.get(role, settings.rate_limit_viewer)
+
+
+async def take(bucket: str, limit: int, *, period_seconds: int = 60, cost: int = 1) -> RateState:
+    """Spend `cost` from a bucket of `limit` per `period_seconds`; raises 429 `rate_limited` when empty."""
+    allowed, remaining, retry_ms, reset_ms = await get_redis().eval(
+        _GCRA, 1, f"agentmem:ratelimit:{bucket}", period_seconds * 1000, limit, cost)
+    state = RateState(limit=limit, remaining=int(remaining), reset_seconds=math.ceil(int(reset_ms) / 1000),
+                      retry_after_seconds=math.ceil(int(retry_ms) / 1000) if not allowed else 0)
+    if not allowed:
+        raise TooManyRequests(f"rate limit of {limit} requests per {period_seconds} s reached; retry in "
+                              f"{state.retry_after_seconds} s", code="rate_limited",
+                              details={"limit": limit, "retry_after": state.retry_after_seconds},
+                              headers=state.headers())
+    return state
+
+
+async def organization_limits(session: AsyncSession, org_id: uuid.UUID) -> dict[str, int]:
+    """The organization's effective limits: Settings defaults overridden by its own `limits`."""
+    settings = get_settings()
+    defaults: dict[str, Any] = {"max_memories": settings.quota_max_memories,
+                                "jobs_per_minute": settings.quota_jobs_per_minute,
+                                "concurrent_jobs": settings.quota_concurrent_jobs,
+                                "batch_items": settings.quota_batch_items}
+    overrides = (await session.execute(select(Organization.limits).where(Organization.id == org_id))).scalar_one_or_none()
+    return defaults | (overrides or {})
+
+
+async def check_rate(session: AsyncSession, principal: Principal) -> RateState:
+    """Charge one request to the principal's bucket (per key or per user and organization)."""
+    overrides = (await session.execute(select(Organization.limits).where(
+        Organization.id == principal.org_id))).scalar_one_or_none() if principal.org_id else None
+    limit = (overrides or {}).get("rate_limit_per_minute") or role_rate_limit(principal.role)
+    return await take(f"{principal.actor}:{principal.org_id}", limit)
+
+
+def _quota(code: str, message: str, limit: int, status: int, retry_after: int | None = None) -> Exception:
+    details = {"quota": code.removeprefix("quota_"), "limit": limit}
+    if status == 429:
+        return TooManyRequests(message, code=code, details=details, headers={"Retry-After": str(retry_after or 1)})
+    return Forbidden(message, code=code, details=details)
+
+
+async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKind, items: int) -> None:
+    """Refuse a job that would exceed a quota, before anything is written; holds the org's lock to commit."""
+    limits = await organization_limits(session, org_id)
+    if items > limits["batch_items"]:
+        raise _quota("quota_batch_items", f"a batch may hold at most {limits['batch_items']} items; split it",
+                     limits["batch_items"], 403)
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"quota:{org_id}"})
+    active = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+    running = (await session.execute(select(func.count()).select_from(Job).where(
+        Job.org_id == org_id, Job.status.in_(active)))).scalar_one()
+    if running >= limits["concurrent_jobs"]:
+        raise _quota("quota_concurrent_jobs", f"{running} jobs are queued or running (limit "
+                     f"{limits['concurrent_jobs']}); wait for some to finish", limits["concurrent_jobs"], 429, 5)
+    recent = (await session.execute(select(func.count(), func.min(Job.created_at)).where(
+        Job.org_id == org_id, Job.created_at > func.now() - text("interval '1 minute'")))).one()
+    if recent[0] >= limits["jobs_per_minute"]:
+        wait = (await session.execute(select(func.extract(
+            "epoch", recent[1] + text("interval '1 minute'") - func.now())))).scalar_one()
+        raise _quota("quota_jobs_per_minute", f"at most {limits['jobs_per_minute']} jobs per minute",
+                     limits["jobs_per_minute"], 429, max(1, math.ceil(float(wait))))
+    if kind is JobKind.INGEST_MEMORIES:
+        stored = (await session.execute(select(func.count()).select_from(Memory).where(
+            Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
+        # Items of ingest jobs still in flight are reserved too, so concurrent batches can't overshoot.
+        pending = (await session.execute(select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
+                                         .where(Job.org_id == org_id, Job.status.in_(active),
+                                                Job.kind == JobKind.INGEST_MEMORIES.value))).scalar_one()
+        if stored + pending + items > limits["max_memories"]:
+            raise _quota("quota_max_memories", f"storing {items} more memories would exceed the organization's "
+                         f"{limits['max_memories']} ({stored} stored, {pending} in flight)", limits["max_memories"], 403)
