@@ -36,3 +36,9 @@ def audit_target(target_type: str, target_id: object, org_id: uuid.UUID | None =
         if org_id is not None:
             info.org_id = org_id
         info.details.update(details)
+
+
+def read_only(endpoint):
+    """Mark a POST endpoint that changes nothing (e.g. search): the audit log skips it."""
+    endpoint.__audited__ = False
+    return endpoint

@@ -79,7 +79,8 @@ class RequestContext:
                 for name, value in info.rate_headers.items():
                     if name.lower().encode() not in present:
                         headers.append((name.encode(), value.encode()))
-                if audited:
+                route = scope.get("route")
+                if audited and getattr(getattr(route, "endpoint", None), "__audited__", True):
                     # Before the response leaves: a client that saw the answer can read its audit entry.
                     await write_audit(scope, info, message["status"])
             await send(message)

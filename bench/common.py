@@ -55,6 +55,7 @@ class System:
     port: int = field(default_factory=free_port)
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentmem-bench-", dir="/tmp")))
     process: subprocess.Popen | None = None
+    api_key: str = ""
 
     @property
     def url(self) -> str:
@@ -68,6 +69,9 @@ class System:
         """Start the system and return once /readyz answers 200 (or raise BenchError)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")}
         env.update(AGENTMEM_HOST="127.0.0.1", AGENTMEM_PORT=str(self.port), PYTHONUNBUFFERED="1")
+        # Benchmarks measure throughput and latency, not the guard rails: lift quotas and rate limits.
+        env.update(AGENTMEM_QUOTA_CONCURRENT_JOBS="1000000", AGENTMEM_QUOTA_JOBS_PER_MINUTE="1000000",
+                   AGENTMEM_RATE_LIMIT_OWNER="10000000")
         agentmem = shutil.which("agentmem", path=str(Path(sys.executable).parent)) or "agentmem"
         cmd = [agentmem, "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
                "--workers", str(self.workers)]
@@ -84,13 +88,26 @@ class System:
                 if self.process.poll() is not None:
                     raise BenchError(f"agentmem up exited with {self.process.returncode} before ready:\n{self.tail()}")
                 try:
-                    if client.get(self.url + "/readyz").status_code == 200:
+                    if client.get(self.url + "/readyz").status_code == 200 and self._read_key():
                         print(f"system ready at {self.url} after {time.monotonic() - started:.1f} s", flush=True)
                         return
                 except httpx.TransportError:
                     pass
                 time.sleep(0.5)
         raise BenchError(f"agentmem up not ready after {self.ready_timeout:.0f} s:\n{self.tail()}")
+
+    def _read_key(self) -> bool:
+        """Pick up the owner API key `agentmem up` prints once it is ready."""
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.strip().startswith("Key:"):
+                self.api_key = line.split()[1]
+                return True
+        return False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Credentials for the API."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGINT, as Ctrl-C would; SIGKILL only if it has not stopped by the deadline."""

@@ -101,14 +101,15 @@ async def search_hits(client: httpx.AsyncClient, query: str, user_id: str, deadl
         await asyncio.sleep(0.2)
 
 
-async def run_scenario(url: str, name: str, texts: list[str], per_request: int, concurrency: int,
+async def run_scenario(url: str, headers: dict[str, str], name: str, texts: list[str], per_request: int,
+                       concurrency: int,
                        timeout: float) -> dict:
     """Submit `texts` in requests of `per_request` items in a fresh user scope; time until all are searchable."""
     user_id = f"bench-{name}-{uuid.uuid4().hex[:8]}"
     items = [{"content": t, "user_id": user_id, "metadata": {"bench": name, "i": i}} for i, t in enumerate(texts)]
     batches = [items[i:i + per_request] for i in range(0, len(items), per_request)]
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(120), limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=httpx.Timeout(120), limits=limits) as client:
         async with JobWatcher(client) as watcher:
             t0 = time.monotonic()
             deadline = t0 + timeout
@@ -175,7 +176,8 @@ def main() -> int:
             plans.append(("small-requests", 10, args.concurrency))
         for name, per_request, concurrency in plans:
             print(f"{name}: {args.n} memories in requests of {per_request}, {concurrency} in flight ...", flush=True)
-            result = asyncio.run(run_scenario(system.url, name, texts, per_request, concurrency, timeout))
+            result = asyncio.run(run_scenario(system.url, system.headers, name, texts, per_request, concurrency,
+                                              timeout))
             scenarios.append(result)
             print(f"  submitted in {result['submit_s']:.1f} s, "
                   f"all jobs succeeded at {result['all_succeeded_s']:.1f} s, "

@@ -46,10 +46,11 @@ async def submit_one(client: httpx.AsyncClient, content: str, user_id: str) -> s
     return response.json()["id"]
 
 
-async def enqueue_to_start(url: str, jobs: int, interval: float, timeout: float) -> dict:
+async def enqueue_to_start(url: str, headers: dict[str, str], jobs: int, interval: float,
+                           timeout: float) -> dict:
     """Submit `jobs` one-memory jobs `interval` s apart; started_at - created_at per job."""
     user_id = f"bench-latency-{uuid.uuid4().hex[:8]}"
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
         async with JobWatcher(client) as watcher:
             deadline = time.monotonic() + timeout
             job_ids, posted = [], {}
@@ -108,14 +109,16 @@ class SseClient:
         return {j for _, j, kind, _ in self.events if kind in TERMINAL and j in job_ids}
 
 
-async def publish_to_receive(url: str, clients: int, jobs: int, interval: float, connect_wait: float,
+async def publish_to_receive(url: str, headers: dict[str, str], clients: int, jobs: int, interval: float,
+                             connect_wait: float,
                              timeout: float) -> dict:
     """`clients` SSE connections on the org stream; receive time minus publish time of every event."""
     user_id = f"bench-sse-{uuid.uuid4().hex[:8]}"
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
     # No read timeout on the streams: an idle stream is silent until the first event.
-    stream_http = httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(30, read=None, pool=60))
-    api_http = httpx.AsyncClient(base_url=url, timeout=30)
+    stream_http = httpx.AsyncClient(base_url=url, headers=headers, limits=limits,
+                                    timeout=httpx.Timeout(30, read=None, pool=60))
+    api_http = httpx.AsyncClient(base_url=url, headers=headers, timeout=30)
     followers = [SseClient(i, stream_http) for i in range(clients)]
     tasks = [asyncio.create_task(f.run()) for f in followers]
     try:
@@ -212,11 +215,11 @@ def main() -> int:
         system.start()
         print(f"warm-up (until every worker has loaded its model): {asyncio.run(warm_up(system)):.1f} s", flush=True)
         print(f"enqueue→start: {args.jobs} jobs, {args.interval * 1000:.0f} ms apart ...", flush=True)
-        start = asyncio.run(enqueue_to_start(system.url, args.jobs, args.interval, args.timeout))
+        start = asyncio.run(enqueue_to_start(system.url, system.headers, args.jobs, args.interval, args.timeout))
         print(f"publish→receive: {args.clients} SSE clients, {args.event_jobs} jobs "
               f"{args.event_interval * 1000:.0f} ms apart ...", flush=True)
-        sse = asyncio.run(publish_to_receive(system.url, args.clients, args.event_jobs, args.event_interval,
-                                             args.connect_wait, args.timeout))
+        sse = asyncio.run(publish_to_receive(system.url, system.headers, args.clients, args.event_jobs,
+                                             args.event_interval, args.connect_wait, args.timeout))
         failed = False
     except BenchError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from api.deps import Allow, IdempotencyKey, SessionDep
-from api.context import audit_target
+from api.context import audit_target, read_only
 from api.enqueue import start_job
 from pipelines import memories, search
 from schemas.common import ErrorOut, Page
@@ -48,6 +48,7 @@ async def ingest_memories(body: MemoryBatchIn, session: SessionDep, who: Writer,
 
 
 @router.post("/search", response_model=SearchOut)
+@read_only
 async def search_memories(body: MemorySearchIn, session: SessionDep, who: Reader) -> SearchOut:
     """Find memories by meaning: cosine similarity of embeddings, narrowed by scope and metadata."""
     hits = await search.search_memories(session, who.org_id, body)
