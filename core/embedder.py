@@ -184,6 +184,14 @@ class BatchingEmbedder:
                     continue
                 try:
                     vectors = await self._encode([text for texts, _ in live for text in texts])
+                except PermanentJobError as exc:
+                    if len(live) > 1:
+                        # The endpoint refused the merged input: one caller's texts (one job, perhaps another
+                        # organization's) must not fail the others. Ask again for each caller alone.
+                        await self._encode_each(live)
+                    elif not live[0][1].done():
+                        live[0][1].set_exception(exc)
+                    continue
                 except BaseException as exc:  # noqa: BLE001 - every waiter must hear about the failure
                     for _, fut in live:
                         if not fut.done():
@@ -196,6 +204,23 @@ class BatchingEmbedder:
                     if not fut.done():
                         fut.set_result(vectors[start:start + len(texts)])
                     start += len(texts)
+
+    async def _encode_each(self, live: list[tuple[list[str], asyncio.Future]]) -> None:
+        """One model call per caller, so each hears only about its own texts."""
+        for n, (texts, fut) in enumerate(live):
+            try:
+                vectors = await self._encode(texts)
+            except Exception as exc:  # noqa: BLE001 - this caller's failure alone
+                if not fut.done():
+                    fut.set_exception(exc)
+            except BaseException as exc:
+                for _, waiting in live[n:]:
+                    if not waiting.done():
+                        waiting.set_exception(RuntimeError(str(exc)))
+                raise
+            else:
+                if not fut.done():
+                    fut.set_result(vectors)
 
 
 _embedder: BatchingEmbedder | None = None

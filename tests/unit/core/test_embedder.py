@@ -146,6 +146,34 @@ async def test_batching_embedder_keeps_working_after_a_failed_model_call(make_em
     assert len(model.batches) == 2
 
 
+class RefusingModel(FakeModel):
+    """Refuses for good any call carrying caller 9's texts, as an endpoint refuses one bad input."""
+
+    async def encode(self, texts: list[str]) -> list[list[float]]:
+        if any(t.startswith("9:") for t in texts):
+            self.batches.append(list(texts))
+            raise PermanentJobError("input refused", code="embedding_rejected")
+        return await super().encode(texts)
+
+
+async def test_batching_embedder_permanent_refusal_fails_only_the_caller_whose_texts_were_refused(make_embedder):
+    model = RefusingModel()
+    embedder = make_embedder(model, batch_size=128)
+    first, refused, last = await asyncio.gather(embedder.embed(texts_of(1, 2)), embedder.embed(texts_of(9, 1)),
+                                                embedder.embed(texts_of(2, 2)), return_exceptions=True)
+    assert first == [vector(t) for t in texts_of(1, 2)] and last == [vector(t) for t in texts_of(2, 2)]
+    assert isinstance(refused, PermanentJobError) and refused.code == "embedding_rejected"
+    assert model.sizes == [5, 2, 1, 2]  # the merged call, then each caller alone
+
+
+async def test_batching_embedder_permanent_refusal_of_one_caller_is_not_asked_twice(make_embedder):
+    model = RefusingModel()
+    embedder = make_embedder(model)
+    with pytest.raises(PermanentJobError):
+        await embedder.embed(texts_of(9, 3))
+    assert model.sizes == [3]
+
+
 async def test_batching_embedder_embeds_nothing_without_calling_the_model(make_embedder):
     model = FakeModel()
     embedder = make_embedder(model)
