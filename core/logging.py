@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)
+
+
+# Query parameters that may carry a credential (stream tokens, a mistaken API key): never written to a log.
+SECRET_QUERY = re.compile(r"([?&](?:token|api_key|access_token)=)[^&\s\"']+")
+
+
+class RedactSecrets(logging.Filter):
+    """Blank credentials in URLs whoever logs them: uvicorn logs each WebSocket's path with its query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # malformed arguments: the handler reports those itself
+            return True
+        redacted = SECRET_QUERY.sub(r"\1[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,6 +69,7 @@ def configure_logging(level: str = "INFO", json_lines: bool = True, process: str
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(ContextFormatter(f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
