@@ -22,19 +22,23 @@ class RequestInfo:
     target_type: str | None = None
     target_id: str | None = None
     org_id: uuid.UUID | None = None
+    actor: str | None = None  # for requests that identify someone without credentials (sign-in, sign-up)
     details: dict = field(default_factory=dict)
 
 
 request_info_var: ContextVar[RequestInfo | None] = ContextVar("request_info", default=None)
 
 
-def audit_target(target_type: str, target_id: object, org_id: uuid.UUID | None = None, **details: object) -> None:
-    """Name the row a request created or changed, for its audit entry."""
+def audit_target(target_type: str, target_id: object, org_id: uuid.UUID | None = None, actor: str | None = None,
+                 **details: object) -> None:
+    """Name the row a request created or changed (and, for sign-in, who acted), for its audit entry."""
     info = request_info_var.get()
     if info is not None:
         info.target_type, info.target_id = target_type, str(target_id)
         if org_id is not None:
             info.org_id = org_id
+        if actor is not None:
+            info.actor = actor
         info.details.update(details)
 
 

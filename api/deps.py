@@ -24,7 +24,7 @@ from starlette.requests import HTTPConnection
 from api.context import request_info_var
 from core.db import sessionmaker
 from core.errors import AppError, Forbidden, NotFound, Unauthorized, infrastructure_errors
-from core.security import api_key_prefix
+from core.security import API_KEY_PREFIX, api_key_prefix
 from pipelines import auth, limits
 from schemas.permissions import Permission, Principal
 
@@ -88,7 +88,8 @@ class Allow:
         # A short-lived session of its own: streaming routes must not hold a connection for hours.
         async with sessionmaker()() as session:
             if credential:
-                if api_key_prefix(credential):
+                # Anything shaped `amk_…` is meant as a key: a mangled one is an invalid key, not a bad JWT.
+                if credential.startswith(API_KEY_PREFIX):
                     principal = await auth.principal_from_api_key(session, credential)
                     if hint is not None and hint != principal.org_id:
                         raise NotFound(f"organization {hint} not found")
@@ -104,7 +105,7 @@ class Allow:
             info = request_info_var.get()
             if info is not None:
                 info.principal = principal
-            self.check(principal)
+            # Charged before the permission check: refused requests cost the caller too.
             try:
                 state = await limits.check_rate(session, principal)
             except infrastructure_errors() as exc:
@@ -113,6 +114,7 @@ class Allow:
             else:
                 if info is not None:
                     info.rate_headers = state.headers()
+            self.check(principal)
             await session.commit()
         return principal
 

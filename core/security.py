@@ -88,9 +88,12 @@ def check_secret_strength(settings: Settings) -> str:
 def encode_token(typ: str, subject: str, lifetime_seconds: int, **claims: Any) -> tuple[str, dict[str, Any]]:
     """Sign a token of type `typ` (access, refresh, stream); returns (token, claims)."""
     settings = get_settings()
-    now = int(time.time())
+    issued_at = time.time()
+    now = int(issued_at)
+    # `iat` keeps its fraction (RFC 7519 allows it): a password change revokes tokens issued earlier in the
+    # same second, and not those issued just after it.
     payload = {"iss": settings.jwt_issuer, "aud": settings.jwt_audience, "sub": subject, "typ": typ,
-               "iat": now, "nbf": now, "exp": now + lifetime_seconds, "jti": uuid.uuid4().hex, **claims}
+               "iat": issued_at, "nbf": now, "exp": now + lifetime_seconds, "jti": uuid.uuid4().hex, **claims}
     token = jwt.encode(payload, check_secret_strength(settings), algorithm=settings.jwt_algorithm)
     return token, payload
 
@@ -123,10 +126,13 @@ def _revoked_key(jti: str) -> str:
     return f"agentmem:revoked:{jti}"
 
 
-async def revoke_token(jti: str, expires_at: int) -> None:
-    """Put a token on the revocation list for the rest of its lifetime."""
+async def revoke_token(jti: str, expires_at: int) -> bool:
+    """Put a token on the revocation list for the rest of its lifetime; False if it was on it already.
+
+    One atomic SET NX: of several requests spending the same single-use token at once, exactly one wins.
+    """
     remaining = max(1, expires_at - int(time.time()) + get_settings().jwt_leeway_seconds)
-    await get_redis().set(_revoked_key(jti), "1", ex=remaining)
+    return bool(await get_redis().set(_revoked_key(jti), "1", ex=remaining, nx=True))
 
 
 async def is_token_revoked(jti: str) -> bool:

@@ -42,13 +42,13 @@ async def principal_from_api_key(session: AsyncSession, secret: str) -> Principa
                      permissions=permissions_for(role, row.scopes), key_id=row.id)
 
 
-async def _live_user(session: AsyncSession, user_id: str, issued_at: int) -> User:
+async def _live_user(session: AsyncSession, user_id: str, issued_at: float) -> User:
     user = (await session.execute(select(User).where(User.id == uuid.UUID(user_id)))).scalar_one_or_none()
     if user is None or user.deleted_at is not None:
         raise Unauthorized("the account no longer exists", code="user_not_found")
     if not user.is_active:
         raise Unauthorized("this account is deactivated", code="user_inactive")
-    if user.password_changed_at is not None and issued_at < int(user.password_changed_at.timestamp()):
+    if user.password_changed_at is not None and issued_at < user.password_changed_at.timestamp():
         raise Unauthorized("the password changed after this token was issued; sign in again", code="token_revoked")
     return user
 
@@ -104,7 +104,8 @@ async def refresh_tokens(session: AsyncSession, refresh_token: str) -> dict[str,
     if await is_token_revoked(claims["jti"]):
         raise Unauthorized("the refresh token was already used or revoked", code="token_revoked")
     user = await _live_user(session, claims["sub"], claims["iat"])
-    await revoke_token(claims["jti"], claims["exp"])
+    if not await revoke_token(claims["jti"], claims["exp"]):  # a concurrent refresh spent it first
+        raise Unauthorized("the refresh token was already used or revoked", code="token_revoked")
     org = uuid.UUID(claims["org"]) if claims.get("org") else None
     if org is not None and await membership_role(session, org, user.id) is None:
         org = None
@@ -133,14 +134,19 @@ async def principal_from_stream_token(session: AsyncSession, token: str) -> Prin
     """Resolve a stream token to a principal that may only read job events, and only the job it names."""
     claims = decode_token(token, "stream")
     actor_type, _, actor_id = claims["sub"].partition(":")
-    # The credential behind the token must still be good: revoking a key or user ends its streams too.
+    org_id = uuid.UUID(claims["org"])
+    # The credential behind the token must still be good: revoking or expiring a key, deactivating a user
+    # or removing them from the organization ends its streams too.
     if actor_type == ActorType.API_KEY.value:
         row = await api_keys.find_key(session, uuid.UUID(actor_id))
         if row is None or row.revoked_at is not None:
             raise Unauthorized("the API key behind this stream token was revoked", code="api_key_revoked")
+        if row.expires_at is not None and row.expires_at <= datetime.now(timezone.utc):
+            raise Unauthorized("the API key behind this stream token has expired", code="api_key_expired")
     else:
-        await _live_user(session, actor_id, claims["iat"])
-    org_id = uuid.UUID(claims["org"])
+        user = await _live_user(session, actor_id, claims["iat"])
+        if await membership_role(session, org_id, user.id) is None:
+            raise NotFound(f"organization {org_id} not found", details={"organization_id": str(org_id)})
     return Principal(ActorType(actor_type), uuid.UUID(actor_id), claims["sub"], org_id=org_id,
                      permissions=frozenset({Permission.JOBS_READ}),
                      stream_job_id=uuid.UUID(claims["job"]) if claims.get("job") else None,

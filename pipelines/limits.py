@@ -123,13 +123,13 @@ async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKi
     if running >= limits["concurrent_jobs"]:
         raise _quota("quota_concurrent_jobs", f"{running} jobs are queued or running (limit "
                      f"{limits['concurrent_jobs']}); wait for some to finish", limits["concurrent_jobs"], 429, 5)
-    recent = (await session.execute(select(func.count(), func.min(Job.created_at)).where(
+    # Retry-After: until the oldest job of the last minute leaves the window.
+    recent, wait = (await session.execute(select(func.count(), func.extract(
+        "epoch", func.min(Job.created_at) + text("interval '1 minute'") - func.now())).where(
         Job.org_id == org_id, Job.created_at > func.now() - text("interval '1 minute'")))).one()
-    if recent[0] >= limits["jobs_per_minute"]:
-        wait = (await session.execute(select(func.extract(
-            "epoch", recent[1] + text("interval '1 minute'") - func.now())))).scalar_one()
+    if recent >= limits["jobs_per_minute"]:
         raise _quota("quota_jobs_per_minute", f"at most {limits['jobs_per_minute']} jobs per minute",
-                     limits["jobs_per_minute"], 429, max(1, math.ceil(float(wait))))
+                     limits["jobs_per_minute"], 429, max(1, math.ceil(float(wait or 0))))
     if kind is JobKind.INGEST_MEMORIES:
         stored = (await session.execute(select(func.count()).select_from(Memory).where(
             Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()

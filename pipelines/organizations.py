@@ -130,8 +130,10 @@ async def add_member(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUI
 
 async def _owner_count(session: AsyncSession, org_id: uuid.UUID) -> int:
     # FOR UPDATE on the owners' rows: two demotions racing can't both see "another owner remains".
+    # Locked in (org_id, user_id) order, as users.sole_owner_of does, so the two can't deadlock.
     rows = await session.execute(select(Membership.user_id).where(
-        Membership.org_id == org_id, Membership.role == Role.OWNER.value).with_for_update())
+        Membership.org_id == org_id, Membership.role == Role.OWNER.value)
+        .order_by(Membership.user_id).with_for_update())
     return len(rows.all())
 
 

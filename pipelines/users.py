@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections import Counter
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -16,7 +17,7 @@ from core.security import digest, hash_password, verify_password
 from core.settings import get_settings
 from pipelines.pages import newest_first
 from schemas.permissions import Role
-from schemas.tables import Membership, User
+from schemas.tables import Membership, Organization, User
 
 
 async def _check_unique(session: AsyncSession, username: str | None, email: str | None,
@@ -104,12 +105,18 @@ def _set_password(user: User, password: str) -> None:
 
 
 async def sole_owner_of(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    """Organizations where this user is the only owner (they can't leave them ownerless)."""
-    owners = (select(Membership.org_id, func.count().label("n")).where(Membership.role == Role.OWNER.value)
-              .group_by(Membership.org_id).subquery())
-    rows = await session.execute(select(Membership.org_id).join(owners, owners.c.org_id == Membership.org_id).where(
-        Membership.user_id == user_id, Membership.role == Role.OWNER.value, owners.c.n == 1))
-    return [r[0] for r in rows]
+    """Live organizations where this user is the only owner (they can't leave them ownerless)."""
+    # A deleted organization keeps its memberships, but there is nothing left to own.
+    owned = (select(Membership.org_id).join(Organization, Organization.id == Membership.org_id)
+             .where(Membership.user_id == user_id, Membership.role == Role.OWNER.value,
+                    Organization.deleted_at.is_(None)))
+    # FOR UPDATE on those organizations' owner rows (as organizations.change_role does): two owners
+    # deleting their accounts at once can't both count the other as staying.
+    rows = await session.execute(
+        select(Membership.org_id).where(Membership.org_id.in_(owned), Membership.role == Role.OWNER.value)
+        .order_by(Membership.org_id, Membership.user_id).with_for_update())
+    owners = Counter(org_id for (org_id,) in rows)
+    return [org_id for org_id, count in owners.items() if count == 1]
 
 
 async def delete_user(session: AsyncSession, user: User) -> None:

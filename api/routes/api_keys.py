@@ -45,6 +45,7 @@ async def list_api_keys(session: SessionDep, who: KeyManager, include_revoked: b
 @router.delete("/{key_id}", response_model=ApiKeyOut, responses={404: {"model": ErrorOut}})
 async def revoke_api_key(key_id: uuid.UUID, session: SessionDep, who: KeyManager) -> ApiKeyOut:
     """Revoke a key; the next request made with it is refused with `api_key_revoked`."""
+    audit_target("api_key", key_id)  # as its creation is recorded (the path would say `key`), failed or not
     row = await api_keys.revoke_key(session, who.org_id, key_id)
     await session.commit()
     return ApiKeyOut.model_validate(row)

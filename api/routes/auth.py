@@ -39,7 +39,7 @@ async def register(body: RegisterIn, session: SessionDep) -> UserOut:
     user = await users.create_user(session, username=body.username, password=body.password,
                                    email=str(body.email) if body.email else None, full_name=body.full_name)
     await session.commit()
-    audit_target("user", user.id, username=user.username)
+    audit_target("user", user.id, actor=f"user:{user.id}", username=user.username)
     return UserOut.model_validate(user)
 
 
@@ -69,7 +69,7 @@ async def login(request: Request, session: SessionDep) -> TokenOut:
     await limits.take(f"login:{client}", get_settings().rate_limit_login)
     body = await _login_body(request)
     user = await users.authenticate(session, body.username, body.password)
-    audit_target("user", user.id)
+    audit_target("user", user.id, actor=f"user:{user.id}")
     return TokenOut(**await auth.issue_tokens(session, user, body.organization_id))
 
 
@@ -127,5 +127,5 @@ async def reset_password(body: PasswordResetIn, session: SessionDep) -> Response
     """Set a new password with a reset token from an administrator. Tokens issued before stop working."""
     user = await users.reset_password(session, body.reset_token, body.password)
     await session.commit()
-    audit_target("user", user.id)
+    audit_target("user", user.id, actor=f"user:{user.id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -99,7 +99,8 @@ async def create_stream_token(body: StreamTokenIn, session: SessionDep, who: Rea
     """A short-lived token for `?token=` on an event stream or the WebSocket, where browsers can't send headers.
 
     With `job_id` it follows that job only; without, your organization's stream and any of its jobs.
-    It can do nothing else, and it stops working when it expires or its key or user is revoked.
+    It can do nothing else, and it stops working when it expires, when its key is revoked or expires, or when
+    its user is deactivated or leaves the organization.
     """
     if body.job_id is not None:
         await jobs.get_job(session, who.org_id, body.job_id)
