@@ -20,26 +20,32 @@ class Sse:
     id: str | None
 
 
+async def read_sse(response: httpx.Response) -> AsyncIterator[Sse]:
+    """Yield parsed events of an open event-stream response (heartbeats skipped)."""
+    kind, data, entry_id = "message", [], None
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield Sse(kind, json.loads("\n".join(data)), entry_id)
+            kind, data, entry_id = "message", [], None
+        elif line.startswith(":") or line.startswith("retry:"):
+            continue
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+        elif line.startswith("id:"):
+            entry_id = line[3:].strip()
+
+
 async def sse_stream(client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None) -> AsyncIterator[Sse]:
     """Yield parsed events of an SSE endpoint (heartbeats skipped)."""
     async with client.stream("GET", path, headers=headers or {}) as response:
         if response.status_code != 200:
             await response.aread()
             raise AssertionError(f"SSE {path} answered {response.status_code}: {response.text}")
-        kind, data, entry_id = "message", [], None
-        async for line in response.aiter_lines():
-            if line == "":
-                if data:
-                    yield Sse(kind, json.loads("\n".join(data)), entry_id)
-                kind, data, entry_id = "message", [], None
-            elif line.startswith(":") or line.startswith("retry:"):
-                continue
-            elif line.startswith("event:"):
-                kind = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip())
-            elif line.startswith("id:"):
-                entry_id = line[3:].strip()
+        async for event in read_sse(response):
+            yield event
 
 
 async def follow(client: httpx.AsyncClient, job_id: str, *, last_event_id: str | None = None,
