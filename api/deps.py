@@ -107,7 +107,7 @@ class Allow:
                 info.principal = principal
             # Charged before the permission check: refused requests cost the caller too.
             try:
-                state = await limits.check_rate(session, principal)
+                state = await limits.check_rate(principal)
             except infrastructure_errors() as exc:
                 # Fail open: a Redis outage must not stop accepted work (jobs are durable in PostgreSQL).
                 log.warning("rate limit not checked (Redis unavailable): %s", exc)

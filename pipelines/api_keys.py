@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import Forbidden, NotFound
 from core.security import NewApiKey, new_api_key
 from schemas.permissions import Permission, Role, can_grant
-from schemas.tables import ApiKey
+from schemas.tables import ApiKey, Organization
+
+TOUCH_EVERY = timedelta(minutes=1)
 
 
 async def create_key(session: AsyncSession, org_id: uuid.UUID, *, name: str, role: Role, scopes: list[Permission] | None,
@@ -50,16 +52,21 @@ async def revoke_key(session: AsyncSession, org_id: uuid.UUID, key_id: uuid.UUID
     return row
 
 
-async def find_by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
-    """The key row for a presented key's prefix, if any."""
-    return (await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalar_one_or_none()
+async def find_by_prefix(session: AsyncSession, prefix: str) -> tuple[ApiKey, Organization | None] | None:
+    """The key row for a presented key's prefix with its organization (None if deleted): one query per request."""
+    row = (await session.execute(select(ApiKey, Organization).outerjoin(
+        Organization, (Organization.id == ApiKey.org_id) & Organization.deleted_at.is_(None))
+        .where(ApiKey.prefix == prefix))).first()
+    return (row[0], row[1]) if row else None
 
 
-async def touch(session: AsyncSession, key_id: uuid.UUID) -> None:
+async def touch(session: AsyncSession, key: ApiKey) -> None:
     """Record use, at most once a minute per key (not a write per request)."""
+    if key.last_used_at is not None and key.last_used_at > datetime.now(timezone.utc) - TOUCH_EVERY:
+        return
     await session.execute(update(ApiKey).where(
-        ApiKey.id == key_id,
-        (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 1)))
+        ApiKey.id == key.id,
+        (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < func.now() - TOUCH_EVERY))
         .values(last_used_at=func.now()))
 
 

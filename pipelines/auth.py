@@ -25,21 +25,21 @@ from schemas.tables import Membership, Organization, User
 async def principal_from_api_key(session: AsyncSession, secret: str) -> Principal:
     """Resolve an API key; invalid, revoked and expired keys each have their own code."""
     prefix = api_key_prefix(secret)
-    row = await api_keys.find_by_prefix(session, prefix) if prefix else None
+    found = await api_keys.find_by_prefix(session, prefix) if prefix else None
+    row, org = found if found else (None, None)
     if row is None or not api_key_matches(secret, row.secret_hash):
         raise Unauthorized("the API key is not valid", code="api_key_invalid")
     if row.revoked_at is not None:
         raise Unauthorized("the API key was revoked", code="api_key_revoked")
     if row.expires_at is not None and row.expires_at <= datetime.now(timezone.utc):
         raise Unauthorized("the API key has expired", code="api_key_expired")
-    org = (await session.execute(select(Organization.id).where(
-        Organization.id == row.org_id, organizations.LIVE))).first()
     if org is None:
         raise Unauthorized("the API key's organization was deleted", code="api_key_revoked")
-    await api_keys.touch(session, row.id)
+    await api_keys.touch(session, row)
     role = Role(row.role)
     return Principal(ActorType.API_KEY, row.id, f"api key {row.prefix}", org_id=row.org_id, role=role,
-                     permissions=permissions_for(role, row.scopes), key_id=row.id)
+                     permissions=permissions_for(role, row.scopes), key_id=row.id,
+                     rate_limit=org.limits.get("rate_limit_per_minute"))
 
 
 async def _live_user(session: AsyncSession, user_id: str, issued_at: float) -> User:
@@ -53,12 +53,19 @@ async def _live_user(session: AsyncSession, user_id: str, issued_at: float) -> U
     return user
 
 
+async def membership(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> tuple[Role, dict] | None:
+    """The user's role in a live organization and the organization's limits, or None."""
+    row = (await session.execute(select(Membership.role, Organization.limits)
+                                 .join(Organization, Organization.id == Membership.org_id)
+                                 .where(Membership.org_id == org_id, Membership.user_id == user_id,
+                                        organizations.LIVE))).first()
+    return (Role(row[0]), row[1] or {}) if row else None
+
+
 async def membership_role(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> Role | None:
     """The user's role in a live organization, or None."""
-    role = (await session.execute(select(Membership.role).join(Organization, Organization.id == Membership.org_id)
-                                  .where(Membership.org_id == org_id, Membership.user_id == user_id,
-                                         organizations.LIVE))).scalar_one_or_none()
-    return Role(role) if role else None
+    found = await membership(session, org_id, user_id)
+    return found[0] if found else None
 
 
 async def principal_from_access_token(session: AsyncSession, token: str, org_hint: uuid.UUID | None) -> Principal:
@@ -67,18 +74,20 @@ async def principal_from_access_token(session: AsyncSession, token: str, org_hin
     if await is_token_revoked(claims["jti"]):
         raise Unauthorized("the token was revoked (signed out)", code="token_revoked")
     user = await _live_user(session, claims["sub"], claims["iat"])
-    org_id, role = None, None
+    org_id, found = None, None
     if org_hint is not None:
-        role = await membership_role(session, org_hint, user.id)
-        if role is None:  # not a member: the organization does not exist for this user
+        found = await membership(session, org_hint, user.id)
+        if found is None:  # not a member: the organization does not exist for this user
             raise NotFound(f"organization {org_hint} not found", details={"organization_id": str(org_hint)})
         org_id = org_hint
     elif claims.get("org"):
-        role = await membership_role(session, uuid.UUID(claims["org"]), user.id)
-        org_id = uuid.UUID(claims["org"]) if role else None
+        found = await membership(session, uuid.UUID(claims["org"]), user.id)
+        org_id = uuid.UUID(claims["org"]) if found else None
+    role, limits = found if found else (None, {})
     return Principal(ActorType.USER, user.id, user.username, org_id=org_id, role=role,
                      permissions=permissions_for(role) if role else frozenset(), user_id=user.id,
-                     superuser=user.is_superuser, token_id=claims["jti"], token_expires_at=claims["exp"])
+                     superuser=user.is_superuser, token_id=claims["jti"], token_expires_at=claims["exp"],
+                     rate_limit=limits.get("rate_limit_per_minute"))
 
 
 async def issue_tokens(session: AsyncSession, user: User, org_id: uuid.UUID | None) -> dict[str, Any]:

@@ -95,11 +95,9 @@ async def organization_limits(session: AsyncSession, org_id: uuid.UUID) -> dict[
     return defaults | (overrides or {})
 
 
-async def check_rate(session: AsyncSession, principal: Principal) -> RateState:
+async def check_rate(principal: Principal) -> RateState:
     """Charge one request to the principal's bucket (per key or per user and organization)."""
-    overrides = (await session.execute(select(Organization.limits).where(
-        Organization.id == principal.org_id))).scalar_one_or_none() if principal.org_id else None
-    limit = (overrides or {}).get("rate_limit_per_minute") or role_rate_limit(principal.role)
+    limit = principal.rate_limit or role_rate_limit(principal.role)
     return await take(f"{principal.actor}:{principal.org_id}", limit)
 
 

@@ -98,6 +98,8 @@ class Principal:
     stream_job_id: uuid.UUID | None = None
     token_id: str | None = None
     token_expires_at: int | None = None
+    # The organization's own requests-per-minute override, read with the credential (None: role default).
+    rate_limit: int | None = None
 
     def can(self, permission: Permission) -> bool:
         if permission is Permission.USERS_ADMIN:
