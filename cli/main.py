@@ -30,10 +30,15 @@ def _cmd_api(args) -> int:
     return 0
 
 
+# Every queue the actors use (workers/actors.py): embedding work and LLM work, kept apart so a long
+# embedding backlog does not hold up extraction or summaries.
+QUEUES = ("embedding", "llm")
+
+
 def _cmd_worker(args) -> int:
     settings = get_settings()
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
-            "--threads", str(args.threads or settings.worker_threads), "--queues", "embedding",
+            "--threads", str(args.threads or settings.worker_threads), "--queues", *QUEUES,
             "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms)]
     # Dramatiq reads its idle poll ceiling from the environment (default 1 s): keep pickup latency low.
     env = dict(os.environ, dramatiq_worker_timeout=str(settings.worker_poll_ms))

@@ -18,6 +18,8 @@ class JobStatus(StrEnum):
 class JobKind(StrEnum):
     INGEST_MEMORIES = "ingest_memories"
     EMBED_MEMORY = "embed_memory"
+    EXTRACT_FACTS = "extract_facts"
+    SUMMARIZE = "summarize"
 
 
 class EventType(StrEnum):

@@ -154,3 +154,45 @@ class Job(SQLModel, table=True):
     worker: str | None = Field(default=None, sa_column=Column(String(200)))
     # Who submitted the job (`user:<id>` / `api_key:<id>`), for the audit row of its outcome.
     actor: str | None = Field(default=None, sa_column=Column(String(100)))
+    # LLM tokens the job spent: {"prompt_tokens", "completion_tokens", "calls"}.
+    usage: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+
+
+class LlmConfig(SQLModel, table=True):
+    """An organization's OpenAI-compatible provider. The API key is stored encrypted, never returned."""
+
+    __tablename__ = "llm_configs"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    provider: str = Field(sa_column=Column(String(30), nullable=False))
+    base_url: str | None = Field(default=None, sa_column=Column(String(500)))
+    chat_model: str = Field(sa_column=Column(String(200), nullable=False))
+    api_version: str | None = Field(default=None, sa_column=Column(String(50)))
+    api_key_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    api_key_hint: str | None = Field(default=None, sa_column=Column(String(20)))
+    max_concurrency: int = 4
+    timeout_seconds: float = 60.0
+    max_retries: int = 4
+    is_default: bool = False
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class MemoryHistory(SQLModel, table=True):
+    """One version of a memory: what changed it (ADD / UPDATE / DELETE), from what, to what, by which job."""
+
+    __tablename__ = "memory_history"
+    __table_args__ = (UniqueConstraint("memory_id", "version", name="uq_memory_history_version"),)
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    memory_id: uuid.UUID = Field(foreign_key="memories.id")
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    version: int
+    event: str = Field(sa_column=Column(String(10), nullable=False))
+    old_content: str | None = Field(default=None, sa_column=Column(Text))
+    new_content: str | None = Field(default=None, sa_column=Column(Text))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False))
+    job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    actor: str | None = Field(default=None, sa_column=Column(String(100)))
+    created_at: datetime = _now_column()
