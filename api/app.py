@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.middleware import RequestContext
 from api.deps import document_permissions
-from api.routes import admin, api_keys, audit, auth, health, jobs, memories, organizations, ws
+from api.routes import admin, api_keys, audit, auth, health, jobs, llm, memories, organizations, summaries, ws
 from core.db import dispose_engine
 from core.embedder import warm_up
 from core.redis import close_redis
@@ -47,15 +47,17 @@ TAGS = [
     {"name": "organizations", "description": "Organizations and their members, with roles."},
     {"name": "api keys", "description": "Keys for programs; the secret is shown once."},
     {"name": "memories", "description": "Store memories in batches and find them by meaning."},
+    {"name": "summaries", "description": "Condense a conversation into a summary memory, as a job."},
     {"name": "jobs", "description": "Background work: state, progress, cancellation and live events."},
+    {"name": "llm", "description": "LLM provider configurations of your organization (admins)."},
     {"name": "audit", "description": "Who did what, when, from where."},
     {"name": "admin", "description": "Service administration (superusers)."},
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 
 
-ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, jobs.router, ws.router, audit.router,
-           admin.router, health.router)
+ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, summaries.router, jobs.router,
+           llm.router, ws.router, audit.router, admin.router, health.router)
 
 
 @asynccontextmanager

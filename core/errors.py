@@ -72,6 +72,30 @@ class TransientJobError(AppError):
     status_code, code = 503, "transient_failure"
 
 
+class LLMUnavailable(TransientJobError):
+    """The LLM provider kept failing with 429/5xx/timeouts after the client's own retries; retry the job later."""
+
+    code = "llm_unavailable"
+
+
+class LLMRejected(PermanentJobError):
+    """The LLM provider refused the request (400/401/403/404/422): asking again won't help."""
+
+    code = "llm_rejected"
+
+
+class LLMOutputInvalid(PermanentJobError):
+    """The model's answer did not match the expected shape, even after one repair attempt."""
+
+    code = "llm_output_invalid"
+
+
+class LLMNotConfigured(InvalidInput, PermanentJobError):
+    """No LLM provider for the organization nor a service-wide one (422 in the API, a permanent job failure)."""
+
+    status_code, code = 422, "llm_not_configured"
+
+
 class JobCancelled(Exception):
     """Raised at a checkpoint when the job's cancellation was requested."""
 

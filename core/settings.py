@@ -64,6 +64,45 @@ class Settings(BaseSettings):
     embedding_take_turns: bool = Field(default=True, description="Worker processes on one machine run the local "
                                        "model one at a time (avoids CPU oversubscription).")
 
+    # Search
+    search_candidates: int = Field(default=50, description="Candidates each side of a hybrid search ranks.")
+    search_text_pool: int = Field(default=300, description="Full-text matches re-ranked by BM25 per search.")
+    search_text_config: str = Field(default="english", description="Text search configuration of queries "
+                                    "(must match the `fts` column's, set by the migrations).")
+    search_bm25_k1: float = 1.2
+    search_bm25_b: float = 0.75
+    search_rrf_k: float = Field(default=60.0, description="Reciprocal-rank fusion constant.")
+    search_vector_weight: float = 1.0
+    search_text_weight: float = 1.0
+
+    # Summaries
+    summary_chunk_chars: int = Field(default=6000, description="Characters of conversation per map step of a "
+                                     "summary job; longer conversations are map-reduced.")
+    summary_target_chars: int = Field(default=1000, description="Default length budget of a summary.")
+    summary_max_sentences: int = Field(default=8, description="Default most sentences of an extractive summary.")
+
+    # LLM: the service-wide provider, used by organizations without one of their own (all unset: none).
+    llm_provider: Literal["openai", "azure", "openai_compatible"] | None = Field(
+        default=None, description="Kind of the service-wide LLM provider; unset with a base URL means "
+        "`openai_compatible`, unset with only a key means `openai`.")
+    llm_base_url: str | None = Field(default=None, description="Endpoint of the service-wide LLM provider.")
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = Field(default=None, description="Chat model of the service-wide LLM provider.")
+    llm_api_version: str | None = Field(default=None, description="Azure OpenAI API version.")
+    llm_max_concurrency: int = Field(default=4, description="Calls in flight per provider per process.")
+    llm_timeout_seconds: float = 60.0
+    llm_max_retries: int = 4
+    encryption_key: SecretStr | None = Field(default=None, description="Key that encrypts stored provider API "
+                                             "keys; unset derives one from the JWT secret.")
+
+    # Fact extraction (`infer`) and duplicate detection
+    dedup_similarity: float = Field(default=0.95, description="Cosine similarity at or above which a text that "
+                                    "says nothing a stored memory doesn't counts as its near duplicate "
+                                    "(pipelines/dedup.py).")
+    extraction_candidates: int = Field(default=5, description="Similar memories per extracted fact shown to the "
+                                       "LLM when it decides ADD / UPDATE / DELETE / NOOP.")
+    extraction_max_facts: int = Field(default=50, description="Most facts one extraction job keeps from the LLM.")
+
     # Jobs
     ingest_chunk_size: int = 256
     job_lease_seconds: float = 60.0

@@ -135,11 +135,13 @@ async def record_progress(session: AsyncSession, job_id: uuid.UUID, *, done: int
 
 async def finish(session: AsyncSession, job_id: uuid.UUID, status: JobStatus, *, result: dict[str, Any] | None = None,
                  error_code: str | None = None, error_message: str | None = None,
-                 drop_payload_keys: tuple[str, ...] = ()) -> Job | None:
+                 drop_payload_keys: tuple[str, ...] = (), usage: dict[str, Any] | None = None) -> Job | None:
     """Move a running job to a terminal state; None if it was not running (someone else finished it)."""
     values: dict[str, Any] = dict(status=status.value, finished_at=text("now()"), updated_at=text("now()"),
                                   lease_expires_at=None, result=result, error_code=error_code,
                                   error_message=error_message)
+    if usage is not None:
+        values["usage"] = usage
     if status is JobStatus.SUCCEEDED:
         values["progress_done"] = Job.progress_total
     payload = Job.payload
@@ -152,12 +154,15 @@ async def finish(session: AsyncSession, job_id: uuid.UUID, status: JobStatus, *,
         .returning(Job))).scalar_one_or_none()
 
 
-async def release_for_retry(session: AsyncSession, job_id: uuid.UUID, *, error_code: str, error_message: str) -> Job | None:
+async def release_for_retry(session: AsyncSession, job_id: uuid.UUID, *, error_code: str, error_message: str,
+                            usage: dict[str, Any] | None = None) -> Job | None:
     """Put a running job back to queued with its last error visible, for the broker's retry."""
+    values: dict[str, Any] = dict(status=JobStatus.QUEUED.value, error_code=error_code, error_message=error_message,
+                                  lease_expires_at=None, updated_at=text("now()"), enqueued_at=text("now()"))
+    if usage is not None:
+        values["usage"] = usage
     return (await session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-        .values(status=JobStatus.QUEUED.value, error_code=error_code, error_message=error_message,
-                lease_expires_at=None, updated_at=text("now()"), enqueued_at=text("now()"))
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
         .returning(Job))).scalar_one_or_none()
 
 

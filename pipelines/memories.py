@@ -10,7 +10,10 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound
+from core.logging import request_id_var
+from pipelines import history
 from pipelines.pages import newest_first
+from schemas.enums import MemoryEvent
 from schemas.memories import MemoryBatchIn, MemoryUpdate
 from schemas.tables import Memory
 
@@ -29,16 +32,34 @@ def ingest_payload(batch: MemoryBatchIn) -> dict[str, Any]:
     """The job payload for a batch: items with batch-level scope applied."""
     items = []
     for item in batch.items:
-        items.append({"content": item.content, "metadata": item.metadata,
+        metadata = {"role": item.role} | item.metadata if item.role else item.metadata
+        items.append({"content": item.content, "metadata": metadata,
                       "user_id": item.user_id or batch.user_id, "agent_id": item.agent_id or batch.agent_id,
                       "run_id": item.run_id or batch.run_id})
-    return {"items": items}
+    # Only when asked: a replay of a batch sent before the option existed must hash the same.
+    return {"items": items, "deduplicate": True} if batch.deduplicate else {"items": items}
 
 
-async def get_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID) -> Memory:
-    """A live memory of the organization, or NotFound."""
-    row = (await session.execute(select(Memory).where(
-        Memory.id == memory_id_, Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one_or_none()
+def extraction_payload(batch: MemoryBatchIn) -> dict[str, Any]:
+    """The job payload for `infer`: the conversation, its one scope, and the metadata the facts will carry."""
+    first = batch.items[0]
+    metadata: dict[str, Any] = {}
+    for item in batch.items:
+        metadata.update(item.metadata)
+    return {"messages": [{"role": item.role or "user", "content": item.content} for item in batch.items],
+            "user_id": first.user_id or batch.user_id, "agent_id": first.agent_id or batch.agent_id,
+            "run_id": first.run_id or batch.run_id, "metadata": metadata}
+
+
+def _api_provenance() -> dict[str, Any]:
+    return {"source": "api", "request_id": request_id_var.get()}
+
+
+async def get_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID, *,
+                     for_update: bool = False) -> Memory:
+    """A live memory of the organization, or NotFound; `for_update` locks its row until the transaction ends."""
+    query = select(Memory).where(Memory.id == memory_id_, Memory.org_id == org_id, Memory.deleted_at.is_(None))
+    row = (await session.execute(query.with_for_update() if for_update else query)).scalar_one_or_none()
     if row is None:
         raise NotFound(f"memory {memory_id_} not found", details={"memory_id": str(memory_id_)})
     return row
@@ -55,9 +76,14 @@ async def list_memories(session: AsyncSession, org_id: uuid.UUID, *, user_id: st
 
 
 async def update_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID,
-                        change: MemoryUpdate) -> tuple[Memory, bool]:
-    """Apply a change; returns (memory, content_changed). The old embedding stays until the new one lands."""
-    memory = await get_memory(session, org_id, memory_id_)
+                        change: MemoryUpdate, *, actor: str | None = None) -> tuple[Memory, bool]:
+    """Apply a change; returns (memory, content_changed). The old embedding stays until the new one lands.
+
+    A content change is a new version in the memory's history.
+    """
+    # The row lock orders concurrent edits, so each gets its own history version.
+    memory = await get_memory(session, org_id, memory_id_, for_update=True)
+    old_content = memory.content
     values: dict[str, Any] = {"updated_at": text("now()")}
     changed = change.content is not None and change.content != memory.content
     if changed:
@@ -66,11 +92,19 @@ async def update_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uu
         values["meta"] = change.metadata
     row = (await session.execute(update(Memory).where(Memory.id == memory.id).values(**values)
                                  .returning(Memory))).scalar_one()
+    if changed:
+        await history.record_change(session, memory_id=memory.id, org_id=org_id, event=MemoryEvent.UPDATE,
+                                    old_content=old_content, new_content=change.content, job_id=None, actor=actor,
+                                    meta=_api_provenance())
     return row, changed
 
 
-async def delete_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID) -> None:
-    """Soft-delete: the row stays for audit but never appears in reads or search."""
-    memory = await get_memory(session, org_id, memory_id_)
+async def delete_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID, *,
+                        actor: str | None = None) -> None:
+    """Soft-delete: the row stays for audit (and its history stays readable) but never appears in reads or search."""
+    memory = await get_memory(session, org_id, memory_id_, for_update=True)
     await session.execute(update(Memory).where(Memory.id == memory.id)
                           .values(deleted_at=text("now()"), updated_at=text("now()")))
+    await history.record_change(session, memory_id=memory.id, org_id=org_id, event=MemoryEvent.DELETE,
+                                old_content=memory.content, new_content=None, job_id=None, actor=actor,
+                                meta=_api_provenance())

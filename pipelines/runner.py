@@ -20,6 +20,7 @@ from core import events
 from core.db import session_scope
 from core.errors import (AppError, JobCancelled, PermanentJobError, TransientJobError, UpstreamUnavailable,
                          infrastructure_errors)
+from core.llm import Usage
 from core.logging import job_id_var, request_id_var
 from core.settings import get_settings
 from pipelines import audit, jobs
@@ -40,12 +41,23 @@ class RetryLater(Exception):
 
 
 class JobContext:
-    """What a handler sees: its job row, progress reporting and the cancellation checkpoint."""
+    """What a handler sees: its job row, progress reporting, the cancellation checkpoint, LLM usage."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.settings = get_settings()
+        self.usage = Usage()
         self._last_event = 0.0
+
+    def record_usage(self, usage: Usage) -> None:
+        """Add LLM usage to this attempt's total; `LLMClient(provider, on_usage=ctx.record_usage)` does it per call."""
+        self.usage.add(usage)
+
+    def usage_total(self) -> dict[str, Any] | None:
+        """Usage of earlier attempts plus this one, as stored in `jobs.usage`; None if no LLM was ever called."""
+        if self.usage.calls == 0:
+            return None
+        return Usage.from_dict(self.job.usage).add(self.usage).as_dict()
 
     async def progress(self, done: int, total: int, message: str | None = None) -> None:
         """Record progress (a checkpoint: raises JobCancelled if cancellation was requested)."""
@@ -112,29 +124,33 @@ async def run_job(job_id: uuid.UUID, handler: Handler, *, drop_payload_keys: tup
         return
     job_token, request_token = job_id_var.set(str(job.id)), request_id_var.set(job.request_id)
     lease = asyncio.create_task(_keep_lease(job.id, settings.job_lease_seconds))
+    ctx = JobContext(job)
     try:
         log.info("job started", extra={"kind": job.kind, "status": "running"})
         await publish_event(EventType.STARTED, job, {"attempt": job.attempts, "max_attempts": job.max_attempts})
         try:
             async with asyncio.timeout(settings.job_time_limit_seconds):
-                result = await handler(JobContext(job))
+                result = await handler(ctx)
         except JobCancelled:
             await _finish(job, JobStatus.CANCELLED, EventType.CANCELLED, error_code="cancelled",
-                          error_message="cancelled while running", drop_payload_keys=drop_payload_keys)
+                          error_message="cancelled while running", drop_payload_keys=drop_payload_keys,
+                          usage=ctx.usage_total())
         except TimeoutError:
             await _finish(job, JobStatus.FAILED, EventType.FAILED, error_code="time_limit_exceeded",
-                          error_message=f"the job ran longer than {settings.job_time_limit_seconds:g} s")
+                          error_message=f"the job ran longer than {settings.job_time_limit_seconds:g} s",
+                          usage=ctx.usage_total())
         except PermanentJobError as exc:
-            await _finish(job, JobStatus.FAILED, EventType.FAILED, error_code=exc.code, error_message=exc.message)
+            await _finish(job, JobStatus.FAILED, EventType.FAILED, error_code=exc.code, error_message=exc.message,
+                          usage=ctx.usage_total())
         except (TransientJobError, UpstreamUnavailable, *infrastructure_errors()) as exc:
-            await _retry_or_fail(job, exc)
+            await _retry_or_fail(job, exc, usage=ctx.usage_total())
         except Exception as exc:  # a bug: fail with a clear code rather than retrying it
             log.exception("job handler crashed")
             await _finish(job, JobStatus.FAILED, EventType.FAILED, error_code="internal_error",
-                          error_message=f"{type(exc).__name__}: {exc}")
+                          error_message=f"{type(exc).__name__}: {exc}", usage=ctx.usage_total())
         else:
             await _finish(job, JobStatus.SUCCEEDED, EventType.SUCCEEDED, result=result,
-                          drop_payload_keys=drop_payload_keys)
+                          drop_payload_keys=drop_payload_keys, usage=ctx.usage_total())
     finally:
         lease.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -143,16 +159,17 @@ async def run_job(job_id: uuid.UUID, handler: Handler, *, drop_payload_keys: tup
         request_id_var.reset(request_token)
 
 
-async def _retry_or_fail(job: Job, exc: BaseException) -> None:
+async def _retry_or_fail(job: Job, exc: BaseException, *, usage: dict[str, Any] | None = None) -> None:
     code = exc.code if isinstance(exc, AppError) else "infrastructure_unavailable"
     message = exc.message if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
     if job.attempts >= job.max_attempts:
         await _finish(job, JobStatus.FAILED, EventType.FAILED, error_code=code,
-                      error_message=f"gave up after {job.attempts} attempts; last error: {message}")
+                      error_message=f"gave up after {job.attempts} attempts; last error: {message}", usage=usage)
         return
     log.warning("job attempt %d failed, will retry: %s", job.attempts, message)
     async with session_scope() as session:
-        row = await jobs.release_for_retry(session, job.id, error_code=code, error_message=message)
+        # Tokens spent by a failed attempt were still spent: they stay in the job's total.
+        row = await jobs.release_for_retry(session, job.id, error_code=code, error_message=message, usage=usage)
         await session.commit()
     if row is not None:
         await publish_event(EventType.RETRYING, row, {"attempt": job.attempts, "max_attempts": job.max_attempts,

@@ -36,3 +36,12 @@ class EventType(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED)
+
+
+class MemoryEvent(StrEnum):
+    """What a version in a memory's history did (`memory_history.event`); NOOP only appears in job results."""
+
+    ADD = "ADD"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    NOOP = "NOOP"

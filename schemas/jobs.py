@@ -22,6 +22,15 @@ class JobError(BaseModel):
     message: str
 
 
+class JobUsage(BaseModel):
+    """LLM tokens a job spent, over all its attempts."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    calls: int = Field(default=0, description="Calls made to LLM providers.")
+
+
 class JobOut(BaseModel):
     """A unit of background work and its state."""
 
@@ -40,6 +49,7 @@ class JobOut(BaseModel):
     parent_id: uuid.UUID | None = None
     request_id: str | None = None
     worker: str | None = Field(default=None, description="host:pid of the worker process that last ran the job.")
+    usage: JobUsage | None = Field(default=None, description="LLM tokens spent; null for jobs that call no LLM.")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
@@ -54,7 +64,7 @@ class JobOut(BaseModel):
             error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
             attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
             idempotency_key=job.idempotency_key, parent_id=job.parent_id, request_id=job.request_id,
-            worker=job.worker,
+            worker=job.worker, usage=job.usage,
             created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
             finished_at=job.finished_at,
         )

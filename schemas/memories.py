@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from schemas.jobs import JobOut
 
 MAX_BATCH_ITEMS = 10_000
 MAX_CONTENT_CHARS = 32_000
-MAX_QUERY_CHARS = 4_000
+# What one `infer` request may send the LLM: a conversation window, not an archive.
+MAX_INFER_CHARS = 64_000
 
 ScopeId = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
 Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT_CHARS)]
@@ -28,6 +29,9 @@ class MemoryIn(BaseModel):
     user_id: ScopeId | None = None
     agent_id: ScopeId | None = None
     run_id: ScopeId | None = None
+    role: Literal["user", "assistant", "system"] | None = Field(
+        default=None, description="Who said it, when the items are a conversation (`infer`). Without `infer` "
+                                  "it is kept in the memory's metadata as `role`.")
 
     @model_validator(mode="after")
     def _content_not_blank(self) -> "MemoryIn":
@@ -42,10 +46,32 @@ class MemoryBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[MemoryIn] = Field(min_length=1, max_length=MAX_BATCH_ITEMS,
-                                  description=f"1 to {MAX_BATCH_ITEMS} memories.")
+                                  validation_alias=AliasChoices("items", "messages"),
+                                  description=f"1 to {MAX_BATCH_ITEMS} memories (or, as `messages`, a "
+                                              "conversation of `{role, content}` items).")
     user_id: ScopeId | None = None
     agent_id: ScopeId | None = None
     run_id: ScopeId | None = None
+    infer: bool = Field(default=False, description="Treat the items as a conversation: an LLM extracts the facts "
+                                                   "in it and merges them into the scope's memories.")
+    deduplicate: bool = Field(default=False, description="Without `infer`: skip items whose exact or near "
+                                                         "duplicate is already stored in their scope or earlier "
+                                                         "in the batch.")
+
+    @model_validator(mode="after")
+    def _one_conversation(self) -> "MemoryBatchIn":
+        if not self.infer:
+            return self
+        scopes = {(i.user_id or self.user_id, i.agent_id or self.agent_id, i.run_id or self.run_id)
+                  for i in self.items}
+        if len(scopes) > 1:
+            raise ValueError("with `infer`, every message belongs to one scope: give user_id / agent_id / run_id "
+                             "once, on the batch")
+        chars = sum(len(i.content) for i in self.items)
+        if chars > MAX_INFER_CHARS:
+            raise ValueError(f"with `infer`, the messages may hold at most {MAX_INFER_CHARS} characters in all "
+                             f"({chars} given); send the conversation in several requests")
+        return self
 
 
 class MemoryUpdate(BaseModel):
@@ -93,24 +119,23 @@ class MemoryUpdateOut(BaseModel):
     job: JobOut | None = Field(default=None, description="The re-embedding job when the content changed.")
 
 
-class MemorySearchIn(BaseModel):
-    """A search by meaning within an organization, narrowed by scope and metadata."""
+class MemoryHistoryOut(BaseModel):
+    """One version of a memory: the change, the text before and after, and what made it."""
 
-    model_config = ConfigDict(extra="forbid")
+    id: uuid.UUID
+    memory_id: uuid.UUID
+    version: int = Field(description="1 for the ADD that created the memory, then 2, 3, … per change.")
+    event: Literal["ADD", "UPDATE", "DELETE"]
+    old_content: str | None = None
+    new_content: str | None = None
+    metadata: dict[str, Any] = Field(description="Provenance: `source` (`ingest`, `extraction`, `api`), and the "
+                                                 "extracted `fact` or the `request_id` behind the change.")
+    job_id: uuid.UUID | None = Field(default=None, description="The job that made the change (none for REST edits).")
+    actor: str | None = Field(default=None, description="Who asked for it: `user:<id>` or `api_key:<id>`.")
+    created_at: datetime
 
-    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
-    user_id: ScopeId | None = None
-    agent_id: ScopeId | None = None
-    run_id: ScopeId | None = None
-    metadata: dict[str, Any] | None = Field(default=None, description="Exact-match filter: every key must equal.")
-    top_k: int = Field(default=10, ge=1, le=100)
-    min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="Drop hits below this cosine similarity.")
-
-
-class SearchHit(BaseModel):
-    memory: MemoryOut
-    score: float = Field(description="Cosine similarity between the query and the memory, -1 to 1.")
-
-
-class SearchOut(BaseModel):
-    hits: list[SearchHit]
+    @classmethod
+    def from_row(cls, h: Any) -> "MemoryHistoryOut":
+        return cls(id=h.id, memory_id=h.memory_id, version=h.version, event=h.event, old_content=h.old_content,
+                   new_content=h.new_content, metadata=h.meta, job_id=h.job_id, actor=h.actor,
+                   created_at=h.created_at)

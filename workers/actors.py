@@ -11,7 +11,7 @@ import dramatiq
 
 from core.errors import PermanentJobError
 from core.settings import get_settings
-from pipelines import embedding
+from pipelines import embedding, extraction, summarization
 from pipelines.runner import run_job
 from schemas.enums import JobKind
 from schemas.tables import Job
@@ -43,9 +43,23 @@ async def embed_memory(job_id: str) -> None:
     await run_job(uuid.UUID(job_id), embedding.embed_memory)
 
 
+@dramatiq.actor(actor_name="summarize", queue_name="llm", **_options)
+async def summarize(job_id: str) -> None:
+    """Summarize a conversation into a new memory."""
+    await run_job(uuid.UUID(job_id), summarization.summarize)
+
+
+@dramatiq.actor(actor_name="extract_facts", queue_name="llm", **_options)
+async def extract_facts(job_id: str) -> None:
+    """Learn the facts of a conversation and merge them into the scope's memories (`infer`)."""
+    await run_job(uuid.UUID(job_id), extraction.extract_facts, drop_payload_keys=("messages",))
+
+
 ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.INGEST_MEMORIES: ingest_memories,
     JobKind.EMBED_MEMORY: embed_memory,
+    JobKind.SUMMARIZE: summarize,
+    JobKind.EXTRACT_FACTS: extract_facts,
 }
 
 

@@ -10,14 +10,15 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.context import audit_target, read_only
 from api.enqueue import start_job
-from pipelines import memories, search
+from pipelines import history, jobs, memories, search
+from pipelines.llm_configs import require_provider
 from schemas.common import ErrorOut, Page
 from schemas.enums import JobKind
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 from schemas.jobs import JobOut
-from schemas.memories import (MemoryBatchIn, MemoryOut, MemorySearchIn, MemoryUpdate, MemoryUpdateOut, SearchHit,
-                              SearchOut)
+from schemas.memories import MemoryBatchIn, MemoryHistoryOut, MemoryOut, MemoryUpdate, MemoryUpdateOut
+from schemas.search import HitExplanation, MemorySearchIn, SearchHit, SearchOut
 
 router = APIRouter(prefix="/api/v1/memories", tags=["memories"],
                    responses={401: {"model": ErrorOut, "description": "Missing or invalid credentials"},
@@ -35,13 +36,31 @@ Deleter = Annotated[Principal, Depends(Allow(P.MEMORIES_DELETE))]
                         429: {"model": ErrorOut, "description": "Rate limit or a job quota reached (see `code`)"}})
 async def ingest_memories(body: MemoryBatchIn, session: SessionDep, who: Writer, response: Response,
                           key: IdempotencyKey = None) -> JobOut:
-    """Queue 1 to 10,000 memories for embedding and storage.
+    """Queue 1 to 10,000 memories for embedding and storage, or a conversation to learn facts from.
 
     Answers `202` with the job at once. Follow it at `GET /api/v1/jobs/{id}` or live at
     `GET /api/v1/jobs/{id}/events`. The memories become searchable when the job succeeds.
+
+    **Plain ingest** (default): each item is stored as it is (an item's `role`, if given, goes into
+    its metadata). With `deduplicate: true`, items whose exact or near duplicate is already stored in
+    the same scope, or comes earlier in the batch, are skipped; the job result counts them
+    (`skipped_duplicates`) and names the memory each repeats (`duplicates`). It is off by default
+    because every item then costs a similarity query.
+
+    **`infer: true`** (as mem0's `add(messages, infer=True)`): the items are a conversation, sent as
+    `items` or `messages`, each `{"role": "user" | "assistant" | "system", "content": ...}` (role
+    defaults to `user`), all in one scope. An `extract_facts` job asks the organization's LLM for the
+    facts in it, then merges each into the scope's memories: ADD a new memory, UPDATE the memory it
+    corrects (a contradiction replaces the old text), DELETE one it invalidates, or NOOP when it is
+    already known (exact or near duplicates are NOOP without asking the LLM). The facts carry the
+    messages' metadata. Every change is in `GET /api/v1/memories/{id}/history`. Needs an LLM provider
+    (`POST /api/v1/llm/configs`), else `422 llm_not_configured` and nothing is queued.
     """
-    job, _ = await start_job(session, who, kind=JobKind.INGEST_MEMORIES, payload=memories.ingest_payload(body),
-                             total=len(body.items), key=key)
+    if body.infer and not await jobs.key_used(session, who.org_id, key):  # a replay gets its job back regardless
+        await require_provider(session, who.org_id)
+    kind, payload = ((JobKind.EXTRACT_FACTS, memories.extraction_payload(body)) if body.infer
+                     else (JobKind.INGEST_MEMORIES, memories.ingest_payload(body)))
+    job, _ = await start_job(session, who, kind=kind, payload=payload, total=len(body.items), key=key)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     audit_target("job", job.id, items=len(body.items))
     return JobOut.from_row(job)
@@ -50,9 +69,20 @@ async def ingest_memories(body: MemoryBatchIn, session: SessionDep, who: Writer,
 @router.post("/search", response_model=SearchOut)
 @read_only
 async def search_memories(body: MemorySearchIn, session: SessionDep, who: Reader) -> SearchOut:
-    """Find memories by meaning: cosine similarity of embeddings, narrowed by scope and metadata."""
-    hits = await search.search_memories(session, who.org_id, body)
-    return SearchOut(hits=[SearchHit(memory=MemoryOut.from_row(m), score=score) for m, score in hits])
+    """Find memories by meaning and by words.
+
+    `mode`: `hybrid` (default) fuses `vector` (embedding cosine similarity) and `text` (full-text,
+    BM25) with weighted reciprocal-rank fusion; `weights` overrides the tuned defaults. Narrow by
+    scope, `metadata` (exact match), `created_after`/`created_before` and `filters` (AND/OR of
+    conditions on scope fields, `created_at` and `metadata.<key>`: eq, ne, in, nin, gt, gte, lt,
+    lte, contains). Each hit explains itself: both scores, both ranks, the fused score. Pass
+    `next_cursor` back as `cursor` for more hits.
+    """
+    hits, next_cursor = await search.search_memories(session, who.org_id, body)
+    return SearchOut(mode=body.mode, next_cursor=next_cursor, hits=[SearchHit(
+        memory=MemoryOut.from_row(h.memory), score=h.score(body.mode),
+        explanation=HitExplanation(vector_score=h.vector_score, vector_rank=h.vector_rank, text_score=h.text_score,
+                                   text_rank=h.text_rank, fused_score=h.fused_score)) for h in hits])
 
 
 @router.get("", response_model=Page[MemoryOut])
@@ -80,7 +110,7 @@ async def update_memory(memory_id: uuid.UUID, body: MemoryUpdate, session: Sessi
     A content change queues an `embed_memory` job (returned as `job`); until it finishes, search
     uses the previous embedding and `embedding_status` is `pending`.
     """
-    memory, changed = await memories.update_memory(session, who.org_id, memory_id, body)
+    memory, changed = await memories.update_memory(session, who.org_id, memory_id, body, actor=who.actor)
     if not changed:
         await session.commit()
         return MemoryUpdateOut(memory=MemoryOut.from_row(memory))
@@ -91,7 +121,17 @@ async def update_memory(memory_id: uuid.UUID, body: MemoryUpdate, session: Sessi
 
 @router.delete("/{memory_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"model": ErrorOut}})
 async def delete_memory(memory_id: uuid.UUID, session: SessionDep, who: Deleter) -> Response:
-    """Delete a memory (soft): it disappears from reads and search at once."""
-    await memories.delete_memory(session, who.org_id, memory_id)
+    """Delete a memory (soft): it disappears from reads and search at once; its history stays readable."""
+    await memories.delete_memory(session, who.org_id, memory_id, actor=who.actor)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{memory_id}/history", response_model=Page[MemoryHistoryOut], responses={404: {"model": ErrorOut}})
+async def memory_history(memory_id: uuid.UUID, session: SessionDep, who: Reader,
+                         limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                         cursor: Annotated[str | None, Query(max_length=20)] = None) -> Page[MemoryHistoryOut]:
+    """A memory's versions, oldest first: ADD, then each UPDATE and DELETE, with the text before and after,
+    the job that made the change (ingest, `extract_facts`) and who asked. Deleted memories keep their history."""
+    rows, next_cursor = await history.list_history(session, who.org_id, memory_id, limit=limit, cursor=cursor)
+    return Page[MemoryHistoryOut](items=[MemoryHistoryOut.from_row(h) for h in rows], next_cursor=next_cursor)

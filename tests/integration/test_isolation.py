@@ -39,17 +39,19 @@ class World:
     job_id: str
     marker: str
     scope: str
+    config_id: str
+    provider_key: str
 
     def ids(self) -> dict:
         return fresh_ids(memory_id=self.memory_id, job_id=self.job_id, key_id=self.tenant.key_ids[Role.MEMBER],
                          org_id=self.tenant.org_id, organization_id=self.tenant.org_id, user_id=self.member.id,
-                         username=self.member.username)
+                         username=self.member.username, config_id=self.config_id)
 
     def secrets(self) -> set[str]:
         """Everything of A's that could show up in a response."""
         keys = self.tenant.keys.values()
         return ({self.memory_id, self.job_id, str(self.tenant.org_id), self.tenant.name, str(self.member.id),
-                 self.member.username, self.marker, self.scope}
+                 self.member.username, self.marker, self.scope, self.config_id, self.provider_key}
                 | {str(k) for k in self.tenant.key_ids.values()} | {k.split("_")[1] for k in keys} | set(keys))
 
 
@@ -64,8 +66,13 @@ async def org_a(stack) -> World:
         job = await finish(client, response.json()["id"])
         assert job["status"] == "succeeded", job
         [memory] = (await client.get("/api/v1/memories", params={"user_id": scope})).json()["items"]
+        provider_key = f"sk-iso-{uuid.uuid4().hex}"
+        config = await client.post("/api/v1/llm/configs", json={
+            "name": f"iso-{marker}", "model": "m", "base_url": stack.model_url + "/v1", "api_key": provider_key,
+            "is_default": True})
+        assert config.status_code == 201, config.text
     member = await make_user("iso-member", org_id=tenant.org_id, role=Role.MEMBER)
-    return World(tenant, member, memory["id"], job["id"], marker, scope)
+    return World(tenant, member, memory["id"], job["id"], marker, scope, config.json()["id"], provider_key)
 
 
 STATE_SQL = """
@@ -76,6 +83,7 @@ UNION ALL SELECT 'api_key', (to_jsonb(k) - 'last_used_at')::text FROM api_keys k
 UNION ALL SELECT 'memory', (to_jsonb(x) - 'embedding')::text FROM memories x WHERE x.org_id = :org
 UNION ALL SELECT 'job', to_jsonb(j)::text FROM jobs j WHERE j.org_id = :org
 UNION ALL SELECT 'audit', to_jsonb(a)::text FROM audit_logs a WHERE a.org_id = :org
+UNION ALL SELECT 'llm_config', to_jsonb(c)::text FROM llm_configs c WHERE c.org_id = :org
 ORDER BY 1, 2
 """
 

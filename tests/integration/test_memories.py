@@ -61,8 +61,14 @@ async def test_search_filters_by_scope_metadata_and_min_score(client, scope):
                               json={"query": "mountain walks", "user_id": scope, "metadata": {"kind": "gear"}})).json()
     assert [h["memory"]["content"] for h in gear["hits"]] == ["Hiking boots size 44"]
 
+    # min_score applies to the mode's score: cosine similarity in vector mode.
+    loose = (await client.post("/api/v1/memories/search",
+                               json={"query": "mountain walks", "user_id": scope, "mode": "vector",
+                                     "min_score": 0.1})).json()
+    assert loose["hits"] and all(h["score"] >= 0.1 for h in loose["hits"])
     strict = (await client.post("/api/v1/memories/search",
-                                json={"query": "mountain walks", "user_id": scope, "min_score": 0.99})).json()
+                                json={"query": "mountain walks", "user_id": scope, "mode": "vector",
+                                      "min_score": 0.99})).json()
     assert strict["hits"] == []
 
 

@@ -39,6 +39,9 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/memories": {"items": [{"content": "a memory of the calling organization"}], "user_id": "{scope}"},
     "POST /api/v1/memories/search": {"query": "{query}"},
     "PATCH /api/v1/memories/{memory_id}": {"content": "changed by the route matrix"},
+    "POST /api/v1/summaries": {"memory_ids": ["{memory_id}"]},
+    "POST /api/v1/llm/configs": {"name": "{new_name}", "model": "matrix-model", "base_url": "http://127.0.0.1:9/v1"},
+    "PATCH /api/v1/llm/configs/{config_id}": {"max_retries": 2},
     "POST /api/v1/stream-tokens": {"job_id": "{job_id}"},
     "PATCH /api/v1/admin/users/{user_id}": {"is_active": False},
     "PATCH /api/v1/admin/organizations/{organization_id}/limits": {"rate_limit_per_minute": 5},
@@ -128,6 +131,7 @@ def fresh_ids(**ids: Any) -> dict[str, Any]:
     """Ids that name nothing, updated with `ids`; plus values for the non-id placeholders."""
     return {"memory_id": uuid.uuid4(), "job_id": uuid.uuid4(), "key_id": uuid.uuid4(), "org_id": uuid.uuid4(),
             "user_id": uuid.uuid4(), "organization_id": uuid.uuid4(), "username": f"nobody-{uuid.uuid4().hex[:10]}",
+            "config_id": uuid.uuid4(),
             "new_name": f"renamed-{uuid.uuid4().hex[:10]}", "scope": f"matrix-{uuid.uuid4().hex[:10]}",
             "query": "what does this organization remember?"} | ids
 

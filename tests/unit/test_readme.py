@@ -9,7 +9,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_configuration_table_lists_every_setting_with_its_default():
-    rows = dict(re.findall(r"^\| `AGENTMEM_([A-Z_]+)` \| ([^|]+) \|", README.read_text(), flags=re.M))
+    rows = dict(re.findall(r"^\| `AGENTMEM_([A-Z0-9_]+)` \| ([^|]+) \|", README.read_text(), flags=re.M))
     fields = {name.upper(): field.default for name, field in Settings.model_fields.items()}
     assert set(rows) == set(fields)
     for name, default in fields.items():

@@ -35,3 +35,24 @@ def test_ingest_payload_applies_batch_scope_to_items_that_leave_it_unset():
         {"content": "one", "metadata": {}, "user_id": "batch-user", "agent_id": "batch-agent", "run_id": None},
         {"content": "two", "metadata": {"k": 1}, "user_id": "item-user", "agent_id": "batch-agent", "run_id": None},
     ]}
+
+
+def test_ingest_payload_marks_deduplicate_only_when_asked_and_keeps_a_role_in_metadata():
+    plain = MemoryBatchIn.model_validate({"items": [{"content": "one"}]})
+    assert "deduplicate" not in ingest_payload(plain)  # replays of older batches hash the same
+    batch = MemoryBatchIn.model_validate({"deduplicate": True, "items": [
+        {"content": "one", "role": "assistant"}, {"content": "two", "role": "user", "metadata": {"role": "mine"}}]})
+    payload = ingest_payload(batch)
+    assert payload["deduplicate"] is True
+    assert [i["metadata"] for i in payload["items"]] == [{"role": "assistant"}, {"role": "mine"}]
+
+
+def test_extraction_payload_holds_the_conversation_its_scope_and_the_merged_metadata():
+    from pipelines.memories import extraction_payload
+
+    batch = MemoryBatchIn.model_validate({"infer": True, "user_id": "alice", "messages": [
+        {"content": "I live in Paris", "metadata": {"channel": "chat", "n": 1}},
+        {"role": "assistant", "content": "Nice!", "metadata": {"n": 2}}]})
+    assert extraction_payload(batch) == {
+        "messages": [{"role": "user", "content": "I live in Paris"}, {"role": "assistant", "content": "Nice!"}],
+        "user_id": "alice", "agent_id": None, "run_id": None, "metadata": {"channel": "chat", "n": 2}}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas.memories import (MAX_BATCH_ITEMS, MAX_CONTENT_CHARS, MAX_QUERY_CHARS, MemoryBatchIn, MemoryIn,
-                              MemorySearchIn, MemoryUpdate)
+from schemas.memories import MAX_BATCH_ITEMS, MAX_CONTENT_CHARS, MemoryBatchIn, MemoryIn, MemoryUpdate
 
 
 def error_types(exc: pytest.ExceptionInfo[ValidationError]) -> set[str]:
@@ -140,40 +139,40 @@ def test_memory_update_rejects_content_over_max_content_chars():
     assert error_types(exc) == {"string_too_long"}
 
 
-# --- MemorySearchIn ------------------------------------------------------------------------------
+# --- infer and deduplicate ---------------------------------------------------------------------
 
-def test_memory_search_in_defaults_to_ten_hits_and_no_score_floor():
-    search = MemorySearchIn.model_validate({"query": "tea"})
-    assert search.top_k == 10
-    assert search.min_score is None
-
-
-@pytest.mark.parametrize("top_k", [1, 100])
-def test_memory_search_in_accepts_top_k_at_its_bounds(top_k):
-    assert MemorySearchIn.model_validate({"query": "tea", "top_k": top_k}).top_k == top_k
+def test_a_conversation_can_be_sent_as_messages_with_roles_as_mem0_clients_do():
+    batch = MemoryBatchIn.model_validate({"messages": [{"role": "user", "content": "I live in Paris"},
+                                                       {"role": "assistant", "content": "Noted!"}],
+                                          "user_id": "alice", "infer": True})
+    assert [(i.role, i.content) for i in batch.items] == [("user", "I live in Paris"), ("assistant", "Noted!")]
+    assert batch.infer and not batch.deduplicate
 
 
-@pytest.mark.parametrize("top_k", [0, -1, 101])
-def test_memory_search_in_rejects_top_k_outside_1_to_100(top_k):
+def test_items_and_messages_together_are_refused():
     with pytest.raises(ValidationError) as exc:
-        MemorySearchIn.model_validate({"query": "tea", "top_k": top_k})
-    assert error_locs(exc) == {("top_k",)}
+        MemoryBatchIn.model_validate({"items": [{"content": "a"}], "messages": [{"content": "b"}]})
+    assert "extra_forbidden" in error_types(exc)
 
 
-@pytest.mark.parametrize("min_score", [-1.0, 0.0, 1.0])
-def test_memory_search_in_accepts_min_score_within_cosine_range(min_score):
-    assert MemorySearchIn.model_validate({"query": "tea", "min_score": min_score}).min_score == min_score
-
-
-@pytest.mark.parametrize("min_score", [-1.01, 1.01, 2])
-def test_memory_search_in_rejects_min_score_outside_cosine_range(min_score):
+def test_an_unknown_role_is_refused():
     with pytest.raises(ValidationError) as exc:
-        MemorySearchIn.model_validate({"query": "tea", "min_score": min_score})
-    assert error_locs(exc) == {("min_score",)}
+        MemoryIn.model_validate({"content": "hi", "role": "tool"})
+    assert ("role",) in error_locs(exc)
 
 
-@pytest.mark.parametrize("query", ["", "q" * (MAX_QUERY_CHARS + 1)])
-def test_memory_search_in_rejects_empty_or_overlong_query(query):
-    with pytest.raises(ValidationError) as exc:
-        MemorySearchIn.model_validate({"query": query})
-    assert error_locs(exc) == {("query",)}
+def test_infer_refuses_messages_of_several_scopes():
+    with pytest.raises(ValidationError, match="one scope"):
+        MemoryBatchIn.model_validate({"infer": True, "items": [{"content": "a", "user_id": "u1"},
+                                                               {"content": "b", "user_id": "u2"}]})
+    # Without infer, items of several scopes are a normal batch.
+    MemoryBatchIn.model_validate({"items": [{"content": "a", "user_id": "u1"}, {"content": "b", "user_id": "u2"}]})
+
+
+def test_infer_refuses_a_conversation_longer_than_max_infer_chars():
+    from schemas.memories import MAX_INFER_CHARS
+
+    items = [{"content": "x" * 30_000}] * (MAX_INFER_CHARS // 30_000 + 1)
+    with pytest.raises(ValidationError, match="at most"):
+        MemoryBatchIn.model_validate({"infer": True, "items": items})
+    MemoryBatchIn.model_validate({"items": items})

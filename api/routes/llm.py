@@ -1,0 +1,69 @@
+"""LLM provider configurations of your organization: the chat models its memory jobs call."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+
+from api.context import audit_target
+from api.deps import Allow, SessionDep
+from pipelines import llm_configs
+from schemas.common import ErrorOut
+from schemas.llm import LlmConfigCreate, LlmConfigOut, LlmConfigUpdate
+from schemas.permissions import Permission as P
+from schemas.permissions import Principal
+
+router = APIRouter(prefix="/api/v1/llm/configs", tags=["llm"], responses={
+    401: {"model": ErrorOut, "description": "Not signed in"},
+    403: {"model": ErrorOut, "description": "Needs `llm:manage` (admins and owners)"}})
+LlmManager = Annotated[Principal, Depends(Allow(P.LLM_MANAGE))]
+NOT_FOUND = {404: {"model": ErrorOut, "description": "No such configuration in your organization"}}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=LlmConfigOut,
+             responses={409: {"model": ErrorOut, "description": "The name is taken"}})
+async def create_llm_config(body: LlmConfigCreate, session: SessionDep, who: LlmManager) -> LlmConfigOut:
+    """Add a provider: OpenAI, Azure OpenAI (`api_version` required) or any OpenAI-compatible endpoint.
+
+    The API key is stored encrypted and never returned; responses show `api_key_set` and its last
+    four characters. With `is_default: true` it replaces the organization's previous default.
+    """
+    row = await llm_configs.create_config(session, who.org_id, body)
+    await session.commit()
+    audit_target("llm_config", row.id, name=row.name, is_default=row.is_default)
+    return LlmConfigOut.from_row(row)
+
+
+@router.get("", response_model=list[LlmConfigOut])
+async def list_llm_configs(session: SessionDep, who: LlmManager) -> list[LlmConfigOut]:
+    """Your organization's provider configurations, the default first."""
+    return [LlmConfigOut.from_row(r) for r in await llm_configs.list_configs(session, who.org_id)]
+
+
+@router.get("/{config_id}", response_model=LlmConfigOut, responses=NOT_FOUND)
+async def get_llm_config(config_id: uuid.UUID, session: SessionDep, who: LlmManager) -> LlmConfigOut:
+    """One provider configuration (without its API key)."""
+    return LlmConfigOut.from_row(await llm_configs.get_config(session, who.org_id, config_id))
+
+
+@router.patch("/{config_id}", response_model=LlmConfigOut,
+              responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The name is taken"}})
+async def update_llm_config(config_id: uuid.UUID, body: LlmConfigUpdate, session: SessionDep,
+                            who: LlmManager) -> LlmConfigOut:
+    """Change some fields. Omitted fields stay; `"api_key": null` removes the stored key."""
+    audit_target("llm_config", config_id, fields=sorted(body.model_fields_set))
+    row = await llm_configs.update_config(session, who.org_id, config_id, body)
+    await session.commit()
+    return LlmConfigOut.from_row(row)
+
+
+@router.delete("/{config_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               responses=NOT_FOUND)
+async def delete_llm_config(config_id: uuid.UUID, session: SessionDep, who: LlmManager) -> Response:
+    """Delete a configuration. Deleting the default leaves jobs on the service-wide provider, if any."""
+    audit_target("llm_config", config_id)
+    await llm_configs.delete_config(session, who.org_id, config_id)
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,181 @@
+"""Retrieval quality: LongMemEval (60-question dev set) through the real API and workers.
+
+    python bench/retrieval.py [--questions 60] [--workers 2] [--sweep]
+
+Each question's haystack goes into its own namespace (user_id), one memory per turn with metadata
+{session_id, turn, date}, as one ingest job per question (`agentmem up`, embedded default, local
+MiniLM model). Then each question is searched in its namespace in the `vector`, `text` and `hybrid`
+modes, and the ranked hits are scored (higher is better):
+- session recall_any@k: any gold session among the sessions of the top-k hits (sessions deduplicated
+  in rank order); recall_all@5: all gold sessions in the top 5 sessions; nDCG@10 over sessions;
+- turn recall@10: the share of answer turns (has_answer) among the top-10 hits.
+It prints ingest throughput and search latency too. `--sweep` also scores hybrid under other
+fusion weights and RRF constants (per-request `weights`; the defaults are in core/settings.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import math
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (LONGMEMEVAL, BenchError, JobWatcher, System, finish_run, machine_load,  # noqa: E402
+                          percentile, report_problems, table, warm_up)
+
+MODES = ("vector", "text", "hybrid")
+MAX_CHARS = 32_000
+
+
+def load(questions: int) -> list[dict]:
+    with gzip.open(LONGMEMEVAL, "rt", encoding="utf-8") as fh:
+        return json.load(fh)[:questions]
+
+
+def items_of(record: dict) -> tuple[list[dict], set[tuple[str, int]]]:
+    """One memory per turn, and the (session, turn) keys of the answer turns."""
+    items, answers = [], set()
+    for session_id, date, turns in zip(record["haystack_session_ids"], record["haystack_dates"],
+                                       record["haystack_sessions"]):
+        for i, turn in enumerate(turns):
+            content = turn["content"].strip()[:MAX_CHARS]
+            if not content:
+                continue
+            items.append({"content": content, "metadata": {"session_id": session_id, "turn": i, "date": date,
+                                                           "role": turn["role"]}})
+            if turn.get("has_answer") and session_id in record["answer_session_ids"]:
+                answers.add((session_id, i))
+    return items, answers
+
+
+def score(hits: list[dict], gold: set[str], answers: set[tuple[str, int]]) -> dict[str, float]:
+    sessions: list[str] = []
+    for hit in hits:
+        sid = hit["memory"]["metadata"]["session_id"]
+        if sid not in sessions:
+            sessions.append(sid)
+    top_turns = {(h["memory"]["metadata"]["session_id"], h["memory"]["metadata"]["turn"]) for h in hits[:10]}
+    dcg = sum(1 / math.log2(i + 2) for i, s in enumerate(sessions[:10]) if s in gold)
+    ideal = sum(1 / math.log2(i + 2) for i in range(min(10, len(gold))))
+    return {
+        "recall_any@5": float(any(s in gold for s in sessions[:5])),
+        "recall_any@10": float(any(s in gold for s in sessions[:10])),
+        "recall_all@5": float(gold <= set(sessions[:5])),
+        "ndcg@10": dcg / ideal if ideal else 0.0,
+        "turn_recall@10": len(top_turns & answers) / len(answers) if answers else float("nan"),
+    }
+
+
+async def ingest(client: httpx.AsyncClient, records: list[dict], run: str, timeout: float) -> tuple[dict, float, int]:
+    """Submit one job per question; returns the namespaces, the seconds until all succeeded, memory count."""
+    namespaces, job_ids, total = {}, [], 0
+    async with JobWatcher(client) as watcher:
+        t0 = time.monotonic()
+        for record in records:
+            items, answers = items_of(record)
+            namespace = f"lme-{run}-{record['question_id']}"
+            namespaces[record["question_id"]] = (namespace, answers)
+            response = await client.post("/api/v1/memories", json={"items": items, "user_id": namespace})
+            if response.status_code != 202:
+                raise BenchError(f"ingest answered {response.status_code}: {response.text[:300]}")
+            job_ids.append(response.json()["id"])
+            total += len(items)
+        print(f"  {len(job_ids)} jobs, {total} memories submitted in {time.monotonic() - t0:.1f} s; waiting ...",
+              flush=True)
+        done = await watcher.wait(job_ids, time.monotonic() + timeout)
+    return namespaces, done - t0, total
+
+
+async def search_all(client: httpx.AsyncClient, records: list[dict], namespaces: dict, mode: str,
+                     weights: dict | None = None, top_k: int = 100) -> tuple[dict[str, float], list[float]]:
+    """Mean metrics over the questions, and each search's latency (seconds)."""
+    sums: dict[str, float] = {}
+    counted: dict[str, int] = {}
+    latencies = []
+    for record in records:
+        namespace, answers = namespaces[record["question_id"]]
+        body = {"query": record["question"], "user_id": namespace, "mode": mode, "top_k": top_k}
+        if weights:
+            body["weights"] = weights
+        t0 = time.perf_counter()
+        response = await client.post("/api/v1/memories/search", json=body)
+        latencies.append(time.perf_counter() - t0)
+        if response.status_code != 200:
+            raise BenchError(f"search answered {response.status_code}: {response.text[:300]}")
+        for name, value in score(response.json()["hits"], set(record["answer_session_ids"]), answers).items():
+            if not math.isnan(value):
+                sums[name] = sums.get(name, 0.0) + value
+                counted[name] = counted.get(name, 0) + 1
+    return {name: sums[name] / counted[name] for name in sums}, latencies
+
+
+async def run(system: System, records: list[dict], sweep: bool, timeout: float) -> tuple[list, list, str]:
+    limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
+    async with httpx.AsyncClient(base_url=system.url, headers=system.headers, timeout=120, limits=limits) as client:
+        namespaces, seconds, total = await ingest(client, records, uuid.uuid4().hex[:6], timeout)
+        ingest_line = f"ingest: {total} memories in {seconds:.1f} s = {total / seconds:.0f} memories/s"
+        print(ingest_line, flush=True)
+        rows, lat_rows = [], []
+        metrics = ["recall_any@5", "recall_any@10", "recall_all@5", "ndcg@10", "turn_recall@10"]
+        cases = [(mode, None) for mode in MODES]
+        if sweep:
+            cases += [("hybrid", {"vector": v, "text": t}) for v, t in
+                      ((1.0, 0.5), (1.0, 0.75), (1.0, 1.5), (1.0, 2.0), (0.5, 1.0))]
+        for mode, weights in cases:
+            result, latencies = await search_all(client, records, namespaces, mode, weights)
+            label = mode if weights is None else f"hybrid v={weights['vector']} t={weights['text']}"
+            rows.append([label] + [f"{result[m]:.3f}" for m in metrics])
+            if weights is None:
+                ms = [t * 1000 for t in latencies]
+                lat_rows.append([mode, len(ms), f"{percentile(ms, 50):.1f}", f"{percentile(ms, 99):.1f}",
+                                 f"{len(ms) / sum(latencies):.1f}"])
+            print(f"  {label}: " + ", ".join(f"{m} {result[m]:.3f}" for m in metrics), flush=True)
+        return rows, lat_rows, ingest_line
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=60, help="questions of the dev set to use (default 60)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--sweep", action="store_true", help="also score hybrid with other fusion weights")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for ingestion (default 3600)")
+    parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir and log")
+    args = parser.parse_args()
+
+    print(f"before: {machine_load()}", flush=True)
+    records = load(args.questions)
+    system = System(workers=args.workers, keep_data=args.keep_data)
+    rows, lat_rows, ingest_line, failed = [], [], "", True
+    try:
+        system.start()
+        print(f"warm-up: {asyncio.run(warm_up(system)):.1f} s", flush=True)
+        rows, lat_rows, ingest_line = asyncio.run(run(system, records, args.sweep, args.timeout))
+        failed = False
+    except BenchError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+    except Exception:
+        traceback.print_exc()
+        print("\nFAILED: unexpected error (above)", file=sys.stderr)
+    finally:
+        system.stop()
+        report_problems(system)
+    if rows:
+        print(f"\nLongMemEval dev set, {len(records)} questions; {ingest_line}\n")
+        print(table(["mode", "session R_any@5", "R_any@10", "R_all@5", "nDCG@10", "turn R@10"], rows))
+        print()
+        print(table(["mode", "searches", "p50 ms", "p99 ms", "searches/s (1 client)"], lat_rows))
+    return finish_run(system, failed, [])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

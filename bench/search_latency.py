@@ -1,0 +1,164 @@
+"""Search latency at scale: p50/p99 of POST /api/v1/memories/search with 100,000 memories in one organization.
+
+    python bench/search_latency.py [--memories 100000] [--real 5000] [--queries 200]
+
+`agentmem up` runs on the embedded default; the memories are then seeded straight into its
+PostgreSQL with COPY (the ingest pipeline has its own benchmark, bench/ingest.py): distinct synthetic
+sentences; `--real` of them embedded with the local model, the rest given the embedding of a real
+sentence plus Gaussian noise (σ 0.02 per dimension, re-normalised), so the vectors form realistic
+clusters without embedding 100,000 texts first. Then `--queries` searches (other synthetic
+sentences, each embedded by the API: query embedding included) per mode, org-wide and within one
+user's scope of ~1% of the rows, one client at a time. Finally EXPLAIN ANALYZE shows whether the
+vector query uses the HNSW index and the text query the GIN index. Target: p99 ≤ 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (BenchError, System, finish_run, machine_load, percentile, report_problems,  # noqa: E402
+                          synthetic_corpus, table, warm_up)
+
+
+def embeddings(texts: list[str], real: int, seed: int = 11) -> np.ndarray:
+    """Real MiniLM vectors for the first `real` texts; noisy copies of them for the rest."""
+    from core.embedder import get_embedder
+
+    async def embed_real() -> list[list[float]]:
+        return await get_embedder().embed(texts[:real])
+
+    base = np.asarray(asyncio.run(embed_real()), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    rest = base[rng.integers(0, real, len(texts) - real)] + rng.normal(0, 0.02, (len(texts) - real, base.shape[1]))
+    vectors = np.vstack([base, rest.astype(np.float32)])
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+async def seed(dsn: str, org_id: str, texts: list[str], vectors: np.ndarray, scoped: int) -> None:
+    """COPY the memories in; the first `scoped` belong to user `bench-scope`, the rest to 100 other users."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        buffer = io.StringIO()
+        for i, (text, vector) in enumerate(zip(texts, vectors)):
+            user = "bench-scope" if i < scoped else f"bench-user-{i % 100}"
+            vec = "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
+            digest = uuid.uuid5(uuid.NAMESPACE_OID, text).hex
+            clean = text.replace("\\", "\\\\").replace("\t", " ").replace("\n", " ")
+            buffer.write(f"{uuid.uuid4()}\t{org_id}\t{user}\t{clean}\t{{\"i\": {i}}}\t{digest}\t{vec}\t{digest}\n")
+        buffer.seek(0)
+        await conn.copy_to_table("memories", source=io.BytesIO(buffer.getvalue().encode()), columns=[
+            "id", "org_id", "user_id", "content", "metadata", "content_hash", "embedding", "embedded_hash"])
+        await conn.execute("ANALYZE memories")
+    finally:
+        await conn.close()
+
+
+async def explain(dsn: str, org_id: str, query_vector: list[float], query_text: str) -> list[str]:
+    """The plans of the vector and text candidate queries (as the search pipeline runs them)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    lines = []
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            await conn.execute("SET LOCAL hnsw.ef_search = 50")
+            vec = "[" + ",".join(f"{x:.6f}" for x in query_vector) + "]"
+            plan = await conn.fetch(
+                "EXPLAIN (ANALYZE, BUFFERS OFF) SELECT id, embedding <=> $1::vector AS d FROM memories "
+                "WHERE org_id = $2 AND deleted_at IS NULL AND embedding IS NOT NULL ORDER BY d LIMIT 50",
+                vec, uuid.UUID(org_id))
+            lines += ["vector:"] + ["  " + r[0] for r in plan]
+            plan = await conn.fetch(
+                "EXPLAIN (ANALYZE, BUFFERS OFF) SELECT id, length(fts) FROM memories, "
+                "to_tsquery('simple', (SELECT string_agg(quote_literal(lexeme), ' | ') "
+                "FROM unnest(to_tsvector('english', $1)))) q "
+                "WHERE org_id = $2 AND deleted_at IS NULL AND fts @@ q ORDER BY ts_rank_cd(fts, q) DESC LIMIT 300",
+                query_text, uuid.UUID(org_id))
+            lines += ["text:"] + ["  " + r[0] for r in plan]
+    finally:
+        await conn.close()
+    return lines
+
+
+async def measure(system: System, queries: list[str], scoped: bool) -> list[list[object]]:
+    rows = []
+    async with httpx.AsyncClient(base_url=system.url, headers=system.headers, timeout=60) as client:
+        for mode in ("vector", "text", "hybrid"):
+            times = []
+            for q in queries:
+                body = {"query": q, "mode": mode, "top_k": 10} | ({"user_id": "bench-scope"} if scoped else {})
+                t0 = time.perf_counter()
+                response = await client.post("/api/v1/memories/search", json=body)
+                times.append((time.perf_counter() - t0) * 1000)
+                if response.status_code != 200 or not response.json()["hits"]:
+                    raise BenchError(f"search answered {response.status_code}: {response.text[:300]}")
+            rows.append([f"{mode}, {'one user (~1%)' if scoped else 'whole organization'}", len(times),
+                         f"{percentile(times, 50):.1f}", f"{percentile(times, 99):.1f}", f"{max(times):.1f}"])
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--memories", type=int, default=100_000)
+    parser.add_argument("--real", type=int, default=5_000, help="memories embedded for real (default 5000)")
+    parser.add_argument("--queries", type=int, default=200, help="searches per mode and scope (default 200)")
+    parser.add_argument("--keep-data", action="store_true")
+    args = parser.parse_args()
+
+    print(f"before: {machine_load()}", flush=True)
+    texts = synthetic_corpus(args.memories + args.queries, seed=23)
+    corpus, queries = texts[:args.memories], texts[args.memories:]
+    t0 = time.monotonic()
+    vectors = embeddings(corpus, min(args.real, len(corpus)))
+    print(f"embedded {min(args.real, len(corpus))} texts (+ noisy copies) in {time.monotonic() - t0:.0f} s", flush=True)
+    system = System(workers=1, keep_data=args.keep_data)
+    rows, plans, failed = [], [], True
+    try:
+        system.start()
+        asyncio.run(warm_up(system))
+        from core.embedded import EmbeddedPostgres
+
+        dsn = EmbeddedPostgres(system.data_dir).running_url()
+        org_id = httpx.get(system.url + "/api/v1/organizations", headers=system.headers).json()[0]["id"]
+        t0 = time.monotonic()
+        asyncio.run(seed(dsn, org_id, corpus, vectors, scoped=max(1, args.memories // 100)))
+        print(f"seeded {args.memories} memories in {time.monotonic() - t0:.0f} s", flush=True)
+        rows = asyncio.run(measure(system, queries, scoped=False)) + asyncio.run(measure(system, queries, scoped=True))
+        plans = asyncio.run(explain(dsn, org_id, vectors[0].tolist(), queries[0]))
+        failed = False
+    except BenchError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+    except Exception:
+        traceback.print_exc()
+        print("\nFAILED: unexpected error (above)", file=sys.stderr)
+    finally:
+        system.stop()
+        report_problems(system)
+    if rows:
+        print(f"\n{args.memories} memories in one organization; one client; query embedding included\n")
+        print(table(["search", "requests", "p50 ms", "p99 ms", "max ms"], rows))
+        print("\nquery plans (EXPLAIN ANALYZE):")
+        print("\n".join(plans))
+        uses = {"HNSW index": any("ix_memories_embedding" in p for p in plans),
+                "GIN index": any("ix_memories_fts" in p for p in plans)}
+        print("\n" + ", ".join(f"{k}: {'used' if v else 'NOT used'}" for k, v in uses.items()))
+    return finish_run(system, failed, [])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

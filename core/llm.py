@@ -1,0 +1,354 @@
+"""One client for chat models behind any OpenAI-compatible endpoint (OpenAI, Azure OpenAI, vLLM, Ollama …).
+
+`LLMClient` wraps the `openai` package with what every job needs: retries with exponential backoff and
+jitter on 429/5xx/timeouts/connection errors (honouring `Retry-After`), a per-process concurrency
+limit per provider, a timeout per call, token usage accounting, streaming with tool calls assembled
+from their deltas, and `chat_json` which validates the answer with pydantic and asks once for a repair.
+
+The `openai` package's own retries are off (`max_retries=0`): ours are the only ones. Once they are
+spent the call raises `LLMUnavailable`, a transient job error, so a job retries later through the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import openai
+from pydantic import TypeAdapter, ValidationError
+
+from core.errors import LLMOutputInvalid
+from core.llm_retry import is_retryable, is_transport_error, map_error, parse_retry_after, retrying
+
+__all__ = ["ChatResult", "LLMClient", "ProviderSettings", "StreamEvent", "ToolCall", "Usage", "is_retryable",
+           "map_error", "parse_retry_after", "provider_semaphore"]
+
+T = TypeVar("T")
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """Where and how to reach one chat model."""
+
+    kind: Literal["openai", "azure", "openai_compatible"]
+    model: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_version: str | None = None
+    max_concurrency: int = 4
+    timeout_seconds: float = 60.0
+    max_retries: int = 4
+    name: str = "default"
+
+
+@dataclass
+class Usage:
+    """Tokens spent and calls made."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> Usage:
+        """Add `other` to this usage in place; returns self."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.calls += other.calls
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        """The JSON shape stored in `jobs.usage`."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens, "calls": self.calls}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
+        """Read back `as_dict` output (missing keys count as zero)."""
+        data = data or {}
+        return cls(prompt_tokens=int(data.get("prompt_tokens") or 0),
+                   completion_tokens=int(data.get("completion_tokens") or 0), calls=int(data.get("calls") or 0))
+
+
+@dataclass
+class ToolCall:
+    """A function call the model asked for; `arguments` is the raw JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def parsed(self) -> dict[str, Any]:
+        """The arguments as a dict; LLMOutputInvalid when the model wrote something else."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise LLMOutputInvalid(f"tool call {self.name!r} has arguments that are not JSON: {exc}",
+                                   details={"tool": self.name, "arguments": self.arguments[:2000]}) from exc
+        if not isinstance(value, dict):
+            raise LLMOutputInvalid(f"tool call {self.name!r} has arguments that are not a JSON object",
+                                   details={"tool": self.name, "arguments": self.arguments[:2000]})
+        return value
+
+
+@dataclass
+class ChatResult:
+    """One chat completion."""
+
+    content: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class StreamEvent:
+    """One event of `LLMClient.stream`: a text delta, a complete tool call, or the end."""
+
+    type: Literal["text", "tool_call", "done"]
+    text: str | None = None
+    tool_call: ToolCall | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+# Per-process state, per event loop (an asyncio primitive or an HTTP pool belongs to one loop).
+_semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, asyncio.Semaphore]] = \
+    weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ProviderSettings, openai.AsyncOpenAI]] = \
+    weakref.WeakKeyDictionary()
+
+
+def provider_semaphore(provider: ProviderSettings) -> asyncio.Semaphore:
+    """The process's semaphore for this provider (keyed by name, base URL, model and the limit itself)."""
+    per_loop = _semaphores.setdefault(asyncio.get_running_loop(), {})
+    key = (provider.name, provider.base_url, provider.model, provider.max_concurrency)
+    if key not in per_loop:
+        per_loop[key] = asyncio.Semaphore(max(1, provider.max_concurrency))
+    return per_loop[key]
+
+
+def _build_openai(provider: ProviderSettings, http_client: Any = None) -> openai.AsyncOpenAI:
+    # Every argument is explicit so the package never falls back to OPENAI_* environment variables.
+    common: dict[str, Any] = {"api_key": provider.api_key or "unused", "timeout": provider.timeout_seconds,
+                              "max_retries": 0}
+    if http_client is not None:
+        common["http_client"] = http_client
+    if provider.kind == "azure":
+        return openai.AsyncAzureOpenAI(azure_endpoint=provider.base_url or "", api_version=provider.api_version,
+                                       **common)
+    return openai.AsyncOpenAI(base_url=provider.base_url or OPENAI_DEFAULT_BASE_URL, **common)
+
+
+def _shared_openai(provider: ProviderSettings) -> openai.AsyncOpenAI:
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    if provider not in per_loop:
+        per_loop[provider] = _build_openai(provider)
+    return per_loop[provider]
+
+
+def _usage_of(raw: Any) -> Usage:
+    if raw is None:
+        return Usage(calls=1)
+    return Usage(prompt_tokens=getattr(raw, "prompt_tokens", 0) or 0,
+                 completion_tokens=getattr(raw, "completion_tokens", 0) or 0, calls=1)
+
+
+def json_instruction(schema: Any) -> str:
+    """The system-prompt text asking for JSON matching `schema`."""
+    return ("Answer with one JSON object and nothing else (no prose, no code fences). It must validate "
+            f"against this JSON Schema:\n{json.dumps(TypeAdapter(schema).json_schema(), separators=(',', ':'))}")
+
+
+def _strip_fences(text: str) -> str:
+    text = text.strip()
+    # Models asked for bare JSON still wrap it in ```json fences often enough to be worth forgiving.
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        if text.rstrip().endswith("```"):
+            text = text.rstrip()[:-3]
+    return text.strip()
+
+
+class LLMClient:
+    """Chat, stream, structured output and embeddings against one provider; `usage` sums every call."""
+
+    def __init__(self, provider: ProviderSettings, *, on_usage: Callable[[Usage], None] | None = None,
+                 http_client: Any = None) -> None:
+        self.provider = provider
+        self.usage = Usage()
+        # `on_usage` hears each call's usage as it happens (e.g. `JobContext.record_usage`), so a job that
+        # fails half-way still accounts for what it spent.
+        self._on_usage = on_usage
+        self._openai = _build_openai(provider, http_client) if http_client is not None else None
+
+    @property
+    def openai(self) -> openai.AsyncOpenAI:
+        """The underlying `openai` client (shared per process and event loop unless one was injected)."""
+        return self._openai or _shared_openai(self.provider)
+
+    def _count(self, usage: Usage) -> None:
+        self.usage.add(usage)
+        if self._on_usage is not None:
+            self._on_usage(usage)
+
+    async def _call(self, make: Callable[[], Any], *, keep_permit: bool = False) -> Any:
+        """Run `make()` under the provider's semaphore and timeout, retrying transient failures.
+
+        With `keep_permit` the caller inherits the permit on success and must release it.
+        """
+        provider = self.provider
+        semaphore = provider_semaphore(provider)
+        try:
+            async for attempt in retrying(provider.max_retries):
+                with attempt:
+                    # One permit per attempt, never held while sleeping between attempts.
+                    await semaphore.acquire()
+                    try:
+                        # The openai timeout bounds each read; this bounds the whole call.
+                        async with asyncio.timeout(provider.timeout_seconds):
+                            result = await make()
+                    except BaseException:
+                        semaphore.release()
+                        raise
+                    if not keep_permit:
+                        semaphore.release()
+                    return result
+        except (openai.APIError, TimeoutError) as exc:
+            raise map_error(exc, provider) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def chat(self, messages: list[dict], *, tools: list[dict] | None = None, tool_choice: Any = None,
+                   temperature: float = 0.0, max_tokens: int | None = None, json_mode: bool = False) -> ChatResult:
+        """One chat completion; tool calls come back parsed into `ToolCall`s."""
+        kwargs = self._chat_kwargs(messages, tools=tools, tool_choice=tool_choice, temperature=temperature,
+                                   max_tokens=max_tokens, json_mode=json_mode)
+        response = await self._call(lambda: self.openai.chat.completions.create(**kwargs))
+        usage = _usage_of(response.usage)
+        self._count(usage)
+        if not response.choices:
+            raise LLMOutputInvalid(f"LLM provider {self.provider.name!r} returned no choices")
+        choice = response.choices[0]
+        calls = [ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
+                 for c in (choice.message.tool_calls or []) if getattr(c, "function", None) is not None]
+        return ChatResult(content=choice.message.content, tool_calls=calls, finish_reason=choice.finish_reason,
+                          usage=usage)
+
+    async def stream(self, messages: list[dict], *, tools: list[dict] | None = None, temperature: float = 0.0,
+                     max_tokens: int | None = None) -> AsyncIterator[StreamEvent]:
+        """Stream a completion: text deltas as they come, each tool call once complete, then `done`.
+
+        Opening the stream is retried like any call; a failure after the first event is not (the
+        caller has already seen part of the answer) and raises LLMUnavailable. The stream holds one of
+        the provider's permits until it ends: a caller that may stop early should wrap it in
+        `contextlib.aclosing(...)` so the permit is given back at once.
+        """
+        kwargs = self._chat_kwargs(messages, tools=tools, tool_choice=None, temperature=temperature,
+                                   max_tokens=max_tokens, json_mode=False)
+        kwargs.update(stream=True, stream_options={"include_usage": True})
+        # The permit is held for the life of the stream (the connection is busy until it ends) and given
+        # back when the stream finishes, fails or the caller closes the iterator.
+        stream = await self._call(lambda: self.openai.chat.completions.create(**kwargs), keep_permit=True)
+        semaphore = provider_semaphore(self.provider)
+        try:
+            parts: dict[int, dict[str, str]] = {}
+            finish_reason: str | None = None
+            usage: Usage | None = None
+            try:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = _usage_of(chunk.usage)
+                    for choice in chunk.choices[:1] if chunk.choices else []:
+                        delta = choice.delta
+                        if delta.content:
+                            yield StreamEvent(type="text", text=delta.content)
+                        for piece in delta.tool_calls or []:
+                            part = parts.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                            part["id"] = piece.id or part["id"]
+                            if piece.function is not None:
+                                part["name"] = part["name"] or (piece.function.name or "")
+                                part["arguments"] += piece.function.arguments or ""
+                        finish_reason = choice.finish_reason or finish_reason
+            except Exception as exc:
+                if not is_transport_error(exc):
+                    raise
+                raise map_error(exc, self.provider) from exc
+            finally:
+                await stream.close()
+            for index in sorted(parts):
+                yield StreamEvent(type="tool_call", tool_call=ToolCall(**parts[index]))
+            usage = usage or Usage(calls=1)
+            self._count(usage)
+            yield StreamEvent(type="done", finish_reason=finish_reason, usage=usage)
+        finally:
+            semaphore.release()
+
+    async def chat_json(self, messages: list[dict], schema: type[T], **kwargs: Any) -> T:
+        """Ask for JSON matching `schema` and validate it; one repair attempt, then LLMOutputInvalid."""
+        kwargs.setdefault("json_mode", True)
+        adapter = TypeAdapter(schema)
+        conversation = _with_system(messages, json_instruction(schema))
+        result = await self.chat(conversation, **kwargs)
+        try:
+            return adapter.validate_json(_strip_fences(result.content or ""))
+        except ValidationError as exc:
+            first_error = exc
+        repair = [*conversation, {"role": "assistant", "content": result.content or ""},
+                  {"role": "user", "content": "Your answer was not valid:\n"
+                   f"{_describe(first_error)}\nReply with the corrected JSON object only."}]
+        result = await self.chat(repair, **kwargs)
+        try:
+            return adapter.validate_json(_strip_fences(result.content or ""))
+        except ValidationError as exc:
+            raise LLMOutputInvalid(
+                f"LLM provider {self.provider.name!r} gave invalid JSON twice: {_describe(exc, limit=3)}",
+                details={"errors": exc.errors(include_url=False, include_input=False)[:10],
+                         "content": (result.content or "")[:2000]}) from exc
+
+    async def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        """Embed `texts` with `model` at this provider, in input order."""
+        if not texts:
+            return []
+        response = await self._call(lambda: self.openai.embeddings.create(model=model, input=texts))
+        raw = response.usage
+        self._count(Usage(prompt_tokens=getattr(raw, "prompt_tokens", 0) or 0, calls=1))
+        return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+
+    def _chat_kwargs(self, messages: list[dict], *, tools: list[dict] | None, tool_choice: Any,
+                     temperature: float, max_tokens: int | None, json_mode: bool) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.provider.model, "messages": messages, "temperature": temperature}
+        if max_tokens is not None:
+            kwargs["max_tokens"] = max_tokens
+        if tools:
+            kwargs["tools"] = tools
+            if tool_choice is not None:
+                kwargs["tool_choice"] = tool_choice
+        if json_mode:
+            kwargs["response_format"] = {"type": "json_object"}
+        return kwargs
+
+
+def _with_system(messages: list[dict], instruction: str) -> list[dict]:
+    """A copy of `messages` with `instruction` appended to the system prompt (or as a new one first)."""
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
+
+
+def _describe(exc: ValidationError, limit: int = 10) -> str:
+    lines = []
+    for error in exc.errors(include_url=False)[:limit]:
+        where = ".".join(str(p) for p in error.get("loc", ())) or "(root)"
+        lines.append(f"- {where}: {error.get('msg')}")
+    return "\n".join(lines)

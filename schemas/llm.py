@@ -1,0 +1,117 @@
+"""LLM provider configuration API models. The API key goes in, never out: responses say only whether one is set."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+ProviderKind = Literal["openai", "azure", "openai_compatible"]
+
+
+def provider_problem(kind: str, base_url: str | None, api_version: str | None) -> str | None:
+    """What is missing for this kind of provider, or None if the combination is usable."""
+    if kind == "azure" and not api_version:
+        return "an azure provider needs `api_version` (e.g. 2024-10-21)"
+    if kind == "azure" and not base_url:
+        return "an azure provider needs `base_url`: the resource endpoint, https://<resource>.openai.azure.com"
+    if kind == "openai_compatible" and not base_url:
+        return "an openai_compatible provider needs `base_url`, e.g. http://localhost:11434/v1"
+    return None
+
+
+def _check_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class LlmConfigCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, description="Unique in the organization (case-insensitive).")
+    provider: ProviderKind = Field(default="openai_compatible",
+                                   description="`openai`, `azure` (needs `api_version`) or `openai_compatible`.")
+    model: str = Field(min_length=1, max_length=200, description="Chat model name (for Azure, the deployment).")
+    base_url: str | None = Field(default=None, max_length=500, description="http(s) endpoint; optional for `openai`.")
+    api_key: SecretStr | None = Field(default=None, max_length=1000,
+                                      description="Stored encrypted; never returned (see `api_key_hint`).")
+    api_version: str | None = Field(default=None, max_length=50, description="Azure OpenAI API version.")
+    max_concurrency: int = Field(default=4, ge=1, le=256, description="Calls in flight per worker process.")
+    timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    max_retries: int = Field(default=4, ge=0, le=10, description="Retries of a call on 429 / 5xx / timeouts.")
+    is_default: bool = Field(default=False, description="The organization's default (replaces the previous one).")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _check_url(value)
+
+    @model_validator(mode="after")
+    def _complete(self) -> LlmConfigCreate:
+        problem = provider_problem(self.provider, self.base_url, self.api_version)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class LlmConfigUpdate(BaseModel):
+    """Fields to change; omitted ones stay. `api_key: null` removes the stored key."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    provider: ProviderKind | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    base_url: str | None = Field(default=None, max_length=500)
+    api_key: SecretStr | None = Field(default=None, max_length=1000)
+    api_version: str | None = Field(default=None, max_length=50)
+    max_concurrency: int | None = Field(default=None, ge=1, le=256)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=600)
+    max_retries: int | None = Field(default=None, ge=0, le=10)
+    is_default: bool | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _check_url(value)
+
+    @model_validator(mode="after")
+    def _not_null(self) -> LlmConfigUpdate:
+        # null means "remove" only where removing makes sense.
+        for name in ("name", "provider", "model", "max_concurrency", "timeout_seconds", "max_retries", "is_default"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"`{name}` can't be null")
+        return self
+
+
+class LlmConfigOut(BaseModel):
+    """A provider configuration as the API shows it: no API key, only whether one is set and its last characters."""
+
+    id: uuid.UUID
+    name: str
+    provider: ProviderKind
+    model: str
+    base_url: str | None
+    api_version: str | None
+    api_key_set: bool
+    api_key_hint: str | None = Field(description="The key's last four characters, e.g. `…abcd`.")
+    max_concurrency: int
+    timeout_seconds: float
+    max_retries: int
+    is_default: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> LlmConfigOut:
+        return cls(id=row.id, name=row.name, provider=row.provider, model=row.chat_model, base_url=row.base_url,
+                   api_version=row.api_version, api_key_set=row.api_key_encrypted is not None,
+                   api_key_hint=row.api_key_hint if row.api_key_encrypted is not None else None,
+                   max_concurrency=row.max_concurrency, timeout_seconds=row.timeout_seconds,
+                   max_retries=row.max_retries, is_default=row.is_default, created_at=row.created_at,
+                   updated_at=row.updated_at)

@@ -1,0 +1,116 @@
+"""Search API models: modes, fusion weights, structured filters, explained hits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from schemas.memories import MemoryOut, ScopeId
+
+MAX_QUERY_CHARS = 4_000
+FILTER_FIELD = r"^(user_id|agent_id|run_id|created_at|metadata(\.[A-Za-z0-9_-]{1,64}){1,5})$"
+MAX_FILTER_NODES = 50
+
+
+class Condition(BaseModel):
+    """One test on a field: `{"field": "metadata.topic", "op": "eq", "value": "travel"}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: Annotated[str, StringConstraints(pattern=FILTER_FIELD)] = Field(
+        description="`user_id`, `agent_id`, `run_id`, `created_at`, or `metadata.<key>[.<key>…]`.")
+    op: Literal["eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "contains"] = Field(
+        description="`in`/`nin` take a list; `gt`…`lte` compare numbers, or strings (ISO dates) as text; "
+                    "`contains`: a substring of a string, or an element of an array.")
+    value: Any
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> "Condition":
+        if self.op in ("in", "nin") and (not isinstance(self.value, list) or not 1 <= len(self.value) <= 100):
+            raise ValueError(f"`{self.op}` needs a list of 1 to 100 values")
+        if self.op in ("gt", "gte", "lt", "lte") and (isinstance(self.value, bool)
+                                                     or not isinstance(self.value, (int, float, str))):
+            raise ValueError(f"`{self.op}` compares a number or a string")
+        if self.field == "created_at" and self.op not in ("eq", "gt", "gte", "lt", "lte"):
+            raise ValueError("created_at supports eq, gt, gte, lt and lte")
+        if self.field == "created_at":
+            try:
+                datetime.fromisoformat(str(self.value))
+            except ValueError:
+                raise ValueError("created_at compares with an ISO 8601 date-time") from None
+        return self
+
+
+class FilterGroup(BaseModel):
+    """`{"AND": [...]}` or `{"OR": [...]}` of conditions and nested groups."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    all_of: list[Condition | FilterGroup] | None = Field(default=None, alias="AND", min_length=1, max_length=50)
+    any_of: list[Condition | FilterGroup] | None = Field(default=None, alias="OR", min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "FilterGroup":
+        if (self.all_of is None) == (self.any_of is None):
+            raise ValueError("a filter group has exactly one of AND or OR")
+        return self
+
+    def size(self) -> int:
+        return 1 + sum(c.size() if isinstance(c, FilterGroup) else 1 for c in (self.all_of or self.any_of or []))
+
+
+class Weights(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vector: float = Field(ge=0, le=10)
+    text: float = Field(ge=0, le=10)
+
+
+class MemorySearchIn(BaseModel):
+    """Find memories by meaning and by words, fused; narrowed by scope, metadata and time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
+    mode: Literal["hybrid", "vector", "text"] = Field(
+        default="hybrid", description="`hybrid` fuses `vector` (embedding cosine, HNSW) and `text` (full-text, "
+                                      "BM25-style ranking) with weighted reciprocal-rank fusion.")
+    weights: Weights | None = Field(default=None, description="Fusion weights; default: the service's tuned ones.")
+    user_id: ScopeId | None = None
+    agent_id: ScopeId | None = None
+    run_id: ScopeId | None = None
+    metadata: dict[str, Any] | None = Field(default=None, description="Exact-match filter: every key must equal.")
+    filters: FilterGroup | Condition | None = Field(default=None, description="Structured filter (AND/OR).")
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    top_k: int = Field(default=10, ge=1, le=100)
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0,
+                                    description="Drop hits whose `score` (the mode's own score) is lower.")
+    cursor: Annotated[str | None, Field(max_length=500, description="From `next_cursor`: the next hits.")] = None
+
+    @model_validator(mode="after")
+    def _bounded_filters(self) -> "MemorySearchIn":
+        if isinstance(self.filters, FilterGroup) and self.filters.size() > MAX_FILTER_NODES:
+            raise ValueError(f"filters may hold at most {MAX_FILTER_NODES} conditions and groups")
+        return self
+
+
+class HitExplanation(BaseModel):
+    vector_score: float | None = Field(description="Cosine similarity, -1 to 1 (null: not a vector candidate).")
+    vector_rank: int | None = Field(description="1-based rank among vector candidates.")
+    text_score: float | None = Field(description="Full-text (BM25-style) score (null: no query word matched).")
+    text_rank: int | None
+    fused_score: float | None = Field(description="Weighted reciprocal-rank fusion score (hybrid mode).")
+
+
+class SearchHit(BaseModel):
+    memory: MemoryOut
+    score: float = Field(description="The mode's score: cosine (vector), text score (text) or fused (hybrid).")
+    explanation: HitExplanation
+
+
+class SearchOut(BaseModel):
+    hits: list[SearchHit]
+    mode: str
+    next_cursor: str | None = None
