@@ -129,11 +129,11 @@ async def run(system: System, records: list[dict], sweep: bool, timeout: float) 
         metrics = ["recall_any@5", "recall_any@10", "recall_all@5", "ndcg@10", "turn_recall@10"]
         cases = [(mode, None) for mode in MODES]
         if sweep:
-            cases += [("hybrid", {"vector": v, "text": t}) for v, t in
-                      ((1.0, 0.5), (1.0, 0.75), (1.0, 1.5), (1.0, 2.0), (0.5, 1.0))]
+            cases += [("hybrid", {"vector": 1.0, "text": t, "rrf_k": k})
+                      for k in (10, 30, 60, 120) for t in (0.25, 0.35, 0.5, 0.75, 1.0)]
         for mode, weights in cases:
             result, latencies = await search_all(client, records, namespaces, mode, weights)
-            label = mode if weights is None else f"hybrid v={weights['vector']} t={weights['text']}"
+            label = mode if weights is None else f"hybrid t={weights['text']} k={weights['rrf_k']}"
             rows.append([label] + [f"{result[m]:.3f}" for m in metrics])
             if weights is None:
                 ms = [t * 1000 for t in latencies]

@@ -160,7 +160,8 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
     else:
         weights = query.weights
         hits = fuse(vector, textual, weights.vector if weights else settings.search_vector_weight,
-                    weights.text if weights else settings.search_text_weight, settings.search_rrf_k)
+                    weights.text if weights else settings.search_text_weight,
+                    (weights.rrf_k if weights else None) or settings.search_rrf_k)
     if query.min_score is not None:
         hits = [h for h in hits if h.score(query.mode) >= query.min_score]
     page = hits[offset:offset + query.top_k]

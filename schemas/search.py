@@ -65,6 +65,7 @@ class Weights(BaseModel):
     model_config = ConfigDict(extra="forbid")
     vector: float = Field(ge=0, le=10)
     text: float = Field(ge=0, le=10)
+    rrf_k: float | None = Field(default=None, ge=1, le=1000, description="Fusion constant; default the service's.")
 
 
 class MemorySearchIn(BaseModel):
