@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
 
@@ -26,8 +25,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BenchError, System, finish_run, machine_load, percentile, report_problems,  # noqa: E402
-                          table, warm_up)
+from bench.common import (BenchError, System, finish_run, machine_load, percentile, run_against,  # noqa: E402
+                          table)
 
 
 async def signed_in_user(client: httpx.AsyncClient, owner: dict[str, str]) -> dict[str, str]:
@@ -134,20 +133,8 @@ def main() -> int:
 
     print(f"before: {machine_load()}", flush=True)
     system = System(workers=args.workers, keep_data=args.keep_data)
-    rows, failed = [], True
-    try:
-        system.start()
-        print(f"warm-up: {asyncio.run(warm_up(system)):.1f} s", flush=True)
-        rows = asyncio.run(measure(system, args.requests, args.concurrency, args.seconds))
-        failed = False
-    except BenchError as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
-    except Exception:
-        traceback.print_exc()
-        print("\nFAILED: unexpected error (above)", file=sys.stderr)
-    finally:
-        system.stop()
-        report_problems(system)
+    rows, failed = run_against(system, lambda: asyncio.run(measure(system, args.requests, args.concurrency,
+                                                                    args.seconds)))
     if rows:
         print()
         print(table(["case", "requests", "p50 ms", "p99 ms", "p50 ×base", f"req/s ({args.concurrency} clients)",

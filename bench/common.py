@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -452,6 +453,23 @@ def machine_load(warn_above: float = 1.0) -> str:
 def command_line() -> str:
     """How this script was run, to paste next to its figures."""
     return shlex.join([Path(sys.executable).name, *sys.argv])
+
+
+def run_against(system: System, work) -> tuple[object, bool]:
+    """Start the system, wait for warm workers, run `work()`, always stop it; (result, failed)."""
+    try:
+        system.start()
+        print(f"warm-up (until every worker has loaded its model): {asyncio.run(warm_up(system)):.1f} s", flush=True)
+        return work(), False
+    except BenchError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+    except Exception:  # an unexpected answer or a transport error: still stop the system, still exit 1
+        traceback.print_exc()
+        print("\nFAILED: unexpected error (above)", file=sys.stderr)
+    finally:
+        system.stop()
+        report_problems(system)
+    return None, True
 
 
 def finish_run(system: System, failed: bool, problems: Sequence[str]) -> int:

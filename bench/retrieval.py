@@ -22,7 +22,6 @@ import json
 import math
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (LONGMEMEVAL, BenchError, JobWatcher, System, finish_run, machine_load,  # noqa: E402
-                          percentile, report_problems, table, warm_up)
+                          percentile, run_against, table)
 
 MODES = ("vector", "text", "hybrid")
 MAX_CHARS = 32_000
@@ -155,20 +154,8 @@ def main() -> int:
     print(f"before: {machine_load()}", flush=True)
     records = load(args.questions)
     system = System(workers=args.workers, keep_data=args.keep_data)
-    rows, lat_rows, ingest_line, failed = [], [], "", True
-    try:
-        system.start()
-        print(f"warm-up: {asyncio.run(warm_up(system)):.1f} s", flush=True)
-        rows, lat_rows, ingest_line = asyncio.run(run(system, records, args.sweep, args.timeout))
-        failed = False
-    except BenchError as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
-    except Exception:
-        traceback.print_exc()
-        print("\nFAILED: unexpected error (above)", file=sys.stderr)
-    finally:
-        system.stop()
-        report_problems(system)
+    result, failed = run_against(system, lambda: asyncio.run(run(system, records, args.sweep, args.timeout)))
+    rows, lat_rows, ingest_line = result or ([], [], "")
     if rows:
         print(f"\nLongMemEval dev set, {len(records)} questions; {ingest_line}\n")
         print(table(["mode", "session R_any@5", "R_any@10", "R_all@5", "nDCG@10", "turn R@10"], rows))

@@ -15,6 +15,8 @@ from core.db import dispose_engine, session_scope, set_database_url
 from core.migrate import upgrade_database
 from core.redis import close_redis, set_redis_url
 from tests.support.stack import Stack, start_services
+from schemas.permissions import Role
+from tests.support.clients import api_client
 from tests.support.tenants import Tenant, make_tenant
 
 pytestmark = pytest.mark.integration
@@ -77,6 +79,32 @@ async def client(stack, main_tenant):
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=httpx.Timeout(30, read=120),
                                  headers=main_tenant.headers()) as c:
         yield c
+
+
+@pytest.fixture
+def address() -> str | None:
+    """The address test clients call from (None: 127.0.0.1); a module may override it."""
+    return None
+
+
+@pytest.fixture
+async def as_role(stack, tenant, address):
+    """`as_role(role, of=tenant, headers=None)`: a client acting with that role's key of an organization."""
+    clients = []
+
+    def make(role: Role = Role.OWNER, of: Tenant = tenant, headers: dict[str, str] | None = None):
+        clients.append(api_client(stack.api_url, address=address, headers=of.headers(role) if headers is None else headers))
+        return clients[-1]
+
+    yield make
+    for c in clients:
+        await c.aclose()
+
+
+@pytest.fixture
+def owner(as_role):
+    """A client acting as the test's fresh organization's owner."""
+    return as_role(Role.OWNER)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import pytest
@@ -21,25 +20,6 @@ from tests.support.tenants import Tenant, make_user
 def address() -> str:
     """The test's own client address, so audit rows can be checked for it."""
     return loopback_address()
-
-
-@pytest.fixture
-async def as_role(stack, tenant, address) -> AsyncIterator[Callable]:
-    """`as_role(role)`: a client acting for the test's fresh organization with that role's key."""
-    clients = []
-
-    def make(role: Role = Role.OWNER, of: Tenant = tenant, headers: dict[str, str] | None = None):
-        clients.append(api_client(stack.api_url, address=address, headers=of.headers(role) if headers is None else headers))
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        await c.aclose()
-
-
-@pytest.fixture
-def owner(as_role):
-    return as_role(Role.OWNER)
 
 
 def key_actor(tenant: Tenant, role: Role) -> str:

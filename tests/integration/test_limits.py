@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -13,28 +12,9 @@ from schemas.permissions import Role
 from tests.support.clients import api_client, loopback_address
 from tests.support.sse import finish
 from tests.support.stack import free_port, wait_http
-from tests.support.tenants import Tenant, make_user
+from tests.support.tenants import make_user
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
-
-
-@pytest.fixture
-async def as_role(stack, tenant) -> AsyncIterator[Callable]:
-    """`as_role(role)`: a client acting for the test's fresh organization with that role's key."""
-    clients = []
-
-    def make(role: Role = Role.OWNER, of: Tenant = tenant):
-        clients.append(api_client(stack.api_url, headers=of.headers(role)))
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        await c.aclose()
-
-
-@pytest.fixture
-def owner(as_role):
-    return as_role(Role.OWNER)
 
 
 async def set_limits(db, org_id: uuid.UUID, **limits: int) -> None:
