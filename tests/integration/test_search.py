@@ -55,11 +55,12 @@ async def test_meaning_finds_what_keywords_miss_and_keywords_find_what_meaning_m
 
 async def test_each_hit_explains_its_scores_ranks_and_fusion(client, scope):
     await store(client, scope)
-    result = await search(client, query="plumber Zdravko ladder", user_id=scope, top_k=5)
+    weights = {"vector": 1.0, "text": 0.5, "rrf_k": 40}
+    result = await search(client, query="plumber Zdravko ladder", user_id=scope, top_k=5, weights=weights)
     assert result["mode"] == "hybrid"
     for hit in result["hits"]:
         why = hit["explanation"]
-        expected = sum(1 / (60 + rank) for rank in (why["vector_rank"], why["text_rank"]) if rank)
+        expected = sum(w / (40 + rank) for w, rank in ((1.0, why["vector_rank"]), (0.5, why["text_rank"])) if rank)
         assert why["fused_score"] == pytest.approx(expected) == pytest.approx(hit["score"])
         assert (why["vector_score"] is None) == (why["vector_rank"] is None)
         assert (why["text_score"] is None) == (why["text_rank"] is None)
