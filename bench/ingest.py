@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (BenchError, finish_run, JobWatcher, System, corpus, fetch_jobs,  # noqa: E402
-                          machine_load, report_problems, table, warm_up)
+                          machine_load, run_against, table)
 
 MAX_ITEMS = 10_000
 RAW_CHUNK = 256
@@ -167,10 +166,8 @@ def main() -> int:
 
     system = System(workers=args.workers, keep_data=args.keep_data)
     scenarios: list[dict] = []
-    failed = True
-    try:
-        system.start()
-        print(f"warm-up (until every worker has loaded its model): {asyncio.run(warm_up(system)):.1f} s", flush=True)
+
+    def work() -> None:
         plans = [("large-requests", min(MAX_ITEMS, args.n), 1)]
         if not args.skip_small_requests:
             plans.append(("small-requests", 10, args.concurrency))
@@ -182,15 +179,8 @@ def main() -> int:
             print(f"  submitted in {result['submit_s']:.1f} s, "
                   f"all jobs succeeded at {result['all_succeeded_s']:.1f} s, "
                   f"searchable at {result['seconds']:.1f} s", flush=True)
-        failed = False
-    except BenchError as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
-    except Exception:  # an unexpected answer or a transport error: still stop the system, still exit 1
-        traceback.print_exc()
-        print("\nFAILED: unexpected error (above)", file=sys.stderr)
-    finally:
-        system.stop()
-        report_problems(system)
+
+    _, failed = run_against(system, work)
 
     problems = []
     for s in scenarios:

@@ -18,7 +18,6 @@ import asyncio
 import json
 import sys
 import time
-import traceback
 import uuid
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -29,7 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (TERMINAL, BenchError, finish_run, JobWatcher, System, fetch_jobs,  # noqa: E402
-                          machine_load, percentile, report_problems, sse_events, table, warm_up)
+                          machine_load, percentile, run_against, sse_events, table)
 
 
 def stats_row(label: str, values_s: list[float]) -> list[object]:
@@ -209,26 +208,18 @@ def main() -> int:
 
     print(f"before: {machine_load()}", flush=True)
     system = System(workers=args.workers, keep_data=args.keep_data)
-    start = sse = None
-    failed = True
-    try:
-        system.start()
-        print(f"warm-up (until every worker has loaded its model): {asyncio.run(warm_up(system)):.1f} s", flush=True)
+
+    def work() -> tuple[dict, dict]:
         print(f"enqueue→start: {args.jobs} jobs, {args.interval * 1000:.0f} ms apart ...", flush=True)
         start = asyncio.run(enqueue_to_start(system.url, system.headers, args.jobs, args.interval, args.timeout))
         print(f"publish→receive: {args.clients} SSE clients, {args.event_jobs} jobs "
               f"{args.event_interval * 1000:.0f} ms apart ...", flush=True)
         sse = asyncio.run(publish_to_receive(system.url, system.headers, args.clients, args.event_jobs,
                                              args.event_interval, args.connect_wait, args.timeout))
-        failed = False
-    except BenchError as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
-    except Exception:  # an unexpected answer or a transport error: still stop the system, still exit 1
-        traceback.print_exc()
-        print("\nFAILED: unexpected error (above)", file=sys.stderr)
-    finally:
-        system.stop()
-        report_problems(system)
+        return start, sse
+
+    result, failed = run_against(system, work)
+    start, sse = result or (None, None)
 
     problems = []
     rows = []
