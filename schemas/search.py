@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from schemas.memories import MemoryOut, ScopeId
 
@@ -43,13 +43,19 @@ class Condition(BaseModel):
         return self
 
 
+def _filter_kind(value: Any) -> str:
+    """A condition has a `field`; anything else is read as a group (so errors name the right shape)."""
+    keys = value.keys() if isinstance(value, dict) else vars(value) if isinstance(value, BaseModel) else ()
+    return "condition" if "field" in keys else "group"
+
+
 class FilterGroup(BaseModel):
     """`{"AND": [...]}` or `{"OR": [...]}` of conditions and nested groups."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    all_of: list[Condition | FilterGroup] | None = Field(default=None, alias="AND", min_length=1, max_length=50)
-    any_of: list[Condition | FilterGroup] | None = Field(default=None, alias="OR", min_length=1, max_length=50)
+    all_of: list[FilterNode] | None = Field(default=None, alias="AND", min_length=1, max_length=50)
+    any_of: list[FilterNode] | None = Field(default=None, alias="OR", min_length=1, max_length=50)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "FilterGroup":
@@ -59,6 +65,11 @@ class FilterGroup(BaseModel):
 
     def size(self) -> int:
         return 1 + sum(c.size() if isinstance(c, FilterGroup) else 1 for c in (self.all_of or self.any_of or []))
+
+
+FilterNode = Annotated[Annotated[Condition, Tag("condition")] | Annotated[FilterGroup, Tag("group")],
+                      Discriminator(_filter_kind)]
+FilterGroup.model_rebuild()
 
 
 class Weights(BaseModel):
@@ -82,7 +93,7 @@ class MemorySearchIn(BaseModel):
     agent_id: ScopeId | None = None
     run_id: ScopeId | None = None
     metadata: dict[str, Any] | None = Field(default=None, description="Exact-match filter: every key must equal.")
-    filters: FilterGroup | Condition | None = Field(default=None, description="Structured filter (AND/OR).")
+    filters: FilterNode | None = Field(default=None, description="Structured filter (AND/OR).")
     created_after: datetime | None = None
     created_before: datetime | None = None
     top_k: int = Field(default=10, ge=1, le=100)
