@@ -32,7 +32,7 @@ def _cmd_api(args) -> int:
 
 # Every queue the actors use (workers/actors.py): embedding work and LLM work, kept apart so a long
 # embedding backlog does not hold up extraction or summaries.
-QUEUES = ("embedding", "llm")
+QUEUES = ("embedding", "llm", "tools")
 
 
 def _cmd_worker(args) -> int:
