@@ -99,11 +99,18 @@ class System:
         raise BenchError(f"agentmem up not ready after {self.ready_timeout:.0f} s:\n{self.tail()}")
 
     def _read_key(self) -> bool:
-        """Pick up the owner API key `agentmem up` prints once it is ready."""
+        """Pick up the owner API key `agentmem up` prints once it is ready (kept in the data dir, because a
+        restart on a kept data dir prints none)."""
+        saved = self.data_dir / "bench-api-key"
         for line in self.log_path.read_text(errors="replace").splitlines():
             if line.strip().startswith("Key:"):
                 self.api_key = line.split()[1]
+                saved.write_text(self.api_key)
+                saved.chmod(0o600)
                 return True
+        if saved.exists():
+            self.api_key = saved.read_text().strip()
+            return True
         return False
 
     @property

@@ -1,6 +1,6 @@
 """Retrieval quality: LongMemEval (60-question dev set) through the real API and workers.
 
-    python bench/retrieval.py [--questions 60] [--workers 2] [--sweep]
+    python bench/retrieval.py [--questions 60] [--workers 2] [--sweep] [--data-dir DIR]
 
 Each question's haystack goes into its own namespace (user_id), one memory per turn with metadata
 {session_id, turn, date}, as one ingest job per question (`agentmem up`, embedded default, local
@@ -11,6 +11,8 @@ modes, and the ranked hits are scored (higher is better):
 - turn recall@10: the share of answer turns (has_answer) among the top-10 hits.
 It prints ingest throughput and search latency too. `--sweep` also scores hybrid under other
 fusion weights and RRF constants (per-request `weights`; the defaults are in core/settings.py).
+`--data-dir DIR` keeps the system's data in DIR; run again with the same DIR, it skips the
+ingest and scores the searches again (to compare search-side changes without re-embedding).
 """
 
 from __future__ import annotations
@@ -120,9 +122,16 @@ async def search_all(client: httpx.AsyncClient, records: list[dict], namespaces:
 
 async def run(system: System, records: list[dict], sweep: bool, timeout: float) -> tuple[list, list, str]:
     limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
+    saved = system.data_dir / f"retrieval-namespaces-{len(records)}.json"
     async with httpx.AsyncClient(base_url=system.url, headers=system.headers, timeout=120, limits=limits) as client:
-        namespaces, seconds, total = await ingest(client, records, uuid.uuid4().hex[:6], timeout)
-        ingest_line = f"ingest: {total} memories in {seconds:.1f} s = {total / seconds:.0f} memories/s"
+        if saved.exists():
+            namespaces = {q: (ns, {tuple(a) for a in answers})
+                          for q, (ns, answers) in json.loads(saved.read_text()).items()}
+            ingest_line = f"ingest: skipped, reusing the memories already in {system.data_dir}"
+        else:
+            namespaces, seconds, total = await ingest(client, records, uuid.uuid4().hex[:6], timeout)
+            saved.write_text(json.dumps({q: (ns, sorted(answers)) for q, (ns, answers) in namespaces.items()}))
+            ingest_line = f"ingest: {total} memories in {seconds:.1f} s = {total / seconds:.0f} memories/s"
         print(ingest_line, flush=True)
         rows, lat_rows = [], []
         metrics = ["recall_any@5", "recall_any@10", "recall_all@5", "ndcg@10", "turn_recall@10"]
@@ -149,11 +158,15 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true", help="also score hybrid with other fusion weights")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for ingestion (default 3600)")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir and log")
+    parser.add_argument("--data-dir", type=Path, help="keep the data here; reuse its memories if already ingested")
     args = parser.parse_args()
 
     print(f"before: {machine_load()}", flush=True)
     records = load(args.questions)
-    system = System(workers=args.workers, keep_data=args.keep_data)
+    system = System(workers=args.workers, keep_data=args.keep_data or args.data_dir is not None)
+    if args.data_dir is not None:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        system.data_dir = args.data_dir
     result, failed = run_against(system, lambda: asyncio.run(run(system, records, args.sweep, args.timeout)))
     rows, lat_rows, ingest_line = result or ([], [], "")
     if rows:

@@ -146,20 +146,29 @@ class BatchingEmbedder:
         self.batch_size = batch_size
         self.wait = wait_ms / 1000
         self._pending: deque[tuple[list[str], asyncio.Future]] = deque()
+        self._urgent = 0
         self._wakeup: asyncio.Event | None = None
         self._runner: asyncio.Task | None = None
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        """Embed `texts`, sharing a model call with whatever else is waiting."""
+    async def embed(self, texts: Sequence[str], *, urgent: bool = False) -> Vectors:
+        """Embed `texts`, sharing a model call with whatever else is waiting.
+
+        `urgent` (a search waiting on its query) skips the pause that lets concurrent callers join:
+        the batch goes to the model at once, with whatever has already queued.
+        """
         if not texts:
             return []
         loop = asyncio.get_running_loop()
         if self._runner is None or self._runner.done() or self._runner.get_loop() is not loop:
             self._wakeup = asyncio.Event()
             self._pending.clear()
+            self._urgent = 0
             self._runner = loop.create_task(self._run())
         future: asyncio.Future = loop.create_future()
         self._pending.append((list(texts), future))
+        if urgent:
+            self._urgent += 1
+            future.add_done_callback(self._urgent_done)
         assert self._wakeup is not None
         self._wakeup.set()
         return await future
@@ -170,7 +179,7 @@ class BatchingEmbedder:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                if sum(len(t) for t, _ in self._pending) < self.batch_size and self.wait > 0:
+                if not self._urgent and sum(len(t) for t, _ in self._pending) < self.batch_size and self.wait > 0:
                     # Give concurrent callers a moment to join this batch.
                     await asyncio.sleep(self.wait)
                 batch: list[tuple[list[str], asyncio.Future]] = []
@@ -204,6 +213,9 @@ class BatchingEmbedder:
                     if not fut.done():
                         fut.set_result(vectors[start:start + len(texts)])
                     start += len(texts)
+
+    def _urgent_done(self, _future: asyncio.Future) -> None:
+        self._urgent -= 1
 
     async def _encode_each(self, live: list[tuple[list[str], asyncio.Future]]) -> None:
         """One model call per caller, so each hears only about its own texts."""

@@ -66,7 +66,12 @@ class Settings(BaseSettings):
 
     # Search
     search_candidates: int = Field(default=50, description="Candidates each side of a hybrid search ranks.")
-    search_text_pool: int = Field(default=300, description="Full-text matches re-ranked by BM25 per search.")
+    search_text_match_budget: int = Field(default=2000, description="Rows a text search may score: its rarest "
+                                          "words are matched while their estimated matches fit.")
+    search_exact_max: int = Field(default=2000, description="Scopes up to this many memories are searched by "
+                                  "exact vector distance instead of the HNSW index.")
+    search_scope_count_max: int = Field(default=10000, description="Rows counted to size a search's scope; a "
+                                        "larger one is sized by its organization's count.")
     search_text_config: str = Field(default="english", description="Text search configuration of queries "
                                     "(must match the `fts` column's, set by the migrations).")
     search_bm25_k1: float = 1.2

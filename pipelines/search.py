@@ -1,37 +1,36 @@
 """Search memories: vector similarity, full-text (BM25), or both fused by weighted reciprocal rank.
 
 - vector: the query's embedding against pgvector's HNSW index (cosine), filters applied during
-  the scan (iterative scan) so a narrow scope still fills the page.
-- text: PostgreSQL full-text search finds the memories sharing a word (stem) with the query
-  through the GIN index on `fts` (an OR of the query's lexemes, not AND: questions rarely repeat
-  every word of the answer); they are ranked by BM25, computed here from term frequencies and
-  document frequencies within the same filters, because `ts_rank` has no inverse document
-  frequency and lets common words dominate.
+  the scan (iterative scan) so a narrow scope still fills the page; a small scope is scanned
+  exactly instead, which is both faster and exact.
+- text: BM25 over PostgreSQL full-text search (`pipelines/fulltext.py`): words matched through
+  the GIN index, ranked with inverse document frequency, because `ts_rank` has none and lets
+  common words dominate.
 - hybrid: each list is ranked on its own; score = Σ weight / (rrf_k + rank).
 Every hit carries both scores and ranks, so a caller can see why it was found.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
-import math
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, literal_column, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from core.embedder import get_embedder
 from core.errors import InvalidInput
 from core.settings import get_settings
+from pipelines import fulltext
 from pipelines.filters import search_clauses
 from schemas.search import MemorySearchIn
 from schemas.tables import Memory
 
-FTS = literal_column("memories.fts")
 MAX_CANDIDATES = 1000
 
 
@@ -72,61 +71,34 @@ def _decode_cursor(query: MemorySearchIn) -> int:
     return offset
 
 
-async def vector_candidates(session: AsyncSession, text_query: str, clauses: list, limit: int) -> list[Hit]:
-    """The nearest memories by cosine similarity, best first."""
-    [vector] = await get_embedder().embed([text_query])
-    return await vector_neighbours(session, vector, clauses, limit)
+async def vector_neighbours(session: AsyncSession, vector: list[float], clauses: list, limit: int,
+                            n_scope: int | None = None) -> list[Hit]:
+    """The memories within `clauses` nearest to an embedding already computed (cosine), best first.
 
-
-async def vector_neighbours(session: AsyncSession, vector: list[float], clauses: list, limit: int) -> list[Hit]:
-    """The memories within `clauses` nearest to an embedding already computed (cosine), best first."""
-    await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, limit))}"))
+    A scope known to be small (`n_scope` rows, at most `search_exact_max`) is scanned exactly: the
+    HNSW graph would have to be walked past every other scope's rows to fill the page.
+    """
     distance = Memory.embedding.cosine_distance(vector)
+    exact = n_scope is not None and n_scope <= get_settings().search_exact_max
+    if exact:
+        # `+ 0` keeps the planner off the HNSW index: it reads the scope through its b-tree instead.
+        order = distance + 0
+    else:
+        await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, limit))}"))
+        order = distance
     rows = (await session.execute(select(Memory.id, distance.label("d")).where(
-        *clauses, Memory.embedding.is_not(None)).order_by(distance).limit(limit))).all()
+        *clauses, Memory.embedding.is_not(None)).order_by(order).limit(limit))).all()
     # relaxed_order may return rows slightly out of order: sort them exactly.
     ranked = sorted(((row_id, 1.0 - float(d)) for row_id, d in rows), key=lambda r: -r[1])
     return [Hit(row_id, vector_score=s, vector_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
 
-async def text_candidates(session: AsyncSession, text_query: str, clauses: list, limit: int) -> list[Hit]:
+async def text_candidates(session: AsyncSession, text_query: str, clauses: list, limit: int,
+                          n_scope: int) -> list[Hit]:
     """Memories sharing a word with the query, ranked by BM25 within the search's filters."""
-    settings = get_settings()
-    terms = [row[0] for row in await session.execute(
-        text("SELECT lexeme FROM unnest(to_tsvector(CAST(:cfg AS regconfig), :q))"),
-        {"cfg": settings.search_text_config, "q": text_query})]
-    if not terms:
-        return []  # only stop words
-    any_term = func.to_tsquery("simple", " | ".join("'" + t.replace("'", "''") + "'" for t in terms))
-    pool = max(limit, settings.search_text_pool)
-    # The pool: matches in the filters, pre-ranked by ts_rank_cd (cheap, from the index's positions).
-    pool_rows = (await session.execute(
-        select(Memory.id, func.length(FTS)).where(*clauses, FTS.op("@@")(any_term))
-        .order_by(func.ts_rank_cd(FTS, any_term).desc()).limit(pool))).all()
-    if not pool_rows:
-        return []
-    lengths = {row_id: max(1, n) for row_id, n in pool_rows}
-    tf_rows = await session.execute(
-        text("SELECT m.id, u.lexeme, coalesce(array_length(u.positions, 1), 1) FROM memories m, unnest(m.fts) u "
-             "WHERE m.id = ANY(:ids) AND u.lexeme = ANY(:terms)"), {"ids": list(lengths), "terms": terms})
-    tf: dict[uuid.UUID, dict[str, int]] = {}
-    df: dict[str, int] = {}
-    for row_id, lexeme, count in tf_rows:
-        tf.setdefault(row_id, {})[lexeme] = count
-        df[lexeme] = df.get(lexeme, 0) + 1
-    n_docs = (await session.execute(select(func.count()).select_from(Memory).where(*clauses))).scalar_one()
-    k1, b = settings.search_bm25_k1, settings.search_bm25_b
-    avg_len = sum(lengths.values()) / len(lengths)
-    scores = []
-    for row_id, length in lengths.items():
-        score = 0.0
-        for lexeme, count in tf.get(row_id, {}).items():
-            idf = math.log(1 + (max(n_docs, len(lengths)) - df[lexeme] + 0.5) / (df[lexeme] + 0.5))
-            score += idf * count * (k1 + 1) / (count + k1 * (1 - b + b * length / avg_len))
-        scores.append((row_id, score))
-    scores.sort(key=lambda r: (-r[1], str(r[0])))
-    return [Hit(row_id, text_score=s, text_rank=i + 1) for i, (row_id, s) in enumerate(scores[:limit])]
+    ranked = await fulltext.bm25_ranking(session, text_query, clauses, limit, n_scope)
+    return [Hit(row_id, text_score=s, text_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
 
 def fuse(vector: list[Hit], textual: list[Hit], w_vector: float, w_text: float, rrf_k: float) -> list[Hit]:
@@ -151,8 +123,21 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
     want = min(MAX_CANDIDATES, offset + query.top_k + 1)  # one more tells whether a next page exists
     clauses = search_clauses(org_id, query)
     depth = min(MAX_CANDIDATES, max(want, settings.search_candidates))
-    vector = await vector_candidates(session, query.query, clauses, depth) if query.mode != "text" else []
-    textual = await text_candidates(session, query.query, clauses, depth) if query.mode != "vector" else []
+    # The query's embedding is computed on the model thread while the database sizes the scope and
+    # ranks by text; the vector side then waits for it.
+    embedding = (asyncio.ensure_future(get_embedder().embed([query.query], urgent=True))
+                 if query.mode != "text" else None)
+    try:
+        # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF.
+        n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max)
+        textual = await text_candidates(session, query.query, clauses, depth, n_scope) if query.mode != "vector" else []
+        vector = []
+        if embedding is not None:
+            [query_vector] = await embedding
+            vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope)
+    finally:
+        if embedding is not None and not embedding.done():
+            embedding.cancel()
     if query.mode == "vector":
         hits = vector
     elif query.mode == "text":

@@ -1,0 +1,152 @@
+"""The text side of search: BM25 over PostgreSQL full-text search, in one round trip.
+
+PostgreSQL can find the rows holding a word through the GIN index on `fts`, but it cannot return
+the best-ranked of them without scoring every match: an OR of a question's words can match a third
+of a 100,000-memory organization. So the match is narrowed the way MaxScore narrows it. Words are
+taken rarest first (document frequencies estimated from the planner's lexeme statistics,
+`pg_stats.most_common_elems`) while the estimated matches in the search's scope stay within
+`search_text_match_budget`; only rows holding one of those words are scored. A row holding none of
+them can only score what the commonest words give, which is little (their IDF is low). In a scope
+no larger than the budget every word is used, and the ranking is exact BM25: document frequencies
+are counted among the matches, which are all the scope's rows holding the word.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Float, Text, any_, case, cast, func, literal_column, select, text, true
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.settings import get_settings
+from schemas.tables import Memory
+
+FTS = literal_column("memories.fts")
+_STATS_TTL_SECONDS = 300.0
+_ORG_SIZE_TTL_SECONDS = 60.0
+
+
+@dataclass
+class TermStatistics:
+    """The fraction of rows holding each common lexeme; a lexeme not listed is rarer than `floor`."""
+
+    frequencies: dict[str, float]
+    floor: float
+    loaded_at: float
+
+    def frequency(self, lexeme: str) -> float:
+        return self.frequencies.get(lexeme, self.floor)
+
+
+_stats: TermStatistics | None = None
+
+
+async def term_statistics(session: AsyncSession) -> TermStatistics:
+    """The planner's lexeme frequencies for `memories.fts` (refreshed every few minutes; empty before ANALYZE)."""
+    global _stats
+    if _stats is not None and time.monotonic() - _stats.loaded_at < _STATS_TTL_SECONDS:
+        return _stats
+    row = (await session.execute(text(
+        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+        "WHERE schemaname = current_schema() AND tablename = 'memories' AND attname = 'fts'"))).first()
+    frequencies: dict[str, float] = {}
+    floor = 0.0
+    if row is not None and row[0]:
+        lexemes, freqs = row
+        # ts_typanalyze appends the minimum and maximum frequency (and the null fraction) after the list.
+        frequencies = {lexeme: float(f) for lexeme, f in zip(lexemes, freqs)}
+        floor = min(frequencies.values())
+    _stats = TermStatistics(frequencies, floor, time.monotonic())
+    return _stats
+
+
+_org_sizes: dict[uuid.UUID, tuple[int, float]] = {}
+
+
+async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, exact_up_to: int) -> tuple[int, bool]:
+    """How many live memories the filters admit, and whether that is an exact count.
+
+    Counting stops past `exact_up_to`; a larger scope is estimated by its organization's size
+    (counted at most once a minute per process), an upper bound that errs towards pruning.
+    """
+    inner = select(literal_column("1")).select_from(Memory).where(*clauses).limit(exact_up_to + 1).subquery()
+    counted = (await session.execute(select(func.count()).select_from(inner))).scalar_one()
+    if counted <= exact_up_to:
+        return counted, True
+    cached = _org_sizes.get(org_id)
+    if cached is None or time.monotonic() - cached[1] > _ORG_SIZE_TTL_SECONDS:
+        size = (await session.execute(select(func.count()).select_from(Memory).where(
+            Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
+        cached = _org_sizes[org_id] = (size, time.monotonic())
+    return max(counted, cached[0]), False
+
+
+def match_terms(terms: list[str], stats: TermStatistics, n_scope: int, budget: int) -> list[str]:
+    """The rarest query words whose estimated matches in the scope fit the budget (at least one)."""
+    ranked = sorted(terms, key=lambda t: (stats.frequency(t), t))
+    chosen: list[str] = []
+    expected = 0.0
+    for term in ranked:
+        expected += stats.frequency(term) * n_scope
+        if chosen and expected > budget:
+            break
+        chosen.append(term)
+    return chosen
+
+
+def _or_query(terms: list[str]):
+    return func.to_tsquery("simple", " | ".join("'" + t.replace("'", "''") + "'" for t in terms))
+
+
+async def query_terms(session: AsyncSession, query: str) -> list[str]:
+    """The query's lexemes under the search's text configuration (stop words dropped)."""
+    rows = await session.execute(text("SELECT lexeme FROM unnest(to_tsvector(CAST(:cfg AS regconfig), :q))"),
+                                 {"cfg": get_settings().search_text_config, "q": query})
+    return [row[0] for row in rows]
+
+
+async def bm25_ranking(session: AsyncSession, query: str, clauses: list, limit: int,
+                       n_scope: int) -> list[tuple[uuid.UUID, float]]:
+    """The `limit` best memories for the query's words by BM25, as (id, score), best first.
+
+    One statement: the matching rows' term counts, document frequencies and the scores are all
+    computed in PostgreSQL, and only the `limit` best rows come back.
+    """
+    settings = get_settings()
+    terms = await query_terms(session, query)
+    if not terms:
+        return []  # only stop words
+    stats = await term_statistics(session)
+    narrowed = match_terms(terms, stats, n_scope, settings.search_text_match_budget)
+    match = _or_query(narrowed)
+    # A scope within the budget is cheaper to read through its b-tree and test row by row than to
+    # intersect with the GIN index's (organization-wide) posting lists; the function form of `@@`
+    # keeps the planner off the GIN index.
+    matches = func.ts_match_vq(FTS, match) if n_scope <= settings.search_text_match_budget else FTS.op("@@")(match)
+    words = func.unnest(FTS).table_valued("lexeme", "positions", "weights").lateral("w")
+    # Per matching row, the count of each query word it holds.
+    hits = (select(Memory.id.label("id"), func.length(FTS).label("len"), words.c.lexeme.label("lexeme"),
+                   func.coalesce(func.array_length(words.c.positions, 1), 1).label("tf"))
+            .select_from(Memory).join(words, true())
+            .where(*clauses, matches,
+                   words.c.lexeme == any_(cast(terms, ARRAY(Text))))).cte("hits")
+    docs = select(hits.c.id, func.max(hits.c.len).label("len")).group_by(hits.c.id).cte("docs")
+    totals = select(func.count().label("n"), cast(func.avg(docs.c.len), Float).label("avg_len")).select_from(docs).cte("totals")
+    n_docs = func.greatest(float(n_scope), totals.c.n)
+    # A word matched on is counted exactly (every row holding it is here); the others, which only add
+    # to the score, are estimated from the statistics.
+    estimated = {t: stats.frequency(t) * n_scope for t in terms if t not in narrowed}
+    counted = func.count()
+    df_value = (func.greatest(counted, case(estimated, value=hits.c.lexeme, else_=0)) if estimated else counted)
+    df = select(hits.c.lexeme, df_value.label("df")).group_by(hits.c.lexeme).cte("df")
+    idf = func.ln(1 + (n_docs - df.c.df + 0.5) / (df.c.df + 0.5))
+    k1, b = settings.search_bm25_k1, settings.search_bm25_b
+    norm = k1 * (1 - b + b * hits.c.len / func.greatest(totals.c.avg_len, 1))
+    score = func.sum(idf * hits.c.tf * (k1 + 1) / (hits.c.tf + norm)).label("score")
+    rows = await session.execute(
+        select(hits.c.id, score).select_from(hits).join(df, df.c.lexeme == hits.c.lexeme).join(totals, true())
+        .group_by(hits.c.id).order_by(score.desc(), hits.c.id).limit(limit))
+    return [(row_id, float(value)) for row_id, value in rows]
