@@ -30,7 +30,7 @@ from core.db import session_scope
 from core.embedder import get_embedder
 from core.errors import JobCancelled, LLMNotConfigured, TransientJobError
 from core.llm import LLMClient
-from pipelines import decisions, dedup, history
+from pipelines import decisions, dedup, history, limits
 from pipelines.decisions import Operation, Plan
 from pipelines.llm_configs import HOW_TO_CONFIGURE, provider_for
 from pipelines.memories import content_hash
@@ -178,6 +178,10 @@ async def _apply(ctx: JobContext, scope: dedup.Scope, facts: list[str], plan: Pl
         if row.cancel_requested:
             raise JobCancelled()
         await _lock_targets(session, job.org_id, plan.operations)
+        # A contradiction (DELETE + ADD) stores nothing more; the rest must fit the quota, or nothing is applied.
+        growth = sum(1 for op in plan.operations if op.event is MemoryEvent.ADD) - \
+            sum(1 for op in plan.operations if op.event is MemoryEvent.DELETE)
+        await limits.reserve_memories(session, job.org_id, growth)
         added = 0
         for op in plan.operations:
             meta = provenance | {"fact": facts[op.fact]}

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import Forbidden, TooManyRequests
+from core.errors import Forbidden, PermanentJobError, TooManyRequests
 from core.redis import get_redis
 from core.settings import get_settings
 from schemas.enums import JobKind, JobStatus
@@ -128,13 +128,39 @@ async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKi
     if recent >= limits["jobs_per_minute"]:
         raise _quota("quota_jobs_per_minute", f"at most {limits['jobs_per_minute']} jobs per minute",
                      limits["jobs_per_minute"], 429, max(1, math.ceil(float(wait or 0))))
-    if kind is JobKind.INGEST_MEMORIES:
-        stored = (await session.execute(select(func.count()).select_from(Memory).where(
-            Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
-        # Items of ingest jobs still in flight are reserved too, so concurrent batches can't overshoot.
-        pending = (await session.execute(select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
-                                         .where(Job.org_id == org_id, Job.status.in_(active),
-                                                Job.kind == JobKind.INGEST_MEMORIES.value))).scalar_one()
-        if stored + pending + items > limits["max_memories"]:
-            raise _quota("quota_max_memories", f"storing {items} more memories would exceed the organization's "
+    if kind in MEMORY_WRITING_JOBS:
+        # Extraction and summaries store an unknown number of memories (a summary: one); they are
+        # refused up front only if not even one more fits, and checked again when they write.
+        wanted = items if kind is JobKind.INGEST_MEMORIES else 1
+        stored, pending = await _memory_usage(session, org_id)
+        if stored + pending + wanted > limits["max_memories"]:
+            raise _quota("quota_max_memories", f"storing {wanted} more memories would exceed the organization's "
                          f"{limits['max_memories']} ({stored} stored, {pending} in flight)", limits["max_memories"], 403)
+
+
+MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.SUMMARIZE)
+
+
+async def _memory_usage(session: AsyncSession, org_id: uuid.UUID) -> tuple[int, int]:
+    stored = (await session.execute(select(func.count()).select_from(Memory).where(
+        Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
+    # Items of ingest jobs still in flight are reserved too, so concurrent batches can't overshoot.
+    pending = (await session.execute(select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
+                                     .where(Job.org_id == org_id,
+                                            Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+                                            Job.kind == JobKind.INGEST_MEMORIES.value))).scalar_one()
+    return stored, pending
+
+
+async def reserve_memories(session: AsyncSession, org_id: uuid.UUID, count: int) -> None:
+    """Fail the calling job (`quota_max_memories`) unless `count` more memories fit; holds the org's lock to commit."""
+    if count <= 0:
+        return
+    limits = await organization_limits(session, org_id)
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"quota:{org_id}"})
+    stored, pending = await _memory_usage(session, org_id)
+    if stored + pending + count > limits["max_memories"]:
+        raise PermanentJobError(f"storing {count} more memories would exceed the organization's "
+                                f"{limits['max_memories']} ({stored} stored, {pending} in flight); nothing was "
+                                f"written", code="quota_max_memories",
+                                details={"quota": "max_memories", "limit": limits["max_memories"], "wanted": count})

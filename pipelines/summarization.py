@@ -22,7 +22,7 @@ from core.db import session_scope
 from core.embedder import get_embedder
 from core.errors import InvalidInput, LLMNotConfigured, LLMOutputInvalid, NotFound, PermanentJobError
 from core.llm import LLMClient, ProviderSettings
-from pipelines import abstractive, extractive, history, jobs
+from pipelines import abstractive, extractive, history, jobs, limits
 from pipelines.llm_configs import provider_for, require_provider
 from pipelines.memories import content_hash, memory_id
 from pipelines.runner import JobContext
@@ -164,6 +164,8 @@ async def store_summary(job: Any, sources: list[Memory], text: str, *, method: s
     row = dict(id=memory_id(job.id, 0), org_id=job.org_id, content=text, meta=meta, content_hash=digest,
                embedding=vector, embedded_hash=digest, source_job_id=job.id, source_index=0, **scope)
     async with session_scope() as session:
+        if (await session.get(Memory, row["id"])) is None:  # an earlier attempt's row needs no more room
+            await limits.reserve_memories(session, job.org_id, 1)
         inserted = (await session.execute(pg_insert(Memory).values(**row).on_conflict_do_nothing(
             constraint="uq_memories_source").returning(Memory.id))).scalar_one_or_none()
         if inserted is not None:  # version 1 in the same transaction, as for every other new memory

@@ -383,3 +383,24 @@ async def test_deduplicate_skips_exact_and_near_duplicates_in_scope_and_in_the_b
     # Without the option every item is stored, duplicates included (throughput first).
     plain = await ingest(api, scope, "I live in Paris")
     assert "skipped_duplicates" not in plain["result"] and plain["result"]["inserted"] == 1
+
+
+async def test_facts_beyond_the_memory_quota_fail_the_job_and_nothing_is_written(api, llm, server, scope, marker,
+                                                                                tenant, db):
+    await ingest(api, scope, f"{marker} has a cat")
+    await db("UPDATE organizations SET limits = CAST(:l AS jsonb) WHERE id = :o", l='{"max_memories": 2}',
+             o=tenant.org_id)
+    # One more memory fits, so the job is accepted; the two facts it learns do not.
+    await script(server, marker, facts(f"{marker} collects stamps", f"{marker} lives in Oslo"), decisions(
+        {"fact": 0, "event": "ADD", "text": f"{marker} collects stamps"},
+        {"fact": 1, "event": "ADD", "text": f"{marker} lives in Oslo"}))
+    job = await infer(api, scope, f"I'm {marker}: I collect stamps and live in Oslo")
+
+    assert job["status"] == "failed" and job["error"]["code"] == "quota_max_memories", job["error"]
+    assert "storing 2 more memories" in job["error"]["message"]
+    assert list(await live(api, scope)) == [f"{marker} has a cat"]
+    # Full now: the next request is refused before a job exists.
+    await ingest(api, scope, f"{marker} has a dog")
+    refused = await api.post("/api/v1/memories", json={
+        "infer": True, "user_id": scope, "messages": [{"role": "user", "content": "I like tea"}]})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "quota_max_memories"

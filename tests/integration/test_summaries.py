@@ -293,3 +293,13 @@ async def test_a_redelivered_summary_job_stores_one_memory(client, main_tenant, 
     assert (second["method"], second["sources"], second["chars_out"]) == (
         first["method"], first["sources"], first["chars_out"])
     assert await db("SELECT count(*) FROM memories WHERE source_job_id = :j", j=job.id) == [(1,)]
+
+
+async def test_a_summary_for_an_organization_at_its_memory_quota_is_403_and_creates_no_job(tenant, stack, scope, db):
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=tenant.headers(), timeout=30) as owner:
+        await ingest(owner, TRIP[:2], run_id=scope)
+        await db("UPDATE organizations SET limits = CAST(:l AS jsonb) WHERE id = :o", l='{"max_memories": 2}',
+                 o=tenant.org_id)
+        response = await owner.post("/api/v1/summaries", json={"run_id": scope, "mode": "extractive"})
+    assert response.status_code == 403 and response.json()["error"]["code"] == "quota_max_memories", response.text
+    assert await summary_jobs(db, tenant.org_id) == 0
