@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Text, any_, case, cast, func, literal_column, select, text, true
+from sqlalchemy import Float, Select, Text, any_, case, cast, func, literal_column, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -110,15 +110,23 @@ async def query_terms(session: AsyncSession, query: str) -> list[str]:
 
 async def bm25_ranking(session: AsyncSession, query: str, clauses: list, limit: int,
                        n_scope: int) -> list[tuple[uuid.UUID, float]]:
-    """The `limit` best memories for the query's words by BM25, as (id, score), best first.
+    """The `limit` best memories for the query's words by BM25, as (id, score), best first."""
+    statement = await bm25_statement(session, query, clauses, limit, n_scope)
+    if statement is None:
+        return []  # only stop words
+    return [(row_id, float(value)) for row_id, value in await session.execute(statement)]
 
-    One statement: the matching rows' term counts, document frequencies and the scores are all
-    computed in PostgreSQL, and only the `limit` best rows come back.
+
+async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit: int, n_scope: int) -> Select | None:
+    """The one statement that ranks (None: the query holds only stop words).
+
+    The matching rows' term counts, the document frequencies and the scores are all computed in
+    PostgreSQL, and only the `limit` best rows come back.
     """
     settings = get_settings()
     terms = await query_terms(session, query)
     if not terms:
-        return []  # only stop words
+        return None
     stats = await term_statistics(session)
     narrowed = match_terms(terms, stats, n_scope, settings.search_text_match_budget)
     match = _or_query(narrowed)
@@ -131,22 +139,20 @@ async def bm25_ranking(session: AsyncSession, query: str, clauses: list, limit: 
     hits = (select(Memory.id.label("id"), func.length(FTS).label("len"), words.c.lexeme.label("lexeme"),
                    func.coalesce(func.array_length(words.c.positions, 1), 1).label("tf"))
             .select_from(Memory).join(words, true())
-            .where(*clauses, matches,
-                   words.c.lexeme == any_(cast(terms, ARRAY(Text))))).cte("hits")
+            .where(*clauses, matches, words.c.lexeme == any_(cast(terms, ARRAY(Text))))).cte("hits")
     docs = select(hits.c.id, func.max(hits.c.len).label("len")).group_by(hits.c.id).cte("docs")
-    totals = select(func.count().label("n"), cast(func.avg(docs.c.len), Float).label("avg_len")).select_from(docs).cte("totals")
+    totals = (select(func.count().label("n"), cast(func.avg(docs.c.len), Float).label("avg_len"))
+              .select_from(docs).cte("totals"))
     n_docs = func.greatest(float(n_scope), totals.c.n)
     # A word matched on is counted exactly (every row holding it is here); the others, which only add
     # to the score, are estimated from the statistics.
     estimated = {t: stats.frequency(t) * n_scope for t in terms if t not in narrowed}
     counted = func.count()
-    df_value = (func.greatest(counted, case(estimated, value=hits.c.lexeme, else_=0)) if estimated else counted)
+    df_value = func.greatest(counted, case(estimated, value=hits.c.lexeme, else_=0)) if estimated else counted
     df = select(hits.c.lexeme, df_value.label("df")).group_by(hits.c.lexeme).cte("df")
     idf = func.ln(1 + (n_docs - df.c.df + 0.5) / (df.c.df + 0.5))
     k1, b = settings.search_bm25_k1, settings.search_bm25_b
     norm = k1 * (1 - b + b * hits.c.len / func.greatest(totals.c.avg_len, 1))
     score = func.sum(idf * hits.c.tf * (k1 + 1) / (hits.c.tf + norm)).label("score")
-    rows = await session.execute(
-        select(hits.c.id, score).select_from(hits).join(df, df.c.lexeme == hits.c.lexeme).join(totals, true())
-        .group_by(hits.c.id).order_by(score.desc(), hits.c.id).limit(limit))
-    return [(row_id, float(value)) for row_id, value in rows]
+    return (select(hits.c.id, score).select_from(hits).join(df, df.c.lexeme == hits.c.lexeme).join(totals, true())
+            .group_by(hits.c.id).order_by(score.desc(), hits.c.id).limit(limit))

@@ -19,7 +19,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -73,25 +73,29 @@ def _decode_cursor(query: MemorySearchIn) -> int:
 
 async def vector_neighbours(session: AsyncSession, vector: list[float], clauses: list, limit: int,
                             n_scope: int | None = None) -> list[Hit]:
-    """The memories within `clauses` nearest to an embedding already computed (cosine), best first.
+    """The memories within `clauses` nearest to an embedding already computed (cosine), best first."""
+    rows = (await session.execute(await vector_statement(session, vector, clauses, limit, n_scope))).all()
+    # relaxed_order may return rows slightly out of order: sort them exactly.
+    ranked = sorted(((row_id, 1.0 - float(d)) for row_id, d in rows), key=lambda r: -r[1])
+    return [Hit(row_id, vector_score=s, vector_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
+
+
+async def vector_statement(session: AsyncSession, vector: list[float], clauses: list, limit: int,
+                           n_scope: int | None) -> Select:
+    """The nearest-neighbour statement, with the session set up for it (HNSW iterative scan).
 
     A scope known to be small (`n_scope` rows, at most `search_exact_max`) is scanned exactly: the
     HNSW graph would have to be walked past every other scope's rows to fill the page.
     """
     distance = Memory.embedding.cosine_distance(vector)
-    exact = n_scope is not None and n_scope <= get_settings().search_exact_max
-    if exact:
+    if n_scope is not None and n_scope <= get_settings().search_exact_max:
         # `+ 0` keeps the planner off the HNSW index: it reads the scope through its b-tree instead.
         order = distance + 0
     else:
         await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
         await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, limit))}"))
         order = distance
-    rows = (await session.execute(select(Memory.id, distance.label("d")).where(
-        *clauses, Memory.embedding.is_not(None)).order_by(order).limit(limit))).all()
-    # relaxed_order may return rows slightly out of order: sort them exactly.
-    ranked = sorted(((row_id, 1.0 - float(d)) for row_id, d in rows), key=lambda r: -r[1])
-    return [Hit(row_id, vector_score=s, vector_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
+    return select(Memory.id, distance.label("d")).where(*clauses, Memory.embedding.is_not(None)).order_by(order).limit(limit)
 
 
 async def text_candidates(session: AsyncSession, text_query: str, clauses: list, limit: int,
