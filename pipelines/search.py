@@ -92,8 +92,9 @@ async def vector_statement(session: AsyncSession, vector: list[float], clauses: 
         # `+ 0` keeps the planner off the HNSW index: it reads the scope through its b-tree instead.
         order = distance + 0
     else:
-        await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, limit))}"))
+        # Both settings in one round trip, for this transaction only.
+        await session.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                                   "set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(40, min(1000, limit)))})
         order = distance
     return select(Memory.id, distance.label("d")).where(*clauses, Memory.embedding.is_not(None)).order_by(order).limit(limit)
 
