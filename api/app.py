@@ -12,6 +12,8 @@ from api.errors import install_error_handlers
 from api.middleware import RequestContext
 from api.deps import document_permissions
 from api.routes import admin, api_keys, audit, auth, health, jobs, llm, memories, organizations, summaries, ws
+from api.routes import tools
+from api.routes import agents, blocks
 from core.db import dispose_engine
 from core.embedder import warm_up
 from core.redis import close_redis
@@ -50,6 +52,9 @@ TAGS = [
     {"name": "summaries", "description": "Condense a conversation into a summary memory, as a job."},
     {"name": "jobs", "description": "Background work: state, progress, cancellation and live events."},
     {"name": "llm", "description": "LLM provider configurations of your organization (admins)."},
+    {"name": "agents", "description": "Agents: instructions, a prompt template, attached core-memory blocks."},
+    {"name": "blocks", "description": "Core-memory blocks: versioned, limited, rewritten shorter when full."},
+    {"name": "tools", "description": "Tools run in a sandbox as jobs, and the built-in file tools."},
     {"name": "audit", "description": "Who did what, when, from where."},
     {"name": "admin", "description": "Service administration (superusers)."},
     {"name": "operations", "description": "Health, readiness and metrics."},
@@ -57,7 +62,7 @@ TAGS = [
 
 
 ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, summaries.router, jobs.router,
-           llm.router, ws.router, audit.router, admin.router, health.router)
+           llm.router, agents.router, blocks.router, tools.router, ws.router, audit.router, admin.router, health.router)
 
 
 @asynccontextmanager

@@ -78,7 +78,8 @@ class System:
         cmd = [agentmem, "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
                "--workers", str(self.workers)]
         print(f"starting: {shlex.join(cmd)}  (log: {self.log_path})", flush=True)
-        log = self.log_path.open("wb")
+        # 0600: the log holds the owner key `agentmem up` prints.
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
         # Own session: a Ctrl-C on the benchmark reaches the system only through stop(), once.
         self.process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)

@@ -92,6 +92,10 @@ def run_up(port: int, workers: int, data_dir: Path | None) -> int:
     """Run everything until interrupted; returns the exit code."""
     settings = get_settings()
     data_dir = (data_dir or settings.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Others may pass through (the embedded PostgreSQL's own system user must reach its directory)
+    # but not list it; nothing inside is readable by them, sandboxed tools included.
+    data_dir.chmod(0o711)
     env = dict(os.environ)
     servers: list = []
     stopping = {"flag": False}

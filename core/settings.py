@@ -109,6 +109,46 @@ class Settings(BaseSettings):
                                        "LLM when it decides ADD / UPDATE / DELETE / NOOP.")
     extraction_max_facts: int = Field(default=50, description="Most facts one extraction job keeps from the LLM.")
 
+    # Core-memory blocks and agents' prompts (pipelines/blocks.py, rewriting.py, prompts.py)
+    block_default_limit: int = Field(default=5000, description="Character limit of a block created without one.")
+    block_max_limit: int = Field(default=100_000, description="Largest character limit a block may have.")
+    block_rewrite_threshold: float = Field(default=0.9, description="A write taking a block past this share of its "
+                                           "limit queues a `block_rewrite` job.")
+    block_rewrite_target: float = Field(default=0.6, description="Share of the limit a rewrite aims for.")
+    block_rewrite_attempts: int = Field(default=5, description="Times a rewrite re-reads a block that changed "
+                                        "under it before giving up (`block_busy`, retried).")
+    prompt_max_chars: int = Field(default=200_000, description="Longest compiled prompt; a template writing more "
+                                  "is a `template_error`.")
+    prompt_render_seconds: float = Field(default=2.0, description="Longest a prompt template may render.")
+
+    # Tools: sandboxed execution (pipelines/sandbox.py) and the built-in file tools' workspaces
+    tool_timeout_seconds: float = Field(default=30.0, description="Wall-clock timeout of a tool without its own.")
+    tool_timeout_max_seconds: float = Field(default=300.0, description="Longest timeout a tool may ask for.")
+    tool_cpu_seconds: int = Field(default=30, description="Default CPU-time limit of a tool (RLIMIT_CPU).")
+    tool_cpu_max_seconds: int = 300
+    tool_memory_mb: int = Field(default=512, description="Default address-space limit of a tool (RLIMIT_AS).")
+    tool_memory_max_mb: int = 4096
+    tool_processes: int = Field(default=64, description="Default limit of processes of one execution.")
+    tool_processes_max: int = 1024
+    tool_file_size_mb: int = Field(default=16, description="Default largest file a tool may write (RLIMIT_FSIZE).")
+    tool_file_size_max_mb: int = 1024
+    tool_open_files: int = Field(default=256, description="Default limit of open files (RLIMIT_NOFILE).")
+    tool_open_files_max: int = 4096
+    tool_output_cap_bytes: int = Field(default=65536, description="Bytes of stdout and of stderr kept (and "
+                                       "streamed) per execution; the rest is discarded and marked truncated.")
+    tool_output_limit_bytes: int = Field(default=8388608, description="A tool writing more than this to stdout or "
+                                         "stderr is killed (reason `output_limit`).")
+    tool_sandbox_uid_base: int = Field(default=1900000000, description="As root, each execution runs as its own "
+                                       "uid (and gid) from this range, unused by any account.")
+    tool_sandbox_uid_count: int = Field(default=1000, description="Size of that range: executions at once per "
+                                        "machine.")
+    tool_require_network_isolation: bool = Field(default=True, description="Refuse to run tools (`sandbox_"
+                                                  "unavailable`) where no network namespace can be made.")
+    tool_workspace_dir: Path | None = Field(default=None, description="Root of the per-organization workspaces "
+                                            "of the built-in file tools; unset: `<data_dir>/workspaces`.")
+    tool_workspace_file_max_bytes: int = Field(default=1048576, description="Largest file `file_save` writes "
+                                               "and `file_read` returns.")
+
     # Jobs
     ingest_chunk_size: int = 256
     job_lease_seconds: float = 60.0

@@ -20,6 +20,8 @@ class JobKind(StrEnum):
     EMBED_MEMORY = "embed_memory"
     EXTRACT_FACTS = "extract_facts"
     SUMMARIZE = "summarize"
+    BLOCK_REWRITE = "block_rewrite"
+    EXECUTE_TOOL = "execute_tool"
 
 
 class EventType(StrEnum):

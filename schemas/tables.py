@@ -95,8 +95,69 @@ class Agent(SQLModel, table=True):
     org_id: uuid.UUID = Field(foreign_key="organizations.id", index=True)
     name: str = Field(sa_column=Column(String(200), nullable=False))
     description: str | None = Field(default=None, sa_column=Column(Text))
+    # Base instructions, and the Jinja2 template that renders them with the agent's blocks (None: the default).
+    system: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    prompt_template: str | None = Field(default=None, sa_column=Column(Text))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False))
     created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Block(SQLModel, table=True):
+    """A core-memory block: a labelled text with a hard character limit, versioned on every change."""
+
+    __tablename__ = "blocks"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    label: str = Field(sa_column=Column(String(100), nullable=False))
+    value: str = Field(default="", sa_column=Column(Text, nullable=False))
+    char_limit: int
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    read_only: bool = False
+    # Set: the block is this user's (like memories' user_id); unset: it belongs to the agents it is attached to.
+    user_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    rewrite_strategy: str = Field(default="auto", sa_column=Column(String(30), nullable=False))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False))
+    # Bumped by every change; the ETag, and the compare-and-swap guard of writers and rewrite jobs.
+    version: int = 1
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class BlockVersion(SQLModel, table=True):
+    """A block as it was after one change (create, update, revert, rewrite, delete), and who or what made it."""
+
+    __tablename__ = "block_versions"
+    __table_args__ = (UniqueConstraint("block_id", "version", name="uq_block_versions_version"),)
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    block_id: uuid.UUID = Field(foreign_key="blocks.id")
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    version: int
+    reason: str = Field(sa_column=Column(String(20), nullable=False))
+    label: str = Field(sa_column=Column(String(100), nullable=False))
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    char_limit: int
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    read_only: bool = False
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False))
+    actor: str | None = Field(default=None, sa_column=Column(String(100)))
+    job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    created_at: datetime = _now_column()
+
+
+class AgentBlock(SQLModel, table=True):
+    """A block attached to an agent; `label` mirrors the block's so labels are unique per agent."""
+
+    __tablename__ = "agent_blocks"
+    __table_args__ = (UniqueConstraint("agent_id", "label", name="uq_agent_blocks_label"),)
+    agent_id: uuid.UUID = Field(foreign_key="agents.id", primary_key=True)
+    block_id: uuid.UUID = Field(foreign_key="blocks.id", primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    label: str = Field(sa_column=Column(String(100), nullable=False))
+    position: int
+    created_at: datetime = _now_column()
 
 
 class Memory(SQLModel, table=True):
@@ -196,3 +257,23 @@ class MemoryHistory(SQLModel, table=True):
     job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     actor: str | None = Field(default=None, sa_column=Column(String(100)))
     created_at: datetime = _now_column()
+
+
+class Tool(SQLModel, table=True):
+    """An organization's tool: code run in the sandbox with arguments checked against a JSON Schema."""
+
+    __tablename__ = "tools"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    json_schema: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    language: str = Field(sa_column=Column(String(20), nullable=False))
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(ARRAY(String(50)), nullable=False,
+                                                                    server_default="{}"))
+    timeout_seconds: float | None = None
+    limits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -11,7 +11,8 @@ import dramatiq
 
 from core.errors import PermanentJobError
 from core.settings import get_settings
-from pipelines import embedding, extraction, summarization
+from pipelines import embedding, extraction, summarization, tools
+from pipelines import block_rewrite
 from pipelines.runner import run_job
 from schemas.enums import JobKind
 from schemas.tables import Job
@@ -55,11 +56,27 @@ async def extract_facts(job_id: str) -> None:
     await run_job(uuid.UUID(job_id), extraction.extract_facts, drop_payload_keys=("messages",))
 
 
+@dramatiq.actor(actor_name="block_rewrite", queue_name="llm", **_options)
+async def rewrite_block(job_id: str) -> None:
+    """Rewrite a core-memory block shorter (compare-and-swap on its version)."""
+    await run_job(uuid.UUID(job_id), block_rewrite.rewrite_block)
+
+
+@dramatiq.actor(actor_name="execute_tool", queue_name="tools",
+                **{**_options, "time_limit": int((max(_settings.job_time_limit_seconds,
+                                                      _settings.tool_timeout_max_seconds) + 60) * 1000)})
+async def execute_tool(job_id: str) -> None:
+    """Run a tool in the sandbox (or a built-in file tool) with the job's arguments."""
+    await run_job(uuid.UUID(job_id), tools.execute_tool)
+
+
 ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.INGEST_MEMORIES: ingest_memories,
     JobKind.EMBED_MEMORY: embed_memory,
     JobKind.SUMMARIZE: summarize,
     JobKind.EXTRACT_FACTS: extract_facts,
+    JobKind.BLOCK_REWRITE: rewrite_block,
+    JobKind.EXECUTE_TOOL: execute_tool,
 }
 
 

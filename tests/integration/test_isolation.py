@@ -41,17 +41,21 @@ class World:
     scope: str
     config_id: str
     provider_key: str
+    agent_id: str = ""
+    block_id: str = ""
 
     def ids(self) -> dict:
         return fresh_ids(memory_id=self.memory_id, job_id=self.job_id, key_id=self.tenant.key_ids[Role.MEMBER],
                          org_id=self.tenant.org_id, organization_id=self.tenant.org_id, user_id=self.member.id,
-                         username=self.member.username, config_id=self.config_id)
+                         username=self.member.username, config_id=self.config_id, agent_id=self.agent_id,
+                         block_id=self.block_id)
 
     def secrets(self) -> set[str]:
         """Everything of A's that could show up in a response."""
         keys = self.tenant.keys.values()
         return ({self.memory_id, self.job_id, str(self.tenant.org_id), self.tenant.name, str(self.member.id),
-                 self.member.username, self.marker, self.scope, self.config_id, self.provider_key}
+                 self.member.username, self.marker, self.scope, self.config_id, self.provider_key,
+                 self.agent_id, self.block_id}
                 | {str(k) for k in self.tenant.key_ids.values()} | {k.split("_")[1] for k in keys} | set(keys))
 
 
@@ -71,8 +75,13 @@ async def org_a(stack) -> World:
             "name": f"iso-{marker}", "model": "m", "base_url": stack.model_url + "/v1", "api_key": provider_key,
             "is_default": True})
         assert config.status_code == 201, config.text
+        block = await client.post("/api/v1/blocks", json={"label": "human", "value": f"Knows {marker}"})
+        assert block.status_code == 201, block.text
+        agent = await client.post("/api/v1/agents", json={"name": f"iso-{marker}", "block_ids": [block.json()["id"]]})
+        assert agent.status_code == 201, agent.text
     member = await make_user("iso-member", org_id=tenant.org_id, role=Role.MEMBER)
-    return World(tenant, member, memory["id"], job["id"], marker, scope, config.json()["id"], provider_key)
+    return World(tenant, member, memory["id"], job["id"], marker, scope, config.json()["id"], provider_key,
+                 agent_id=agent.json()["id"], block_id=block.json()["id"])
 
 
 STATE_SQL = """
@@ -84,6 +93,10 @@ UNION ALL SELECT 'memory', (to_jsonb(x) - 'embedding')::text FROM memories x WHE
 UNION ALL SELECT 'job', to_jsonb(j)::text FROM jobs j WHERE j.org_id = :org
 UNION ALL SELECT 'audit', to_jsonb(a)::text FROM audit_logs a WHERE a.org_id = :org
 UNION ALL SELECT 'llm_config', to_jsonb(c)::text FROM llm_configs c WHERE c.org_id = :org
+UNION ALL SELECT 'agent', to_jsonb(g)::text FROM agents g WHERE g.org_id = :org
+UNION ALL SELECT 'block', to_jsonb(b)::text FROM blocks b WHERE b.org_id = :org
+UNION ALL SELECT 'block_version', to_jsonb(v)::text FROM block_versions v WHERE v.org_id = :org
+UNION ALL SELECT 'agent_block', to_jsonb(ab)::text FROM agent_blocks ab WHERE ab.org_id = :org
 ORDER BY 1, 2
 """
 

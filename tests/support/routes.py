@@ -42,6 +42,15 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/summaries": {"memory_ids": ["{memory_id}"]},
     "POST /api/v1/llm/configs": {"name": "{new_name}", "model": "matrix-model", "base_url": "http://127.0.0.1:9/v1"},
     "PATCH /api/v1/llm/configs/{config_id}": {"max_retries": 2},
+    "POST /api/v1/agents": {"name": "{new_name}"},
+    "PATCH /api/v1/agents/{agent_id}": {"description": "changed by the route matrix"},
+    "POST /api/v1/blocks": {"label": "{new_name}", "value": "made by the route matrix"},
+    "PATCH /api/v1/blocks/{block_id}": {"value": "changed by the route matrix"},
+    "POST /api/v1/blocks/{block_id}/revert": {"version": 1},
+    "POST /api/v1/blocks/{block_id}/rewrite": {"strategy": "preserve_recent"},
+    "POST /api/v1/tools": {"name": "{new_name}", "language": "python", "source": "print('route matrix')"},
+    "PATCH /api/v1/tools/{tool_id}": {"description": "changed by the route matrix"},
+    "POST /api/v1/tools/{tool_id}/execute": {"arguments": {}},
     "POST /api/v1/stream-tokens": {"job_id": "{job_id}"},
     "PATCH /api/v1/admin/users/{user_id}": {"is_active": False},
     "PATCH /api/v1/admin/organizations/{organization_id}/limits": {"rate_limit_per_minute": 5},
@@ -131,7 +140,8 @@ def fresh_ids(**ids: Any) -> dict[str, Any]:
     """Ids that name nothing, updated with `ids`; plus values for the non-id placeholders."""
     return {"memory_id": uuid.uuid4(), "job_id": uuid.uuid4(), "key_id": uuid.uuid4(), "org_id": uuid.uuid4(),
             "user_id": uuid.uuid4(), "organization_id": uuid.uuid4(), "username": f"nobody-{uuid.uuid4().hex[:10]}",
-            "config_id": uuid.uuid4(),
+            "config_id": uuid.uuid4(), "agent_id": uuid.uuid4(), "block_id": uuid.uuid4(),
+            "tool_id": uuid.uuid4(),
             "new_name": f"renamed-{uuid.uuid4().hex[:10]}", "scope": f"matrix-{uuid.uuid4().hex[:10]}",
             "query": "what does this organization remember?"} | ids
 

@@ -1,0 +1,204 @@
+"""The sandbox on its own: real processes, no database, no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pipelines import sandbox
+from pipelines.sandbox import Limits, ToolRun, processes_of, run_sandboxed
+
+ROOT = os.geteuid() == 0
+LIMITS = Limits(cpu_seconds=10, memory_mb=256, processes=32, file_size_mb=1, open_files=64)
+as_root = pytest.mark.skipif(not ROOT, reason="a dedicated uid per execution needs root")
+
+
+async def go(source: str, language: str = "python", arguments: dict | None = None, *, timeout: float = 10,
+             limits: Limits = LIMITS, cap: int = 4096, limit: int = 1 << 20, checkpoint=None, name: str = "tool"):
+    chunks: list[tuple[str, str]] = []
+
+    async def no_op() -> None:
+        return None
+
+    result = await run_sandboxed(ToolRun(name, language, source, arguments or {}, timeout, limits, cap, limit),
+                                 sink=lambda stream, text: chunks.append((stream, text)),
+                                 checkpoint=checkpoint or no_op, uid_base=1_900_000_000, uid_count=1000,
+                                 checkpoint_seconds=0.2)
+    result["chunks"] = chunks
+    return result
+
+
+async def test_a_python_function_named_like_the_tool_is_called_with_the_arguments():
+    result = await go("def double(x):\n    return {'twice': x * 2}\n", arguments={"x": 21}, name="double")
+    assert result["reason"] == "exited" and result["exit_code"] == 0
+    assert json.loads(result["stdout"]) == {"twice": 42}
+    assert "".join(t for s, t in result["chunks"] if s == "stdout") == result["stdout"]
+
+
+async def test_a_script_sees_args_as_a_global_and_as_json_on_stdin():
+    result = await go("import sys, json\nprint(args['n'], json.load(sys.stdin)['n'])", arguments={"n": 7})
+    assert result["stdout"] == "7 7\n"
+
+
+async def test_the_environment_is_built_from_nothing():
+    result = await go("import os, json\nprint(json.dumps(dict(os.environ)))")
+    env = json.loads(result["stdout"])
+    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PWD",
+                        "LC_CTYPE"}
+    assert env["HOME"] == env["TMPDIR"]
+
+
+async def test_the_working_directory_is_fresh_and_removed_afterwards():
+    first, second = await go("import os\nprint(os.getcwd())"), await go("import os\nprint(os.getcwd())")
+    assert first["stdout"] != second["stdout"]
+    assert not Path(first["stdout"].strip()).exists()
+
+
+async def test_a_wall_clock_timeout_kills_the_tool():
+    result = await go("import time\ntime.sleep(30)", timeout=1)
+    assert result["reason"] == "timeout" and result["signal"] == "SIGKILL" and result["exit_code"] is None
+    assert 1000 <= result["duration_ms"] < 5000
+
+
+async def test_cpu_time_past_its_limit_is_cpu_limit():
+    result = await go("while True:\n    pass", timeout=20,
+                      limits=Limits(cpu_seconds=1, memory_mb=256, processes=32, file_size_mb=1, open_files=64))
+    assert result["reason"] == "cpu_limit" and result["signal"] == "SIGXCPU"
+
+
+@pytest.mark.parametrize("language, source", [
+    ("python", "x = bytearray(512 * 1024 * 1024)"),
+    ("bash", "x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo ${#x}"),
+    pytest.param("javascript", "const a = []; while (true) a.push(new Array(1e6).fill(1));",
+                 marks=pytest.mark.skipif(shutil.which("node", path=sandbox.SAFE_PATH) is None, reason="no node")),
+    pytest.param("javascript", "const a = []; while (true) a.push(Buffer.alloc(1e8));",
+                 marks=pytest.mark.skipif(shutil.which("node", path=sandbox.SAFE_PATH) is None, reason="no node")),
+], ids=["python", "bash", "javascript-heap", "javascript-buffers"])
+async def test_memory_past_its_limit_is_memory_limit(language, source):
+    result = await go(source, language)
+    assert result["reason"] == "memory_limit", result["stderr"][-300:]
+
+
+async def test_a_file_past_the_size_limit_is_not_written():
+    result = await go("open('big', 'wb').write(b'x' * 2 * 1024 * 1024)")
+    assert result["exit_code"] != 0 and "File too large" in result["stderr"]
+
+
+async def test_output_past_the_cap_is_discarded_and_marked_truncated():
+    result = await go("print('x' * 10000)", cap=100)
+    assert result["reason"] == "exited" and len(result["stdout"]) == 100 and result["stdout_truncated"] is True
+    assert result["stdout_bytes"] == 10001 and result["stderr_truncated"] is False
+
+
+async def test_output_past_the_limit_kills_the_tool():
+    result = await go("yes", "bash", cap=100, limit=100_000)
+    assert result["reason"] == "output_limit" and result["stdout_truncated"] and len(result["stdout"]) == 100
+
+
+async def test_a_checkpoint_that_raises_kills_the_tool_and_propagates():
+    class Cancelled(Exception):
+        pass
+
+    chunks: list[str] = []
+
+    async def checkpoint() -> None:
+        if chunks:  # the tool is running: cancel it
+            raise Cancelled()
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Cancelled):
+        await run_sandboxed(ToolRun("t", "python", "import os, time\nprint(os.getuid())\ntime.sleep(30)", {}, 30,
+                                    LIMITS, 4096, 1 << 20), sink=lambda stream, text: chunks.append(text),
+                            checkpoint=checkpoint, uid_base=1_900_000_000, uid_count=1000, checkpoint_seconds=0.2)
+    assert asyncio.get_running_loop().time() - started < 5
+    if ROOT:
+        assert processes_of(int("".join(chunks))) == []
+
+
+@as_root
+async def test_processes_that_escape_the_session_are_killed_with_the_tool():
+    result = await go("for i in 1 2 3; do setsid sleep 300 & done; echo forked", "bash")
+    assert result["stdout"] == "forked\n" and result["isolation"]["uid"] is not None
+    assert processes_of(result["isolation"]["uid"]) == []
+
+
+@as_root
+async def test_a_fork_bomb_is_contained_by_the_process_limit():
+    result = await go(":(){ :|:& };:", "bash", timeout=3)
+    assert result["reason"] in ("exited", "timeout")
+    assert processes_of(result["isolation"]["uid"]) == []
+
+
+@as_root
+async def test_the_tool_runs_as_its_own_uid_and_cannot_read_the_workers_files(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("hunter2")
+    secret.chmod(0o600)
+    result = await go(f"import os\nprint(os.getuid())\nprint(open({str(secret)!r}).read())")
+    assert int(result["stdout"].split()[0]) == result["isolation"]["uid"] >= 1_900_000_000
+    assert "hunter2" not in result["stdout"] and "PermissionError" in result["stderr"]
+
+
+@as_root
+async def test_concurrent_executions_get_distinct_uids():
+    results = await asyncio.gather(*(go("import os\nprint(os.getuid())") for _ in range(5)))
+    assert len({r["isolation"]["uid"] for r in results}) == 5
+
+
+async def test_a_missing_runtime_is_runtime_unavailable(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "SAFE_PATH", str(tmp_path))
+    result = await go("console.log(1)", "javascript")
+    assert result["reason"] == "runtime_unavailable" and "javascript" in result["message"]
+
+
+def test_the_isolation_plan_reports_what_applies():
+    plan = sandbox.isolation_plan()
+    described = sandbox.describe_isolation(plan, 1_900_000_001 if plan["root"] else None)
+    assert described["network"] in ("namespace", "none") and described["pid"] in ("namespace", "none")
+    assert described["rlimits"] is True
+
+
+@as_root
+async def test_files_left_in_shared_temp_folders_are_removed_after_the_run():
+    result = await go("import os\nopen('/dev/shm/left-' + str(os.getuid()), 'w').write('x')\n"
+                      "os.mkdir('/tmp/dir-' + str(os.getuid()))\nprint(os.getuid())")
+    uid = result["isolation"]["uid"]
+    assert result["exit_code"] == 0 and result["stdout"].strip() == str(uid)
+    assert not Path(f"/dev/shm/left-{uid}").exists() and not Path(f"/tmp/dir-{uid}").exists()
+
+
+@as_root
+def test_a_worker_killed_mid_run_takes_its_tool_with_it():
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import asyncio, os\n"
+        "from pipelines.sandbox import Limits, ToolRun, run_sandboxed\n"
+        "async def no_op():\n    return None\n"
+        "asyncio.run(run_sandboxed(ToolRun('t', 'bash', 'echo \"$(id -u)\"; sleep 300', {}, 200,"
+        " Limits(100, 256, 32, 4, 64), 4096, 1 << 20), sink=lambda s, t: print(t, end='', flush=True),"
+        " checkpoint=no_op, uid_base=1_900_000_000, uid_count=1000))\n")
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[3])
+    uid = int(worker.stdout.readline())  # the tool is running
+    assert processes_of(uid)
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while processes_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the kernel delivers the parent-death signals asynchronously
+    assert processes_of(uid) == []
+    # Its working directory outlived it; the next lease of the uid removes it before anyone runs as it.
+    owned = [p for p in Path(tempfile.gettempdir()).glob("agentmem-tool-*") if p.stat().st_uid == uid]
+    assert owned
+    with sandbox.UidLease(uid, 1) as leased:
+        assert leased == uid
+        assert not any(p.exists() for p in owned)
