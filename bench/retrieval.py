@@ -9,8 +9,10 @@ modes, and the ranked hits are scored (higher is better):
 - session recall_any@k: any gold session among the sessions of the top-k hits (sessions deduplicated
   in rank order); recall_all@5: all gold sessions in the top 5 sessions; nDCG@10 over sessions;
 - turn recall@10: the share of answer turns (has_answer) among the top-10 hits.
-It prints ingest throughput and search latency too. `--sweep` also scores hybrid under other
-fusion weights and RRF constants (per-request `weights`; the defaults are in core/settings.py).
+It prints ingest throughput and search latency too, and scores hybrid with `fusion: rrf` beside the
+default (`convex`). `--sweep` also scores both fusions under other weights and RRF constants
+(per-request `weights`; the defaults are in core/settings.py), then 2-fold cross-validates the
+choice: settings picked on half the questions, scored on the other half.
 `--data-dir DIR` keeps the system's data in DIR; run again with the same DIR, it skips the
 ingest and scores the searches again (to compare search-side changes without re-embedding).
 """
@@ -35,6 +37,7 @@ from bench.common import (LONGMEMEVAL, BenchError, JobWatcher, System, finish_ru
                           percentile, run_against, table)
 
 MODES = ("vector", "text", "hybrid")
+METRICS = ["recall_any@5", "recall_any@10", "recall_all@5", "ndcg@10", "turn_recall@10"]
 MAX_CHARS = 32_000
 
 
@@ -98,26 +101,26 @@ async def ingest(client: httpx.AsyncClient, records: list[dict], run: str, timeo
 
 
 async def search_all(client: httpx.AsyncClient, records: list[dict], namespaces: dict, mode: str,
-                     weights: dict | None = None, top_k: int = 100) -> tuple[dict[str, float], list[float]]:
-    """Mean metrics over the questions, and each search's latency (seconds)."""
+                     extra: dict | None = None, top_k: int = 100) -> tuple[dict[str, float], list[float], dict]:
+    """Mean metrics over the questions, each search's latency (seconds), and each question's metrics."""
     sums: dict[str, float] = {}
     counted: dict[str, int] = {}
     latencies = []
+    per_question = {}
     for record in records:
         namespace, answers = namespaces[record["question_id"]]
-        body = {"query": record["question"], "user_id": namespace, "mode": mode, "top_k": top_k}
-        if weights:
-            body["weights"] = weights
+        body = {"query": record["question"], "user_id": namespace, "mode": mode, "top_k": top_k} | (extra or {})
         t0 = time.perf_counter()
         response = await client.post("/api/v1/memories/search", json=body)
         latencies.append(time.perf_counter() - t0)
         if response.status_code != 200:
             raise BenchError(f"search answered {response.status_code}: {response.text[:300]}")
-        for name, value in score(response.json()["hits"], set(record["answer_session_ids"]), answers).items():
+        per_question[record["question_id"]] = score(response.json()["hits"], set(record["answer_session_ids"]), answers)
+        for name, value in per_question[record["question_id"]].items():
             if not math.isnan(value):
                 sums[name] = sums.get(name, 0.0) + value
                 counted[name] = counted.get(name, 0) + 1
-    return {name: sums[name] / counted[name] for name in sums}, latencies
+    return {name: sums[name] / counted[name] for name in sums}, latencies, per_question
 
 
 async def run(system: System, records: list[dict], sweep: bool, timeout: float) -> tuple[list, list, str]:
@@ -134,21 +137,61 @@ async def run(system: System, records: list[dict], sweep: bool, timeout: float) 
             ingest_line = f"ingest: {total} memories in {seconds:.1f} s = {total / seconds:.0f} memories/s"
         print(ingest_line, flush=True)
         rows, lat_rows = [], []
-        metrics = ["recall_any@5", "recall_any@10", "recall_all@5", "ndcg@10", "turn_recall@10"]
-        cases = [(mode, None) for mode in MODES]
+        cases = [(mode, None) for mode in MODES] + [("hybrid", {"fusion": "rrf"})]
         if sweep:
-            cases += [("hybrid", {"vector": 1.0, "text": t, "rrf_k": k})
-                      for k in (10, 30, 60, 120) for t in (0.25, 0.35, 0.5, 0.75, 1.0)]
-        for mode, weights in cases:
-            result, latencies = await search_all(client, records, namespaces, mode, weights)
-            label = mode if weights is None else f"hybrid t={weights['text']} k={weights['rrf_k']}"
-            rows.append([label] + [f"{result[m]:.3f}" for m in metrics])
-            if weights is None:
+            cases += [("hybrid", {"fusion": "convex", "weights": {"vector": 1.0, "text": t}})
+                      for t in (0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0)]
+            cases += [("hybrid", {"fusion": "rrf", "weights": {"vector": 1.0, "text": t, "rrf_k": k}})
+                      for k in (10, 30, 60, 120) for t in (0.25, 0.35, 0.5, 1.0)]
+        per_case = {}
+        for mode, extra in cases:
+            result, latencies, per_question = await search_all(client, records, namespaces, mode, extra)
+            label = mode if extra is None else label_of(extra)
+            per_case[label] = per_question
+            rows.append([label] + [f"{result[m]:.3f}" for m in METRICS])
+            if extra is None:
                 ms = [t * 1000 for t in latencies]
                 lat_rows.append([mode, len(ms), f"{percentile(ms, 50):.1f}", f"{percentile(ms, 99):.1f}",
                                  f"{len(ms) / sum(latencies):.1f}"])
-            print(f"  {label}: " + ", ".join(f"{m} {result[m]:.3f}" for m in metrics), flush=True)
+            print(f"  {label}: " + ", ".join(f"{m} {result[m]:.3f}" for m in METRICS), flush=True)
+        if sweep:
+            rows += cross_validate(per_case, [r["question_id"] for r in records])
         return rows, lat_rows, ingest_line
+
+
+def label_of(extra: dict) -> str:
+    weights = extra.get("weights")
+    if weights is None:
+        return f"hybrid {extra['fusion']} (service weights)"
+    if extra["fusion"] == "rrf":
+        return f"hybrid rrf t={weights['text']} k={weights['rrf_k']}"
+    return f"hybrid convex t={weights['text']}"
+
+
+def cross_validate(per_case: dict[str, dict[str, dict[str, float]]], questions: list[str]) -> list[list[str]]:
+    """2-fold cross-validation of the fusion settings swept: pick on one half (by recall_all@5 + nDCG@10),
+    score on the other, and average the two held-out halves. The choice is not scored on its own data."""
+    folds = [set(sorted(questions)[0::2]), set(sorted(questions)[1::2])]
+    swept = [label for label in per_case if label.startswith("hybrid ") and "service" not in label]
+
+    def mean(label: str, qids: set[str]) -> dict[str, float]:
+        out = {}
+        for metric in METRICS:
+            values = [per_case[label][q][metric] for q in qids if not math.isnan(per_case[label][q][metric])]
+            out[metric] = sum(values) / len(values)
+        return out
+
+    rows = []
+    for family in ("convex", "rrf"):
+        candidates = [label for label in swept if label.startswith(f"hybrid {family}")]
+        held_out, picks = [], []
+        for i in (0, 1):
+            best = max(candidates, key=lambda label: (lambda m: m["recall_all@5"] + m["ndcg@10"])(mean(label, folds[i])))
+            picks.append(best.removeprefix(f"hybrid {family} "))
+            held_out.append(mean(best, folds[1 - i]))
+        avg = {m: (held_out[0][m] + held_out[1][m]) / 2 for m in METRICS}
+        rows.append([f"{family}, 2-fold CV (picked {' / '.join(picks)})"] + [f"{avg[m]:.3f}" for m in METRICS])
+    return rows
 
 
 def main() -> int:

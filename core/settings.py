@@ -77,9 +77,11 @@ class Settings(BaseSettings):
     search_bm25_k1: float = 1.2
     search_bm25_b: float = 0.75
     search_rrf_k: float = Field(default=60.0, description="Reciprocal-rank fusion constant.")
-    # Tuned with `python bench/retrieval.py --sweep` on LongMemEval dev60 (see the README).
+    search_fusion: Literal["convex", "rrf"] = Field(default="convex", description="How hybrid search fuses: "
+                                                    "standardized scores (convex) or reciprocal ranks (rrf).")
+    # Chosen with `python bench/retrieval.py --sweep` on LongMemEval dev60, by 2-fold cross-validation (README).
     search_vector_weight: float = 1.0
-    search_text_weight: float = 0.35
+    search_text_weight: float = 0.25
 
     # Summaries
     summary_chunk_chars: int = Field(default=6000, description="Characters of conversation per map step of a "

@@ -1,4 +1,4 @@
-"""Search memories: vector similarity, full-text (BM25), or both fused by weighted reciprocal rank.
+"""Search memories: vector similarity, full-text (BM25), or both fused.
 
 - vector: the query's embedding against pgvector's HNSW index (cosine), filters applied during
   the scan (iterative scan) so a narrow scope still fills the page; a small scope is scanned
@@ -6,7 +6,9 @@
 - text: BM25 over PostgreSQL full-text search (`pipelines/fulltext.py`): words matched through
   the GIN index, ranked with inverse document frequency, because `ts_rank` has none and lets
   common words dominate.
-- hybrid: each list is ranked on its own; score = Σ weight / (rrf_k + rank).
+- hybrid: each side's candidates are scored on their own, then fused: by default a convex mix of
+  the two scores standardized within their lists (`fuse_scores`), or weighted reciprocal ranks
+  (`fusion: rrf`, `fuse_ranks`).
 Every hit carries both scores and ranks, so a caller can see why it was found.
 """
 
@@ -16,6 +18,8 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
+import statistics
 import uuid
 from dataclasses import dataclass
 
@@ -106,18 +110,60 @@ async def text_candidates(session: AsyncSession, text_query: str, clauses: list,
     return [Hit(row_id, text_score=s, text_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
 
-def fuse(vector: list[Hit], textual: list[Hit], w_vector: float, w_text: float, rrf_k: float) -> list[Hit]:
-    """Weighted reciprocal-rank fusion of two ranked lists (ties broken by id, so pages are stable)."""
+def _merge(vector: list[Hit], textual: list[Hit]) -> dict[uuid.UUID, Hit]:
     merged: dict[uuid.UUID, Hit] = {}
     for hit in vector:
         merged[hit.memory_id] = Hit(hit.memory_id, vector_score=hit.vector_score, vector_rank=hit.vector_rank)
     for hit in textual:
         entry = merged.setdefault(hit.memory_id, Hit(hit.memory_id))
         entry.text_score, entry.text_rank = hit.text_score, hit.text_rank
+    return merged
+
+
+def _ranked(merged: dict[uuid.UUID, Hit]) -> list[Hit]:
+    # Ties broken by id, so pages are stable.
+    return sorted(merged.values(), key=lambda h: (-h.fused_score, str(h.memory_id)))
+
+
+def fuse_ranks(vector: list[Hit], textual: list[Hit], w_vector: float, w_text: float, rrf_k: float) -> list[Hit]:
+    """Weighted reciprocal-rank fusion: Σ weight / (rrf_k + rank)."""
+    merged = _merge(vector, textual)
     for entry in merged.values():
         entry.fused_score = ((w_vector / (rrf_k + entry.vector_rank) if entry.vector_rank else 0.0)
                              + (w_text / (rrf_k + entry.text_rank) if entry.text_rank else 0.0))
-    return sorted(merged.values(), key=lambda h: (-h.fused_score, str(h.memory_id)))
+    return _ranked(merged)
+
+
+def _standardized(scores: dict[uuid.UUID, float]) -> tuple[dict[uuid.UUID, float], float]:
+    """z-scores within one list, and the lowest of them (what a memory missing from the list gets)."""
+    if not scores:
+        return {}, 0.0
+    spread = statistics.pstdev(scores.values())
+    if spread == 0:
+        # One candidate (or all equal): no spread to measure by, but being returned still counts:
+        # one standard unit above every memory this side did not return.
+        return dict.fromkeys(scores, 1.0), 0.0
+    mean = statistics.fmean(scores.values())
+    z = {memory_id: (score - mean) / spread for memory_id, score in scores.items()}
+    return z, min(z.values())
+
+
+def fuse_scores(vector: list[Hit], textual: list[Hit], w_vector: float, w_text: float) -> list[Hit]:
+    """Convex fusion of standardized scores: Φ((w_v·z_vector + w_t·z_text) / (w_v + w_t)), in (0, 1).
+
+    Unlike reciprocal ranks, it keeps how far ahead a hit is within each list: a memory far above
+    the rest by meaning is not pulled level with one that merely shares a word. Each side's scores
+    are standardized within its candidates (cosine and BM25 have different scales); a memory one
+    side did not return gets that side's lowest. Φ only maps the result into (0, 1).
+    """
+    merged = _merge(vector, textual)
+    z_vector, floor_vector = _standardized({h.memory_id: h.vector_score for h in vector})
+    z_text, floor_text = _standardized({h.memory_id: h.text_score for h in textual})
+    total = (w_vector + w_text) or 1.0
+    for memory_id, entry in merged.items():
+        mixed = (w_vector * z_vector.get(memory_id, floor_vector) + w_text * z_text.get(memory_id, floor_text)) / total
+        entry.fused_score = 0.5 * (1 + math.erf(mixed / math.sqrt(2)))
+    return _ranked(merged)
 
 
 async def search_memories(session: AsyncSession, org_id: uuid.UUID,
@@ -149,9 +195,13 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
         hits = textual
     else:
         weights = query.weights
-        hits = fuse(vector, textual, weights.vector if weights else settings.search_vector_weight,
-                    weights.text if weights else settings.search_text_weight,
-                    (weights.rrf_k if weights else None) or settings.search_rrf_k)
+        w_vector = weights.vector if weights else settings.search_vector_weight
+        w_text = weights.text if weights else settings.search_text_weight
+        if (query.fusion or settings.search_fusion) == "rrf":
+            hits = fuse_ranks(vector, textual, w_vector, w_text,
+                              (weights.rrf_k if weights else None) or settings.search_rrf_k)
+        else:
+            hits = fuse_scores(vector, textual, w_vector, w_text)
     if query.min_score is not None:
         hits = [h for h in hits if h.score(query.mode) >= query.min_score]
     page = hits[offset:offset + query.top_k]

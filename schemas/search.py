@@ -87,7 +87,11 @@ class MemorySearchIn(BaseModel):
     query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
     mode: Literal["hybrid", "vector", "text"] = Field(
         default="hybrid", description="`hybrid` fuses `vector` (embedding cosine, HNSW) and `text` (full-text, "
-                                      "BM25-style ranking) with weighted reciprocal-rank fusion.")
+                                      "BM25) candidates (see `fusion`).")
+    fusion: Literal["convex", "rrf"] | None = Field(
+        default=None, description="How `hybrid` fuses the two sides: `convex` mixes their scores, each standardized "
+                                  "within its candidates, weighted, mapped into (0, 1); `rrf` sums `weight / (rrf_k + "
+                                  "rank)`. Default: the service's (`convex`).")
     weights: Weights | None = Field(default=None, description="Fusion weights; default: the service's tuned ones.")
     user_id: ScopeId | None = None
     agent_id: ScopeId | None = None
@@ -113,7 +117,8 @@ class HitExplanation(BaseModel):
     vector_rank: int | None = Field(description="1-based rank among vector candidates.")
     text_score: float | None = Field(description="Full-text (BM25-style) score (null: no query word matched).")
     text_rank: int | None
-    fused_score: float | None = Field(description="Weighted reciprocal-rank fusion score (hybrid mode).")
+    fused_score: float | None = Field(description="The fused score (hybrid mode): convex, in (0, 1); or the "
+                                                  "reciprocal-rank sum (`fusion: rrf`).")
 
 
 class SearchHit(BaseModel):

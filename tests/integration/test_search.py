@@ -3,6 +3,9 @@ misses; hybrid fusion, explanations, filters, cursor pages, and deleted memories
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import pytest
 
 from tests.support.sse import finish
@@ -50,13 +53,23 @@ async def test_meaning_finds_what_keywords_miss_and_keywords_find_what_meaning_m
     assert contents(by_text) == [LONG]
     by_vector = contents(await search(client, query=keyword, user_id=scope, mode="vector"))
     assert by_vector[0] != LONG, "the embedding should not see the name at the end of the long memory"
-    assert contents(await search(client, query=keyword, user_id=scope, mode="hybrid"))[0] == LONG
+    # rrf sees only ranks and puts the one text match first. The default (convex, tuned on questions)
+    # weighs meaning four times more: the word lifts the memory, not necessarily to the top.
+    assert contents(await search(client, query=keyword, user_id=scope, fusion="rrf"))[0] == LONG
+
+    def fused_of_long(result: dict) -> float:
+        return next(h["score"] for h in result["hits"] if h["memory"]["content"] == LONG)
+
+    hybrid = await search(client, query=keyword, user_id=scope)
+    without_words = await search(client, query=keyword, user_id=scope, weights={"vector": 1, "text": 0})
+    assert fused_of_long(hybrid) > fused_of_long(without_words)
 
 
 async def test_each_hit_explains_its_scores_ranks_and_fusion(client, scope):
     await store(client, scope)
     weights = {"vector": 1.0, "text": 0.5, "rrf_k": 40}
-    result = await search(client, query="plumber Zdravko ladder", user_id=scope, top_k=5, weights=weights)
+    result = await search(client, query="plumber Zdravko ladder", user_id=scope, top_k=5, weights=weights,
+                          fusion="rrf")
     assert result["mode"] == "hybrid"
     for hit in result["hits"]:
         why = hit["explanation"]
@@ -70,9 +83,32 @@ async def test_each_hit_explains_its_scores_ranks_and_fusion(client, scope):
     assert both, "a memory matching the words and the meaning is ranked by both sides"
 
 
+async def test_convex_fusion_mixes_standardized_scores(client, scope):
+    await store(client, scope)
+    # The fixture's five memories are every candidate, so the page holds both whole lists.
+    result = await search(client, query="plumber Zdravko ladder", user_id=scope, top_k=10,
+                          weights={"vector": 1.0, "text": 0.5})
+    hits = [h["explanation"] for h in result["hits"]]
+
+    def standardized(side: str) -> tuple[dict[int, float], float]:
+        scores = {i: why[f"{side}_score"] for i, why in enumerate(hits) if why[f"{side}_score"] is not None}
+        mean = statistics.fmean(scores.values())
+        spread = statistics.pstdev(scores.values()) or 1.0
+        z = {i: (v - mean) / spread for i, v in scores.items()}
+        return z, min(z.values())
+
+    (zv, floor_v), (zt, floor_t) = standardized("vector"), standardized("text")
+    assert len(zv) == 5 and 1 <= len(zt) < 5
+    for i, why in enumerate(hits):
+        mixed = (1.0 * zv.get(i, floor_v) + 0.5 * zt.get(i, floor_t)) / 1.5
+        assert why["fused_score"] == pytest.approx(0.5 * (1 + math.erf(mixed / math.sqrt(2))))
+        assert 0 < why["fused_score"] < 1
+    assert [h["score"] for h in result["hits"]] == sorted((h["score"] for h in result["hits"]), reverse=True)
+
+
 async def test_weights_per_request_change_the_fusion(client, scope):
     await store(client, scope)
-    text_only = await search(client, query="Zdravko", user_id=scope, weights={"vector": 0, "text": 1})
+    text_only = await search(client, query="Zdravko", user_id=scope, weights={"vector": 0, "text": 1}, fusion="rrf")
     assert [h["explanation"]["fused_score"] > 0 for h in text_only["hits"]].count(True) == 1
     vector_only = await search(client, query="Zdravko", user_id=scope, weights={"vector": 1, "text": 0})
     ranked = [h for h in vector_only["hits"] if h["explanation"]["vector_rank"]]
