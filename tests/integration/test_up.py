@@ -127,7 +127,39 @@ def test_up_runs_everything_ingests_from_the_cli_stops_cleanly_and_keeps_data():
         assert httpx.get(f"{api}/api/v1/memories", params={"user_id": "cli-user"}, headers=as_viewer).status_code == 200
         denied = httpx.post(f"{api}/api/v1/memories", json={"items": [{"content": "x"}]}, headers=as_viewer)
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "permission_denied"
+        core_memory_round_trip(api, auth)
     finally:
         code, alive = restarted.interrupt()
         shutil.rmtree(data_dir, ignore_errors=True)
     assert code == 0 and alive == []
+
+
+def core_memory_round_trip(api: str, auth: dict[str, str]) -> None:
+    """Under `agentmem up`: a block written past 90% of its limit is rewritten by a worker (offline
+    strategy), the old text stays in its versions, and the agent's prompt compiles."""
+    block = httpx.post(f"{api}/api/v1/blocks", headers=auth, json={
+        "label": "human", "value": "The user is called Ada.", "limit": 320, "rewrite_strategy": "preserve_recent"})
+    assert block.status_code == 201, block.text
+    block_id = block.json()["id"]
+    agent = httpx.post(f"{api}/api/v1/agents", headers=auth, json={"name": "up-agent", "system": "Be brief.",
+                                                                   "block_ids": [block_id]})
+    assert agent.status_code == 201, agent.text
+    long_value = " ".join(f"Note {i}: the user mentioned detail number {i}." for i in range(7))
+    assert 0.9 * 320 < len(long_value) <= 320
+    written = httpx.patch(f"{api}/api/v1/blocks/{block_id}", headers=auth | {"If-Match": block.headers["ETag"]},
+                          json={"value": long_value})
+    assert written.status_code == 200, written.text
+    job_id = written.json()["rewrite_job_id"]
+    deadline = time.monotonic() + 120
+    while (job := httpx.get(f"{api}/api/v1/jobs/{job_id}", headers=auth).json())["status"] not in (
+            "succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "succeeded", job
+    rewritten = httpx.get(f"{api}/api/v1/blocks/{block_id}", headers=auth).json()
+    assert len(rewritten["value"]) <= 0.6 * 320 and rewritten["value"] in long_value
+    assert rewritten["value"].endswith("detail number 6.")  # the newest sentences are kept
+    versions = httpx.get(f"{api}/api/v1/blocks/{block_id}/versions", headers=auth).json()["items"]
+    assert long_value in [v["value"] for v in versions]
+    prompt = httpx.get(f"{api}/api/v1/agents/{agent.json()['id']}/prompt", headers=auth)
+    assert prompt.status_code == 200 and rewritten["value"] in prompt.text, prompt.text
