@@ -17,7 +17,7 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,17 +84,23 @@ def _head(text: str, target: int) -> str:
 def preserve_recent(text: str, target: int) -> str:
     """The newest whole sentences of `text` that fit in `target` characters, in order."""
     units = units_of(text)
+    kept = list(reversed(_fill(reversed(units), target)))
+    if not kept and units:
+        return _tail(units[-1].text, target)
+    return join(kept)
+
+
+def _fill(units: Iterable[Unit], target: int) -> list[Unit]:
+    """Units taken in the given order while they fit in `target` characters, joined by one space each."""
     kept: list[Unit] = []
     used = 0
-    for unit in reversed(units):
+    for unit in units:
         needed = len(unit.text) + (1 if kept else 0)
         if used + needed > target:
             break
         kept.append(unit)
         used += needed
-    if not kept and units:
-        return _tail(units[-1].text, target)
-    return join(list(reversed(kept)))
+    return kept
 
 
 def preserve_important(units: Sequence[Unit], vectors: np.ndarray, target: int) -> str:
@@ -135,14 +141,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 def trim_to(text: str, target: int) -> str:
     """The leading whole sentences of `text` that fit in `target` characters (a too-long answer, cut)."""
     units = units_of(text)
-    kept: list[Unit] = []
-    used = 0
-    for unit in units:
-        needed = len(unit.text) + (1 if kept else 0)
-        if used + needed > target:
-            break
-        kept.append(unit)
-        used += needed
+    kept = _fill(units, target)
     if not kept and units:
         return _head(units[0].text, target)
     return join(kept)

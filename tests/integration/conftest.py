@@ -82,6 +82,17 @@ async def client(stack, main_tenant):
 
 
 @pytest.fixture
+async def llm_tenant(tenant, stack):
+    """`tenant` with the tests' model server as its default LLM provider."""
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=tenant.headers(Role.ADMIN), timeout=30) as admin:
+        response = await admin.post("/api/v1/llm/configs", json={
+            "name": "test server", "provider": "openai_compatible", "model": "test-chat",
+            "base_url": stack.model_url + "/v1", "api_key": "test-key", "is_default": True})
+    assert response.status_code == 201, response.text
+    return tenant
+
+
+@pytest.fixture
 def address() -> str | None:
     """The address test clients call from (None: 127.0.0.1); a module may override it."""
     return None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 
 import httpx
-import pytest
 
 from schemas.permissions import Role
 from tests.support.sse import finish, follow
@@ -188,16 +187,6 @@ async def test_off_never_rewrites_by_itself_and_an_explicit_rewrite_honours_its_
     assert (await client.get(f"/api/v1/blocks/{block['id']}")).json()["value"] == "Fact one. Fact one. Fact two."
     assert await rewrite_jobs(db, block["id"]) == 1
 
-
-@pytest.fixture
-async def llm_tenant(tenant, stack):
-    """`tenant` with the tests' model server as its default LLM provider."""
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=tenant.headers(Role.ADMIN), timeout=30) as admin:
-        response = await admin.post("/api/v1/llm/configs", json={
-            "name": "test server", "provider": "openai_compatible", "model": "test-chat",
-            "base_url": stack.model_url + "/v1", "api_key": "test-key", "is_default": True})
-    assert response.status_code == 201, response.text
-    return tenant
 
 
 async def script(stack, marker: str, responses: list[dict]) -> None:

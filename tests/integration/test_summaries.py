@@ -10,7 +10,6 @@ import random
 import uuid
 
 import httpx
-import pytest
 
 from core.db import session_scope
 from pipelines import jobs, summarization
@@ -148,16 +147,6 @@ async def test_a_long_conversation_is_map_reduced_with_a_progress_event_per_chun
     assert await db("SELECT count(*) FROM memories WHERE source_job_id = :j", j=job["id"]) == [(1,)]
     assert len(ids) == 130
 
-
-@pytest.fixture
-async def llm_tenant(tenant, stack):
-    """`tenant` with the tests' model server as its default LLM provider."""
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=tenant.headers(Role.ADMIN), timeout=30) as admin:
-        response = await admin.post("/api/v1/llm/configs", json={
-            "name": "test server", "provider": "openai_compatible", "model": "test-chat",
-            "base_url": stack.model_url + "/v1", "api_key": "test-key", "is_default": True})
-    assert response.status_code == 201, response.text
-    return tenant
 
 
 async def test_abstractive_summary_is_what_the_model_wrote_and_its_usage_is_recorded(llm_tenant, stack, scope, db):
