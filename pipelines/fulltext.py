@@ -66,16 +66,18 @@ async def term_statistics(session: AsyncSession) -> TermStatistics:
 _org_sizes: dict[uuid.UUID, tuple[int, float]] = {}
 
 
-async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, exact_up_to: int) -> tuple[int, bool]:
+async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, exact_up_to: int,
+                     *, estimate: bool = True) -> tuple[int, bool]:
     """How many live memories the filters admit, and whether that is an exact count.
 
     Counting stops past `exact_up_to`; a larger scope is estimated by its organization's size
-    (counted at most once a minute per process), an upper bound that errs towards pruning.
+    (counted at most once a minute per process), an upper bound that errs towards pruning, or,
+    without `estimate`, reported as `exact_up_to + 1`.
     """
     inner = select(literal_column("1")).select_from(Memory).where(*clauses).limit(exact_up_to + 1).subquery()
     counted = (await session.execute(select(func.count()).select_from(inner))).scalar_one()
-    if counted <= exact_up_to:
-        return counted, True
+    if counted <= exact_up_to or not estimate:
+        return counted, counted <= exact_up_to
     cached = _org_sizes.get(org_id)
     if cached is None or time.monotonic() - cached[1] > _ORG_SIZE_TTL_SECONDS:
         size = (await session.execute(select(func.count()).select_from(Memory).where(

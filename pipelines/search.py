@@ -179,8 +179,12 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
     embedding = (asyncio.ensure_future(get_embedder().embed([query.query], urgent=True))
                  if query.mode != "text" else None)
     try:
-        # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF.
-        n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max)
+        # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF. The
+        # vector side alone only needs to know whether the scope is small.
+        if query.mode == "vector":
+            n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_exact_max, estimate=False)
+        else:
+            n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max)
         textual = await text_candidates(session, query.query, clauses, depth, n_scope) if query.mode != "vector" else []
         vector = []
         if embedding is not None:
