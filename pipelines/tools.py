@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import stat
+import time
 import uuid
 from functools import cache
 from pathlib import Path
@@ -273,14 +274,21 @@ async def execute_tool(ctx: JobContext) -> dict[str, Any]:
             await publish_event(EventType.PROGRESS, job, {"done": 0, "total": 1, "message": "running",
                                                           "output": chunk})
 
+    last_progress = time.monotonic()
+
     async def checkpoint() -> None:
+        # Output goes to the stream every quarter second (Redis only); the job row, which is also the
+        # cancellation check, is written once a second.
+        nonlocal last_progress
         await flush()
-        await ctx.progress(0, 1, "running")  # raises JobCancelled when cancellation was asked
+        if time.monotonic() - last_progress >= 1.0:
+            last_progress = time.monotonic()
+            await ctx.progress(0, 1, "running")  # raises JobCancelled when cancellation was asked
 
     try:
         result = await sandbox.run_sandboxed(run, sink=buffer.add, checkpoint=checkpoint,
                                              uid_base=settings.tool_sandbox_uid_base,
-                                             uid_count=settings.tool_sandbox_uid_count)
+                                             uid_count=settings.tool_sandbox_uid_count, checkpoint_seconds=0.25)
     except sandbox.SandboxBusy as exc:
         raise TransientJobError(str(exc), code="sandbox_busy") from exc
     except sandbox.SandboxFailed as exc:
