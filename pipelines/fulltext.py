@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Select, Text, any_, case, cast, func, literal_column, select, text, true
+from sqlalchemy import Float, Select, Text, case, cast, func, literal_column, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,12 +136,15 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
     # intersect with the GIN index's (organization-wide) posting lists; the function form of `@@`
     # keeps the planner off the GIN index.
     matches = func.ts_match_vq(FTS, match) if n_scope <= settings.search_text_match_budget else FTS.op("@@")(match)
-    words = func.unnest(FTS).table_valued("lexeme", "positions", "weights").lateral("w")
-    # Per matching row, the count of each query word it holds.
+    # Per matching row, the count of each query word it holds. Rather than unnest every word of the
+    # row and keep the query's, the query's words are picked out in C: weighted A (`fts` holds no
+    # weights of its own), then filtered on that weight; several times faster on long memories.
+    query_words = func.ts_filter(func.setweight(FTS, literal_column("'A'::\"char\""), cast(terms, ARRAY(Text))),
+                                 literal_column("'{a}'::\"char\"[]"))
+    words = func.unnest(query_words).table_valued("lexeme", "positions", "weights").lateral("w")
     hits = (select(Memory.id.label("id"), func.length(FTS).label("len"), words.c.lexeme.label("lexeme"),
                    func.coalesce(func.array_length(words.c.positions, 1), 1).label("tf"))
-            .select_from(Memory).join(words, true())
-            .where(*clauses, matches, words.c.lexeme == any_(cast(terms, ARRAY(Text))))).cte("hits")
+            .select_from(Memory).join(words, true()).where(*clauses, matches)).cte("hits")
     docs = select(hits.c.id, func.max(hits.c.len).label("len")).group_by(hits.c.id).cte("docs")
     totals = (select(func.count().label("n"), cast(func.avg(docs.c.len), Float).label("avg_len"))
               .select_from(docs).cte("totals"))
