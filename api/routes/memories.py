@@ -72,7 +72,8 @@ async def search_memories(body: MemorySearchIn, session: SessionDep, who: Reader
     """Find memories by meaning and by words.
 
     `mode`: `hybrid` (default) fuses `vector` (embedding cosine similarity) and `text` (full-text,
-    BM25) with weighted reciprocal-rank fusion; `weights` overrides the tuned defaults. Narrow by
+    BM25): by default a weighted mix of their standardized scores (`fusion: convex`), or weighted
+    reciprocal ranks (`fusion: rrf`); `weights` overrides the tuned defaults. Narrow by
     scope, `metadata` (exact match), `created_after`/`created_before` and `filters` (AND/OR of
     conditions on scope fields, `created_at` and `metadata.<key>`: eq, ne, in, nin, gt, gte, lt,
     lte, contains). Each hit explains itself: both scores, both ranks, the fused score. Pass
