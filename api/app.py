@@ -84,5 +84,5 @@ def create_app() -> FastAPI:
     for router in ROUTERS:
         document_permissions(router.routes)
         app.include_router(router)
-    app.add_middleware(RequestContext, audit_log=True)
+    app.add_middleware(RequestContext, audit_log=True, server_timing=get_settings().server_timing)
     return app

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from api.context import request_info_var
+from core import timing
 from core.db import sessionmaker
 from core.errors import AppError, Forbidden, NotFound, Unauthorized, infrastructure_errors
 from core.security import API_KEY_PREFIX, api_key_prefix
@@ -85,6 +86,11 @@ class Allow:
     async def resolve(self, conn: HTTPConnection, credential: str | None, stream_token: str | None,
                       organization: str | None) -> Principal:
         hint = _org_hint(conn, organization)
+        with timing.stage("auth"):  # includes the rate-limit check, also reported as `rate`
+            return await self._authenticate(conn, credential, stream_token, hint)
+
+    async def _authenticate(self, conn: HTTPConnection, credential: str | None, stream_token: str | None,
+                            hint: uuid.UUID | None) -> Principal:
         # A short-lived session of its own: streaming routes must not hold a connection for hours.
         async with sessionmaker()() as session:
             if credential:
@@ -107,7 +113,8 @@ class Allow:
                 info.principal = principal
             # Charged before the permission check: refused requests cost the caller too.
             try:
-                state = await limits.check_rate(principal)
+                with timing.stage("rate"):
+                    state = await limits.check_rate(principal)
             except infrastructure_errors() as exc:
                 # Fail open: a Redis outage must not stop accepted work (jobs are durable in PostgreSQL).
                 log.warning("rate limit not checked (Redis unavailable): %s", exc)

@@ -1,5 +1,5 @@
-"""Request id, access log, latency histogram, rate-limit headers and the audit log of mutations,
-as one pure ASGI middleware (streaming-safe)."""
+"""Request id, access log, latency histogram, Server-Timing, rate-limit headers and the audit log of
+mutations, as one pure ASGI middleware (streaming-safe)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from core.db import session_scope
 from core.errors import infrastructure_errors
 from core.logging import request_id_var
 from core.metrics import REQUEST_LATENCY
+from core.timing import Timings, timings_var
 from pipelines import audit
 
 log = logging.getLogger("agentmem.access")
@@ -48,9 +49,10 @@ async def write_audit(scope, info: RequestInfo, status_code: int) -> None:
 class RequestContext:
     """Give every request an id (honouring a sane X-Request-ID), log it, time it."""
 
-    def __init__(self, app, audit_log: bool = False) -> None:
+    def __init__(self, app, audit_log: bool = False, server_timing: bool = True) -> None:
         self.app = app
         self.audit_log = audit_log  # create_app turns it on; unit tests of error rendering run without a database
+        self.server_timing = server_timing
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -63,6 +65,8 @@ class RequestContext:
         client = scope.get("client")
         info = RequestInfo(ip=client[0] if client else None)
         info_token = request_info_var.set(info)
+        timings = Timings()
+        timings_token = timings_var.set(timings)
         started = time.perf_counter()
         status = {"code": 500}
         audited = self.audit_log and scope["type"] == "http" and scope["method"] in MUTATING
@@ -77,6 +81,9 @@ class RequestContext:
                 for name, value in info.rate_headers.items():
                     if name.lower().encode() not in present:
                         headers.append((name.encode(), value.encode()))
+                if self.server_timing and scope["type"] == "http":
+                    elapsed_ms = (time.perf_counter() - started) * 1000
+                    headers.append((b"server-timing", timings.header(elapsed_ms).encode()))
                 route = scope.get("route")
                 if audited and getattr(getattr(route, "endpoint", None), "__audited__", True):
                     # Before the response leaves: a client that saw the answer can read its audit entry.
@@ -105,5 +112,6 @@ class RequestContext:
                     log.info("%s %s %d %.1fms", scope["method"], path, status["code"], elapsed * 1000,
                              extra={"method": scope["method"], "route": template, "status_code": status["code"],
                                     "duration_ms": round(elapsed * 1000, 2)})
+            timings_var.reset(timings_token)
             request_info_var.reset(info_token)
             request_id_var.reset(token)

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     # API
     host: str = "127.0.0.1"
     port: int = 8000
+    server_timing: bool = Field(default=True, description="Send a `Server-Timing` header (auth, embed, text, "
+                                "vector, … in ms) with every response; turn off to hide internal timings.")
     bootstrap_org_name: str = Field(default="development", description="Organization `agentmem up` creates on the "
                                     "embedded default, with an owner API key printed once.")
 

@@ -27,6 +27,7 @@ from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
+from core import timing
 from core.embedder import get_embedder
 from core.errors import InvalidInput
 from core.settings import get_settings
@@ -166,6 +167,13 @@ def fuse_scores(vector: list[Hit], textual: list[Hit], w_vector: float, w_text: 
     return _ranked(merged)
 
 
+async def _embed_query(query: str) -> list[float]:
+    """The query's embedding; its time (it runs alongside the database work) is reported as `embed`."""
+    with timing.stage("embed"):
+        [vector] = await get_embedder().embed([query], urgent=True)
+    return vector
+
+
 async def search_memories(session: AsyncSession, org_id: uuid.UUID,
                           query: MemorySearchIn) -> tuple[list[Hit], str | None]:
     """One page of hits (with their memories loaded) and the cursor of the next page."""
@@ -176,20 +184,26 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
     depth = min(MAX_CANDIDATES, max(want, settings.search_candidates))
     # The query's embedding is computed on the model thread while the database sizes the scope and
     # ranks by text; the vector side then waits for it.
-    embedding = (asyncio.ensure_future(get_embedder().embed([query.query], urgent=True))
-                 if query.mode != "text" else None)
+    embedding = asyncio.ensure_future(_embed_query(query.query)) if query.mode != "text" else None
     try:
         # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF. The
         # vector side alone only needs to know whether the scope is small.
-        if query.mode == "vector":
-            n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_exact_max, estimate=False)
-        else:
-            n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max)
-        textual = await text_candidates(session, query.query, clauses, depth, n_scope) if query.mode != "vector" else []
+        with timing.stage("scope"):
+            if query.mode == "vector":
+                n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_exact_max,
+                                                       estimate=False)
+            else:
+                n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max)
+        textual = []
+        if query.mode != "vector":
+            with timing.stage("text"):
+                textual = await text_candidates(session, query.query, clauses, depth, n_scope)
         vector = []
         if embedding is not None:
-            [query_vector] = await embedding
-            vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope)
+            with timing.stage("embed_wait"):
+                query_vector = await embedding
+            with timing.stage("vector"):
+                vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope)
     finally:
         if embedding is not None and not embedding.done():
             embedding.cancel()
@@ -211,9 +225,10 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
     page = hits[offset:offset + query.top_k]
     more = len(hits) > offset + query.top_k and offset + query.top_k < MAX_CANDIDATES
     if page:
-        rows = await session.execute(select(Memory).options(defer(Memory.embedding))
-                                     .where(Memory.id.in_([h.memory_id for h in page])))
-        by_id = {m.id: m for m in rows.scalars()}
+        with timing.stage("load"):
+            rows = await session.execute(select(Memory).options(defer(Memory.embedding))
+                                         .where(Memory.id.in_([h.memory_id for h in page])))
+            by_id = {m.id: m for m in rows.scalars()}
         for hit in page:
             hit.memory = by_id.get(hit.memory_id)
         page = [h for h in page if h.memory is not None]

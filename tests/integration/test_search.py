@@ -8,6 +8,7 @@ import statistics
 
 import pytest
 
+from core.timing import parse_header
 from tests.support.sse import finish
 
 # The embedding model reads the first 256 word pieces; the name at the end of this long memory is
@@ -81,6 +82,24 @@ async def test_each_hit_explains_its_scores_ranks_and_fusion(client, scope):
     assert scores == sorted(scores, reverse=True)
     both = [h for h in result["hits"] if h["explanation"]["text_rank"] and h["explanation"]["vector_rank"]]
     assert both, "a memory matching the words and the meaning is ranked by both sides"
+
+
+async def test_server_timing_says_where_a_search_spent_its_time(client, scope):
+    await store(client, scope)
+    expected = {"vector": {"auth", "scope", "embed", "vector", "load", "app"},
+                "text": {"auth", "scope", "text", "load", "app"},
+                "hybrid": {"auth", "scope", "embed", "text", "vector", "load", "app"}}
+    for mode, stages in expected.items():
+        response = await client.post("/api/v1/memories/search", json={"query": "peanut allergy", "user_id": scope,
+                                                                      "mode": mode})
+        assert response.status_code == 200
+        timings = parse_header(response.headers["server-timing"])
+        assert stages <= set(timings), (mode, timings)
+        assert mode == "text" or "embed" in timings  # the query is embedded only when meaning is searched
+        assert ("text" in timings) == (mode != "vector")
+        assert all(ms >= 0 for ms in timings.values())
+        # The whole request took at least as long as any one stage of it.
+        assert timings["app"] >= max(ms for name, ms in timings.items() if name != "app")
 
 
 async def test_convex_fusion_mixes_standardized_scores(client, scope):
