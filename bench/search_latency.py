@@ -1,6 +1,6 @@
 """Search latency at scale: p50/p99 of POST /api/v1/memories/search with 100,000 memories in one organization.
 
-    python bench/search_latency.py [--memories 100000] [--real 5000] [--queries 200]
+    python bench/search_latency.py [--memories 100000] [--real 5000] [--queries 200] [--data-dir DIR]
 
 `agentmem up` runs on the embedded default; the memories are then seeded straight into its
 PostgreSQL with COPY (the ingest pipeline has its own benchmark, bench/ingest.py): distinct synthetic
@@ -10,7 +10,9 @@ clusters without embedding 100,000 texts first. Then `--queries` searches (other
 sentences, each embedded by the API: query embedding included) per mode, org-wide and within one
 user's scope of ~1% of the rows, one client at a time. Finally EXPLAIN ANALYZE of the statements
 the pipeline builds shows the vector query on the HNSW index and the text query on the GIN index
-org-wide, and both reading the small scope through its b-tree. Target: p99 ≤ 50 ms.
+org-wide, and both reading the small scope through its b-tree. The server's Server-Timing headers
+are summed up per stage (auth, scope, text, embed, vector, load), to show where the time goes.
+Target: p99 ≤ 50 ms.
 """
 
 from __future__ import annotations
@@ -30,10 +32,18 @@ from sqlalchemy.sql.expression import ClauseElement, Executable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.settings import get_settings  # noqa: E402
-from bench.common import (BenchError, System, finish_run, machine_load, percentile, run_against,  # noqa: E402
-                          synthetic_corpus, table)
-
+from bench.common import (
+    BenchError,
+    System,
+    finish_run,
+    machine_load,
+    percentile,
+    run_against,
+    synthetic_corpus,
+    table,
+)
+from core.settings import get_settings
+from core.timing import parse_header
 
 SCOPE = "bench-scope"
 
@@ -118,11 +128,16 @@ async def explain(dsn: str, org_id: str, query_vector: list[float], query_text: 
     return lines
 
 
-async def measure(system: System, queries: list[str], scoped: bool) -> list[list[object]]:
-    rows = []
+STAGES = ("auth", "scope", "text", "embed", "embed_wait", "vector", "load", "app")
+
+
+async def measure(system: System, queries: list[str], scoped: bool) -> tuple[list[list[object]], list[list[object]]]:
+    """Latency rows (client-side p50/p99/max) and stage rows (the server's Server-Timing medians)."""
+    rows, stage_rows = [], []
     async with httpx.AsyncClient(base_url=system.url, headers=system.headers, timeout=60) as client:
         for mode in ("vector", "text", "hybrid"):
             times = []
+            stages: dict[str, list[float]] = {}
             for q in queries:
                 body = {"query": q, "mode": mode, "top_k": 10} | ({"user_id": SCOPE} if scoped else {})
                 t0 = time.perf_counter()
@@ -130,9 +145,13 @@ async def measure(system: System, queries: list[str], scoped: bool) -> list[list
                 times.append((time.perf_counter() - t0) * 1000)
                 if response.status_code != 200:
                     raise BenchError(f"search answered {response.status_code}: {response.text[:300]}")
-            rows.append([f"{mode}, {'one user (~1%)' if scoped else 'whole organization'}", len(times),
-                         f"{percentile(times, 50):.1f}", f"{percentile(times, 99):.1f}", f"{max(times):.1f}"])
-    return rows
+                for name, ms in parse_header(response.headers.get("server-timing", "")).items():
+                    stages.setdefault(name, []).append(ms)
+            label = f"{mode}, {'one user (~1%)' if scoped else 'whole organization'}"
+            rows.append([label, len(times), f"{percentile(times, 50):.1f}", f"{percentile(times, 99):.1f}",
+                         f"{max(times):.1f}"])
+            stage_rows.append([label] + [f"{percentile(stages[s], 50):.1f}" if s in stages else "-" for s in STAGES])
+    return rows, stage_rows
 
 
 def main() -> int:
@@ -141,35 +160,56 @@ def main() -> int:
     parser.add_argument("--real", type=int, default=5_000, help="memories embedded for real (default 5000)")
     parser.add_argument("--queries", type=int, default=200, help="searches per mode and scope (default 200)")
     parser.add_argument("--keep-data", action="store_true")
+    parser.add_argument("--data-dir", type=Path, help="keep the system's data here; run again with the same "
+                                                      "DIR to skip embedding and seeding")
     args = parser.parse_args()
 
     print(f"before: {machine_load()}", flush=True)
     texts = synthetic_corpus(args.memories + args.queries, seed=23)
     corpus, queries = texts[:args.memories], texts[args.memories:]
-    t0 = time.monotonic()
-    vectors = embeddings(corpus, min(args.real, len(corpus)))
-    print(f"embedded {min(args.real, len(corpus))} texts (+ noisy copies) in {time.monotonic() - t0:.0f} s", flush=True)
-    system = System(workers=1, keep_data=args.keep_data)
+    seeded = args.data_dir / f"search-latency-seeded-{args.memories}-{args.real}" if args.data_dir else None
+    vectors = None
+    if seeded is None or not seeded.exists():
+        t0 = time.monotonic()
+        vectors = embeddings(corpus, min(args.real, len(corpus)))
+        print(f"embedded {min(args.real, len(corpus))} texts (+ noisy copies) in {time.monotonic() - t0:.0f} s",
+              flush=True)
+    system = System(workers=1, keep_data=args.keep_data or args.data_dir is not None)
+    if args.data_dir is not None:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        system.data_dir = args.data_dir
 
-    def work() -> tuple[list, list[str]]:
+    def work() -> tuple[list, list, list[str]]:
         from core.embedded import EmbeddedPostgres
 
         dsn = EmbeddedPostgres(system.data_dir).running_url()
         org_id = httpx.get(system.url + "/api/v1/organizations", headers=system.headers).json()[0]["id"]
-        t0 = time.monotonic()
-        asyncio.run(seed(dsn, org_id, corpus, vectors, scoped=max(1, args.memories // 100)))
-        print(f"seeded {args.memories} memories in {time.monotonic() - t0:.0f} s", flush=True)
-        rows = asyncio.run(measure(system, queries, scoped=False)) + asyncio.run(measure(system, queries, scoped=True))
+        if vectors is None:
+            print(f"seeding: skipped, reusing the memories already in {system.data_dir}", flush=True)
+        else:
+            t0 = time.monotonic()
+            asyncio.run(seed(dsn, org_id, corpus, vectors, scoped=max(1, args.memories // 100)))
+            print(f"seeded {args.memories} memories in {time.monotonic() - t0:.0f} s", flush=True)
+            if seeded is not None:
+                seeded.touch()
+        rows, stages = [], []
+        for scoped in (False, True):
+            more_rows, more_stages = asyncio.run(measure(system, queries, scoped=scoped))
+            rows, stages = rows + more_rows, stages + more_stages
         query_vector = embeddings([queries[0]], 1)[0].tolist()
         plans = [line for scoped in (False, True)
                  for line in asyncio.run(explain(dsn, org_id, query_vector, queries[0], scoped))]
-        return rows, plans
+        return rows, stages, plans
 
     result, failed = run_against(system, work)
-    rows, plans = result or ([], [])
+    rows, stages, plans = result or ([], [], [])
     if rows:
         print(f"\n{args.memories} memories in one organization; one client; query embedding included\n")
         print(table(["search", "requests", "p50 ms", "p99 ms", "max ms"], rows))
+        print("\nwhere the time goes: the server's Server-Timing, median ms per stage (auth includes the rate "
+              "limit; embed runs alongside scope and text, embed_wait is what the vector side waited for it; app "
+              "is the whole request in the server)\n")
+        print(table(["search"] + list(STAGES), stages))
         print("\nquery plans (EXPLAIN ANALYZE):")
         print("\n".join(plans))
         uses = {"HNSW index (whole organization)": any("ix_memories_embedding" in p for p in plans),
