@@ -76,6 +76,12 @@ def compile_filter(node: FilterGroup | Condition) -> ColumnElement[bool]:
     return or_(false(), *[compile_filter(c) for c in node.any_of or []])
 
 
+def narrows(query: MemorySearchIn) -> bool:
+    """Whether the search is narrower than its whole organization (a scope, metadata, time or filters)."""
+    return (any(getattr(query, name) is not None for name in _SCOPE) or bool(query.metadata)
+            or query.created_after is not None or query.created_before is not None or query.filters is not None)
+
+
 def search_clauses(org_id: uuid.UUID, query: MemorySearchIn) -> list[ColumnElement[bool]]:
     """Everything a search is narrowed by: organization, live rows, scope, metadata, time, filters."""
     clauses: list[ColumnElement[bool]] = [Memory.org_id == org_id, Memory.deleted_at.is_(None)]

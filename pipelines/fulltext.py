@@ -67,19 +67,23 @@ _org_sizes: dict[uuid.UUID, tuple[int, float]] = {}
 
 
 async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, exact_up_to: int,
-                     *, estimate: bool = True) -> tuple[int, bool]:
+                     *, estimate: bool = True, whole_org: bool = False) -> tuple[int, bool]:
     """How many live memories the filters admit, and whether that is an exact count.
 
     Counting stops past `exact_up_to`; a larger scope is estimated by its organization's size
     (counted at most once a minute per process), an upper bound that errs towards pruning, or,
-    without `estimate`, reported as `exact_up_to + 1`.
+    without `estimate`, reported as `exact_up_to + 1`. A search of the `whole_org` whose size was
+    counted recently, past `exact_up_to`, is not counted again.
     """
+    cached = _org_sizes.get(org_id)
+    fresh = cached is not None and time.monotonic() - cached[1] <= _ORG_SIZE_TTL_SECONDS
+    if whole_org and fresh and cached[0] > exact_up_to:
+        return (cached[0] if estimate else exact_up_to + 1), False
     inner = select(literal_column("1")).select_from(Memory).where(*clauses).limit(exact_up_to + 1).subquery()
     counted = (await session.execute(select(func.count()).select_from(inner))).scalar_one()
     if counted <= exact_up_to or not estimate:
         return counted, counted <= exact_up_to
-    cached = _org_sizes.get(org_id)
-    if cached is None or time.monotonic() - cached[1] > _ORG_SIZE_TTL_SECONDS:
+    if not fresh:
         size = (await session.execute(select(func.count()).select_from(Memory).where(
             Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
         cached = _org_sizes[org_id] = (size, time.monotonic())

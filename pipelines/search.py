@@ -32,7 +32,7 @@ from core.embedder import get_embedder
 from core.errors import InvalidInput
 from core.settings import get_settings
 from pipelines import fulltext
-from pipelines.filters import search_clauses
+from pipelines.filters import narrows, search_clauses
 from schemas.search import MemorySearchIn
 from schemas.tables import Memory
 
@@ -189,11 +189,13 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
         # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF. The
         # vector side alone only needs to know whether the scope is small.
         with timing.stage("scope"):
+            whole_org = not narrows(query)
             if query.mode == "vector":
                 n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_exact_max,
-                                                       estimate=False)
+                                                       estimate=False, whole_org=whole_org)
             else:
-                n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max)
+                n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max,
+                                                       whole_org=whole_org)
         textual = []
         if query.mode != "vector":
             with timing.stage("text"):

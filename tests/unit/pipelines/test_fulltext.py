@@ -30,3 +30,44 @@ def test_the_rarest_word_is_matched_even_when_it_alone_exceeds_the_budget():
 def test_without_statistics_every_word_is_matched():
     empty = TermStatistics({}, floor=0.0, loaded_at=0.0)
     assert sorted(match_terms(["a", "b", "c"], empty, n_scope=10**7, budget=10)) == ["a", "b", "c"]
+
+
+class CountingSession:
+    """Answers every count with `rows`; remembers how many statements it ran."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows, self.statements = rows, 0
+
+    async def execute(self, statement):
+        self.statements += 1
+        rows = self.rows
+
+        class Result:
+            def scalar_one(self) -> int:
+                return rows
+        return Result()
+
+
+def test_a_whole_organization_search_reuses_its_recent_count_and_a_narrower_one_counts(monkeypatch):
+    import asyncio
+    import uuid
+
+    from pipelines import fulltext
+
+    monkeypatch.setattr(fulltext, "_org_sizes", {})
+    org = uuid.uuid4()
+    session = CountingSession(rows=50_000)
+    # First search: counted up to the cap, then the organization's size.
+    assert asyncio.run(fulltext.scope_size(session, org, [], 10_000, whole_org=True)) == (50_000, False)
+    assert session.statements == 2
+    # Within the minute the organization-wide search is not counted again...
+    assert asyncio.run(fulltext.scope_size(session, org, [], 10_000, whole_org=True)) == (50_000, False)
+    assert asyncio.run(fulltext.scope_size(session, org, [], 2_000, estimate=False, whole_org=True)) == (2_001, False)
+    assert session.statements == 2
+    # ...but a narrower scope always is, and so is a cached size within the cap (it may be exact now).
+    small = CountingSession(rows=40)
+    assert asyncio.run(fulltext.scope_size(small, org, [], 10_000)) == (40, True)
+    assert small.statements == 1
+    monkeypatch.setattr(fulltext, "_org_sizes", {org: (500, fulltext.time.monotonic())})
+    assert asyncio.run(fulltext.scope_size(small, org, [], 10_000, whole_org=True)) == (40, True)
+    assert small.statements == 2
