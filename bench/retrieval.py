@@ -9,10 +9,11 @@ modes, and the ranked hits are scored (higher is better):
 - session recall_any@k: any gold session among the sessions of the top-k hits (sessions deduplicated
   in rank order); recall_all@5: all gold sessions in the top 5 sessions; nDCG@10 over sessions;
 - turn recall@10: the share of answer turns (has_answer) among the top-10 hits.
-It prints ingest throughput and search latency too, and scores hybrid with `fusion: rrf` beside the
-default (`convex`). `--sweep` also scores both fusions under other weights and RRF constants
-(per-request `weights`; the defaults are in core/settings.py), then 2-fold cross-validates the
-choice: settings picked on half the questions, scored on the other half.
+It prints ingest throughput and search latency too, and scores beside the defaults: vector with
+feedback (pseudo-relevance feedback, on request), hybrid without feedback, and hybrid with `fusion:
+rrf`. `--sweep` also scores both fusions under other weights and RRF constants, and feedback with
+other sizes and weights (per request; the defaults are in core/settings.py), then 2-fold
+cross-validates each family's choice: settings picked on half the questions, scored on the other.
 `--data-dir DIR` keeps the system's data in DIR; run again with the same DIR, it skips the
 ingest and scores the searches again (to compare search-side changes without re-embedding).
 """
@@ -137,21 +138,25 @@ async def run(system: System, records: list[dict], sweep: bool, timeout: float) 
             ingest_line = f"ingest: {total} memories in {seconds:.1f} s = {total / seconds:.0f} memories/s"
         print(ingest_line, flush=True)
         rows, lat_rows = [], []
-        cases = [(mode, None) for mode in MODES] + [("hybrid", {"fusion": "rrf"})]
+        cases = [(mode, None) for mode in MODES] + [("vector", {"feedback": True}), ("hybrid", {"feedback": False}),
+                                                      ("hybrid", {"fusion": "rrf"})]
+        timed = len(cases)
         if sweep:
             cases += [("hybrid", {"fusion": "convex", "weights": {"vector": 1.0, "text": t}})
                       for t in (0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0)]
             cases += [("hybrid", {"fusion": "rrf", "weights": {"vector": 1.0, "text": t, "rrf_k": k}})
                       for k in (10, 30, 60, 120) for t in (0.25, 0.35, 0.5, 1.0)]
+            cases += [("hybrid", {"feedback": {"docs": d, "weight": w}})
+                      for d in (3, 5, 7, 10, 15) for w in (0.1, 0.2, 0.25, 0.3, 0.5)]
         per_case = {}
-        for mode, extra in cases:
+        for i, (mode, extra) in enumerate(cases):
             result, latencies, per_question = await search_all(client, records, namespaces, mode, extra)
-            label = mode if extra is None else label_of(extra)
+            label = mode if extra is None else label_of(mode, extra)
             per_case[label] = per_question
             rows.append([label] + [f"{result[m]:.3f}" for m in METRICS])
-            if extra is None:
+            if i < timed:
                 ms = [t * 1000 for t in latencies]
-                lat_rows.append([mode, len(ms), f"{percentile(ms, 50):.1f}", f"{percentile(ms, 99):.1f}",
+                lat_rows.append([label, len(ms), f"{percentile(ms, 50):.1f}", f"{percentile(ms, 99):.1f}",
                                  f"{len(ms) / sum(latencies):.1f}"])
             print(f"  {label}: " + ", ".join(f"{m} {result[m]:.3f}" for m in METRICS), flush=True)
         if sweep:
@@ -159,20 +164,27 @@ async def run(system: System, records: list[dict], sweep: bool, timeout: float) 
         return rows, lat_rows, ingest_line
 
 
-def label_of(extra: dict) -> str:
+def label_of(mode: str, extra: dict) -> str:
+    """`mode`, then what differs from the service's defaults: `hybrid rrf t=0.35 k=60`, `hybrid feedback 5/0.2`."""
+    parts = [mode]
     weights = extra.get("weights")
-    if weights is None:
-        return f"hybrid {extra['fusion']} (service weights)"
-    if extra["fusion"] == "rrf":
-        return f"hybrid rrf t={weights['text']} k={weights['rrf_k']}"
-    return f"hybrid convex t={weights['text']}"
+    if "fusion" in extra:
+        parts.append(extra["fusion"] if weights else f"{extra['fusion']} (service weights)")
+    if weights:
+        parts.append(f"t={weights['text']}" + (f" k={weights['rrf_k']}" if weights.get("rrf_k") else ""))
+    feedback = extra.get("feedback")
+    if isinstance(feedback, dict):
+        parts.append(f"feedback {feedback['docs']}/{feedback['weight']}")
+    elif feedback is not None:
+        parts.append("+ feedback" if feedback else "without feedback")
+    return " ".join(parts)
 
 
 def cross_validate(per_case: dict[str, dict[str, dict[str, float]]], questions: list[str]) -> list[list[str]]:
     """2-fold cross-validation of the fusion settings swept: pick on one half (by recall_all@5 + nDCG@10),
     score on the other, and average the two held-out halves. The choice is not scored on its own data."""
     folds = [set(sorted(questions)[0::2]), set(sorted(questions)[1::2])]
-    swept = [label for label in per_case if label.startswith("hybrid ") and "service" not in label]
+    swept = [label for label in per_case if label.startswith("hybrid ") and ("=" in label or "/" in label)]
 
     def mean(label: str, qids: set[str]) -> dict[str, float]:
         out = {}
@@ -182,7 +194,7 @@ def cross_validate(per_case: dict[str, dict[str, dict[str, float]]], questions: 
         return out
 
     rows = []
-    for family in ("convex", "rrf"):
+    for family in ("convex", "rrf", "feedback"):
         candidates = [label for label in swept if label.startswith(f"hybrid {family}")]
         held_out, picks = [], []
         for i in (0, 1):

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # Chosen with `python bench/retrieval.py --sweep` on LongMemEval dev60, by 2-fold cross-validation (README).
     search_vector_weight: float = 1.0
     search_text_weight: float = 0.25
+    search_feedback: bool = Field(default=True, description="Hybrid search refines the query's embedding by its "
+                                  "first pass's best hits (pseudo-relevance feedback) unless a request says not to.")
+    search_feedback_docs: int = Field(default=7, description="First-pass hits whose mean embedding refines the query.")
+    search_feedback_weight: float = Field(default=0.25, description="Weight of that mean embedding, added to the "
+                                          "query's.")
 
     # Summaries
     summary_chunk_chars: int = Field(default=6000, description="Characters of conversation per map step of a "

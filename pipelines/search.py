@@ -9,6 +9,10 @@
 - hybrid: each side's candidates are scored on their own, then fused: by default a convex mix of
   the two scores standardized within their lists (`fuse_scores`), or weighted reciprocal ranks
   (`fusion: rrf`, `fuse_ranks`).
+- feedback (on by default in hybrid, on request in vector): pseudo-relevance feedback, Rocchio's
+  way. The mean embedding of the first pass's best hits is added to the query's, and the vector
+  side searches again; a question about several things ("how many rare items do I have") then
+  finds the memories that resemble what it already found, not only what resembles its words.
 Every hit carries both scores and ranks, so a caller can see why it was found.
 """
 
@@ -33,7 +37,7 @@ from core.errors import InvalidInput
 from core.settings import get_settings
 from pipelines import fulltext
 from pipelines.filters import narrows, search_clauses
-from schemas.search import MemorySearchIn
+from schemas.search import Feedback, MemorySearchIn
 from schemas.tables import Memory
 
 MAX_CANDIDATES = 1000
@@ -174,9 +178,50 @@ async def _embed_query(query: str) -> list[float]:
     return vector
 
 
+def _fuse(vector: list[Hit], textual: list[Hit], query: MemorySearchIn) -> list[Hit]:
+    """Hybrid fusion with the request's weights and method, else the service's."""
+    settings = get_settings()
+    weights = query.weights
+    w_vector = weights.vector if weights else settings.search_vector_weight
+    w_text = weights.text if weights else settings.search_text_weight
+    if (query.fusion or settings.search_fusion) == "rrf":
+        return fuse_ranks(vector, textual, w_vector, w_text,
+                          (weights.rrf_k if weights else None) or settings.search_rrf_k)
+    return fuse_scores(vector, textual, w_vector, w_text)
+
+
+def feedback_settings(query: MemorySearchIn) -> tuple[int, float] | None:
+    """(docs, weight) of the pseudo-relevance feedback this search uses, or None."""
+    settings = get_settings()
+    wanted = query.feedback
+    if wanted is None:
+        wanted = settings.search_feedback and query.mode == "hybrid"
+    if wanted is False or query.mode == "text":
+        return None
+    docs = (wanted.docs if isinstance(wanted, Feedback) else None) or settings.search_feedback_docs
+    weight = wanted.weight if isinstance(wanted, Feedback) and wanted.weight is not None \
+        else settings.search_feedback_weight
+    return (docs, weight) if weight > 0 else None
+
+
+def refine(query_vector: list[float], feedback: list[list[float]], weight: float) -> list[float]:
+    """Rocchio's refinement: the query's embedding plus `weight` × the mean of the feedback embeddings,
+    normalized (cosine ignores length, but it keeps scores comparable)."""
+    n = len(feedback)
+    mixed = [q + weight * sum(column) / n for q, column in zip(query_vector, zip(*feedback))]
+    norm = math.sqrt(sum(x * x for x in mixed)) or 1.0
+    return [x / norm for x in mixed]
+
+
+async def _embeddings_of(session: AsyncSession, ids: list[uuid.UUID]) -> list[list[float]]:
+    rows = await session.execute(select(Memory.embedding).where(Memory.id.in_(ids), Memory.embedding.is_not(None)))
+    return [list(map(float, vector)) for vector in rows.scalars()]
+
+
 async def search_memories(session: AsyncSession, org_id: uuid.UUID,
-                          query: MemorySearchIn) -> tuple[list[Hit], str | None]:
-    """One page of hits (with their memories loaded) and the cursor of the next page."""
+                          query: MemorySearchIn) -> tuple[list[Hit], str | None, bool]:
+    """One page of hits (with their memories loaded), the cursor of the next page, and whether
+    feedback refined the query."""
     settings = get_settings()
     offset = _decode_cursor(query)
     want = min(MAX_CANDIDATES, offset + query.top_k + 1)  # one more tells whether a next page exists
@@ -201,11 +246,23 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
             with timing.stage("text"):
                 textual = await text_candidates(session, query.query, clauses, depth, n_scope)
         vector = []
+        refined = False
         if embedding is not None:
             with timing.stage("embed_wait"):
                 query_vector = await embedding
             with timing.stage("vector"):
                 vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope)
+            feedback = feedback_settings(query)
+            if feedback is not None and vector:
+                # The first pass's best hits (fused, in hybrid) pull the query towards what it found.
+                with timing.stage("feedback"):
+                    docs, weight = feedback
+                    first = _fuse(vector, textual, query) if query.mode == "hybrid" else vector
+                    found = await _embeddings_of(session, [h.memory_id for h in first[:docs]])
+                    if found:
+                        vector = await vector_neighbours(session, refine(query_vector, found, weight), clauses,
+                                                         depth, n_scope)
+                        refined = True
     finally:
         if embedding is not None and not embedding.done():
             embedding.cancel()
@@ -214,14 +271,7 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
     elif query.mode == "text":
         hits = textual
     else:
-        weights = query.weights
-        w_vector = weights.vector if weights else settings.search_vector_weight
-        w_text = weights.text if weights else settings.search_text_weight
-        if (query.fusion or settings.search_fusion) == "rrf":
-            hits = fuse_ranks(vector, textual, w_vector, w_text,
-                              (weights.rrf_k if weights else None) or settings.search_rrf_k)
-        else:
-            hits = fuse_scores(vector, textual, w_vector, w_text)
+        hits = _fuse(vector, textual, query)
     if query.min_score is not None:
         hits = [h for h in hits if h.score(query.mode) >= query.min_score]
     page = hits[offset:offset + query.top_k]
@@ -234,4 +284,4 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
         for hit in page:
             hit.memory = by_id.get(hit.memory_id)
         page = [h for h in page if h.memory is not None]
-    return page, _encode_cursor(query, offset + query.top_k) if more else None
+    return page, (_encode_cursor(query, offset + query.top_k) if more else None), refined

@@ -79,6 +79,16 @@ class Weights(BaseModel):
     rrf_k: float | None = Field(default=None, ge=1, le=1000, description="Fusion constant; default the service's.")
 
 
+class Feedback(BaseModel):
+    """Pseudo-relevance feedback: how the query's embedding is refined by the first pass's best hits."""
+
+    model_config = ConfigDict(extra="forbid")
+    docs: int | None = Field(default=None, ge=1, le=50, description="How many of the first pass's best hits "
+                                                                     "refine the query; default: the service's.")
+    weight: float | None = Field(default=None, ge=0, le=4, description="Weight of their mean embedding, added to "
+                                                                       "the query's; default: the service's.")
+
+
 class MemorySearchIn(BaseModel):
     """Find memories by meaning and by words, fused; narrowed by scope, metadata and time."""
 
@@ -93,6 +103,12 @@ class MemorySearchIn(BaseModel):
                                   "within its candidates, weighted, mapped into (0, 1); `rrf` sums `weight / (rrf_k + "
                                   "rank)`. Default: the service's (`convex`).")
     weights: Weights | None = Field(default=None, description="Fusion weights; default: the service's tuned ones.")
+    feedback: bool | Feedback | None = Field(
+        default=None, description="Refine the query by its first results (pseudo-relevance feedback): the mean "
+                                  "embedding of the best first-pass hits (fused ones, in `hybrid`) is added to the "
+                                  "query's, and the vector side searches again. `true`, `false`, or `{docs, weight}`. "
+                                  "Default: on in `hybrid` (the service's settings), off in `vector` (plain nearest "
+                                  "neighbours); `text` mode has no embedding to refine.")
     user_id: ScopeId | None = None
     agent_id: ScopeId | None = None
     run_id: ScopeId | None = None
@@ -109,6 +125,8 @@ class MemorySearchIn(BaseModel):
     def _bounded_filters(self) -> "MemorySearchIn":
         if isinstance(self.filters, FilterGroup) and self.filters.size() > MAX_FILTER_NODES:
             raise ValueError(f"filters may hold at most {MAX_FILTER_NODES} conditions and groups")
+        if self.mode == "text" and self.feedback not in (None, False):
+            raise ValueError("feedback refines the query's embedding; `text` mode has none (use hybrid or vector)")
         return self
 
 
@@ -130,4 +148,6 @@ class SearchHit(BaseModel):
 class SearchOut(BaseModel):
     hits: list[SearchHit]
     mode: str
+    refined: bool = Field(default=False, description="Whether feedback refined the query: `vector_score` is then "
+                                                     "the cosine to the refined query's embedding.")
     next_cursor: str | None = None

@@ -79,8 +79,8 @@ async def search_memories(body: MemorySearchIn, session: SessionDep, who: Reader
     lte, contains). Each hit explains itself: both scores, both ranks, the fused score. Pass
     `next_cursor` back as `cursor` for more hits.
     """
-    hits, next_cursor = await search.search_memories(session, who.org_id, body)
-    return SearchOut(mode=body.mode, next_cursor=next_cursor, hits=[SearchHit(
+    hits, next_cursor, refined = await search.search_memories(session, who.org_id, body)
+    return SearchOut(mode=body.mode, refined=refined, next_cursor=next_cursor, hits=[SearchHit(
         memory=MemoryOut.from_row(h.memory), score=h.score(body.mode),
         explanation=HitExplanation(vector_score=h.vector_score, vector_rank=h.vector_rank, text_score=h.text_score,
                                    text_rank=h.text_rank, fused_score=h.fused_score)) for h in hits])

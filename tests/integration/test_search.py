@@ -208,8 +208,34 @@ async def test_a_query_of_stop_words_finds_nothing_by_text_but_still_by_meaning(
     assert (await search(client, query="the and of", user_id=scope, mode="vector"))["hits"]
 
 
+async def test_feedback_refines_the_query_in_hybrid_by_default_and_in_vector_on_request(client, scope):
+    await store(client, scope)
+    query = "what food makes me ill"
+    plain = await search(client, query=query, user_id=scope, mode="vector")
+    assert plain["refined"] is False  # vector mode is plain nearest neighbours unless asked
+    cosine = {h["memory"]["id"]: h["score"] for h in plain["hits"]}
+    refined = await search(client, query=query, user_id=scope, mode="vector", feedback={"docs": 2, "weight": 1.0})
+    assert refined["refined"] is True
+    moved = {h["memory"]["id"]: h["score"] for h in refined["hits"]}
+    assert set(moved) == set(cosine) and moved != cosine  # same scope, scores against the refined query
+    # The two hits that refined it now sit closer to the query than before.
+    top_two = [h["memory"]["id"] for h in plain["hits"][:2]]
+    assert all(moved[i] > cosine[i] for i in top_two)
+
+    hybrid = await search(client, query=query, user_id=scope)
+    assert hybrid["refined"] is True
+    off = await search(client, query=query, user_id=scope, feedback=False)
+    assert off["refined"] is False
+    # Without feedback, hybrid's vector side is the plain cosine.
+    assert all(h["explanation"]["vector_score"] == pytest.approx(cosine[h["memory"]["id"]])
+               for h in off["hits"] if h["explanation"]["vector_score"] is not None)
+    assert (await search(client, query=query, user_id=scope, feedback={"weight": 0}))["refined"] is False
+
+
 @pytest.mark.parametrize("body, code", [
     ({"query": "q", "mode": "fuzzy"}, "invalid_input"),
+    ({"query": "q", "mode": "text", "feedback": True}, "invalid_input"),
+    ({"query": "q", "feedback": {"docs": 0}}, "invalid_input"),
     ({"query": "q", "weights": {"vector": -1, "text": 1}}, "invalid_input"),
     ({"query": "q", "filters": {"field": "content", "op": "eq", "value": "x"}}, "invalid_input"),
     ({"query": "q", "cursor": "bm90LWEtY3Vyc29y"}, "invalid_cursor"),

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from pipelines.search import Hit, fuse_ranks, fuse_scores
+import math
+
+import pytest
+
+from pipelines.search import Hit, feedback_settings, fuse_ranks, fuse_scores, refine
+from schemas.search import MemorySearchIn
 
 A, B, C, D = (uuid.UUID(int=i) for i in range(1, 5))
 
@@ -49,3 +54,30 @@ def test_scores_are_in_the_unit_interval_and_weights_shift_the_order():
 def test_one_empty_side_ranks_by_the_other():
     vector = vector_list((A, 0.9), (B, 0.5), (C, 0.2))
     assert [h.memory_id for h in fuse_scores(vector, [], 1.0, 0.25)] == [A, B, C]
+
+
+def test_refine_adds_the_weighted_mean_of_the_feedback_and_normalizes():
+    query = [1.0, 0.0, 0.0]
+    refined = refine(query, [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], weight=2.0)
+    # [1, 0, 0] + 2 × [0, 0.5, 0.5] = [1, 1, 1], normalized.
+    assert refined == pytest.approx([1 / math.sqrt(3)] * 3)
+    assert refine(query, [[0.0, 1.0, 0.0]], weight=0.0) == pytest.approx(query)
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({}, (7, 0.25)),                                           # hybrid: on, the service's settings
+    ({"mode": "vector"}, None),                                # vector: plain nearest neighbours
+    ({"mode": "vector", "feedback": True}, (7, 0.25)),
+    ({"feedback": False}, None),
+    ({"feedback": {"docs": 3}}, (3, 0.25)),
+    ({"mode": "vector", "feedback": {"weight": 1.5}}, (7, 1.5)),
+    ({"feedback": {"weight": 0}}, None),                       # nothing to add
+    ({"mode": "text"}, None),
+])
+def test_feedback_is_on_for_hybrid_by_default_and_configurable_per_request(body, expected):
+    assert feedback_settings(MemorySearchIn(query="q", **body)) == expected
+
+
+def test_text_mode_refuses_feedback_it_cannot_use():
+    with pytest.raises(ValueError, match="text"):
+        MemorySearchIn(query="q", mode="text", feedback=True)
