@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,7 @@ from api.routes import admin, api_keys, audit, auth, health, jobs, llm, memories
 from api.routes import tools
 from api.routes import agents, blocks
 from core.db import dispose_engine
-from core.embedder import warm_up
+from core.embedder import embed_queries_with, warm_up
 from core.redis import close_redis
 from core.security import check_secret_strength
 from core.settings import get_settings
@@ -65,12 +66,21 @@ ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, 
            llm.router, agents.router, blocks.router, tools.router, ws.router, audit.router, admin.router, health.router)
 
 
+async def _warm_up() -> None:
+    await asyncio.to_thread(warm_up)
+    # The model, the ORM and the routes are loaded for good: move them out of the collector's sight,
+    # so a full collection does not walk them again in the middle of a request (a latency tail).
+    gc.collect()
+    gc.freeze()
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     check_secret_strength(get_settings())  # refuse to serve with a missing or placeholder signing key
     # Nothing connects at import; load the embedding model in the background so the first
     # search does not pay for it.
-    warm = asyncio.create_task(asyncio.to_thread(warm_up))
+    embed_queries_with(get_settings().embedding_query_threads)
+    warm = asyncio.create_task(_warm_up())
     yield
     warm.cancel()
     await close_redis()

@@ -8,7 +8,8 @@ sentences; `--real` of them embedded with the local model, the rest given the em
 sentence plus Gaussian noise (σ 0.02 per dimension, re-normalised), so the vectors form realistic
 clusters without embedding 100,000 texts first. Then `--queries` searches (other synthetic
 sentences, each embedded by the API: query embedding included) per mode, org-wide and within one
-user's scope of ~1% of the rows, one client at a time. Finally EXPLAIN ANALYZE of the statements
+user's scope of ~1% of the rows, one client at a time, each series after 20 unmeasured warm-up
+searches. Finally EXPLAIN ANALYZE of the statements
 the pipeline builds shows the vector query on the HNSW index and the text query on the GIN index
 org-wide, and both reading the small scope through its b-tree. The server's Server-Timing headers
 are summed up per stage (auth, scope, text, embed, vector, load), to show where the time goes.
@@ -92,7 +93,8 @@ async def seed(dsn: str, org_id: str, texts: list[str], vectors: np.ndarray, sco
         buffer.seek(0)
         await conn.copy_to_table("memories", source=io.BytesIO(buffer.getvalue().encode()), columns=[
             "id", "org_id", "user_id", "content", "metadata", "content_hash", "embedding", "embedded_hash"])
-        await conn.execute("ANALYZE memories")
+        # As autovacuum would soon after a bulk load (a vacuum running mid-measurement would skew it).
+        await conn.execute("VACUUM ANALYZE memories")
     finally:
         await conn.close()
 
@@ -128,23 +130,30 @@ async def explain(dsn: str, org_id: str, query_vector: list[float], query_text: 
     return lines
 
 
-STAGES = ("auth", "scope", "text", "embed", "embed_wait", "vector", "load", "app")
+STAGES = ("auth", "scope", "text", "embed", "embed_wait", "vector", "feedback", "load", "app")
+WARM_UP = 20
 
 
 async def measure(system: System, queries: list[str], scoped: bool) -> tuple[list[list[object]], list[list[object]]]:
-    """Latency rows (client-side p50/p99/max) and stage rows (the server's Server-Timing medians)."""
+    """Latency rows (client-side p50/p99/max) and stage rows (the server's Server-Timing medians).
+
+    The first WARM_UP queries of each series are not measured: they bring the pages of the indexes
+    they touch into memory, as a service in use has them."""
     rows, stage_rows = [], []
     async with httpx.AsyncClient(base_url=system.url, headers=system.headers, timeout=60) as client:
         for mode in ("vector", "text", "hybrid"):
             times = []
             stages: dict[str, list[float]] = {}
-            for q in queries:
+            for i, q in enumerate(queries):
                 body = {"query": q, "mode": mode, "top_k": 10} | ({"user_id": SCOPE} if scoped else {})
                 t0 = time.perf_counter()
                 response = await client.post("/api/v1/memories/search", json=body)
                 times.append((time.perf_counter() - t0) * 1000)
                 if response.status_code != 200:
                     raise BenchError(f"search answered {response.status_code}: {response.text[:300]}")
+                if i < WARM_UP:
+                    times.pop()
+                    continue
                 for name, ms in parse_header(response.headers.get("server-timing", "")).items():
                     stages.setdefault(name, []).append(ms)
             label = f"{mode}, {'one user (~1%)' if scoped else 'whole organization'}"
@@ -165,7 +174,7 @@ def main() -> int:
     args = parser.parse_args()
 
     print(f"before: {machine_load()}", flush=True)
-    texts = synthetic_corpus(args.memories + args.queries, seed=23)
+    texts = synthetic_corpus(args.memories + args.queries + WARM_UP, seed=23)
     corpus, queries = texts[:args.memories], texts[args.memories:]
     seeded = args.data_dir / f"search-latency-seeded-{args.memories}-{args.real}" if args.data_dir else None
     vectors = None

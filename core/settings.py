@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     embedding_batch_size: int = 128
     embedding_batch_wait_ms: float = 10.0
     embedding_threads: int = Field(default=0, description="Torch threads per process; 0 lets torch decide.")
+    embedding_query_threads: int = Field(default=1, description="Torch threads of the API's query embedding "
+                                         "(one short text: more threads only take cores from the database); 0: "
+                                         "as AGENTMEM_EMBEDDING_THREADS.")
     embedding_take_turns: bool = Field(default=True, description="Worker processes on one machine run the local "
                                        "model one at a time (avoids CPU oversubscription).")
 

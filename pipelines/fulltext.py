@@ -13,6 +13,8 @@ are counted among the matches, which are all the scope's rows holding the word.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,12 +23,14 @@ from sqlalchemy import Float, Select, Text, case, cast, func, literal_column, se
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db import session_scope
 from core.settings import get_settings
 from schemas.tables import Memory
 
 FTS = literal_column("memories.fts")
 _STATS_TTL_SECONDS = 300.0
 _ORG_SIZE_TTL_SECONDS = 60.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +68,35 @@ async def term_statistics(session: AsyncSession) -> TermStatistics:
 
 
 _org_sizes: dict[uuid.UUID, tuple[int, float]] = {}
+_refreshing: dict[uuid.UUID, asyncio.Task] = {}
+
+
+async def _count_org(session: AsyncSession, org_id: uuid.UUID) -> int:
+    size = (await session.execute(select(func.count()).select_from(Memory).where(
+        Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
+    _org_sizes[org_id] = (size, time.monotonic())
+    return size
+
+
+async def _refresh_org_size(org_id: uuid.UUID) -> None:
+    try:
+        async with session_scope() as session:
+            await _count_org(session, org_id)
+    except Exception as exc:  # the old size serves until the next attempt
+        log.warning("organization size not refreshed: %s", exc)
+    finally:
+        _refreshing.pop(org_id, None)
+
+
+async def org_size(session: AsyncSession, org_id: uuid.UUID) -> int:
+    """The organization's live memories: counted on first use, then at most a minute old. A stale size
+    is returned at once and recounted in the background, so no search waits for a full count."""
+    cached = _org_sizes.get(org_id)
+    if cached is None:
+        return await _count_org(session, org_id)
+    if time.monotonic() - cached[1] > _ORG_SIZE_TTL_SECONDS and org_id not in _refreshing:
+        _refreshing[org_id] = asyncio.create_task(_refresh_org_size(org_id))
+    return cached[0]
 
 
 async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, exact_up_to: int,
@@ -71,23 +104,19 @@ async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, ex
     """How many live memories the filters admit, and whether that is an exact count.
 
     Counting stops past `exact_up_to`; a larger scope is estimated by its organization's size
-    (counted at most once a minute per process), an upper bound that errs towards pruning, or,
-    without `estimate`, reported as `exact_up_to + 1`. A search of the `whole_org` whose size was
-    counted recently, past `exact_up_to`, is not counted again.
+    (`org_size`), an upper bound that errs towards pruning, or, without `estimate`, reported as
+    `exact_up_to + 1`. A search of the `whole_org`, once that is known to be larger than
+    `exact_up_to`, is not counted at all.
     """
-    cached = _org_sizes.get(org_id)
-    fresh = cached is not None and time.monotonic() - cached[1] <= _ORG_SIZE_TTL_SECONDS
-    if whole_org and fresh and cached[0] > exact_up_to:
-        return (cached[0] if estimate else exact_up_to + 1), False
+    if whole_org:
+        size = await org_size(session, org_id)
+        if size > exact_up_to:
+            return (size if estimate else exact_up_to + 1), False
     inner = select(literal_column("1")).select_from(Memory).where(*clauses).limit(exact_up_to + 1).subquery()
     counted = (await session.execute(select(func.count()).select_from(inner))).scalar_one()
     if counted <= exact_up_to or not estimate:
         return counted, counted <= exact_up_to
-    if not fresh:
-        size = (await session.execute(select(func.count()).select_from(Memory).where(
-            Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
-        cached = _org_sizes[org_id] = (size, time.monotonic())
-    return max(counted, cached[0]), False
+    return max(counted, await org_size(session, org_id)), False
 
 
 def match_terms(terms: list[str], stats: TermStatistics, n_scope: int, budget: int) -> list[str]:
@@ -150,18 +179,20 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
                    func.coalesce(func.array_length(words.c.positions, 1), 1).label("tf"))
             .select_from(Memory).join(words, true()).where(*clauses, matches)).cte("hits")
     docs = select(hits.c.id, func.max(hits.c.len).label("len")).group_by(hits.c.id).cte("docs")
-    totals = (select(func.count().label("n"), cast(func.avg(docs.c.len), Float).label("avg_len"))
-              .select_from(docs).cte("totals"))
+    k1, b = settings.search_bm25_k1, settings.search_bm25_b
+    # BM25's length norm k1·(1 − b + b·len/avg_len) = k1·(1 − b) + len_factor·len, len_factor computed once.
+    totals = (select(func.count().label("n"), (k1 * b / func.greatest(cast(func.avg(docs.c.len), Float), 1.0))
+                     .label("len_factor")).select_from(docs).cte("totals"))
     n_docs = func.greatest(float(n_scope), totals.c.n)
     # A word matched on is counted exactly (every row holding it is here); the others, which only add
     # to the score, are estimated from the statistics.
     estimated = {t: stats.frequency(t) * n_scope for t in terms if t not in narrowed}
     counted = func.count()
     df_value = func.greatest(counted, case(estimated, value=hits.c.lexeme, else_=0)) if estimated else counted
-    df = select(hits.c.lexeme, df_value.label("df")).group_by(hits.c.lexeme).cte("df")
-    idf = func.ln(1 + (n_docs - df.c.df + 0.5) / (df.c.df + 0.5))
-    k1, b = settings.search_bm25_k1, settings.search_bm25_b
-    norm = k1 * (1 - b + b * hits.c.len / func.greatest(totals.c.avg_len, 1))
-    score = func.sum(idf * hits.c.tf * (k1 + 1) / (hits.c.tf + norm)).label("score")
+    # The IDF once per word, not once per (row, word).
+    df = (select(hits.c.lexeme, func.ln(1 + (n_docs - df_value + 0.5) / (df_value + 0.5)).label("idf"))
+          .select_from(hits).join(totals, true()).group_by(hits.c.lexeme, totals.c.n).cte("df"))
+    norm = k1 * (1 - b) + totals.c.len_factor * hits.c.len
+    score = func.sum(df.c.idf * hits.c.tf * (k1 + 1) / (hits.c.tf + norm)).label("score")
     return (select(hits.c.id, score).select_from(hits).join(df, df.c.lexeme == hits.c.lexeme).join(totals, true())
             .group_by(hits.c.id).order_by(score.desc(), hits.c.id).limit(limit))

@@ -23,7 +23,6 @@ import base64
 import hashlib
 import json
 import math
-import statistics
 import uuid
 from dataclasses import dataclass
 
@@ -143,12 +142,14 @@ def _standardized(scores: dict[uuid.UUID, float]) -> tuple[dict[uuid.UUID, float
     """z-scores within one list, and the lowest of them (what a memory missing from the list gets)."""
     if not scores:
         return {}, 0.0
-    spread = statistics.pstdev(scores.values())
-    if spread == 0:
+    # Plain floats: `statistics.pstdev` computes exactly, with fractions: 8x slower on 100 candidates.
+    values = list(scores.values())
+    mean = math.fsum(values) / len(values)
+    spread = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    if spread <= 1e-12 * max(1.0, abs(mean)):
         # One candidate (or all equal): no spread to measure by, but being returned still counts:
         # one standard unit above every memory this side did not return.
         return dict.fromkeys(scores, 1.0), 0.0
-    mean = statistics.fmean(scores.values())
     z = {memory_id: (score - mean) / spread for memory_id, score in scores.items()}
     return z, min(z.values())
 

@@ -57,17 +57,46 @@ def test_a_whole_organization_search_reuses_its_recent_count_and_a_narrower_one_
     monkeypatch.setattr(fulltext, "_org_sizes", {})
     org = uuid.uuid4()
     session = CountingSession(rows=50_000)
-    # First search: counted up to the cap, then the organization's size.
+    # First search: the organization is counted once, and is larger than the cap: no capped count.
     assert asyncio.run(fulltext.scope_size(session, org, [], 10_000, whole_org=True)) == (50_000, False)
-    assert session.statements == 2
-    # Within the minute the organization-wide search is not counted again...
+    assert session.statements == 1
+    # Within the minute neither kind of search of the whole organization counts again.
     assert asyncio.run(fulltext.scope_size(session, org, [], 10_000, whole_org=True)) == (50_000, False)
     assert asyncio.run(fulltext.scope_size(session, org, [], 2_000, estimate=False, whole_org=True)) == (2_001, False)
-    assert session.statements == 2
-    # ...but a narrower scope always is, and so is a cached size within the cap (it may be exact now).
+    assert session.statements == 1
+    # A narrower scope always is counted, up to the cap.
     small = CountingSession(rows=40)
     assert asyncio.run(fulltext.scope_size(small, org, [], 10_000)) == (40, True)
     assert small.statements == 1
+    # So is a small organization: its size fits the cap, and the exact count decides.
     monkeypatch.setattr(fulltext, "_org_sizes", {org: (500, fulltext.time.monotonic())})
     assert asyncio.run(fulltext.scope_size(small, org, [], 10_000, whole_org=True)) == (40, True)
     assert small.statements == 2
+
+
+def test_a_stale_organization_size_is_served_while_it_is_recounted_in_the_background(monkeypatch):
+    import asyncio
+    import uuid
+
+    from pipelines import fulltext
+
+    org = uuid.uuid4()
+    monkeypatch.setattr(fulltext, "_org_sizes", {org: (30_000, fulltext.time.monotonic() - 3600)})
+    monkeypatch.setattr(fulltext, "_refreshing", {})
+    recounted = asyncio.Event()
+
+    async def refresh(org_id):
+        fulltext._org_sizes[org_id] = (31_000, fulltext.time.monotonic())
+        fulltext._refreshing.pop(org_id, None)
+        recounted.set()
+
+    monkeypatch.setattr(fulltext, "_refresh_org_size", refresh)
+
+    async def main():
+        session = CountingSession(rows=0)
+        first = await fulltext.org_size(session, org)
+        again = await fulltext.org_size(session, org)  # the refresh is already in flight: not started twice
+        await asyncio.wait_for(recounted.wait(), 5)
+        return first, again, await fulltext.org_size(session, org), session.statements
+
+    assert asyncio.run(main()) == (30_000, 30_000, 31_000, 0)
