@@ -79,7 +79,7 @@ async def lifespan(app: FastAPI):
     check_secret_strength(get_settings())  # refuse to serve with a missing or placeholder signing key
     # Nothing connects at import; load the embedding model in the background so the first
     # search does not pay for it.
-    embed_queries_with(get_settings().embedding_query_threads)
+    embed_queries_with(get_settings().embedding_query_threads, get_settings().embedding_query_precision)
     warm = asyncio.create_task(_warm_up())
     yield
     warm.cancel()

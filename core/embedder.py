@@ -58,11 +58,13 @@ class LocalModel:
                     torch.set_num_threads(threads)
                 path = local_model_path(self.settings.embedding_model)
                 self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
+                if _query_bfloat16:
+                    self._model = self._model.to(torch.bfloat16)
                 dim = self._model.get_embedding_dimension()
                 if dim != self.settings.embedding_dim:
                     raise PermanentJobError(f"model gives {dim} dimensions, AGENTMEM_EMBEDDING_DIM is "
                                             f"{self.settings.embedding_dim}", code="embedding_dim_mismatch")
-                log.info("loaded embedding model %s (%d dims)", path, dim)
+                log.info("loaded embedding model %s (%d dims%s)", path, dim, ", bfloat16" if _query_bfloat16 else "")
         return self._model
 
     def encode_sync(self, texts: list[str]) -> Vectors:
@@ -71,6 +73,10 @@ class LocalModel:
         with _machine_turn():
             vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
                                    show_progress_bar=False)
+        if _query_bfloat16:  # normalized in bfloat16 is only roughly unit length: again, in float32
+            import numpy as np
+
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors.tolist()
 
     async def encode(self, texts: list[str]) -> Vectors:
@@ -80,17 +86,32 @@ class LocalModel:
 
 _turn_path: Path | None = None
 _query_threads = 0
+_query_bfloat16 = False
 
 
-def embed_queries_with(threads: int) -> None:
-    """This process embeds search queries, one short text at a time (the API): give torch `threads`.
+def cpu_has_bfloat16() -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); elsewhere it is slower, not faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def embed_queries_with(threads: int, precision: str = "float32") -> None:
+    """This process embeds search queries, one short text at a time (the API): give torch `threads`,
+    and run the model in `precision` (`auto`: bfloat16 where the CPU has it).
 
     One sentence gains nothing from a second thread here (measured: 13–15 ms either way), and
     hybrid search embeds while PostgreSQL ranks by text: a second torch thread only takes the core
-    the database needs. Call before the model loads; 0 keeps AGENTMEM_EMBEDDING_THREADS.
+    the database needs. One sentence is bound by reading the weights from memory, so bfloat16
+    weights (half the bytes) embed it about 30% faster; its vectors keep a cosine of 0.998 or more
+    to the float32 ones the workers store. Call before the model loads; threads 0 keeps
+    AGENTMEM_EMBEDDING_THREADS.
     """
-    global _query_threads
+    global _query_threads, _query_bfloat16
     _query_threads = threads
+    _query_bfloat16 = precision == "bfloat16" or (precision == "auto" and cpu_has_bfloat16())
 
 
 def take_turns_across_processes(lock_path: Path) -> None:

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     embedding_query_threads: int = Field(default=1, description="Torch threads of the API's query embedding "
                                          "(one short text: more threads only take cores from the database); 0: "
                                          "as AGENTMEM_EMBEDDING_THREADS.")
+    embedding_query_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="Precision of the API's local query model: `auto` is bfloat16 on CPUs that "
+                                    "compute it natively (AVX512-BF16, AMX), else float32. Stored embeddings are "
+                                    "always float32.")
     embedding_take_turns: bool = Field(default=True, description="Worker processes on one machine run the local "
                                        "model one at a time (avoids CPU oversubscription).")
 

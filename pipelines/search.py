@@ -100,11 +100,24 @@ async def vector_statement(session: AsyncSession, vector: list[float], clauses: 
         # `+ 0` keeps the planner off the HNSW index: it reads the scope through its b-tree instead.
         order = distance + 0
     else:
-        # Both settings in one round trip, for this transaction only.
-        await session.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                                   "set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(40, min(1000, limit)))})
+        await prepare_hnsw(session, limit)
         order = distance
     return select(Memory.id, distance.label("d")).where(*clauses, Memory.embedding.is_not(None)).order_by(order).limit(limit)
+
+
+async def prepare_hnsw(session: AsyncSession, limit: int) -> None:
+    """Set up the transaction for an HNSW scan of `limit` rows: iterative scan, ef_search ≥ limit.
+
+    Both settings in one round trip, for this transaction only, and once per transaction: a search
+    sets them while its query is still being embedded, and its feedback pass reuses them.
+    """
+    ef = max(40, min(1000, limit))
+    done = session.info.get("hnsw_scan")
+    if done is not None and done[0] is session.get_transaction() and done[1] >= ef:
+        return
+    await session.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                               "set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)})
+    session.info["hnsw_scan"] = (session.get_transaction(), ef)
 
 
 async def text_candidates(session: AsyncSession, text_query: str, clauses: list, limit: int,
@@ -242,6 +255,10 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
             else:
                 n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max,
                                                        whole_org=whole_org)
+        if embedding is not None and n_scope > settings.search_exact_max:
+            # While the query is embedded: the connection, its transaction and the scan settings.
+            with timing.stage("vector"):
+                await prepare_hnsw(session, depth)
         textual = []
         if query.mode != "vector":
             with timing.stage("text"):

@@ -102,3 +102,27 @@ async def test_a_large_scope_is_matched_on_its_rare_words_and_keeps_the_best_row
     assert [ids[row_id].split()[0] for row_id, _ in narrowed] == ["Zdravko", "Zdravko"]
     exact = await _rank(tenant.org_id, scope, query, limit=2, n_scope=0)  # within budget: every word matched
     assert [row_id for row_id, _ in narrowed] == [row_id for row_id, _ in exact]
+
+
+async def test_hnsw_scan_settings_are_set_once_per_transaction_and_again_after_it():
+    from pipelines.search import prepare_hnsw
+
+    async with session_scope() as session:
+        calls = []
+        original = session.execute
+
+        async def counting(statement, *args, **kwargs):
+            calls.append(str(statement))
+            return await original(statement, *args, **kwargs)
+
+        session.execute = counting
+        await prepare_hnsw(session, 101)
+        await prepare_hnsw(session, 60)  # the same transaction already scans deeper: nothing to do
+        assert sum("set_config" in c for c in calls) == 1
+        assert (await original(text("SHOW hnsw.ef_search"))).scalar_one() == "101"
+        await prepare_hnsw(session, 300)  # deeper than set: set again
+        assert (await original(text("SHOW hnsw.ef_search"))).scalar_one() == "300"
+        await session.commit()  # the settings were local to that transaction
+        await prepare_hnsw(session, 60)
+        assert sum("set_config" in c for c in calls) == 3
+        assert (await original(text("SHOW hnsw.iterative_scan"))).scalar_one() == "relaxed_order"

@@ -232,3 +232,30 @@ async def test_local_model_gives_unit_vectors_that_rank_a_paraphrase_above_an_un
     for v in (anchor, paraphrase, unrelated):
         assert math.hypot(*v) == pytest.approx(1.0, abs=1e-4)
     assert cosine(anchor, paraphrase) > cosine(anchor, unrelated) + 0.3
+
+
+async def test_a_bfloat16_query_model_gives_unit_vectors_close_to_the_stored_float32_ones(monkeypatch):
+    from core import embedder
+
+    texts = ["Where did my sister move last spring?", "I am allergic to peanuts and shellfish."]
+    exact = await LocalModel(get_settings()).encode(texts)
+    monkeypatch.setattr(embedder, "_query_bfloat16", True)
+    approximate = await LocalModel(get_settings()).encode(texts)
+    for a, b in zip(exact, approximate, strict=True):
+        assert math.hypot(*b) == pytest.approx(1.0, abs=1e-5)  # renormalized in float32
+        assert 0.99 < cosine(a, b) < 1.0 - 1e-7  # really computed in bfloat16, and still close
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    from core import embedder
+
+    monkeypatch.setattr(embedder, "_query_bfloat16", embedder._query_bfloat16)
+    monkeypatch.setattr(embedder, "_query_threads", embedder._query_threads)
+    monkeypatch.setattr(embedder, "cpu_has_bfloat16", lambda: False)
+    embedder.embed_queries_with(1, "auto")
+    assert embedder._query_bfloat16 is False
+    monkeypatch.setattr(embedder, "cpu_has_bfloat16", lambda: True)
+    embedder.embed_queries_with(1, "auto")
+    assert embedder._query_bfloat16 is True
+    embedder.embed_queries_with(0, "float32")
+    assert embedder._query_bfloat16 is False and embedder._query_threads == 0
