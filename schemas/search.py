@@ -131,7 +131,9 @@ class MemorySearchIn(BaseModel):
 
 
 class HitExplanation(BaseModel):
-    vector_score: float | None = Field(description="Cosine similarity, -1 to 1 (null: not a vector candidate).")
+    vector_score: float | None = Field(description="Cosine similarity, -1 to 1, to the query's embedding (to the "
+                                                   "refined one when the response says `refined`; null: not a "
+                                                   "vector candidate).")
     vector_rank: int | None = Field(description="1-based rank among vector candidates.")
     text_score: float | None = Field(description="Full-text (BM25-style) score (null: no query word matched).")
     text_rank: int | None
