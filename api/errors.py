@@ -65,3 +65,24 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc_class, _infrastructure_error)
     # Unknown exceptions are rendered by api.middleware.RequestContext, inside the request's
     # context, so the 500 carries the request id and is logged once.
+
+
+_STANDARD_ERRORS = {
+    401: "Missing, invalid, expired or revoked credentials",
+    403: "Your role lacks the permission",
+    404: "Not found in your organization",
+    422: "Invalid input",
+    429: "Rate limit exceeded (see `Retry-After`)",
+    503: "Database or Redis unavailable",
+}
+
+
+def error_responses(*codes: int, **described: str) -> dict[int | str, dict]:
+    """OpenAPI `responses` for a router or route: the standard error statuses in `codes`, each with
+    the `ErrorOut` body, and their wording replaced where `described` (`e403="Needs …"`) says more."""
+    from schemas.common import ErrorOut
+
+    out: dict[int | str, dict] = {}
+    for code in codes:
+        out[code] = {"model": ErrorOut, "description": described.get(f"e{code}", _STANDARD_ERRORS[code])}
+    return out

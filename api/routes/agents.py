@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
 from pipelines import agents, prompts
@@ -19,11 +20,7 @@ from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 from schemas.tables import Agent
 
-router = APIRouter(prefix="/api/v1/agents", tags=["agents"],
-                   responses={401: {"model": ErrorOut, "description": "Missing or invalid credentials"},
-                              403: {"model": ErrorOut, "description": "Your role lacks the permission"},
-                              422: {"model": ErrorOut, "description": "Invalid input"},
-                              503: {"model": ErrorOut, "description": "Database or Redis unavailable"}})
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.AGENTS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.AGENTS_WRITE))]
 BlockReader = Annotated[Principal, Depends(Allow(P.BLOCKS_READ))]

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
+from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
 from pipelines import api_keys
@@ -15,9 +16,8 @@ from schemas.organizations import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 
-router = APIRouter(prefix="/api/v1/api-keys", tags=["api keys"], responses={
-    401: {"model": ErrorOut, "description": "Not signed in"},
-    403: {"model": ErrorOut, "description": "Needs `keys:manage`, or the role asked for is above yours"}})
+router = APIRouter(prefix="/api/v1/api-keys", tags=["api keys"], responses=error_responses(
+    401, 403, 422, 429, 503, e403="Needs `keys:manage`, or the role asked for is above yours"))
 KeyManager = Annotated[Principal, Depends(Allow(P.KEYS_MANAGE))]
 
 

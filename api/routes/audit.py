@@ -7,16 +7,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from api.errors import error_responses
 from api.deps import Allow, SessionDep
 from pipelines import audit
-from schemas.common import ErrorOut, Page
+from schemas.common import Page
 from schemas.organizations import AuditLogOut
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 
-router = APIRouter(prefix="/api/v1", tags=["audit"], responses={
-    401: {"model": ErrorOut, "description": "Not signed in"},
-    403: {"model": ErrorOut, "description": "Needs `audit:read` (admins and owners)"}})
+router = APIRouter(prefix="/api/v1", tags=["audit"], responses=error_responses(
+    401, 403, 422, 429, 503, e403="Needs `audit:read` (admins and owners)"))
 Filter = Annotated[str | None, Query(max_length=100)]
 
 

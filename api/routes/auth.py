@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
 from core.errors import BadRequest
@@ -19,9 +20,7 @@ from schemas.accounts import (LoginIn, LogoutIn, MembershipOut, MeOut, MeUpdate,
 from schemas.common import ErrorOut
 from schemas.permissions import Principal
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses={
-    401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked credentials"},
-    422: {"model": ErrorOut, "description": "Invalid input"}})
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses=error_responses(401, 422, 429, 503))
 SignedIn = Annotated[Principal, Depends(Allow(None))]
 Me = Annotated[Principal, Depends(Allow(None, user_only=True))]
 

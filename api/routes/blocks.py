@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.enqueue import start_job
@@ -32,11 +33,7 @@ from schemas.permissions import Principal
 from schemas.tables import Block
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/v1/blocks", tags=["blocks"],
-                   responses={401: {"model": ErrorOut, "description": "Missing or invalid credentials"},
-                              403: {"model": ErrorOut, "description": "Your role lacks the permission"},
-                              422: {"model": ErrorOut, "description": "Invalid input"},
-                              503: {"model": ErrorOut, "description": "Database or Redis unavailable"}})
+router = APIRouter(prefix="/api/v1/blocks", tags=["blocks"], responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.BLOCKS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.BLOCKS_WRITE))]
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such block in your organization"}}

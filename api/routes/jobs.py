@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import StreamingResponse
 
+from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, AllowStream, SessionDep, can_follow
 from api.streaming import sse_response
@@ -21,11 +22,8 @@ from schemas.organizations import StreamTokenIn, StreamTokenOut
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"], responses={
-    401: {"model": ErrorOut, "description": "Missing, invalid or expired credentials"},
-    403: {"model": ErrorOut, "description": "Your role lacks the permission"},
-    404: {"model": ErrorOut, "description": "No such job in your organization"},
-    503: {"model": ErrorOut, "description": "Database or Redis unavailable"}})
+router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=error_responses(
+    401, 403, 404, 422, 429, 503, e404="No such job in your organization"))
 
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64,
                                            description="Resume after this event id (sent by browsers on reconnect).")]

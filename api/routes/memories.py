@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
+from api.errors import error_responses
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.context import audit_target, read_only
 from api.enqueue import start_job
@@ -20,11 +21,7 @@ from schemas.jobs import JobOut
 from schemas.memories import MemoryBatchIn, MemoryHistoryOut, MemoryOut, MemoryUpdate, MemoryUpdateOut
 from schemas.search import HitExplanation, MemorySearchIn, SearchHit, SearchOut
 
-router = APIRouter(prefix="/api/v1/memories", tags=["memories"],
-                   responses={401: {"model": ErrorOut, "description": "Missing or invalid credentials"},
-                              403: {"model": ErrorOut, "description": "Your role lacks the permission"},
-                              422: {"model": ErrorOut, "description": "Invalid input"},
-                              503: {"model": ErrorOut, "description": "Database or Redis unavailable"}})
+router = APIRouter(prefix="/api/v1/memories", tags=["memories"], responses=error_responses(401, 403, 422, 429, 503))
 ScopeQuery = Annotated[str | None, Query(min_length=1, max_length=255)]
 Reader = Annotated[Principal, Depends(Allow(P.MEMORIES_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.MEMORIES_WRITE))]

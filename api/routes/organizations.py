@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
+from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
 from pipelines import organizations, users
@@ -16,10 +17,8 @@ from schemas.organizations import (MemberAdd, MemberOut, MemberUpdate, Organizat
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal, Role
 
-router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"], responses={
-    401: {"model": ErrorOut, "description": "Not signed in"},
-    403: {"model": ErrorOut, "description": "Your role lacks the permission"},
-    404: {"model": ErrorOut, "description": "No such organization among yours"}})
+router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"], responses=error_responses(
+    401, 403, 404, 422, 429, 503, e404="No such organization among yours"))
 
 
 def _out(org, role: Role | str | None) -> OrganizationOut:

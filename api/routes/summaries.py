@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
+from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.enqueue import start_job
@@ -17,10 +18,7 @@ from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 from schemas.summaries import SummaryCreate
 
-router = APIRouter(prefix="/api/v1/summaries", tags=["summaries"],
-                   responses={401: {"model": ErrorOut, "description": "Missing or invalid credentials"},
-                              403: {"model": ErrorOut, "description": "Your role lacks the permission"},
-                              503: {"model": ErrorOut, "description": "Database or Redis unavailable"}})
+router = APIRouter(prefix="/api/v1/summaries", tags=["summaries"], responses=error_responses(401, 403, 422, 429, 503))
 Writer = Annotated[Principal, Depends(Allow(P.MEMORIES_WRITE))]
 
 

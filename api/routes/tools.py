@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
+from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.enqueue import start_job
@@ -19,9 +20,7 @@ from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 from schemas.tools import ToolCreate, ToolExecute, ToolOut, ToolUpdate
 
-router = APIRouter(prefix="/api/v1/tools", tags=["tools"], responses={
-    401: {"model": ErrorOut, "description": "Not signed in"},
-    403: {"model": ErrorOut, "description": "Your role lacks the permission"}})
+router = APIRouter(prefix="/api/v1/tools", tags=["tools"], responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.TOOLS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.TOOLS_WRITE))]
 Executor = Annotated[Principal, Depends(Allow(P.TOOLS_EXECUTE))]
