@@ -232,6 +232,26 @@ async def _embeddings_of(session: AsyncSession, ids: list[uuid.UUID]) -> list[li
     return [list(map(float, vector)) for vector in rows.scalars()]
 
 
+async def _meaning_side(session: AsyncSession, query: MemorySearchIn, embedding: asyncio.Future,
+                        textual: list[Hit], clauses: list, depth: int, n_scope: int) -> tuple[list[Hit], bool]:
+    """The vector candidates, and whether feedback refined the query they were found with."""
+    with timing.stage("embed_wait"):
+        query_vector = await embedding
+    with timing.stage("vector"):
+        vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope)
+    feedback = feedback_settings(query)
+    if feedback is None or not vector:
+        return vector, False
+    # The first pass's best hits (fused, in hybrid) pull the query towards what it found.
+    with timing.stage("feedback"):
+        docs, weight = feedback
+        first = _fuse(vector, textual, query) if query.mode == "hybrid" else vector
+        found = await _embeddings_of(session, [h.memory_id for h in first[:docs]])
+        if not found:
+            return vector, False
+        return await vector_neighbours(session, refine(query_vector, found, weight), clauses, depth, n_scope), True
+
+
 async def search_memories(session: AsyncSession, org_id: uuid.UUID,
                           query: MemorySearchIn) -> tuple[list[Hit], str | None, bool]:
     """One page of hits (with their memories loaded), the cursor of the next page, and whether
@@ -263,24 +283,9 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
         if query.mode != "vector":
             with timing.stage("text"):
                 textual = await text_candidates(session, query.query, clauses, depth, n_scope)
-        vector = []
-        refined = False
+        vector, refined = [], False
         if embedding is not None:
-            with timing.stage("embed_wait"):
-                query_vector = await embedding
-            with timing.stage("vector"):
-                vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope)
-            feedback = feedback_settings(query)
-            if feedback is not None and vector:
-                # The first pass's best hits (fused, in hybrid) pull the query towards what it found.
-                with timing.stage("feedback"):
-                    docs, weight = feedback
-                    first = _fuse(vector, textual, query) if query.mode == "hybrid" else vector
-                    found = await _embeddings_of(session, [h.memory_id for h in first[:docs]])
-                    if found:
-                        vector = await vector_neighbours(session, refine(query_vector, found, weight), clauses,
-                                                         depth, n_scope)
-                        refined = True
+            vector, refined = await _meaning_side(session, query, embedding, textual, clauses, depth, n_scope)
     finally:
         if embedding is not None and not embedding.done():
             embedding.cancel()
