@@ -76,15 +76,9 @@ def compile_filter(node: FilterGroup | Condition) -> ColumnElement[bool]:
     return or_(false(), *[compile_filter(c) for c in node.any_of or []])
 
 
-def narrows(query: MemorySearchIn) -> bool:
-    """Whether the search is narrower than its whole organization (a scope, metadata, time or filters)."""
-    return (any(getattr(query, name) is not None for name in _SCOPE) or bool(query.metadata)
-            or query.created_after is not None or query.created_before is not None or query.filters is not None)
-
-
-def search_clauses(org_id: uuid.UUID, query: MemorySearchIn) -> list[ColumnElement[bool]]:
-    """Everything a search is narrowed by: organization, live rows, scope, metadata, time, filters."""
-    clauses: list[ColumnElement[bool]] = [Memory.org_id == org_id, Memory.deleted_at.is_(None)]
+def narrowing_clauses(query: MemorySearchIn) -> list[ColumnElement[bool]]:
+    """What narrows a search within its organization: scope, metadata, time, filters (none: the whole org)."""
+    clauses: list[ColumnElement[bool]] = []
     for name, column in _SCOPE.items():
         value = getattr(query, name)
         if value is not None:
@@ -98,3 +92,13 @@ def search_clauses(org_id: uuid.UUID, query: MemorySearchIn) -> list[ColumnEleme
     if query.filters is not None:
         clauses.append(compile_filter(query.filters))
     return clauses
+
+
+def org_clauses(org_id: uuid.UUID) -> list[ColumnElement[bool]]:
+    """The organization's live memories."""
+    return [Memory.org_id == org_id, Memory.deleted_at.is_(None)]
+
+
+def search_clauses(org_id: uuid.UUID, query: MemorySearchIn) -> list[ColumnElement[bool]]:
+    """Everything a search is narrowed by: organization, live rows, scope, metadata, time, filters."""
+    return org_clauses(org_id) + narrowing_clauses(query)

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import session_scope
 from core.settings import get_settings
+from pipelines.filters import org_clauses
 from schemas.tables import Memory
 
 FTS = literal_column("memories.fts")
@@ -72,8 +73,7 @@ _refreshing: dict[uuid.UUID, asyncio.Task] = {}
 
 
 async def _count_org(session: AsyncSession, org_id: uuid.UUID) -> int:
-    size = (await session.execute(select(func.count()).select_from(Memory).where(
-        Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
+    size = (await session.execute(select(func.count()).select_from(Memory).where(*org_clauses(org_id)))).scalar_one()
     _org_sizes[org_id] = (size, time.monotonic())
     return size
 

@@ -35,7 +35,7 @@ from core.embedder import get_embedder
 from core.errors import InvalidInput
 from core.settings import get_settings
 from pipelines import fulltext
-from pipelines.filters import narrows, search_clauses
+from pipelines.filters import narrowing_clauses, org_clauses
 from schemas.search import Feedback, MemorySearchIn
 from schemas.tables import Memory
 
@@ -259,7 +259,8 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
     settings = get_settings()
     offset = _decode_cursor(query)
     want = min(MAX_CANDIDATES, offset + query.top_k + 1)  # one more tells whether a next page exists
-    clauses = search_clauses(org_id, query)
+    narrowing = narrowing_clauses(query)
+    clauses = org_clauses(org_id) + narrowing
     depth = min(MAX_CANDIDATES, max(want, settings.search_candidates))
     # The query's embedding is computed on the model thread while the database sizes the scope and
     # ranks by text; the vector side then waits for it.
@@ -268,7 +269,7 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID,
         # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF. The
         # vector side alone only needs to know whether the scope is small.
         with timing.stage("scope"):
-            whole_org = not narrows(query)
+            whole_org = not narrowing
             if query.mode == "vector":
                 n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_exact_max,
                                                        estimate=False, whole_org=whole_org)

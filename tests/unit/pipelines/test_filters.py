@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.filters import narrows
+from pipelines.filters import narrowing_clauses
 from schemas.search import MemorySearchIn
 
 
 def test_a_bare_query_searches_the_whole_organization():
-    assert not narrows(MemorySearchIn(query="q"))
-    assert not narrows(MemorySearchIn(query="q", metadata={}))  # an empty match narrows nothing
+    assert not narrowing_clauses(MemorySearchIn(query="q"))
+    assert not narrowing_clauses(MemorySearchIn(query="q", metadata={}))  # an empty match narrows nothing
 
 
 @pytest.mark.parametrize("narrowing", [
@@ -19,4 +19,4 @@ def test_a_bare_query_searches_the_whole_organization():
     {"filters": {"field": "metadata.topic", "op": "eq", "value": "x"}},
 ])
 def test_any_scope_metadata_time_or_filter_narrows_it(narrowing):
-    assert narrows(MemorySearchIn(query="q", **narrowing))
+    assert narrowing_clauses(MemorySearchIn(query="q", **narrowing))
