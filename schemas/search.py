@@ -89,6 +89,11 @@ class Feedback(BaseModel):
                                                                        "the query's; default: the service's.")
 
 
+# An object is read as settings, anything else as on/off: a bad object gets one error, not two.
+FeedbackChoice = Annotated[Annotated[bool, Tag("on_off")] | Annotated[Feedback, Tag("object")],
+                           Discriminator(lambda v: "object" if isinstance(v, (dict, Feedback)) else "on_off")]
+
+
 class MemorySearchIn(BaseModel):
     """Find memories by meaning and by words, fused; narrowed by scope, metadata and time."""
 
@@ -103,7 +108,7 @@ class MemorySearchIn(BaseModel):
                                   "within its candidates, weighted, mapped into (0, 1); `rrf` sums `weight / (rrf_k + "
                                   "rank)`. Default: the service's (`convex`).")
     weights: Weights | None = Field(default=None, description="Fusion weights; default: the service's tuned ones.")
-    feedback: bool | Feedback | None = Field(
+    feedback: FeedbackChoice | None = Field(
         default=None, description="Refine the query by its first results (pseudo-relevance feedback): the mean "
                                   "embedding of the best first-pass hits (fused ones, in `hybrid`) is added to the "
                                   "query's, and the vector side searches again. `true`, `false`, or `{docs, weight}`. "

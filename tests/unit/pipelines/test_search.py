@@ -81,3 +81,12 @@ def test_feedback_is_on_for_hybrid_by_default_and_configurable_per_request(body,
 def test_text_mode_refuses_feedback_it_cannot_use():
     with pytest.raises(ValueError, match="text"):
         MemorySearchIn(query="q", mode="text", feedback=True)
+
+
+def test_a_bad_feedback_object_gets_one_error_naming_its_field():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        MemorySearchIn(query="q", feedback={"docs": 0})
+    [error] = caught.value.errors()
+    assert error["loc"][-1] == "docs" and error["type"] == "greater_than_equal"
