@@ -58,6 +58,15 @@ class System:
     process: subprocess.Popen | None = None
     api_key: str = ""
 
+    @classmethod
+    def on(cls, data_dir: Path | None, workers: int, keep_data: bool = False) -> "System":
+        """A system on a fresh temporary data dir, or on `data_dir` (created if need be, always kept:
+        a benchmark run again on it reuses what the last run stored)."""
+        if data_dir is None:
+            return cls(workers=workers, keep_data=keep_data)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(workers=workers, keep_data=True, data_dir=data_dir)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

@@ -218,10 +218,7 @@ def main() -> int:
 
     print(f"before: {machine_load()}", flush=True)
     records = load(args.questions)
-    system = System(workers=args.workers, keep_data=args.keep_data or args.data_dir is not None)
-    if args.data_dir is not None:
-        args.data_dir.mkdir(parents=True, exist_ok=True)
-        system.data_dir = args.data_dir
+    system = System.on(args.data_dir, workers=args.workers, keep_data=args.keep_data)
     result, failed = run_against(system, lambda: asyncio.run(run(system, records, args.sweep, args.timeout)))
     rows, lat_rows, ingest_line = result or ([], [], "")
     if rows:
