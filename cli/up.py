@@ -1,8 +1,10 @@
 """`agentmem up`: the whole system on one machine, supervised.
 
 Starts the embedded servers when no URLs are configured, applies migrations, then runs the API,
-N worker processes and the scheduler as child processes. A child that dies is restarted; Ctrl-C
-stops every process this command started, then the embedded servers.
+N worker processes and the scheduler as child processes. Everything it started is watched: a child
+or an embedded server that dies is started again (a server on the same port with the same data),
+after a delay that doubles while it keeps dying. Ctrl-C stops every process this command started,
+then the embedded servers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,19 +27,28 @@ from core.settings import get_settings
 
 log = logging.getLogger("agentmem.up")
 
+TICK_SECONDS = 0.25
+
 
 @dataclass
 class Child:
     name: str
     args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
-    restarts: int = 0
-    started_at: float = field(default=0.0)
 
-    def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "cli.main", *self.args], env=env,
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "cli.main", *self.args], env=self.env,
                                         start_new_session=True)
-        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ended(self) -> str:
+        code = self.process.returncode if self.process else None
+        if code is not None and code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exited with {code}"
 
     def stop(self) -> None:
         # Signal the child's main process only: Dramatiq forwards SIGTERM to its worker processes,
@@ -54,17 +66,73 @@ class Child:
             self.process.wait()
 
 
-def _wait_ready(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+@dataclass
+class Watch:
+    """Restarts one supervised thing when it dies: at once after a healthy run, then after a delay
+    that doubles (1 s up to 30 s) while it keeps dying soon after starting, so a crash loop can't spin."""
+
+    name: str
+    start: Callable[[], object]
+    alive: Callable[[], bool]
+    ended: Callable[[], str]
+    pid: Callable[[], int | None]
+    where: Callable[[], str] = lambda: ""
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    healthy_after: float = 30.0
+    restarts: int = 0
+    delay: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
+    due: float | None = None
+
+    def _schedule(self, now: float) -> float:
+        healthy = now - self.started_at >= self.healthy_after
+        self.delay = 0.0 if healthy else min(self.max_delay, max(self.first_delay, self.delay * 2))
+        self.due = now + self.delay
+        return self.delay
+
+    def check(self) -> None:
+        """Notice a death (and reap it), and start it again when its delay is over."""
+        now = time.monotonic()
+        if self.due is None:
+            if self.alive():
+                return
+            self.restarts += 1
+            pid, ended = self.pid(), self.ended()
+            delay = self._schedule(now)
+            log.warning("%s (pid %s) %s; restarting it%s%s (restart %d)", self.name, pid, ended,
+                        f" in {delay:g} s" if delay else "", self.where(), self.restarts)
+        if now < self.due:
+            return
+        self.started_at = time.monotonic()
         try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return False
+            self.start()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # still down: retry, slower each time
+            delay = self._schedule(time.monotonic())
+            log.error("%s did not start: %s; next try in %g s", self.name, exc, delay)
+            return
+        self.due = None
+        log.info("%s is running again%s (pid %s)", self.name, self.where(), self.pid())
+
+
+def server_watch(server: EmbeddedPostgres | EmbeddedRedis, data: Path) -> Watch:
+    """A watch that restarts an embedded server on its port, with its data."""
+    return Watch(f"embedded {server.name}", server.start, server.alive, server.ended, lambda: server.pid,
+                 where=lambda: f" on port {server.port} with data in {data}")
+
+
+def child_watch(child: Child) -> Watch:
+    """A watch that restarts a child process with its arguments and environment."""
+    return Watch(child.name, child.start, child.alive, child.ended,
+                 lambda: child.process.pid if child.process else None)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def _local_secret(data_dir: Path) -> str:
@@ -97,7 +165,8 @@ def run_up(port: int, workers: int, data_dir: Path | None) -> int:
     # but not list it; nothing inside is readable by them, sandboxed tools included.
     data_dir.chmod(0o711)
     env = dict(os.environ)
-    servers: list = []
+    servers: list[EmbeddedPostgres | EmbeddedRedis] = []
+    watches: list[Watch] = []
     stopping = {"flag": False}
 
     def request_stop(signum, frame) -> None:
@@ -111,15 +180,17 @@ def run_up(port: int, workers: int, data_dir: Path | None) -> int:
             env["AGENTMEM_DATABASE_URL"] = settings.database_url
         else:
             pg = EmbeddedPostgres(data_dir)
-            env["AGENTMEM_DATABASE_URL"] = pg.start()
             servers.append(pg)
+            env["AGENTMEM_DATABASE_URL"] = pg.start()
+            watches.append(server_watch(pg, pg.pgdata))
             log.info("embedded PostgreSQL at %s (data in %s)", pg.url, pg.pgdata)
         if settings.redis_url:
             env["AGENTMEM_REDIS_URL"] = settings.redis_url
         else:
             valkey = EmbeddedRedis(data_dir)
-            env["AGENTMEM_REDIS_URL"] = valkey.start()
             servers.append(valkey)
+            env["AGENTMEM_REDIS_URL"] = valkey.start()
+            watches.append(server_watch(valkey, valkey.dir))
             log.info("embedded Valkey at %s (data in %s)", valkey.url, valkey.dir)
         env["AGENTMEM_DATA_DIR"] = str(data_dir)
         if not settings.jwt_secret:
@@ -134,28 +205,29 @@ def run_up(port: int, workers: int, data_dir: Path | None) -> int:
             log.error("could not create the %s organization: %s", settings.bootstrap_org_name, boot.stderr.strip())
             return 1
         bootstrap = json.loads(boot.stdout)
-        children = [Child("api", ["api", "--port", str(port)])]
-        children += [Child(f"worker-{i + 1}", ["worker"]) for i in range(workers)]
-        children.append(Child("scheduler", ["scheduler"]))
+        children = [Child("api", ["api", "--port", str(port)], env)]
+        children += [Child(f"worker-{i + 1}", ["worker"], env) for i in range(workers)]
+        children.append(Child("scheduler", ["scheduler"], env))
         for child in children:
-            child.start(env)
+            child.start()
+            watches.append(child_watch(child))
         api_url = f"http://{settings.host}:{port}"
-        if _wait_ready(api_url, timeout=120):
-            print(f"\nAgentMem is ready.\n  API:  {api_url}\n  Docs: {api_url}/docs\n"
-                  f"  Data: {data_dir}\n{_key_message(bootstrap, settings.bootstrap_org_name)}"
-                  "Press Ctrl-C to stop.\n", flush=True)
-        elif not stopping["flag"]:
-            log.error("not ready after 120 s: see the logs above; %s/readyz says what is missing", api_url)
+        announce_by: float | None = time.monotonic() + 120
         while not stopping["flag"]:
-            for child in children:
-                code = child.process.poll() if child.process else None
-                if code is not None and not stopping["flag"]:
-                    child.restarts += 1
-                    log.warning("%s exited with %s; restarting (restart %d)", child.name, code, child.restarts)
-                    if time.monotonic() - child.started_at < 5:
-                        time.sleep(2)  # a crash loop: don't spin
-                    child.start(env)
-            time.sleep(0.5)
+            # Servers come first: a child that died with its database is restarted against a live one.
+            for watch in watches:
+                if stopping["flag"]:
+                    break
+                watch.check()
+            if announce_by is not None and _ready(api_url):
+                announce_by = None
+                print(f"\nAgentMem is ready.\n  API:  {api_url}\n  Docs: {api_url}/docs\n"
+                      f"  Data: {data_dir}\n{_key_message(bootstrap, settings.bootstrap_org_name)}"
+                      "Press Ctrl-C to stop.\n", flush=True)
+            elif announce_by is not None and time.monotonic() > announce_by:
+                announce_by = None
+                log.error("not ready after 120 s: see the logs above; %s/readyz says what is missing", api_url)
+            time.sleep(TICK_SECONDS)
         return 0
     finally:
         log.info("stopping %d processes", len(children))
@@ -168,5 +240,5 @@ def run_up(port: int, workers: int, data_dir: Path | None) -> int:
             try:
                 server.stop()
             except Exception as exc:  # keep stopping the rest
-                log.warning("stopping %s failed: %s", type(server).__name__, exc)
+                log.warning("stopping embedded %s failed: %s", server.name, exc)
         log.info("stopped")

