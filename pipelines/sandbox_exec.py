@@ -2,7 +2,9 @@
 
 The worker is multi-threaded, so the steps that must happen between fork and exec (namespaces,
 resource limits, dropping privileges) happen here, in a fresh single-threaded process, not in a
-`preexec_fn`. Standard library only. Steps, in order:
+`preexec_fn`. Standard library only, and any Python 3 will do: under bubblewrap it runs inside the
+sandbox with the system's `python3`, after bwrap made the namespaces and mounts (the spec then asks
+for none), to set the limits and drop to the sandbox uid. Steps, in order:
 
 1. `unshare` the namespaces the worker planned: network (no interfaces but a downed loopback), PID
    (the tool's processes die with the namespace's init), IPC with it, and, when not root, a user namespace that
@@ -15,6 +17,8 @@ resource limits, dropping privileges) happen here, in a fresh single-threaded pr
 
 Exit code 125 with a `sandbox:` line on stderr means a step failed before the tool started.
 """
+
+from __future__ import annotations
 
 import ctypes
 import json

@@ -21,6 +21,7 @@ import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import jsonschema
 from sqlalchemy import func, select
@@ -110,6 +111,27 @@ def warn_if_data_dir_exposed(data_dir: Path) -> None:
         if (data_dir / "redis").stat().st_mode & (stat.S_IROTH | stat.S_IXOTH):
             log.warning("%s is open to other users; a sandboxed tool could read the embedded Valkey's files: "
                         "chmod 700 it (agentmem up does so at its next start)", (data_dir / "redis").absolute())
+
+
+def socket_dirs(url: str | None) -> list[Path]:
+    """The folders of the Unix sockets a PostgreSQL or Redis URL points at (`?host=/run/postgresql`,
+    a percent-encoded host, `unix:///run/redis/redis.sock`)."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return [Path(parts.path).parent] if parts.path.startswith("/") else []
+    hosts = [unquote(parts.netloc.rpartition("@")[2].split(":")[0])]
+    for value in parse_qs(parts.query).get("host", []):
+        hosts += value.split(",")
+    return [Path(h) for h in hosts if h.startswith("/")]
+
+
+def sandbox_hidden(settings: Settings) -> tuple[Path, ...]:
+    """What a sandboxed tool must not see, even where it sits in a system folder the sandbox shows: the
+    data directory, the workspaces, the database's and Redis's socket folders."""
+    return (settings.data_dir.absolute(), workspace.workspaces_dir(settings),
+            *socket_dirs(settings.database_url), *socket_dirs(settings.redis_url))
 
 
 def builtin_out(builtin: Builtin) -> ToolOut:
@@ -288,7 +310,8 @@ async def execute_tool(ctx: JobContext) -> dict[str, Any]:
     try:
         result = await sandbox.run_sandboxed(run, sink=buffer.add, checkpoint=checkpoint,
                                              uid_base=settings.tool_sandbox_uid_base,
-                                             uid_count=settings.tool_sandbox_uid_count, checkpoint_seconds=0.25)
+                                             uid_count=settings.tool_sandbox_uid_count, checkpoint_seconds=0.25,
+                                             hidden=sandbox_hidden(settings))
     except sandbox.SandboxBusy as exc:
         raise TransientJobError(str(exc), code="sandbox_busy") from exc
     except sandbox.SandboxFailed as exc:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,14 @@ from pipelines.sandbox import Limits, ToolRun, processes_of, run_sandboxed
 ROOT = os.geteuid() == 0
 LIMITS = Limits(cpu_seconds=10, memory_mb=256, processes=32, file_size_mb=1, open_files=64)
 as_root = pytest.mark.skipif(not ROOT, reason="a dedicated uid per execution needs root")
+BWRAP = sandbox.isolation_plan()["bwrap"] is not None
+needs_bwrap = pytest.mark.skipif(not BWRAP, reason="bwrap can't make its sandbox on this machine (documented)")
+REPO = Path(__file__).resolve().parents[3]
 
 
 async def go(source: str, language: str = "python", arguments: dict | None = None, *, timeout: float = 10,
-             limits: Limits = LIMITS, cap: int = 4096, limit: int = 1 << 20, checkpoint=None, name: str = "tool"):
+             limits: Limits = LIMITS, cap: int = 4096, limit: int = 1 << 20, checkpoint=None, name: str = "tool",
+             plan: dict | None = None, hidden: tuple[Path, ...] = ()):
     chunks: list[tuple[str, str]] = []
 
     async def no_op() -> None:
@@ -29,9 +34,31 @@ async def go(source: str, language: str = "python", arguments: dict | None = Non
     result = await run_sandboxed(ToolRun(name, language, source, arguments or {}, timeout, limits, cap, limit),
                                  sink=lambda stream, text: chunks.append((stream, text)),
                                  checkpoint=checkpoint or no_op, uid_base=1_900_000_000, uid_count=1000,
-                                 checkpoint_seconds=0.2)
+                                 checkpoint_seconds=0.2, plan=plan, hidden=hidden)
     result["chunks"] = chunks
     return result
+
+
+@pytest.fixture(params=["bwrap", "launcher"])
+def plan(request):
+    """Each way this machine can sandbox: bubblewrap, and the launcher alone (where bwrap can't run)."""
+    if request.param == "bwrap":
+        if not BWRAP:
+            pytest.skip("bwrap can't make its sandbox on this machine")
+        return sandbox.isolation_plan()
+    return sandbox.launcher_plan()
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """A world-readable folder the bwrap sandbox shows like a system folder (as it shows /usr)."""
+    folder = Path(tempfile.mkdtemp(prefix="agentmem-shown-", dir="/tmp"))
+    folder.chmod(0o755)
+    (folder / "public").write_text("open to all")
+    (folder / "public").chmod(0o644)
+    monkeypatch.setattr(sandbox, "SYSTEM_DIRS", (*sandbox.SYSTEM_DIRS, str(folder)))
+    yield folder
+    shutil.rmtree(folder)
 
 
 async def test_a_python_function_named_like_the_tool_is_called_with_the_arguments():
@@ -46,22 +73,22 @@ async def test_a_script_sees_args_as_a_global_and_as_json_on_stdin():
     assert result["stdout"] == "7 7\n"
 
 
-async def test_the_environment_is_built_from_nothing():
-    result = await go("import os, json\nprint(json.dumps(dict(os.environ)))")
+async def test_the_environment_is_built_from_nothing(plan):
+    result = await go("import os, json\nprint(json.dumps(dict(os.environ)))", plan=plan)
     env = json.loads(result["stdout"])
     assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PWD",
                         "LC_CTYPE"}
     assert env["HOME"] == env["TMPDIR"]
 
 
-async def test_the_working_directory_is_fresh_and_removed_afterwards():
-    first, second = await go("import os\nprint(os.getcwd())"), await go("import os\nprint(os.getcwd())")
+async def test_the_working_directory_is_fresh_and_removed_afterwards(plan):
+    first, second = await go("import os\nprint(os.getcwd())", plan=plan), await go("import os\nprint(os.getcwd())", plan=plan)
     assert first["stdout"] != second["stdout"]
     assert not Path(first["stdout"].strip()).exists()
 
 
-async def test_a_wall_clock_timeout_kills_the_tool():
-    result = await go("import time\ntime.sleep(30)", timeout=1)
+async def test_a_wall_clock_timeout_kills_the_tool(plan):
+    result = await go("import time\ntime.sleep(30)", timeout=1, plan=plan)
     assert result["reason"] == "timeout" and result["signal"] == "SIGKILL" and result["exit_code"] is None
     assert 1000 <= result["duration_ms"] < 5000
 
@@ -136,12 +163,14 @@ async def test_a_fork_bomb_is_contained_by_the_process_limit():
 
 
 @as_root
-async def test_the_tool_runs_as_its_own_uid_and_cannot_read_the_workers_files(tmp_path):
-    secret = tmp_path / "secret"
+async def test_the_tool_runs_as_its_own_uid_and_cannot_read_a_root_only_file(plan, shown):
+    secret = shown / "secret"
     secret.write_text("hunter2")
     secret.chmod(0o600)
-    result = await go(f"import os\nprint(os.getuid())\nprint(open({str(secret)!r}).read())")
-    assert int(result["stdout"].split()[0]) == result["isolation"]["uid"] >= 1_900_000_000
+    result = await go(f"import os\nprint(os.getuid(), os.getgid(), os.getgroups())\n"
+                      f"print(open({str(shown / 'public')!r}).read())\nprint(open({str(secret)!r}).read())", plan=plan)
+    uid = result["isolation"]["uid"]
+    assert result["stdout"].splitlines()[:2] == [f"{uid} {uid} []", "open to all"] and uid >= 1_900_000_000
     assert "hunter2" not in result["stdout"] and "PermissionError" in result["stderr"]
 
 
@@ -162,6 +191,105 @@ def test_the_isolation_plan_reports_what_applies():
     described = sandbox.describe_isolation(plan, 1_900_000_001 if plan["root"] else None)
     assert described["network"] in ("namespace", "none") and described["pid"] in ("namespace", "none")
     assert described["rlimits"] is True
+    if plan["bwrap"]:
+        assert described["sandbox"] == "bwrap" and described["filesystem"] == "mount namespace (bwrap)"
+        assert described["network"] == described["pid"] == described["ipc"] == described["uts"] == "namespace"
+    else:
+        assert described["sandbox"] == "launcher" and "mount" not in described["filesystem"]
+
+
+@needs_bwrap
+def test_a_bwrap_that_cannot_sandbox_here_is_passed_over(monkeypatch, tmp_path):
+    too_old = tmp_path / "bwrap"
+    too_old.write_text("#!/bin/sh\necho 'bwrap: Unknown option --size' >&2\nexit 1\n")
+    too_old.chmod(0o755)
+    working = sandbox.isolation_plan()["bwrap"]
+    monkeypatch.setattr(sandbox, "bwrap_binaries", lambda: [str(too_old), working])
+    assert sandbox.isolation_plan.__wrapped__()["bwrap"] == working
+    monkeypatch.setattr(sandbox, "bwrap_binaries", lambda: [str(too_old)])
+    assert sandbox.isolation_plan.__wrapped__() == sandbox.launcher_plan()
+
+
+# --- what a bwrap sandbox hides --------------------------------------------------------------------------
+
+
+@needs_bwrap
+@pytest.mark.parametrize("folder", [tempfile.gettempdir(), "/run", "/dev/shm"])
+async def test_a_unix_socket_the_host_listens_on_is_out_of_reach(folder):
+    if not os.access(folder, os.W_OK):
+        pytest.skip(f"can't make a socket in {folder} as this user")
+    where = Path(tempfile.mkdtemp(prefix="agentmem-sock-", dir=folder))
+    where.chmod(0o755)
+    path = where / "s.sock"
+    received: list[bytes] = []
+
+    async def accept(reader, writer):
+        received.append(await reader.read(100) or b"(connected)")
+        writer.close()
+
+    source = ("import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n"
+              f"    s.connect({str(path)!r})\n    s.sendall(b'hello')\n    print('connected')\n"
+              "except OSError as exc:\n    print('refused', exc.errno)\n")
+    try:
+        server = await asyncio.start_unix_server(accept, path)
+        path.chmod(0o777)  # as PostgreSQL's socket is: anyone on the machine may connect
+        async with server:
+            result = await go(source)
+    finally:
+        shutil.rmtree(where)
+    assert result["stdout"] == "refused 2\n", result  # ENOENT: the folder isn't there
+    assert received == []
+
+
+@needs_bwrap
+async def test_tmp_var_tmp_and_dev_shm_are_private_to_the_execution():
+    fd, planted = tempfile.mkstemp(prefix="agentmem-host-", dir="/tmp")
+    os.close(fd)
+    os.chmod(planted, 0o644)
+    marker = f"agentmem-private-{uuid.uuid4().hex}"
+    folders = ("/tmp", "/var/tmp", "/dev/shm")
+    source = (f"import os, time\nprint(os.path.exists({planted!r}))\n"
+              f"for folder in {folders!r}:\n    open(os.path.join(folder, {marker!r}), 'w').write('x')\n"
+              "print('written', flush=True)\ntime.sleep(30)\n")
+    chunks: list[str] = []
+    seen: dict[str, bool] = {}
+
+    class Seen(Exception):
+        pass
+
+    async def checkpoint() -> None:
+        if "written" in "".join(chunks):  # the tool has written and waits: look at the host's folders
+            seen.update({folder: os.path.exists(os.path.join(folder, marker)) for folder in folders})
+            raise Seen()
+
+    try:
+        with pytest.raises(Seen):
+            await run_sandboxed(ToolRun("t", "python", source, {}, 20, LIMITS, 4096, 1 << 20),
+                                sink=lambda stream, text: chunks.append(text), checkpoint=checkpoint,
+                                uid_base=1_900_000_000, uid_count=1000, checkpoint_seconds=0.2)
+    finally:
+        os.unlink(planted)
+    assert "".join(chunks).splitlines() == ["False", "written"]
+    assert seen == dict.fromkeys(folders, False)
+
+
+@needs_bwrap
+async def test_only_system_folders_are_shown_and_hidden_ones_stay_hidden_inside_them(shown):
+    data = shown / "data"
+    data.mkdir(mode=0o755)
+    (data / "jwt_secret").write_text("s3cret")
+    (data / "jwt_secret").chmod(0o644)
+    source = (f"import os\nprint(sorted(os.listdir({str(shown)!r})))\nprint(os.listdir({str(data)!r}))\n"
+              f"print(os.path.exists({str(REPO)!r}), os.path.exists('/root'), os.path.exists('/var/lib'))\n"
+              "print(sorted(os.listdir('/etc')))\n"
+              "print(sorted(os.listdir('/run')), sorted(p for p in os.listdir('/proc') if p.isdigit()))\n")
+    result = await go(source, hidden=(data,))
+    lines = result["stdout"].splitlines()
+    assert lines[0] == "['data', 'public']" and lines[1] == "[]", result
+    assert lines[2] == "False False False" and "s3cret" not in result["stdout"]
+    shown_etc = {entry.name for pattern in sandbox.ETC_ENTRIES for entry in Path("/etc").glob(pattern)}
+    assert set(json.loads(lines[3].replace("'", '"'))) == shown_etc
+    assert lines[4] == "['agentmem'] ['1', '2', '3']"  # the launcher's folder; bwrap's init, the launcher, the tool
 
 
 @as_root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,24 @@ async def test_without_a_network_namespace_tools_are_refused_unless_allowed(over
     with pytest.raises(PermanentJobError) as caught:
         await tools.execute_tool(types.SimpleNamespace(job=job, settings=settings))
     assert caught.value.code == "sandbox_unavailable"
+
+
+@pytest.mark.parametrize("url, folders", [
+    ("postgresql+asyncpg://u:p@/db?host=/run/postgresql", ["/run/postgresql"]),
+    ("postgresql://%2Fvar%2Frun%2Fpg/db", ["/var/run/pg"]),
+    ("postgresql://u@/db?host=/a,/b", ["/a", "/b"]),
+    ("unix:///run/redis/redis.sock?db=0", ["/run/redis"]),
+    ("postgresql://u:p@localhost:5432/db", []),
+    ("redis://127.0.0.1:6379/0", []),
+    (None, []),
+])
+def test_the_socket_folders_of_database_urls_are_found(url, folders):
+    assert tools.socket_dirs(url) == [Path(f) for f in folders]
+
+
+def test_the_sandbox_hides_the_data_dir_the_workspaces_and_the_socket_folders(override_settings, tmp_path):
+    settings = override_settings(data_dir=tmp_path / "data", tool_workspace_dir=tmp_path / "ws",
+                                 database_url="postgresql://u@/db?host=/run/postgresql",
+                                 redis_url="unix:///var/run/redis/redis.sock")
+    assert tools.sandbox_hidden(settings) == (tmp_path / "data", tmp_path / "ws", Path("/run/postgresql"),
+                                              Path("/var/run/redis"))
