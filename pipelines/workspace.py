@@ -5,11 +5,17 @@ absolute path, a `..` component, or anything that resolves (through symlinks) ou
 refused with `path_outside_workspace` - at request time when the path alone shows it, and again
 by the job, which resolves it on disk. The tools run in the worker itself, without a subprocess:
 they only read and write files of that directory, with sizes capped.
+
+Every folder, from the workspaces root down, is made 0700 whatever the umask, so no other user
+can list which organizations use file tools or read what they saved; a worker checks (and fixes)
+the root and the organizations' folders when it starts (`check_workspaces`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -19,7 +25,9 @@ from typing import Any
 from core.errors import InvalidInput, PermanentJobError
 from core.settings import Settings
 
+log = logging.getLogger(__name__)
 MAX_RESULTS = 100
+DIR_MODE = 0o700
 MAX_PATH_CHARS = 1000
 BUILTIN_NAMESPACE = uuid.UUID("6f1c1e8e-3c55-4d55-9a49-0c8a1f0b7a11")
 
@@ -63,10 +71,52 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
 BUILTIN_IDS: dict[uuid.UUID, Builtin] = {b.id: b for b in BUILTINS.values()}
 
 
+class WorkspaceUnsafe(RuntimeError):
+    """The workspaces folder (or an organization's) belongs to another user: the worker can't keep it private."""
+
+
+def workspaces_dir(settings: Settings) -> Path:
+    """The folder holding every organization's workspace."""
+    return Path(settings.tool_workspace_dir or settings.data_dir / "workspaces").absolute()
+
+
 def workspace_root(settings: Settings, org_id: uuid.UUID) -> Path:
     """The organization's workspace directory (not created)."""
-    root = settings.tool_workspace_dir or settings.data_dir / "workspaces"
-    return Path(root).absolute() / str(org_id)
+    return workspaces_dir(settings) / str(org_id)
+
+
+def make_dirs(path: Path) -> None:
+    """Make `path` and every missing folder above it with mode 0700 exactly (mkdir alone would apply the umask)."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, DIR_MODE)
+        except FileExistsError:  # a concurrent save made it, with the same mode
+            continue
+        os.chmod(folder, DIR_MODE)
+
+
+def check_workspaces(settings: Settings) -> None:
+    """At worker start: the workspaces folder and each organization's are the worker's and 0700; fix the
+    mode, or refuse (WorkspaceUnsafe, logged) when another user owns one."""
+    root = workspaces_dir(settings)
+    if not root.is_dir():
+        return  # the first file_save makes it
+    for folder in (root, *(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())):
+        info = folder.stat()
+        if info.st_uid != os.geteuid():
+            message = (f"{folder} belongs to uid {info.st_uid}, not to this worker (uid {os.geteuid()}): the "
+                       f"file tools' workspaces can't be kept private; chown -R it to the worker's user")
+            log.error(message)
+            raise WorkspaceUnsafe(message)
+        mode = stat.S_IMODE(info.st_mode)
+        if mode != DIR_MODE:
+            os.chmod(folder, DIR_MODE)
+            log.warning("%s was %03o, now 700: other users could list or read organizations' workspaces",
+                        folder, mode)
 
 
 def check_relative(path: str, field: str = "path") -> PurePosixPath:
@@ -103,11 +153,11 @@ def file_save(root: Path, path: str, content: str, *, max_bytes: int) -> dict[st
     if len(data) > max_bytes:
         raise WorkspaceFileError(f"content is {len(data)} bytes; the most is {max_bytes}", code="file_too_large",
                                  details={"bytes": len(data), "max_bytes": max_bytes})
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(root)
     target = _resolve(root, path)
     if target.is_dir():
         raise WorkspaceFileError(f"{path!r} is a folder", code="is_a_directory", details={"path": path})
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.parent)
     _resolve(root, path)  # the folders just made can't have moved it, but a symlink in between could
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".save-")
     with os.fdopen(fd, "wb") as fh:

@@ -7,9 +7,11 @@ from pathlib import Path
 from core.embedder import take_turns_across_processes
 from core.logging import configure_logging
 from core.settings import get_settings
+from pipelines.workspace import check_workspaces
 
 _settings = get_settings()
 configure_logging(_settings.log_level, _settings.log_json, process="worker")
+check_workspaces(_settings)  # refuses to start if another user owns the file tools' workspaces
 if _settings.embedding_take_turns:
     take_turns_across_processes(Path(tempfile.gettempdir()) / f"agentmem-embedder-{os.getuid()}.lock")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import sandbox
 from pipelines.sandbox import processes_of
 from pipelines.workspace import BUILTINS
 from tests.support.sse import finish, follow
@@ -209,10 +210,12 @@ async def test_a_planted_secret_file_outside_the_workdir_is_not_readable(client)
         shutil.rmtree(folder)
     result = job["result"]
     assert marker not in result["stdout"] + result["stderr"]
-    if ROOT:
+    if result["isolation"]["filesystem"] == "mount namespace (bwrap)":
+        assert "No such file or directory" in result["stderr"]  # the host's /tmp is not the tool's
+    elif ROOT:
         assert "Permission denied" in result["stderr"]
-    else:  # documented: without root the tool runs as the worker's own user
-        pytest.xfail("as non-root the sandbox can't hide the worker user's files")
+    else:  # documented: without root or bwrap the tool runs as the worker's own user, in its filesystem
+        pytest.xfail("as non-root without bwrap the sandbox can't hide the worker user's files")
 
 
 async def test_the_workers_environment_and_secrets_are_invisible(client, stack):
@@ -229,7 +232,10 @@ async def test_the_workers_environment_and_secrets_are_invisible(client, stack):
     out = job["result"]["stdout"] + job["result"]["stderr"]
     assert TEST_JWT_SECRET not in out and "AGENTMEM_" not in out and "postgresql" not in out
     assert "DATABASE_URL" not in out
-    if ROOT:
+    if job["result"]["isolation"]["filesystem"] == "mount namespace (bwrap)":
+        # Its /proc is its PID namespace's: the worker's pids don't exist there.
+        assert out.count("denied FileNotFoundError") == len(pids), out
+    elif ROOT:
         # Earlier tests may have restarted workers, so some pids can be gone (FileNotFoundError); none
         # may be readable, and the live ones refuse.
         assert out.count("denied ") == len(pids) and "denied PermissionError" in out, out
@@ -252,6 +258,32 @@ async def test_a_local_network_port_is_unreachable(client):
     if result["isolation"]["network"] != "namespace":
         pytest.skip("no network namespace on this kernel (documented)")
     assert result["stdout"].startswith("refused") and not connected.is_set()
+
+
+async def test_a_unix_socket_of_the_host_is_unreachable(client):
+    if not sandbox.isolation_plan()["bwrap"]:
+        pytest.skip("bwrap can't make its sandbox on this machine (documented)")
+    folder = Path(tempfile.mkdtemp(prefix="agentmem-sock-", dir="/tmp"))
+    folder.chmod(0o755)
+    path = folder / "s.sock"
+    received: list[bytes] = []
+
+    async def accept(reader, writer):
+        received.append(await reader.read(100) or b"(connected)")
+        writer.close()
+
+    source = (f"import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({str(path)!r})\n"
+              "    s.sendall(b'hello')\n    print('connected')\nexcept OSError as exc:\n    print('refused', exc)\n")
+    try:
+        server = await asyncio.start_unix_server(accept, path)
+        path.chmod(0o777)  # as a database's socket is
+        async with server:
+            job = await run(client, source)
+    finally:
+        shutil.rmtree(folder)
+    result = job["result"]
+    assert result["isolation"]["filesystem"] == "mount namespace (bwrap)"
+    assert result["stdout"].startswith("refused") and received == [], result
 
 
 async def test_cancelling_the_job_kills_the_tool(client):
@@ -292,6 +324,8 @@ async def test_file_tools_save_read_and_search_in_the_organizations_workspace(as
     assert saved["status"] == "succeeded" and saved["result"]["output"] == {"path": "notes/a.txt", "bytes": 17}
     on_disk = stack.services.data_dir / "workspaces" / str(tenant.org_id) / "notes" / "a.txt"
     assert on_disk.read_text() == "alpha\nBeta gamma\n"
+    # No other user may list the organizations using file tools, or what they saved, whatever the umask.
+    assert {folder.stat().st_mode & 0o777 for folder in on_disk.parents[:3]} == {0o700}
     read = await finish(owner, (await builtin(owner, "file_read", {"path": "notes/a.txt"})).json()["id"])
     assert read["result"]["output"]["content"] == "alpha\nBeta gamma\n"
     found = await finish(owner, (await builtin(owner, "file_search", {"query": "beta"})).json()["id"])
@@ -314,6 +348,17 @@ async def test_path_traversal_in_the_file_tools_is_refused(as_role, db, tenant, 
     assert response.status_code == 422 and response.json()["error"]["code"] == "path_outside_workspace"
     [[jobs]] = await db("SELECT count(*) FROM jobs WHERE org_id = :o", o=tenant.org_id)
     assert jobs == 0
+
+
+async def test_a_tool_sees_neither_the_data_directory_nor_the_workspaces(client, main_tenant, stack):
+    saved = await finish(client, (await builtin(client, "file_save", {"path": "x.txt", "content": "x"})).json()["id"])
+    assert saved["status"] == "succeeded", saved
+    data_dir = stack.services.data_dir
+    job = await run(client, f"ls {data_dir}/workspaces; ls -a {data_dir}", "bash")
+    result = job["result"]
+    assert str(main_tenant.org_id) not in result["stdout"] and "jwt_secret" not in result["stdout"]
+    if result["isolation"]["filesystem"] == "mount namespace (bwrap)":
+        assert result["stderr"].count("No such file or directory") == 2, result
 
 
 async def test_a_symlink_out_of_the_workspace_is_refused_by_the_job(as_role, tenant, stack):

@@ -33,10 +33,15 @@ async def run_tool(client: httpx.AsyncClient, language: str, source: str, **fiel
 
 async def test_hostile_tools_are_contained_under_agentmem_up():
     data_dir = Path(tempfile.mkdtemp(prefix="agentmem-up-tools-", dir="/tmp"))
+    # Workspaces an older version left open (0755): a worker closes them when it starts.
+    old_workspace = data_dir / "workspaces" / str(uuid.uuid4())
+    old_workspace.mkdir(parents=True, mode=0o755)
+    old_workspace.parent.chmod(0o755)
     port = free_port()
     up = Up(data_dir, port)
     try:
         up.wait_ready()
+        assert {old_workspace.stat().st_mode & 0o777, old_workspace.parent.stat().st_mode & 0o777} == {0o700}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
                                      headers={"Authorization": f"Bearer {up.printed_key()}"}) as client:
             reasons = {}
@@ -60,9 +65,13 @@ async def test_hostile_tools_are_contained_under_agentmem_up():
             valkey_log = (data_dir / "redis" / "valkey.log").read_text()
             assert "Ready to accept connections" in valkey_log
             peek = await run_tool(client, "bash", f"ls {data_dir}; cat {data_dir}/redis/valkey.log "
-                                            f"{data_dir}/redis/appendonlydir/*")
+                                            f"{data_dir}/redis/appendonlydir/*; ls {data_dir}/workspaces")
             out = peek["result"]["stdout"] + peek["result"]["stderr"]
-            assert "Ready to accept connections" not in out and out.count("Permission denied") >= 2, out
+            assert "Ready to accept connections" not in out and old_workspace.name not in out, out
+            # Without bwrap, refused by permissions; with it, not there at all.
+            refused = "No such file or directory" if peek["result"]["isolation"]["sandbox"] == "bwrap" \
+                else "Permission denied"
+            assert out.count(refused) >= 3, out
 
             file_read = next(t for t in (await client.get("/api/v1/tools")).json() if t["name"] == "file_read")
             escape = await client.post(f"/api/v1/tools/{file_read['id']}/execute",

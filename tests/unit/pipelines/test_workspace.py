@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from pipelines.workspace import (
     PathOutsideWorkspace,
     WorkspaceFileError,
+    WorkspaceUnsafe,
+    check_workspaces,
     file_read,
     file_save,
     file_search,
@@ -58,3 +63,36 @@ def test_sizes_are_capped_and_missing_files_say_so(tmp_path):
     with pytest.raises(WorkspaceFileError) as caught:
         file_read(root, "nothing-here", max_bytes=CAP)
     assert caught.value.code == "file_not_found"
+
+
+def test_every_folder_a_save_makes_is_0700_whatever_the_umask(tmp_path):
+    old = os.umask(0o002)
+    try:
+        file_save(tmp_path / "workspaces" / "org", "a/b/c.txt", "x", max_bytes=CAP)
+    finally:
+        os.umask(old)
+    made = [tmp_path / "workspaces", tmp_path / "workspaces" / "org", tmp_path / "workspaces" / "org" / "a",
+            tmp_path / "workspaces" / "org" / "a" / "b"]
+    assert [stat.S_IMODE(folder.stat().st_mode) for folder in made] == [0o700] * 4
+    assert stat.S_IMODE((made[-1] / "c.txt").stat().st_mode) == 0o600
+
+
+def test_a_worker_closes_open_workspaces_when_it_starts(override_settings, tmp_path, caplog):
+    settings = override_settings(tool_workspace_dir=tmp_path / "workspaces")
+    check_workspaces(settings)  # nothing yet: nothing to do
+    org = tmp_path / "workspaces" / "org"
+    org.mkdir(parents=True)
+    for folder in (org, org.parent):
+        folder.chmod(0o755)
+    check_workspaces(settings)
+    assert {stat.S_IMODE(folder.stat().st_mode) for folder in (org, org.parent)} == {0o700}
+    assert "was 755, now 700" in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user needs root")
+def test_a_worker_refuses_workspaces_another_user_owns(override_settings, tmp_path):
+    settings = override_settings(tool_workspace_dir=tmp_path / "workspaces")
+    (tmp_path / "workspaces" / "org").mkdir(parents=True)
+    os.chown(tmp_path / "workspaces" / "org", 1_900_000_000, 1_900_000_000)
+    with pytest.raises(WorkspaceUnsafe, match="belongs to uid 1900000000"):
+        check_workspaces(settings)
