@@ -9,7 +9,8 @@ is decided once per process (`isolation_plan`) from what the machine allows, and
   tmpfs /tmp, /var/tmp, /dev/shm and /run, a minimal /dev, a /proc of its own, the working
   directory; nothing else of the host: not the data directory, not a socket under /run or /tmp),
   and network, PID, IPC and UTS namespaces. The launcher then runs inside it to set the limits and
-  drop to the sandbox uid. Where bwrap can't (an unprivileged container), the launcher alone:
+  drop to the sandbox uid. Where bwrap can't run (an unprivileged container), the launcher alone
+  makes the namespaces it can;
 - as root, each execution gets its own uid and gid from a range no account uses (leased with a
   lock file, so processes on one machine never share one): the worker's files (0600/0700) are out
   of reach, RLIMIT_NPROC counts only this execution, and every process of that uid is killed after;
@@ -157,8 +158,8 @@ def _under(path: Path, folders: list[Path]) -> bool:
     return any(path.is_relative_to(f) for f in folders)
 
 
-def bwrap_argv(bwrap: str, *, root: bool, scratch_mb: int, runtime: str | None = None, workdir: Path | None = None,
-               hidden: tuple[Path, ...] = ()) -> list[str]:
+def bwrap_argv(bwrap: str, *, root: bool, scratch_mb: int, runtimes: tuple[str, ...] = (),
+               workdir: Path | None = None, hidden: tuple[Path, ...] = ()) -> list[str]:
     """The bwrap command line (up to the command itself) of one execution: namespaces, then mounts in order."""
     argv = [bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
             "--die-with-parent", "--new-session", "--chdir", "/"]
@@ -196,7 +197,7 @@ def bwrap_argv(bwrap: str, *, root: bool, scratch_mb: int, runtime: str | None =
         for entry in sorted(Path("/etc").glob(pattern)):
             mount(entry, "--ro-bind", str(entry))
             visible.append(entry)
-    if runtime is not None:
+    for runtime in runtimes:
         real = Path(runtime).resolve()
         if not _under(real, visible):  # installed elsewhere (/opt/node/bin/node): its installation too
             prefix = real.parent.parent if real.parent.name == "bin" and real.parent.parent != Path("/") \
@@ -216,7 +217,8 @@ def bwrap_argv(bwrap: str, *, root: bool, scratch_mb: int, runtime: str | None =
 
 def _probe_bwrap(bwrap: str, python: str, root: bool) -> bool:
     spec = {"status_fd": -1, "net": False, "pid": False, "userns": False, "probe": True}
-    argv = [*bwrap_argv(bwrap, root=root, scratch_mb=1), python, "-I", "-S", INNER_LAUNCHER, json.dumps(spec)]
+    argv = [*bwrap_argv(bwrap, root=root, scratch_mb=1, runtimes=(python,)), python, "-I", "-S", INNER_LAUNCHER,
+            json.dumps(spec)]
     try:
         result = subprocess.run(argv, capture_output=True, timeout=10, env={"PATH": SAFE_PATH}, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -442,8 +444,8 @@ def _command(run: ToolRun, argv: list[str], plan: dict[str, Any], uid: int | Non
             "rlimits": _rlimits(run)}
     if plan["bwrap"]:
         # bwrap made every namespace; the launcher inside sets the limits, drops to the uid and reports.
-        outer = bwrap_argv(plan["bwrap"], root=plan["root"], scratch_mb=run.limits.memory_mb, runtime=argv[0],
-                           workdir=workdir, hidden=hidden)
+        outer = bwrap_argv(plan["bwrap"], root=plan["root"], scratch_mb=run.limits.memory_mb,
+                           runtimes=(argv[0], plan["python"]), workdir=workdir, hidden=hidden)
         return lambda fd: [*outer, plan["python"], "-I", "-S", INNER_LAUNCHER, json.dumps(
             {**spec, "status_fd": fd, "net": False, "pid": False, "userns": False})]
     return lambda fd: [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(
@@ -504,9 +506,11 @@ async def _supervise(run: ToolRun, command: Callable[[int], list[str]], uid: int
         os.close(status_r)
     duration_ms = int((time.monotonic() - started) * 1000)
     stderr = err.kept.decode("utf-8", errors="replace")
-    if not status_text and not stopped and (
-            (proc.returncode == SETUP_FAILED and stderr.startswith("sandbox:")) or stderr.startswith("bwrap:")):
-        raise SandboxFailed(stderr.strip()[:500])
+    if not status_text and not stopped and proc.returncode == SETUP_FAILED and stderr.startswith("sandbox:"):
+        raise SandboxFailed(stderr.strip())
+    if not status_text and not stopped and stderr.startswith("bwrap:"):
+        log.error("bwrap could not set up a sandbox: %s", stderr.strip()[:1000])  # host paths: for the log only
+        raise SandboxFailed("bwrap could not set up the sandbox (the worker's log says why)")
     reason, code, sig = _reason(int(status_text) if status_text else None, stopped[0] if stopped else None, stderr)
     return {"reason": reason, "exit_code": code, "signal": signal.Signals(sig).name if sig else None,
             "stdout": out.kept.decode("utf-8", errors="replace"), "stderr": stderr,

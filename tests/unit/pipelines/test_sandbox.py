@@ -210,6 +210,26 @@ def test_a_bwrap_that_cannot_sandbox_here_is_passed_over(monkeypatch, tmp_path):
     assert sandbox.isolation_plan.__wrapped__() == sandbox.launcher_plan()
 
 
+async def test_a_bwrap_failing_at_set_up_is_sandbox_failed_without_host_paths(tmp_path):
+    broken = tmp_path / "bwrap"
+    broken.write_text("#!/bin/sh\necho \"bwrap: Can't mount tmpfs on /srv/agentmem/data\" >&2\nexit 1\n")
+    broken.chmod(0o755)
+    plan = {**sandbox.launcher_plan(), "bwrap": str(broken), "python": "/usr/bin/python3"}
+    with pytest.raises(sandbox.SandboxFailed) as caught:
+        await go("print(1)", plan=plan)
+    assert "/srv/agentmem" not in str(caught.value) and "worker's log" in str(caught.value)
+
+
+def test_a_runtime_installed_outside_usr_gets_its_installation_shown(tmp_path):
+    node = tmp_path / "opt" / "node" / "bin" / "node"
+    node.parent.mkdir(parents=True)
+    node.touch()
+    argv = sandbox.bwrap_argv("bwrap", root=True, scratch_mb=1, runtimes=("/usr/bin/python3", str(node)))
+    shown = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--ro-bind"]
+    assert str(tmp_path / "opt" / "node") in shown and "/usr" in shown
+    assert "/usr/bin" not in shown  # already inside /usr
+
+
 # --- what a bwrap sandbox hides --------------------------------------------------------------------------
 
 
