@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.settings import get_settings
@@ -36,6 +39,21 @@ def async_url(url: str) -> str:
     raise ValueError(f"not a PostgreSQL URL: {url.split('@')[-1]}")
 
 
+# SQLSTATEs of a server that is shutting down, crashed or starting up ("the database system is starting
+# up", as after a restart). asyncpg's errors for them reach SQLAlchemy as a bare DBAPIError.
+SERVER_UNAVAILABLE = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _server_unavailable_is_operational(context: ExceptionContext) -> OperationalError | None:
+    """Raise a server that is stopping or starting as an OperationalError: an outage like a refused
+    connection (a 503 in the API, a retry in a job), not a bug. Its pooled connections are dead."""
+    if getattr(context.original_exception, "sqlstate", None) not in SERVER_UNAVAILABLE:
+        return None
+    context.is_disconnect = True
+    return OperationalError(context.statement, context.parameters, context.original_exception,
+                            connection_invalidated=True)
+
+
 def get_engine() -> AsyncEngine:
     """The process's engine; short connect and command timeouts turn outages into errors, not hangs."""
     global _engine, _sessionmaker
@@ -53,6 +71,7 @@ def get_engine() -> AsyncEngine:
                 "server_settings": {"application_name": "agentmem"},
             },
         )
+        event.listen(_engine.sync_engine, "handle_error", _server_unavailable_is_operational, retval=True)
         _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False)
     return _engine
 

@@ -16,6 +16,10 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,11 +81,20 @@ class Services:
     database_url: str
     redis_url: str
     data_dir: Path
-    _servers: list = field(default_factory=list)
+    postgres: EmbeddedPostgres | None = None  # None: AGENTMEM_TEST_DATABASE_URL's server
+    valkey: EmbeddedRedis | None = None
+
+    def kill(self, server: EmbeddedPostgres | EmbeddedRedis) -> None:
+        """SIGKILL an embedded server, as the OOM killer would, and reap it; `server.start()` brings
+        it back on the same port with the same data."""
+        assert server.process is not None, "only a server these tests started can be killed"
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=30)
 
     def stop(self) -> None:
-        for server in reversed(self._servers):
-            server.stop()
+        for server in (self.valkey, self.postgres):
+            if server is not None:
+                server.stop()
 
 
 def start_services() -> Services:
@@ -93,13 +106,11 @@ def start_services() -> Services:
     services = Services(os.environ.get("AGENTMEM_TEST_DATABASE_URL", ""),
                         os.environ.get("AGENTMEM_TEST_REDIS_URL", ""), data_dir)
     if not services.database_url:
-        pg = EmbeddedPostgres(data_dir)
-        services.database_url = pg.start()
-        services._servers.append(pg)
+        services.postgres = EmbeddedPostgres(data_dir)
+        services.database_url = services.postgres.start()
     if not services.redis_url:
-        valkey = EmbeddedRedis(data_dir)
-        services.redis_url = valkey.start()
-        services._servers.append(valkey)
+        services.valkey = EmbeddedRedis(data_dir)
+        services.redis_url = services.valkey.start()
     return services
 
 
