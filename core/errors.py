@@ -96,6 +96,19 @@ class LLMNotConfigured(InvalidInput, PermanentJobError):
     status_code, code = 422, "llm_not_configured"
 
 
+class URLNotAllowed(InvalidInput, PermanentJobError):
+    """A user-supplied URL leads where the outbound policy refuses (core/outbound.py): 422 in the API, a
+    permanent job failure when it is found at call time."""
+
+    status_code, code = 422, "url_not_allowed"
+
+
+class URLUnresolvable(InvalidInput):
+    """A user-supplied URL's host name does not resolve, so it can't be checked (nor used)."""
+
+    status_code, code = 422, "url_unresolvable"
+
+
 class JobCancelled(Exception):
     """Raised at a checkpoint when the job's cancellation was requested."""
 

@@ -6,7 +6,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -116,6 +116,20 @@ class Settings(BaseSettings):
     llm_max_retries: int = 4
     encryption_key: SecretStr | None = Field(default=None, description="Key that encrypts stored provider API "
                                              "keys; unset derives one from the JWT secret.")
+
+    # Outbound requests to URLs users give (LLM configurations): core/outbound.py, README "Outbound requests".
+    outbound_allow: str | None = Field(default=None, description="Exceptions to the outbound policy, which "
+                                       "refuses internal addresses: networks, addresses or host names, each "
+                                       "optionally with a port, separated by commas (`10.0.0.0/8, "
+                                       "127.0.0.1:11434, [::1]:8080, llm.lan:8000`).")
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _outbound_allow_parses(cls, value: str | None) -> str | None:
+        from core.outbound import parse_allow  # a process with a bad entry refuses to start, naming it
+
+        parse_allow(value)
+        return value
 
     # Fact extraction (`infer`) and duplicate detection
     dedup_similarity: float = Field(default=0.95, description="Cosine similarity at or above which a text that "
