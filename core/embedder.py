@@ -142,14 +142,16 @@ class OpenAIModel:
     """Any OpenAI-compatible /embeddings endpoint, through the `openai` package."""
 
     def __init__(self, settings: Settings) -> None:
-        from openai import AsyncOpenAI
+        from core.llm import ProviderSettings, openai_client
 
         if not settings.embedding_base_url:
             raise PermanentJobError("AGENTMEM_EMBEDDING_BASE_URL is required for the openai embedding provider",
                                     code="embedding_not_configured")
         self.settings = settings
-        self.client = AsyncOpenAI(base_url=settings.embedding_base_url, api_key=settings.embedding_api_key or "unused",
-                                  timeout=60.0, max_retries=0)
+        # The operator's endpoint (trusted, so not under the outbound policy), built as every OpenAI client is.
+        self.client = openai_client(ProviderSettings(
+            kind="openai_compatible", model=settings.embedding_model, base_url=settings.embedding_base_url,
+            api_key=settings.embedding_api_key, timeout_seconds=60.0, max_retries=0, name="embeddings", trusted=True))
 
     async def encode(self, texts: list[str]) -> Vectors:
         """Embed texts; rate limits, 5xx and timeouts are transient, other rejections permanent."""

@@ -7,6 +7,11 @@ from their deltas, and `chat_json` which validates the answer with pydantic and 
 
 The `openai` package's own retries are off (`max_retries=0`): ours are the only ones. Once they are
 spent the call raises `LLMUnavailable`, a transient job error, so a job retries later through the broker.
+
+A provider an organization configured is reached through `core.outbound.guarded_client`: its host
+is checked on every connection (a refusal is `url_not_allowed`, permanent), redirects are not
+followed, and its failures say nothing of what answered (core/llm_retry.py). Only the operator's
+service-wide provider (`trusted`) uses the `openai` package's own client.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from typing import Any, Literal, TypeVar
 import openai
 from pydantic import TypeAdapter, ValidationError
 
-from core.errors import LLMOutputInvalid
-from core.llm_retry import is_retryable, is_transport_error, map_error, parse_retry_after, retrying
+from core.errors import LLMOutputInvalid, URLNotAllowed
+from core.llm_retry import (UnusableAnswer, is_retryable, is_transport_error, map_error, parse_retry_after,
+                            retrying)
+from core.outbound import guarded_client
 
 __all__ = ["ChatResult", "LLMClient", "ProviderSettings", "StreamEvent", "ToolCall", "Usage", "is_retryable",
-           "map_error", "parse_retry_after", "provider_semaphore"]
+           "map_error", "openai_client", "parse_retry_after", "provider_semaphore"]
 
 T = TypeVar("T")
 
@@ -45,6 +52,8 @@ class ProviderSettings:
     timeout_seconds: float = 60.0
     max_retries: int = 4
     name: str = "default"
+    # Set by the operator (AGENTMEM_LLM_*), not by an organization: not subject to the outbound policy.
+    trusted: bool = False
 
 
 @dataclass
@@ -138,10 +147,13 @@ def provider_semaphore(provider: ProviderSettings) -> asyncio.Semaphore:
     return per_loop[key]
 
 
-def _build_openai(provider: ProviderSettings, http_client: Any = None) -> openai.AsyncOpenAI:
+def openai_client(provider: ProviderSettings, http_client: Any = None) -> openai.AsyncOpenAI:
+    """The `openai` client for a provider: through the outbound policy unless it is `trusted` or given a client."""
     # Every argument is explicit so the package never falls back to OPENAI_* environment variables.
     common: dict[str, Any] = {"api_key": provider.api_key or "unused", "timeout": provider.timeout_seconds,
                               "max_retries": 0}
+    if http_client is None and not provider.trusted:
+        http_client = guarded_client(timeout=provider.timeout_seconds)
     if http_client is not None:
         common["http_client"] = http_client
     if provider.kind == "azure":
@@ -153,7 +165,7 @@ def _build_openai(provider: ProviderSettings, http_client: Any = None) -> openai
 def _shared_openai(provider: ProviderSettings) -> openai.AsyncOpenAI:
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
     if provider not in per_loop:
-        per_loop[provider] = _build_openai(provider)
+        per_loop[provider] = openai_client(provider)
     return per_loop[provider]
 
 
@@ -190,7 +202,7 @@ class LLMClient:
         # `on_usage` hears each call's usage as it happens (e.g. `JobContext.record_usage`), so a job that
         # fails half-way still accounts for what it spent.
         self._on_usage = on_usage
-        self._openai = _build_openai(provider, http_client) if http_client is not None else None
+        self._openai = openai_client(provider, http_client) if http_client is not None else None
 
     @property
     def openai(self) -> openai.AsyncOpenAI:
@@ -202,10 +214,12 @@ class LLMClient:
         if self._on_usage is not None:
             self._on_usage(usage)
 
-    async def _call(self, make: Callable[[], Any], *, keep_permit: bool = False) -> Any:
+    async def _call(self, make: Callable[[], Any], *, keep_permit: bool = False,
+                    usable: Callable[[Any], bool] | None = None) -> Any:
         """Run `make()` under the provider's semaphore and timeout, retrying transient failures.
 
-        With `keep_permit` the caller inherits the permit on success and must release it.
+        With `keep_permit` the caller inherits the permit on success and must release it. A result
+        `usable` rejects is no API answer: retried, then reported as an unreachable provider is.
         """
         provider = self.provider
         semaphore = provider_semaphore(provider)
@@ -218,14 +232,19 @@ class LLMClient:
                         # The openai timeout bounds each read; this bounds the whole call.
                         async with asyncio.timeout(provider.timeout_seconds):
                             result = await make()
+                        if usable is not None and not usable(result):
+                            raise UnusableAnswer(f"a {type(result).__name__} that is no API answer")
                     except BaseException:
                         semaphore.release()
                         raise
                     if not keep_permit:
                         semaphore.release()
                     return result
-        except (openai.APIError, TimeoutError) as exc:
+        except (openai.APIError, TimeoutError, UnusableAnswer) as exc:
             raise map_error(exc, provider) from exc
+        except URLNotAllowed as exc:  # the outbound policy refused the host when connecting: never retried
+            raise URLNotAllowed(f"LLM provider {provider.name!r}: {exc.message}",
+                                details={**(exc.details or {}), "provider": provider.name}) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def chat(self, messages: list[dict], *, tools: list[dict] | None = None, tool_choice: Any = None,
@@ -233,7 +252,8 @@ class LLMClient:
         """One chat completion; tool calls come back parsed into `ToolCall`s."""
         kwargs = self._chat_kwargs(messages, tools=tools, tool_choice=tool_choice, temperature=temperature,
                                    max_tokens=max_tokens, json_mode=json_mode)
-        response = await self._call(lambda: self.openai.chat.completions.create(**kwargs))
+        response = await self._call(lambda: self.openai.chat.completions.create(**kwargs),
+                                    usable=lambda r: isinstance(getattr(r, "choices", None), list))
         usage = _usage_of(response.usage)
         self._count(usage)
         if not response.choices:
@@ -264,8 +284,10 @@ class LLMClient:
             parts: dict[int, dict[str, str]] = {}
             finish_reason: str | None = None
             usage: Usage | None = None
+            chunks = 0
             try:
                 async for chunk in stream:
+                    chunks += 1
                     if chunk.usage is not None:
                         usage = _usage_of(chunk.usage)
                     for choice in chunk.choices[:1] if chunk.choices else []:
@@ -285,6 +307,8 @@ class LLMClient:
                 raise map_error(exc, self.provider) from exc
             finally:
                 await stream.close()
+            if not chunks:  # not one event: whatever answered, it was no streaming API
+                raise map_error(UnusableAnswer("an empty stream"), self.provider)
             for index in sorted(parts):
                 yield StreamEvent(type="tool_call", tool_call=ToolCall(**parts[index]))
             usage = usage or Usage(calls=1)
@@ -319,7 +343,13 @@ class LLMClient:
         """Embed `texts` with `model` at this provider, in input order."""
         if not texts:
             return []
-        response = await self._call(lambda: self.openai.embeddings.create(model=model, input=texts))
+        async def create() -> Any:
+            try:
+                return await self.openai.embeddings.create(model=model, input=texts)
+            except (AttributeError, TypeError, ValueError) as exc:  # openai reading a body that is no embeddings
+                raise UnusableAnswer(f"{type(exc).__name__}: {exc}") from exc
+
+        response = await self._call(create, usable=lambda r: isinstance(getattr(r, "data", None), list))
         raw = response.usage
         self._count(Usage(prompt_tokens=getattr(raw, "prompt_tokens", 0) or 0, calls=1))
         return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]

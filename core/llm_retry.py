@@ -4,10 +4,18 @@ Retried: 429, 408, 409, 5xx, timeouts and connection failures, with full-jitter 
 or the provider's `Retry-After` (`retry-after-ms`, seconds or an HTTP date) plus a little jitter. A
 `Retry-After` beyond `RETRY_AFTER_CAP_SECONDS` is not waited for in-process: the call fails with
 LLMUnavailable at once and the broker retries the whole job later.
+
+What a failure says. A base URL is chosen by an organization's admin, so a job's error must not tell
+them what (if anything) answers at an address: a refused connection, a timeout, a TLS failure, a
+redirect, an HTML 404 or a 200 that is no API answer all read the same, `llm_unavailable` "could not
+be reached or gave no usable answer", are retried the same, and only the service's log has the
+cause. An answer in the OpenAI error shape (`{"error": {"message": …}}`) is the provider's own word
+and is reported with its status: 401 `llm_rejected`, 429 `llm_unavailable` with its `Retry-After`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -65,17 +73,48 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = 
     return value if value >= 0 else None
 
 
+class UnusableAnswer(Exception):
+    """The endpoint answered, but not as an OpenAI-compatible API does (HTML, no choices, an empty stream)."""
+
+
+def provider_message(exc: openai.APIStatusError) -> str | None:
+    """The error message of an answer in the OpenAI error shape (the provider's own words), else None.
+
+    `{"error": {"message": …}}` as OpenAI, Azure, Ollama and recent vLLM send it, or vLLM's older
+    `{"object": "error", "message": …}`; redirects never count, whatever their body.
+    """
+    if 300 <= exc.status_code < 400:
+        return None
+    try:
+        body = json.loads(exc.response.content)
+    except Exception:  # noqa: BLE001 - unread (httpx or httpx2), not text, not JSON: no message of the provider's
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message = error["message"]
+    elif body.get("object") == "error" and isinstance(body.get("message"), str):
+        message = body["message"]
+    else:
+        return None
+    return " ".join(message.split())[:300]
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Rate limits, 5xx, timeouts and connection failures: worth asking again."""
-    if isinstance(exc, (openai.APIConnectionError, TimeoutError)):  # APITimeoutError is a connection error
+    """Rate limits, 5xx, timeouts, connection failures and answers that are no API's: worth asking again."""
+    if isinstance(exc, (openai.APIConnectionError, TimeoutError, UnusableAnswer)):  # incl. APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError):
+        if provider_message(exc) is None:  # retried as an unreachable endpoint is, so it looks the same
+            return True
         return exc.status_code >= 500 or exc.status_code in RETRYABLE_STATUSES
     return False
 
 
 def _hinted_wait(exc: BaseException | None) -> float | None:
-    if isinstance(exc, openai.APIStatusError):
+    # Only a provider's own answer may set the pace: any other server's Retry-After would show it answered.
+    if isinstance(exc, openai.APIStatusError) and provider_message(exc) is not None:
         return parse_retry_after(exc.response.headers)
     return None
 
@@ -99,22 +138,41 @@ def _should_retry(exc: BaseException) -> bool:
 
 
 def map_error(exc: BaseException, provider: ProviderSettings) -> Exception:
-    """Translate an `openai` exception (after retries) into LLMUnavailable or LLMRejected."""
+    """Translate a failed call (after retries) into LLMRejected or LLMUnavailable, saying only what is safe.
+
+    The provider's own error answers keep their status and message; every other failure gets one
+    message, the same for a refused connection, a timeout or a web page, and its cause goes to the log.
+    """
     where = f"LLM provider {provider.name!r} ({provider.model})"
-    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
-        return LLMUnavailable(f"{where} timed out after {provider.timeout_seconds:g} s",
-                              details={"provider": provider.name})
-    if isinstance(exc, openai.APIConnectionError):
-        return LLMUnavailable(f"{where} could not be reached: {exc}", details={"provider": provider.name})
-    if isinstance(exc, openai.APIStatusError):
+    message = provider_message(exc) if isinstance(exc, openai.APIStatusError) else None
+    if isinstance(exc, openai.APIStatusError) and message is not None:
         details: dict[str, Any] = {"provider": provider.name, "status": exc.status_code}
         if is_retryable(exc):
             hinted = _hinted_wait(exc)
             if hinted is not None:
                 details["retry_after"] = round(hinted, 3)
-            return LLMUnavailable(f"{where} answered {exc.status_code}: {exc.message}", details=details)
-        return LLMRejected(f"{where} rejected the request ({exc.status_code}): {exc.message}", details=details)
-    return LLMUnavailable(f"{where} failed: {type(exc).__name__}: {exc}", details={"provider": provider.name})
+            return LLMUnavailable(f"{where} answered {exc.status_code}: {message}", details=details)
+        return LLMRejected(f"{where} rejected the request ({exc.status_code}): {message}", details=details)
+    log.warning("LLM provider %r at %s: no usable answer: %s", provider.name, provider.base_url or "(default)",
+                describe_failure(exc))
+    return LLMUnavailable(f"{where} could not be reached or gave no usable answer (timeout "
+                          f"{provider.timeout_seconds:g} s); the service's log has the cause",
+                          details={"provider": provider.name})
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What went wrong, for the log only: the exception chain, a status and where a redirect pointed."""
+    parts = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        text = f"{type(seen).__name__}: {seen}" if str(seen) else type(seen).__name__
+        if isinstance(seen, openai.APIStatusError):
+            text = f"HTTP {seen.status_code} {seen.response.headers.get('content-type', '')}".rstrip()
+            if seen.response.headers.get("location"):
+                text += f", redirect to {seen.response.headers['location']} not followed"
+        parts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)
 
 
 def retrying(max_retries: int) -> AsyncRetrying:

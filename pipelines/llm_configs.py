@@ -3,6 +3,8 @@
 Each organization may keep several configurations, one of them its default. A job asks
 `require_provider` for the configuration it was given, else the organization's default, else the
 service-wide provider from settings (`AGENTMEM_LLM_*`). API keys are stored encrypted (core.crypto).
+A configuration's `base_url` must pass the outbound policy (core/outbound.py) when it is stored, and
+again on every connection; the service-wide one is the operator's and is trusted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.crypto import decrypt_secret, encrypt_secret, secret_hint
 from core.errors import AppError, Conflict, InvalidInput, LLMNotConfigured, NotFound
 from core.llm import ProviderSettings
+from core.outbound import check_url
 from core.settings import Settings, get_settings
 from schemas.llm import LlmConfigCreate, LlmConfigUpdate, provider_problem
 from schemas.tables import LlmConfig
@@ -64,6 +67,8 @@ def _set_key(row: LlmConfig, api_key: str | None) -> None:
 
 async def create_config(session: AsyncSession, org_id: uuid.UUID, data: LlmConfigCreate) -> LlmConfig:
     """A new configuration; as the default it replaces the previous default in the same transaction."""
+    if data.base_url is not None:
+        await check_url(data.base_url)
     await _name_free(session, org_id, data.name)
     if data.is_default:
         await _unset_default(session, org_id)
@@ -97,6 +102,8 @@ async def update_config(session: AsyncSession, org_id: uuid.UUID, config_id: uui
     """Change the fields given; `api_key: null` removes the key; `is_default: true` takes over the default."""
     row = await get_config(session, org_id, config_id)
     given = data.model_fields_set
+    if "base_url" in given and data.base_url is not None:
+        await check_url(data.base_url)
     if "name" in given and data.name.lower() != row.name.lower():
         await _name_free(session, org_id, data.name, exclude=row.id)
     provider = data.provider if "provider" in given else row.provider
@@ -165,7 +172,7 @@ def service_provider(settings: Settings) -> ProviderSettings | None:
                             api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
                             api_version=settings.llm_api_version, max_concurrency=settings.llm_max_concurrency,
                             timeout_seconds=settings.llm_timeout_seconds, max_retries=settings.llm_max_retries,
-                            name="service-default")
+                            name="service-default", trusted=True)
 
 
 async def provider_for(session: AsyncSession, org_id: uuid.UUID,

@@ -29,6 +29,9 @@ async def create_llm_config(body: LlmConfigCreate, session: SessionDep, who: Llm
 
     The API key is stored encrypted and never returned; responses show `api_key_set` and its last
     four characters. With `is_default: true` it replaces the organization's previous default.
+    `base_url` must lead to public addresses (`422 url_not_allowed` names the rule that refused it,
+    `422 url_unresolvable` a host name without an address) unless the operator allows it with
+    `AGENTMEM_OUTBOUND_ALLOW`.
     """
     row = await llm_configs.create_config(session, who.org_id, body)
     await session.commit()
@@ -52,7 +55,8 @@ async def get_llm_config(config_id: uuid.UUID, session: SessionDep, who: LlmMana
               responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The name is taken"}})
 async def update_llm_config(config_id: uuid.UUID, body: LlmConfigUpdate, session: SessionDep,
                             who: LlmManager) -> LlmConfigOut:
-    """Change some fields. Omitted fields stay; `"api_key": null` removes the stored key."""
+    """Change some fields. Omitted fields stay; `"api_key": null` removes the stored key. A new `base_url` is
+    checked as on creation."""
     audit_target("llm_config", config_id, fields=sorted(body.model_fields_set))
     row = await llm_configs.update_config(session, who.org_id, config_id, body)
     await session.commit()

@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from core.db import dispose_engine, session_scope, set_database_url
 from core.migrate import upgrade_database
+from core.settings import get_settings
 from core.redis import close_redis, set_redis_url
 from tests.support.stack import Stack, start_services
 from schemas.permissions import Role
@@ -43,7 +44,11 @@ def stack(services):
         print(st.logs())
         st.stop()
         raise
+    # This process calls the model server too (the LLM client's tests): the same exception as the stack's.
+    settings = get_settings()
+    allowed, settings.outbound_allow = settings.outbound_allow, st.env["AGENTMEM_OUTBOUND_ALLOW"]
     yield st
+    settings.outbound_allow = allowed
     st.stop()
     print(f"\nintegration logs kept in {log_dir}")
 

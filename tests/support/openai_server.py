@@ -26,6 +26,7 @@ most 8 characters; a last chunk with `finish_reason`; a chunk with `usage` and n
                                                           body; `retry_after` (seconds, or an HTTP-date
                                                           string) becomes the Retry-After header
     {"status": 500} / {"status": 401} / any status        the same without Retry-After
+    {"status": 307, "location": "http://…"}               a redirect there (with the same error body)
     {"delay": 1.5, ...}                                   wait that long first, then answer with the rest
                                                           of R (or the default answer if nothing is left)
   "content" and "tool_calls" may be combined; "finish_reason" overrides the finish reason.
@@ -201,6 +202,8 @@ def _scripted_error(script: dict) -> JSONResponse:
     if script.get("retry_after") is not None:
         value = script["retry_after"]
         headers["Retry-After"] = value if isinstance(value, str) else f"{value:g}"
+    if script.get("location"):
+        headers["Location"] = script["location"]
     kind = {429: "rate_limit_exceeded", 401: "invalid_api_key"}.get(status, "server_error" if status >= 500
                                                                      else "invalid_request_error")
     return JSONResponse({"error": {"message": f"scripted {status}", "type": kind, "code": kind, "param": None}},

@@ -40,7 +40,8 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/memories/search": {"query": "{query}"},
     "PATCH /api/v1/memories/{memory_id}": {"content": "changed by the route matrix"},
     "POST /api/v1/summaries": {"memory_ids": ["{memory_id}"]},
-    "POST /api/v1/llm/configs": {"name": "{new_name}", "model": "matrix-model", "base_url": "http://127.0.0.1:9/v1"},
+    # A public address literal (no DNS; the outbound policy refuses internal ones), never called.
+    "POST /api/v1/llm/configs": {"name": "{new_name}", "model": "matrix-model", "base_url": "http://93.184.216.34:9/v1"},
     "PATCH /api/v1/llm/configs/{config_id}": {"max_retries": 2},
     "POST /api/v1/agents": {"name": "{new_name}"},
     "PATCH /api/v1/agents/{agent_id}": {"description": "changed by the route matrix"},

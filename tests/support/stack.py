@@ -156,6 +156,8 @@ class Stack:
             "AGENTMEM_EMBEDDING_PROVIDER": "openai",
             "AGENTMEM_EMBEDDING_BASE_URL": self.model_url + "/v1",
             "AGENTMEM_EMBEDDING_API_KEY": "test-key",
+            # The tests' model server is the one internal address organizations' LLM configs may use.
+            "AGENTMEM_OUTBOUND_ALLOW": f"127.0.0.1:{model_port}",
             "PYTHONUNBUFFERED": "1",
         }
         model = self.spawn("model-server", ["-m", "tests.support.openai_server", "--port", str(model_port)])

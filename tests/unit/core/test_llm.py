@@ -16,9 +16,12 @@ import pytest
 from pydantic import BaseModel
 
 from core import llm_retry
-from core.errors import LLMOutputInvalid, LLMRejected, LLMUnavailable, PermanentJobError, TransientJobError
+from core.errors import (LLMOutputInvalid, LLMRejected, LLMUnavailable, PermanentJobError, TransientJobError,
+                         URLNotAllowed)
 from core.llm import LLMClient, ProviderSettings, ToolCall, Usage, provider_semaphore
 from core.llm_retry import RETRY_AFTER_CAP_SECONDS, backoff_seconds, parse_retry_after
+from core.outbound import GuardedTransport, OutboundPolicy, check_url, guarded_client
+from tests.unit.core.test_outbound import FakeNetwork, Resolver
 
 real_backoff = backoff_seconds
 
@@ -183,9 +186,98 @@ async def test_a_slow_answer_times_out_as_unavailable(waits):
         return completion()
 
     provider = Provider(slow)
-    with pytest.raises(LLMUnavailable, match="timed out after 0.05 s"):
+    with pytest.raises(LLMUnavailable, match=r"could not be reached or gave no usable answer \(timeout 0.05 s\)"):
         await client(provider, timeout_seconds=0.05, max_retries=1).chat([{"role": "user", "content": "hi"}])
     assert len(provider.requests) == 2
+
+
+# --- what a failure says: nothing about what answered ---------------------------------------------
+
+def html(status: int, headers: dict | None = None) -> httpx.Response:
+    return httpx.Response(status, headers={"content-type": "text/html", **(headers or {})},
+                          text="<html><body><h1>Internal admin console</h1> nginx/1.18 on db-7</body></html>")
+
+
+async def _never_answers(request):
+    await asyncio.sleep(5)
+    return completion()
+
+
+@pytest.mark.parametrize("answer", [
+    httpx.ConnectError("[Errno 111] Connection refused"),
+    httpx.ConnectTimeout("timed out"),
+    httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate"),
+    httpx.RemoteProtocolError("Server disconnected without sending a response."),
+    _never_answers,
+    html(404), html(401), html(500), html(503, {"Retry-After": "3600"}),
+    httpx.Response(302, headers={"location": "http://10.0.0.7/"}),
+    httpx.Response(404, text="404 page not found"),
+    httpx.Response(200, text="<html>welcome</html>", headers={"content-type": "text/html"}),
+    httpx.Response(200, json={"status": "ok", "version": "internal-2.3"}),
+], ids=["refused", "connect-timeout", "tls", "disconnect", "no-answer", "html-404", "html-401", "html-500",
+        "html-503-retry-after", "redirect", "plain-404", "html-200", "json-200"])
+async def test_every_failure_that_is_not_the_providers_own_answer_reads_the_same(answer, waits):
+    provider = Provider(answer)
+    with pytest.raises(LLMUnavailable) as caught:
+        await client(provider, max_retries=2, timeout_seconds=0.05).chat([{"role": "user", "content": "hi"}])
+    # One message, one code, the same details and the same number of attempts, whatever answered or didn't.
+    assert caught.value.message == ("LLM provider 'default' (test-model) could not be reached or gave no usable "
+                                    "answer (timeout 0.05 s); the service's log has the cause")
+    assert caught.value.code == "llm_unavailable" and caught.value.details == {"provider": "default"}
+    assert len(provider.requests) == 3 and [hint for _, hint in waits] == [None, None]
+
+
+@pytest.mark.parametrize("answer", [
+    html(404), httpx.Response(200, text="<html>welcome</html>", headers={"content-type": "text/html"}),
+    httpx.Response(200, json={"object": "list"}), httpx.ConnectError("[Errno 111] Connection refused"),
+], ids=["html-404", "html-200", "json-200", "refused"])
+async def test_embeddings_fail_the_same_way(answer, waits):
+    provider = Provider(answer)
+    with pytest.raises(LLMUnavailable, match="could not be reached or gave no usable answer"):
+        await client(provider, max_retries=1).embed(["a text"], "test-embedder")
+    assert len(provider.requests) == 2
+
+
+async def test_a_stream_that_is_no_api_answer_fails_the_same_way(waits):
+    provider = Provider(httpx.Response(200, text="<html>welcome</html>", headers={"content-type": "text/html"}))
+    with pytest.raises(LLMUnavailable, match="could not be reached or gave no usable answer"):
+        [event async for event in client(provider).stream([{"role": "user", "content": "hi"}])]
+
+
+@pytest.mark.parametrize("body", [{"error": {"message": "Incorrect API key provided: sk-…abcd", "type": "auth"}},
+                                  {"object": "error", "message": "Incorrect API key provided: sk-…abcd"}],
+                         ids=["openai", "vllm"])
+async def test_the_providers_own_error_answer_is_reported_with_its_status(body):
+    with pytest.raises(LLMRejected) as caught:
+        await client(Provider(httpx.Response(401, json=body))).chat([{"role": "user", "content": "hi"}])
+    assert caught.value.message == ("LLM provider 'default' (test-model) rejected the request (401): "
+                                    "Incorrect API key provided: sk-…abcd")
+    assert caught.value.details == {"provider": "default", "status": 401}
+
+
+async def test_a_provider_refused_when_connecting_fails_at_once_with_url_not_allowed(waits):
+    network = FakeNetwork()
+    guard = OutboundPolicy(resolver=Resolver({"llm.example": [["93.184.216.34"], ["10.0.0.5"]]}))
+    await check_url("http://llm.example/v1", policy=guard)  # as when it was stored
+    llm = LLMClient(ProviderSettings(kind="openai_compatible", model="m", base_url="http://llm.example/v1",
+                                     max_retries=3, name="rebinding"),
+                    http_client=guarded_client(policy=guard, network_backend=network))
+    with pytest.raises(URLNotAllowed) as caught:
+        await llm.chat([{"role": "user", "content": "hi"}])
+    assert isinstance(caught.value, PermanentJobError) and caught.value.code == "url_not_allowed"
+    assert caught.value.details == {"host": "llm.example", "rule": "private", "provider": "rebinding"}
+    assert "10.0.0.5" not in caught.value.message and network.connects == [] and waits == []
+
+
+async def test_an_organizations_provider_goes_through_the_outbound_policy_and_the_operators_does_not(
+        override_settings):
+    override_settings(outbound_allow=None)
+    configured = ProviderSettings(kind="openai_compatible", model="m", base_url="http://127.0.0.1:9/v1", name="org")
+    with pytest.raises(URLNotAllowed):  # refused before any connection is made
+        await LLMClient(configured).chat([{"role": "user", "content": "hi"}])
+    # The operator's (AGENTMEM_LLM_*) keeps the openai package's own client: a local model server stays usable.
+    trusted = ProviderSettings(kind="openai_compatible", model="m", base_url="http://127.0.0.1:9/v1", trusted=True)
+    assert not isinstance(LLMClient(trusted).openai._client._transport, GuardedTransport)
 
 
 # --- chat -----------------------------------------------------------------------------------------

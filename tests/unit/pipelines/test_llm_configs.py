@@ -20,7 +20,7 @@ def test_a_base_url_alone_means_an_openai_compatible_endpoint(override_settings)
                                  llm_max_retries=1, llm_api_version=None)
     assert service_provider(settings) == ProviderSettings(
         kind="openai_compatible", model="llama3", base_url="http://localhost:11434/v1", api_key="k-123",
-        max_concurrency=2, timeout_seconds=9.0, max_retries=1, name="service-default")
+        max_concurrency=2, timeout_seconds=9.0, max_retries=1, name="service-default", trusted=True)
 
 
 def test_a_key_alone_means_openai(override_settings):
