@@ -9,8 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import AppError, infrastructure_errors
+from core.errors import AppError, infrastructure_errors, overload_errors
 from core.logging import request_id_var
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,14 @@ async def _infrastructure_error(request: Request, exc: Exception) -> JSONRespons
                           headers={"Retry-After": "5"})
 
 
+async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
+    # No free database connection in time: load, not an outage (the pool's limits are settings).
+    log.warning("no free database connection within AGENTMEM_DB_POOL_TIMEOUT_SECONDS: %s", type(exc).__name__)
+    retry_after = get_settings().overload_retry_after_seconds
+    return error_response(503, "overloaded", f"the service is busy; retry after {retry_after} s",
+                          headers={"Retry-After": str(retry_after)})
+
+
 def unexpected_error_response() -> JSONResponse:
     """The 500 for an exception nothing else handled (rendered by the request middleware)."""
     return error_response(500, "internal_error", "an unexpected error occurred; quote the request id when reporting it")
@@ -63,6 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for exc_class in infrastructure_errors():
         app.add_exception_handler(exc_class, _infrastructure_error)
+    for exc_class in overload_errors():  # busy, not down: replaces the outage handler for these types
+        app.add_exception_handler(exc_class, _overloaded)
     # Unknown exceptions are rendered by api.middleware.RequestContext, inside the request's
     # context, so the 500 carries the request id and is logged once.
 
@@ -73,7 +84,7 @@ _STANDARD_ERRORS = {
     404: "Not found in your organization",
     422: "Invalid input",
     429: "Rate limit exceeded (see `Retry-After`)",
-    503: "Database or Redis unavailable",
+    503: "Database or Redis unavailable, or the service is overloaded (see `code`; `Retry-After`)",
 }
 
 

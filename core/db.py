@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core.settings import get_settings
 
 _engine: AsyncEngine | None = None
+_probe_engine: AsyncEngine | None = None
 _sessionmaker: async_sessionmaker[AsyncSession] | None = None
 _database_url: str | None = None
 
@@ -54,24 +55,32 @@ def _server_unavailable_is_operational(context: ExceptionContext) -> Operational
                             connection_invalidated=True)
 
 
+def _create_engine(pool_size: int, max_overflow: int) -> AsyncEngine:
+    settings = get_settings()
+    engine = create_async_engine(
+        async_url(database_url()),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        # Waiting for a free connection is load, not an outage: its own (shorter) limit, whose
+        # sqlalchemy.exc.TimeoutError the API answers as 503 `overloaded`.
+        pool_timeout=settings.db_pool_timeout_seconds,
+        connect_args={
+            "timeout": settings.db_connect_timeout_seconds,
+            "command_timeout": settings.db_command_timeout_seconds,
+            "server_settings": {"application_name": "agentmem"},
+        },
+    )
+    event.listen(engine.sync_engine, "handle_error", _server_unavailable_is_operational, retval=True)
+    return engine
+
+
 def get_engine() -> AsyncEngine:
     """The process's engine; short connect and command timeouts turn outages into errors, not hangs."""
     global _engine, _sessionmaker
     if _engine is None:
         settings = get_settings()
-        _engine = create_async_engine(
-            async_url(database_url()),
-            pool_size=10,
-            max_overflow=20,
-            pool_pre_ping=True,
-            pool_timeout=settings.db_connect_timeout_seconds,
-            connect_args={
-                "timeout": settings.db_connect_timeout_seconds,
-                "command_timeout": settings.db_command_timeout_seconds,
-                "server_settings": {"application_name": "agentmem"},
-            },
-        )
-        event.listen(_engine.sync_engine, "handle_error", _server_unavailable_is_operational, retval=True)
+        _engine = _create_engine(settings.db_pool_size, settings.db_max_overflow)
         _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False)
     return _engine
 
@@ -90,9 +99,20 @@ async def session_scope() -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def ping_database() -> None:
+    """`SELECT 1` on a connection of its own, kept apart from the pool requests share: a pool busy
+    with requests is a busy service, not a database down (the readiness probe's check)."""
+    global _probe_engine
+    if _probe_engine is None:
+        _probe_engine = _create_engine(pool_size=1, max_overflow=0)
+    async with _probe_engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
 async def dispose_engine() -> None:
     """Close every pooled connection (lifespan shutdown, worker shutdown, tests)."""
-    global _engine, _sessionmaker
-    if _engine is not None:
-        await _engine.dispose()
-    _engine, _sessionmaker = None, None
+    global _engine, _sessionmaker, _probe_engine
+    for engine in (_engine, _probe_engine):
+        if engine is not None:
+            await engine.dispose()
+    _engine, _sessionmaker, _probe_engine = None, None, None

@@ -60,6 +60,16 @@ class UpstreamUnavailable(AppError):
     status_code, code = 503, "upstream_unavailable"
 
 
+class Overloaded(AppError):
+    """The service is at capacity (too many requests at once, or no free database connection in
+    time), not down: the request did nothing and may be sent again after `retry_after` seconds."""
+
+    status_code, code = 503, "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details=details, headers={"Retry-After": str(retry_after)})
+
+
 class PermanentJobError(AppError):
     """A job failure that retrying cannot fix; the job fails at once with this code."""
 
@@ -113,8 +123,18 @@ class JobCancelled(Exception):
     """Raised at a checkpoint when the job's cancellation was requested."""
 
 
+def overload_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean busy, not down: the connection pool had no free connection in time
+    (`sqlalchemy.exc.TimeoutError`, a type of its own, not the driver's). The API answers them as
+    503 `overloaded`; a job retries them as it retries any of `infrastructure_errors()`."""
+    import sqlalchemy.exc
+
+    return (sqlalchemy.exc.TimeoutError,)
+
+
 def infrastructure_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean a database or Redis outage: a 503 in the API, a retry in a job."""
+    """Exceptions that mean a database or Redis outage: a 503 in the API, a retry in a job (the
+    `overload_errors()` among them: the API tells those apart)."""
     import asyncpg
     import redis.exceptions
     import sqlalchemy.exc

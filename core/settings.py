@@ -212,6 +212,23 @@ class Settings(BaseSettings):
     db_command_timeout_seconds: float = 30.0
     redis_timeout_seconds: float = 5.0
 
+    # Load: a burst is answered in part and refused in part, quickly, rather than all queued (README "Under load").
+    # Each process (the API, every worker, the scheduler) has its own pool of up to size + overflow
+    # connections: with `agentmem up`'s API, 2 workers and scheduler that is 4 × 30 (+1, the API's
+    # readiness probe) of the embedded PostgreSQL's 300.
+    db_pool_size: int = Field(default=10, description="Database connections each process keeps open.")
+    db_max_overflow: int = Field(default=20, description="Connections a process may open beyond the pool "
+                                 "under load (closed again when returned).")
+    db_pool_timeout_seconds: float = Field(default=2.0, description="Longest a request waits for a free "
+                                           "connection before it is refused with 503 `overloaded`.")
+    search_concurrency: int = Field(default=4, description="Searches (query embedding and SQL) one API "
+                                    "process runs at once.")
+    search_queue: int = Field(default=32, description="Searches that may wait for one of those slots; "
+                              "more are refused at once with 503 `overloaded`.")
+    search_queue_seconds: float = Field(default=1.0, description="Longest a search waits for a slot before "
+                                        "it is refused with 503 `overloaded`.")
+    overload_retry_after_seconds: int = Field(default=1, description="`Retry-After` of a 503 `overloaded`.")
+
     log_level: str = "INFO"
     log_json: bool = True
 

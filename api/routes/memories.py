@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
+from api.admission import SearchSlot
 from api.errors import error_responses
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.context import audit_target, read_only
@@ -65,7 +66,7 @@ async def ingest_memories(body: MemoryBatchIn, session: SessionDep, who: Writer,
 
 @router.post("/search", response_model=SearchOut)
 @read_only
-async def search_memories(body: MemorySearchIn, session: SessionDep, who: Reader) -> SearchOut:
+async def search_memories(slot: SearchSlot, body: MemorySearchIn, session: SessionDep, who: Reader) -> SearchOut:
     """Find memories by meaning and by words.
 
     `mode`: `hybrid` (default) fuses `vector` (embedding cosine similarity) and `text` (full-text,
@@ -75,6 +76,9 @@ async def search_memories(body: MemorySearchIn, session: SessionDep, who: Reader
     conditions on scope fields, `created_at` and `metadata.<key>`: eq, ne, in, nin, gt, gte, lt,
     lte, contains). Each hit explains itself: both scores, both ranks, the fused score. Pass
     `next_cursor` back as `cursor` for more hits.
+
+    Under a burst, a few searches run at once and a few more wait briefly; the rest are refused at
+    once with `503 overloaded` and `Retry-After` (see `AGENTMEM_SEARCH_CONCURRENCY`).
     """
     hits, next_cursor, refined = await search.search_memories(session, who.org_id, body)
     return SearchOut(mode=body.mode, refined=refined, next_cursor=next_cursor, hits=[SearchHit(

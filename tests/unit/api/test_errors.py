@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContext
-from core.errors import (AppError, BadRequest, Conflict, InvalidInput, NotFound, PermanentJobError, TransientJobError,
-                         UpstreamUnavailable)
+from core.errors import (AppError, BadRequest, Conflict, InvalidInput, NotFound, Overloaded, PermanentJobError,
+                         TransientJobError, UpstreamUnavailable)
 from schemas.common import ErrorOut
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -34,6 +34,11 @@ FAILURES: dict[str, Exception] = {
     "transient": TransientJobError("rate limited"),
     "runtime": RuntimeError("a bug"),
     "database": sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused")),
+    "database-refused": ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+    # The pool's checkout timeout: every connection busy, the database itself fine.
+    "pool-timeout": sqlalchemy.exc.TimeoutError("QueuePool limit of size 10 overflow 20 reached, connection "
+                                                "timed out, timeout 2.00"),
+    "overloaded": Overloaded("too many search requests at once", retry_after=3, details={"limit": "search"}),
     "redis": redis.exceptions.ConnectionError("Error 111 connecting to localhost:6379"),
     "redis-timeout": redis.exceptions.TimeoutError("Timeout reading from socket"),
 }
@@ -151,12 +156,30 @@ def test_unexpected_exception_carries_the_request_id_of_its_response_header(clie
     assert response.headers.get("X-Request-ID") == error["request_id"]
 
 
-def test_database_outage_is_a_503_database_unavailable_with_retry_after(client):
-    response = client.get("/raise/database")
+@pytest.mark.parametrize("name", ["database", "database-refused"])
+def test_database_outage_is_a_503_database_unavailable_with_retry_after(client, name):
+    response = client.get(f"/raise/{name}")
     assert response.status_code == 503
     assert error_of(response)["code"] == "database_unavailable"
     assert response.headers["Retry-After"] == "5"
-    assert "connection refused" not in response.text
+    assert "connection refused" not in response.text.lower() and "5432" not in response.text
+
+
+def test_no_free_pooled_connection_in_time_is_a_503_overloaded_not_database_unavailable(client, override_settings):
+    override_settings(overload_retry_after_seconds=2)
+    response = client.get("/raise/pool-timeout")
+    assert response.status_code == 503
+    assert error_of(response)["code"] == "overloaded"
+    assert response.headers["Retry-After"] == "2"
+    assert "QueuePool" not in response.text
+
+
+def test_overloaded_renders_as_a_503_with_its_retry_after_and_details(client):
+    response = client.get("/raise/overloaded")
+    assert response.status_code == 503
+    error = error_of(response)
+    assert error["code"] == "overloaded" and error["details"] == {"limit": "search"}
+    assert response.headers["Retry-After"] == "3"
 
 
 @pytest.mark.parametrize("name", ["redis", "redis-timeout"])
