@@ -87,5 +87,6 @@ def send_job(job: Job) -> None:
 
 
 def job_message_in_broker(job: Job) -> bool:
-    """Whether the job's message is still waiting, delayed, or in a worker's hands."""
-    return broker.has_message(ACTORS[JobKind(job.kind)].queue_name, str(job.id))
+    """Whether the job's message is still waiting, delayed (and not overdue), or in a worker's hands."""
+    return broker.has_message(ACTORS[JobKind(job.kind)].queue_name, str(job.id),
+                              overdue_ms=int(get_settings().stale_queued_seconds * 1000))

@@ -46,12 +46,23 @@ class JobBroker(RedisBroker):
         self.emit_after("enqueue", message, delay)
         return message
 
-    def has_message(self, queue_name: str, message_id: str) -> bool:
-        """Whether a message is queued, delayed for retry, or being processed (not yet acked)."""
+    def has_message(self, queue_name: str, message_id: str, *, overdue_ms: int) -> bool:
+        """Whether a message is queued, delayed for retry, or being processed (not yet acked).
+
+        A delayed message more than `overdue_ms` past its time is lost, not held: a worker keeps delayed
+        messages in memory and moves each back to its queue when its time comes, but forgets them when
+        its Redis connection breaks, while Redis still lists them as that (live) worker's.
+        """
         pipe = self.client.pipeline(transaction=False)
         pipe.hexists(f"{self.namespace}:{queue_name}.msgs", message_id)
-        pipe.hexists(f"{self.namespace}:{dq_name(queue_name)}.msgs", message_id)
-        return any(pipe.execute())
+        pipe.hget(f"{self.namespace}:{dq_name(queue_name)}.msgs", message_id)
+        queued, delayed = pipe.execute()
+        if queued:
+            return True
+        if delayed is None:
+            return False
+        eta = Message.decode(delayed).options.get("eta")
+        return eta is None or eta > current_millis() - overdue_ms
 
     def queue_depths(self) -> dict[str, int]:
         """Messages waiting or delayed per queue."""

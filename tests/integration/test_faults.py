@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+import redis
 
 from core.embedded import EmbeddedPostgres
 from tests.support.stack import Proc, free_port, wait_http
@@ -166,3 +167,50 @@ async def test_a_database_that_is_shutting_down_is_an_outage_503_not_a_500(stack
         await held.close()
         pg.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_a_retry_waiting_in_a_worker_when_valkey_restarts_still_runs(client, stack, services, db, scope):
+    # A worker holds a delayed retry in memory until its time comes, while Redis lists it as that worker's.
+    # When the worker's Redis connection breaks, Dramatiq forgets what it held; Redis, restarted from its
+    # append-only file, still lists the message as the live worker's, so nothing delivers it again.
+    if services.valkey is None:
+        pytest.skip("needs the embedded Valkey (an AGENTMEM_TEST_REDIS_URL server can't be killed from here)")
+    others = [p for name, proc in stack.procs.items() if name.startswith("worker") and proc.popen.poll() is None
+              for p in [psutil.Process(proc.popen.pid), *psutil.Process(proc.popen.pid).children(recursive=True)]]
+    for process in others:  # only this test's worker, whose retries wait 5 s, may take the job
+        process.suspend()
+    slow_retries = {"AGENTMEM_JOB_MIN_BACKOFF_MS": "5000", "AGENTMEM_JOB_MAX_BACKOFF_MS": "5000"}
+    worker = stack.spawn("worker-slow-retries", ["-m", "cli.main", "worker"], env=stack.env | slow_retries)
+    scheduler: Proc = stack.spawn("scheduler-retries", ["-m", "cli.main", "scheduler"],
+                                  env=stack.env | {"AGENTMEM_SCHEDULER_INTERVAL_SECONDS": "0.5"})
+    try:
+        tag = uuid.uuid4().hex[:8]
+        submitted = await client.post("/api/v1/memories", json={"user_id": scope, "items": [
+            {"content": f"{scope}: retried across a Valkey restart @@fail429:{tag}:1@@"}]})
+        job_id = submitted.json()["id"]
+        valkey = redis.Redis.from_url(services.redis_url)
+
+        async def held_for_retry():
+            [[status, code]] = await db("SELECT status, error_code FROM jobs WHERE id = :j", j=job_id)
+            held = [key for key in valkey.scan_iter("agentmem:queue:__acks__.*.embedding.DQ")
+                    if valkey.sismember(key, job_id)]
+            return status == "queued" and code == "embedding_unavailable" and held
+
+        await _until(held_for_retry, "the retry held by the worker")
+        services.kill(services.valkey)
+        await _readiness(client, "redis", ok=False)
+        services.valkey.start()
+        await _readiness(client, "redis", ok=True)
+
+        async def finished():
+            [[status]] = await db("SELECT status FROM jobs WHERE id = :j", j=job_id)
+            return status in ("succeeded", "failed", "cancelled") and status
+
+        assert await _until(finished, "the retried job to finish", timeout=60) == "succeeded"
+    finally:
+        for process in others:
+            process.resume()
+        scheduler.stop()
+        worker.stop()
+    [[count]] = await db("SELECT count(*) FROM memories WHERE source_job_id = :j", j=job_id)
+    assert count == 1

@@ -48,12 +48,28 @@ def test_enqueue_with_delay_goes_to_the_delay_queue_under_the_same_id(job_broker
     assert message.options["eta"] >= current_millis() + 4_000
 
 
+def delayed_until(job_id: str, eta: int) -> bytes:
+    return message_for(job_id).copy(queue_name=dq_name("embedding"), options={"eta": eta}).encode()
+
+
 def test_has_message_finds_a_queued_or_delayed_message_by_job_id(job_broker):
     broker, _ = job_broker
     queued, delayed, absent = (str(uuid.uuid4()) for _ in range(3))
     # The hashes dramatiq's dispatch.lua keeps messages in: `<namespace>:<queue>.msgs`.
     broker.client.hset(f"{NAMESPACE}:embedding.msgs", queued, b"...")
-    broker.client.hset(f"{NAMESPACE}:{dq_name('embedding')}.msgs", delayed, b"...")
-    assert broker.has_message("embedding", queued)
-    assert broker.has_message("embedding", delayed)
-    assert not broker.has_message("embedding", absent)
+    broker.client.hset(f"{NAMESPACE}:{dq_name('embedding')}.msgs", delayed,
+                       delayed_until(delayed, current_millis() + 5_000))
+    assert broker.has_message("embedding", queued, overdue_ms=30_000)
+    assert broker.has_message("embedding", delayed, overdue_ms=30_000)
+    assert not broker.has_message("embedding", absent, overdue_ms=30_000)
+
+
+def test_a_delayed_message_long_past_its_time_is_lost_not_held(job_broker):
+    broker, _ = job_broker
+    late, overdue = str(uuid.uuid4()), str(uuid.uuid4())
+    broker.client.hset(f"{NAMESPACE}:{dq_name('embedding')}.msgs", late,
+                       delayed_until(late, current_millis() - 10_000))
+    broker.client.hset(f"{NAMESPACE}:{dq_name('embedding')}.msgs", overdue,
+                       delayed_until(overdue, current_millis() - 60_000))
+    assert broker.has_message("embedding", late, overdue_ms=30_000)  # a busy worker may be a little late
+    assert not broker.has_message("embedding", overdue, overdue_ms=30_000)
