@@ -12,10 +12,13 @@ import json
 import sys
 from datetime import datetime
 
+from pydantic import TypeAdapter, ValidationError
+
 from core.db import dispose_engine, session_scope, set_database_url
 from core.embedded import EmbeddedPostgres
 from core.settings import get_settings
 from pipelines import api_keys, organizations, users
+from schemas.organizations import OrgName
 from schemas.permissions import Permission, Role
 
 
@@ -38,8 +41,17 @@ async def _find_org(session, name: str):
     return org
 
 
+def _org_name(name: str) -> str:
+    """The name as the API would accept it (normalized), or a one-line error."""
+    try:
+        return TypeAdapter(OrgName).validate_python(name)
+    except ValidationError as exc:
+        raise AdminError(f"invalid organization name {name!r}: {exc.errors()[0]['msg']}") from None
+
+
 async def create_org(name: str, owner: str | None) -> dict:
     """Create an organization (optionally owned by an existing user)."""
+    name = _org_name(name)
     async with session_scope() as session:
         owner_id = (await users.find_user(session, owner)).id if owner else None
         org = await organizations.create_organization(session, name, owner_id=owner_id)
@@ -69,6 +81,7 @@ async def create_user(username: str, email: str | None, password: str, superuser
 
 async def bootstrap(org_name: str) -> dict:
     """The development organization, and an owner key the first time only (printed once)."""
+    org_name = _org_name(org_name)
     async with session_scope() as session:
         org, _ = await organizations.ensure_organization(session, org_name)
         if await api_keys.list_keys(session, org.id, include_revoked=True):

@@ -21,6 +21,7 @@ from core.errors import AppError, Conflict, InvalidInput, LLMNotConfigured, NotF
 from core.llm import ProviderSettings
 from core.outbound import check_url
 from core.settings import Settings, get_settings
+from schemas.inputs import name_key
 from schemas.llm import LlmConfigCreate, LlmConfigUpdate, provider_problem
 from schemas.tables import LlmConfig
 
@@ -41,7 +42,7 @@ async def _unset_default(session: AsyncSession, org_id: uuid.UUID, keep: uuid.UU
 
 
 async def _name_free(session: AsyncSession, org_id: uuid.UUID, name: str, exclude: uuid.UUID | None = None) -> None:
-    query = select(LlmConfig.id).where(LlmConfig.org_id == org_id, LIVE, func.lower(LlmConfig.name) == name.lower())
+    query = select(LlmConfig.id).where(LlmConfig.org_id == org_id, LIVE, LlmConfig.name_key == name_key(name))
     if exclude is not None:
         query = query.where(LlmConfig.id != exclude)
     if (await session.execute(query)).first():
@@ -72,7 +73,7 @@ async def create_config(session: AsyncSession, org_id: uuid.UUID, data: LlmConfi
     await _name_free(session, org_id, data.name)
     if data.is_default:
         await _unset_default(session, org_id)
-    row = LlmConfig(org_id=org_id, name=data.name, provider=data.provider, base_url=data.base_url,
+    row = LlmConfig(org_id=org_id, name=data.name, name_key=name_key(data.name), provider=data.provider, base_url=data.base_url,
                     chat_model=data.model, api_version=data.api_version, max_concurrency=data.max_concurrency,
                     timeout_seconds=data.timeout_seconds, max_retries=data.max_retries, is_default=data.is_default)
     _set_key(row, data.api_key.get_secret_value() if data.api_key else None)
@@ -104,7 +105,7 @@ async def update_config(session: AsyncSession, org_id: uuid.UUID, config_id: uui
     given = data.model_fields_set
     if "base_url" in given and data.base_url is not None:
         await check_url(data.base_url)
-    if "name" in given and data.name.lower() != row.name.lower():
+    if "name" in given and name_key(data.name) != row.name_key:
         await _name_free(session, org_id, data.name, exclude=row.id)
     provider = data.provider if "provider" in given else row.provider
     base_url = data.base_url if "base_url" in given else row.base_url
@@ -120,6 +121,8 @@ async def update_config(session: AsyncSession, org_id: uuid.UUID, config_id: uui
                           ("max_retries", "max_retries"), ("is_default", "is_default")):
         if field in given:
             setattr(row, column, getattr(data, field))
+    if "name" in given:
+        row.name_key = name_key(data.name)
     if "api_key" in given:
         _set_key(row, data.api_key.get_secret_value() if data.api_key else None)
     row.updated_at = func.now()

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict, Forbidden, NotFound
+from schemas.inputs import name_key
 from schemas.permissions import Role, can_grant
 from schemas.tables import ApiKey, Membership, Organization, User
 
@@ -17,7 +18,8 @@ LIVE = Organization.deleted_at.is_(None)
 
 
 async def _name_free(session: AsyncSession, name: str, exclude: uuid.UUID | None = None) -> None:
-    query = select(Organization.id).where(LIVE, func.lower(Organization.name) == name.lower())
+    # Compared by look (name_key): "Acme", "ＡＣＭＥ" and a Cyrillic "Асme" are one name.
+    query = select(Organization.id).where(LIVE, Organization.name_key == name_key(name))
     if exclude is not None:
         query = query.where(Organization.id != exclude)
     if (await session.execute(query)).first():
@@ -27,7 +29,7 @@ async def _name_free(session: AsyncSession, name: str, exclude: uuid.UUID | None
 async def create_organization(session: AsyncSession, name: str, owner_id: uuid.UUID | None = None) -> Organization:
     """A new organization; `owner_id` (a user) becomes its first owner."""
     await _name_free(session, name)
-    org = Organization(name=name)
+    org = Organization(name=name, name_key=name_key(name))
     session.add(org)
     try:
         await session.flush()
@@ -43,7 +45,7 @@ async def create_organization(session: AsyncSession, name: str, owner_id: uuid.U
 async def find_organization(session: AsyncSession, name: str) -> Organization | None:
     """The live organization called `name` (case-insensitive), if any."""
     return (await session.execute(select(Organization).where(
-        LIVE, func.lower(Organization.name) == name.lower()))).scalar_one_or_none()
+        LIVE, Organization.name_key == name_key(name)))).scalar_one_or_none()
 
 
 async def ensure_organization(session: AsyncSession, name: str) -> tuple[Organization, bool]:
@@ -74,7 +76,7 @@ async def rename_organization(session: AsyncSession, org_id: uuid.UUID, name: st
     """Change an organization's name."""
     org = await get_organization(session, org_id)
     await _name_free(session, name, exclude=org_id)
-    org.name = name
+    org.name, org.name_key = name, name_key(name)
     org.updated_at = func.now()
     await session.flush()
     await session.refresh(org)

@@ -9,6 +9,9 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from schemas.inputs import display_name
+
+ConfigName = display_name(100)
 ProviderKind = Literal["openai", "azure", "openai_compatible"]
 
 
@@ -34,7 +37,8 @@ def _check_url(value: str | None) -> str | None:
 
 class LlmConfigCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100, description="Unique in the organization (case-insensitive).")
+    name: ConfigName = Field(description="Unique in the organization, compared by look (case, width, accents, "
+                                         "look-alike letters); invisible and direction-changing characters are refused.")
     provider: ProviderKind = Field(default="openai_compatible",
                                    description="`openai`, `azure` (needs `api_version`) or `openai_compatible`.")
     model: str = Field(min_length=1, max_length=200, description="Chat model name (for Azure, the deployment).")
@@ -64,7 +68,7 @@ class LlmConfigUpdate(BaseModel):
     """Fields to change; omitted ones stay. `api_key: null` removes the stored key."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: ConfigName | None = None
     provider: ProviderKind | None = None
     model: str | None = Field(default=None, min_length=1, max_length=200)
     base_url: str | None = Field(default=None, max_length=500)

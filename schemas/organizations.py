@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.inputs import INT32_MAX, display_name
 from schemas.permissions import Permission, Role
 
-OrgName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Compared by look (name_key), so a name can't impersonate another with look-alike characters.
+OrgName = display_name(200)
 
 
 class OrganizationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: OrgName = Field(description="Unique among live organizations (case-insensitive).")
+    name: OrgName = Field(description="Unique among live organizations, compared by look: case, width, accents and "
+                              "look-alike letters of other scripts don't make a name different. Invisible and "
+                              "direction-changing characters are refused.")
 
 
 class OrganizationUpdate(BaseModel):
@@ -28,9 +32,9 @@ class LimitsUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_memories: int | None = Field(default=None, ge=0)
-    jobs_per_minute: int | None = Field(default=None, ge=1)
-    concurrent_jobs: int | None = Field(default=None, ge=1)
+    max_memories: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    jobs_per_minute: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    concurrent_jobs: int | None = Field(default=None, ge=1, le=INT32_MAX)
     batch_items: int | None = Field(default=None, ge=1, le=10_000)
 
 

@@ -20,6 +20,8 @@ class Organization(SQLModel, table=True):
     __tablename__ = "organizations"
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     name: str = Field(sa_column=Column(String(200), nullable=False))
+    # What the name looks like (schemas.inputs.name_key): unique among live organizations.
+    name_key: str = Field(sa_column=Column(String(300), nullable=False))
     # Per-organization overrides of the quota and rate-limit defaults in Settings (see pipelines/limits.py).
     limits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
     created_at: datetime = _now_column()
@@ -226,6 +228,7 @@ class LlmConfig(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     org_id: uuid.UUID = Field(foreign_key="organizations.id")
     name: str = Field(sa_column=Column(String(100), nullable=False))
+    name_key: str = Field(sa_column=Column(String(300), nullable=False))  # unique in the organization
     provider: str = Field(sa_column=Column(String(30), nullable=False))
     base_url: str | None = Field(default=None, sa_column=Column(String(500)))
     chat_model: str = Field(sa_column=Column(String(200), nullable=False))

@@ -307,6 +307,18 @@ async def test_invalid_configurations_are_422(stack, admin_api, body, code):
     assert PROVIDER_KEY not in reply.text
 
 
+@pytest.mark.parametrize("look_alike, status, code", [
+    ("ＣＡＰＥ", 409, "llm_config_name_taken"), ("Сape", 422, "invalid_input"), ("Саре", 409, "llm_config_name_taken"),
+    ("Ca\u200bpe", 422, "invalid_input"), ("Cape\u202e", 422, "invalid_input"),
+], ids=["fullwidth", "mixed script", "cyrillic", "zero-width", "rtl override"])
+async def test_a_config_name_that_looks_like_a_taken_one_is_refused(stack, admin_api, look_alike, status, code):
+    assert (await admin_api.post("/api/v1/llm/configs", json=config_body(stack, name="Cape"))).status_code == 201
+    reply = await admin_api.post("/api/v1/llm/configs", json=config_body(stack, name=look_alike))
+    assert reply.status_code == status and reply.json()["error"]["code"] == code, reply.text
+    names = [c["name"] for c in (await admin_api.get("/api/v1/llm/configs")).json()]
+    assert names == ["Cape"]
+
+
 async def test_names_are_unique_per_organization_case_insensitively(stack, admin_api, other_tenant):
     assert (await admin_api.post("/api/v1/llm/configs", json=config_body(stack, name="Main"))).status_code == 201
     again = await admin_api.post("/api/v1/llm/configs", json=config_body(stack, name="main"))

@@ -302,3 +302,30 @@ async def test_deleting_an_organization_is_for_owners_and_revokes_its_keys_at_on
 
     reborn = await create_org(anonymous, owner, org["name"])
     assert reborn["id"] != org["id"] and reborn["name"] == org["name"]
+
+
+@pytest.mark.parametrize("look_alike,status,code", [
+    ("ＡＣＥ-{n}", 409, "organization_name_taken"),        # fullwidth
+    ("асе-{n}", 409, "organization_name_taken"),           # Cyrillic а, с, е
+    ("ACÉ-{n}", 409, "organization_name_taken"),           # an accent
+    ("ace\u0301-{n}", 409, "organization_name_taken"),     # a combining mark
+    ("a\u200bce-{n}", 422, "invalid_input"),               # zero-width space
+    ("ace-{n}\u202e", 422, "invalid_input"),               # right-to-left override
+    ("aсe-{n}", 422, "invalid_input"),                     # Latin and Cyrillic in one word
+], ids=["fullwidth", "cyrillic", "accent", "combining mark", "zero-width", "rtl override", "mixed script"])
+async def test_an_organization_name_that_looks_like_a_taken_one_is_refused(anonymous, db, look_alike, status, code):
+    owner = await signed_in(anonymous, "lookalike")
+    n = str(uuid.uuid4().int)[:10]  # digits: no script of their own
+    await create_org(anonymous, owner, f"ace-{n}")
+    [[before]] = await db("SELECT count(*) FROM organizations")
+    response = await anonymous.post("/api/v1/organizations", headers=owner.headers(),
+                                    json={"name": look_alike.format(n=n)})
+    assert_error(response, status, code)
+    assert await db("SELECT count(*) FROM organizations") == [(before,)]
+
+
+async def test_an_organization_name_is_stored_normalized(anonymous):
+    owner = await signed_in(anonymous, "nfkc")
+    n = uuid.uuid4().hex[:8]
+    org = await create_org(anonymous, owner, f"  Ｌａｂ {n} ")
+    assert org["name"] == f"Lab {n}"
