@@ -204,6 +204,12 @@ def document_permissions(routes) -> None:
         guard = route_guard(route) if hasattr(route, "dependant") else None
         if guard is None or not hasattr(route, "description") or "x-permission" in (route.openapi_extra or {}):
             continue
+        if guard.user_only:
+            from schemas.common import ErrorOut
+
+            previous = route.responses.get(403, {}).get("description", "Forbidden")
+            route.responses[403] = {"model": ErrorOut, "description": f"{previous}; `user_required`: API keys "
+                                    "can't do this, sign in as a user"}
         needed = guard.permission.value if guard.permission else "signed-in"
         who = "a signed-in user" if guard.user_only else "an API key or a signed-in user"
         route.description = (route.description or "") + f"\n\n**Requires:** `{needed}` ({who})."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from functools import lru_cache
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,10 +40,33 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(422, "invalid_input", f"the request is invalid: {summary}", details)
 
 
+@lru_cache(maxsize=4)
+def _path_patterns(paths: tuple[tuple[str, tuple[str, ...]], ...]) -> list[tuple[re.Pattern, tuple[str, ...]]]:
+    from api.routing import path_pattern
+
+    return [(path_pattern(path), methods) for path, methods in paths]
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the API documents at this path (Starlette's 405 names only the first route's)."""
+    paths = tuple((path, tuple(m.upper() for m in operations)) for path, operations in
+                  request.app.openapi()["paths"].items())
+    methods = {m for pattern, found in _path_patterns(paths) if pattern.match(request.url.path) for m in found}
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        allow = allowed_methods(request)
+        headers = {**(headers or {}), "Allow": ", ".join(allow)}
+        message = f"{request.method} is not allowed here; use {', '.join(allow)}"
+        return error_response(405, code, message, {"allowed": allow}, headers=headers)
+    if exc.status_code == 404 and message == "Not Found":  # no route: say what the path should look like
+        message = f"nothing at {request.url.path}: check the path (ids are UUIDs) against /docs"
+    return error_response(exc.status_code, code, message, headers=headers)
 
 
 async def _infrastructure_error(request: Request, exc: Exception) -> JSONResponse:

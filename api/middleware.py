@@ -99,7 +99,7 @@ class RequestContext:
             await unexpected_error_response()(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path_format", None) or "unmatched"
             elapsed = time.perf_counter() - started
             if scope["type"] == "http":
                 is_stream = template.endswith("/events")

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
                                 "vector, … in ms) with every response; turn off to hide internal timings.")
     bootstrap_org_name: str = Field(default="development", description="Organization `agentmem up` creates on the "
                                     "embedded default, with an owner API key printed once.")
+    max_body_bytes: int = Field(default=33_554_432, description="Largest request body; a larger one is refused with "
+                                "413 `payload_too_large` before it is read.")
+    max_header_bytes: int = Field(default=16_384, description="Most bytes of request headers (names and values); "
+                                  "more is 431 `request_headers_too_large`.")
+    max_headers: int = Field(default=100, description="Most request headers; more is 431.")
 
     # Authentication
     jwt_secret: SecretStr | None = Field(default=None, description="Key that signs access tokens. Required with "

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.inputs import Metadata
 from schemas.blocks import BlockOut
 
 MAX_TEMPLATE_CHARS = 50_000
@@ -26,7 +27,7 @@ class AgentCreate(BaseModel):
         "block as `<label>` … `</label>` with its description and limits. It sees `system`, `agent` (id, name, "
         "description, metadata), `blocks` (each: id, label, value, limit, chars, description, read_only, "
         "version) and `block` (the same by label). A syntax error is 422 `template_invalid` with `details.line`."))
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     block_ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_BLOCKS_AT_CREATE,
                                        description="Blocks to attach, in this order.")
 
@@ -44,7 +45,7 @@ class AgentUpdate(BaseModel):
     description: str | None = Field(default=None, max_length=10_000)
     system: str | None = Field(default=None, max_length=MAX_SYSTEM_CHARS)
     prompt_template: str | None = Field(default=None, max_length=MAX_TEMPLATE_CHARS)
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
     @model_validator(mode="after")
     def _not_null(self) -> AgentUpdate:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from schemas.inputs import INT32_MAX, Metadata
 from schemas.memories import ScopeId
 
 # Hard ceiling of the schema; the service's own ceiling is `AGENTMEM_BLOCK_MAX_LIMIT` (checked by the pipeline).
@@ -55,7 +56,7 @@ class BlockCreate(BaseModel):
     user_id: ScopeId | None = Field(default=None, description="Make it this user's block; unset: the block belongs "
                                     "to the agents it is attached to.")
     rewrite_strategy: RewriteStrategy = Field(default=RewriteStrategy.AUTO, description=STRATEGY_HELP)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class BlockUpdate(BaseModel):
@@ -69,7 +70,7 @@ class BlockUpdate(BaseModel):
     read_only: bool | None = None
     user_id: ScopeId | None = None
     rewrite_strategy: RewriteStrategy | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
     @model_validator(mode="after")
     def _not_null(self) -> BlockUpdate:
@@ -130,7 +131,7 @@ class BlockVersionOut(BaseModel):
 
 class BlockRevert(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1, description="The version whose label, value, limit and description come back "
+    version: int = Field(ge=1, le=INT32_MAX, description="The version whose label, value, limit and description come back "
                          "(as a new version: history is never rewritten).")
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from schemas.inputs import METADATA_HELP, Metadata
 from schemas.jobs import JobOut
 
 MAX_BATCH_ITEMS = 10_000
@@ -25,7 +26,7 @@ class MemoryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     content: Content = Field(description=f"The text to remember, 1 to {MAX_CONTENT_CHARS} characters.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object; filterable in search.")
+    metadata: Metadata = Field(default_factory=dict, description=f"{METADATA_HELP} Filterable in search.")
     user_id: ScopeId | None = None
     agent_id: ScopeId | None = None
     run_id: ScopeId | None = None
@@ -80,7 +81,8 @@ class MemoryUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     content: Content | None = None
-    metadata: dict[str, Any] | None = Field(default=None, description="Replaces the metadata object whole.")
+    metadata: Metadata | None = Field(default=None, description=f"Replaces the metadata object whole. "
+                                                                 f"{METADATA_HELP}")
 
     @model_validator(mode="after")
     def _something_to_change(self) -> "MemoryUpdate":

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 
+from schemas.inputs import Metadata
 from schemas.memories import MemoryOut, ScopeId
 
 MAX_QUERY_CHARS = 4_000
@@ -117,7 +118,7 @@ class MemorySearchIn(BaseModel):
     user_id: ScopeId | None = None
     agent_id: ScopeId | None = None
     run_id: ScopeId | None = None
-    metadata: dict[str, Any] | None = Field(default=None, description="Exact-match filter: every key must equal.")
+    metadata: Metadata | None = Field(default=None, description="Exact-match filter: every key must equal.")
     filters: FilterNode | None = Field(default=None, description="Structured filter (AND/OR).")
     created_after: datetime | None = None
     created_before: datetime | None = None

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.inputs import INT32_MAX
+
 Language = Literal["python", "bash", "javascript"]
 # A tool's name is also the Python function the runner calls, and what an agent's model sees.
 TOOL_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$"
@@ -19,12 +21,12 @@ class ToolLimits(BaseModel):
     """Resource limits of one execution; an omitted one takes the service default (`AGENTMEM_TOOL_*`)."""
 
     model_config = ConfigDict(extra="forbid")
-    cpu_seconds: int | None = Field(default=None, ge=1, description="CPU time (RLIMIT_CPU); past it: `cpu_limit`.")
-    memory_mb: int | None = Field(default=None, ge=16, description="Address space (RLIMIT_AS); past it: "
+    cpu_seconds: int | None = Field(default=None, ge=1, le=INT32_MAX, description="CPU time (RLIMIT_CPU); past it: `cpu_limit`.")
+    memory_mb: int | None = Field(default=None, ge=16, le=INT32_MAX, description="Address space (RLIMIT_AS); past it: "
                                   "`memory_limit`. JavaScript: the V8 heap limit.")
-    processes: int | None = Field(default=None, ge=1, description="Processes and threads of the execution at once.")
-    file_size_mb: int | None = Field(default=None, ge=1, description="Largest file the tool may write.")
-    open_files: int | None = Field(default=None, ge=16, description="Open file descriptors.")
+    processes: int | None = Field(default=None, ge=1, le=INT32_MAX, description="Processes and threads of the execution at once.")
+    file_size_mb: int | None = Field(default=None, ge=1, le=INT32_MAX, description="Largest file the tool may write.")
+    open_files: int | None = Field(default=None, ge=16, le=INT32_MAX, description="Open file descriptors.")
 
 
 class ToolCreate(BaseModel):

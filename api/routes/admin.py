@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.routing import CheckedRoute
 from pipelines import organizations, users
 from schemas.accounts import PasswordResetOut, UserAdminUpdate, UserOut
 from schemas.common import Page
@@ -17,7 +18,7 @@ from schemas.organizations import LimitsUpdate, OrganizationOut
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=error_responses(
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/admin", tags=["admin"], responses=error_responses(
     401, 403, 404, 422, 429, 503, e401="Not signed in", e403="Only service administrators (superusers)",
     e404="No such user or organization"))
 Admin = Annotated[Principal, Depends(Allow(P.USERS_ADMIN, user_only=True))]

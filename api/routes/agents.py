@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.routing import CheckedRoute
 from pipelines import agents, prompts
 from schemas.agents import AgentCreate, AgentOut, AgentUpdate, PromptBlock, PromptOut
 from schemas.blocks import BlockOut
@@ -20,7 +21,7 @@ from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 from schemas.tables import Agent
 
-router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/agents", tags=["agents"], responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.AGENTS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.AGENTS_WRITE))]
 BlockReader = Annotated[Principal, Depends(Allow(P.BLOCKS_READ))]

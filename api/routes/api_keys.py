@@ -10,26 +10,29 @@ from fastapi import APIRouter, Depends, status
 from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.routing import CheckedRoute
 from pipelines import api_keys
 from schemas.common import ErrorOut
 from schemas.organizations import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 
-router = APIRouter(prefix="/api/v1/api-keys", tags=["api keys"], responses=error_responses(
-    401, 403, 422, 429, 503, e403="Needs `keys:manage`, or the role asked for is above yours"))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/api-keys", tags=["api keys"], responses=error_responses(
+    401, 403, 422, 429, 503, e403="Needs `keys:manage`; or the key's role is above yours (`role_too_high`), or its permissions "
+         "are not all yours (`scope_not_held`)"))
 KeyManager = Annotated[Principal, Depends(Allow(P.KEYS_MANAGE))]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
 async def create_api_key(body: ApiKeyCreate, session: SessionDep, who: KeyManager) -> ApiKeyCreated:
-    """Create a key for your organization with a role (at most yours) and optional scopes.
+    """Create a key for your organization with a role (at most yours) and optional scopes (at most yours: a
+    key narrowed to some scopes can only create keys narrowed to those, or fewer).
 
     The response holds the secret (`key`) this one time; only its hash is stored.
     """
     row, material = await api_keys.create_key(session, who.org_id, name=body.name, role=body.role,
                                               scopes=body.scopes, expires_at=body.expires_at, created_by=who.actor,
-                                              granter=who.role)
+                                              granter=who)
     await session.commit()
     audit_target("api_key", row.id, role=row.role, prefix=row.prefix)
     return ApiKeyCreated(**ApiKeyOut.model_validate(row).model_dump(), key=material.secret)
@@ -44,8 +47,9 @@ async def list_api_keys(session: SessionDep, who: KeyManager, include_revoked: b
 
 @router.delete("/{key_id}", response_model=ApiKeyOut, responses={404: {"model": ErrorOut}})
 async def revoke_api_key(key_id: uuid.UUID, session: SessionDep, who: KeyManager) -> ApiKeyOut:
-    """Revoke a key; the next request made with it is refused with `api_key_revoked`."""
+    """Revoke a key; the next request made with it is refused with `api_key_revoked`. Keys of a role above
+    yours are not yours to revoke (`role_too_high`)."""
     audit_target("api_key", key_id)  # as its creation is recorded (the path would say `key`), failed or not
-    row = await api_keys.revoke_key(session, who.org_id, key_id)
+    row = await api_keys.revoke_key(session, who.org_id, key_id, revoker=who.role)
     await session.commit()
     return ApiKeyOut.model_validate(row)

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Depends, Query
 
 from api.errors import error_responses
 from api.deps import Allow, SessionDep
+from api.routing import CheckedRoute
 from pipelines import audit
 from schemas.common import Page
 from schemas.organizations import AuditLogOut
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 
-router = APIRouter(prefix="/api/v1", tags=["audit"], responses=error_responses(
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1", tags=["audit"], responses=error_responses(
     401, 403, 422, 429, 503, e403="Needs `audit:read` (admins and owners)"))
 Filter = Annotated[str | None, Query(max_length=100)]
 

@@ -13,6 +13,7 @@ from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.enqueue import start_job
+from api.routing import CheckedRoute
 from core.errors import Forbidden, InvalidInput, TooManyRequests
 from pipelines import block_rewrite, blocks, jobs
 from pipelines.llm_configs import require_provider
@@ -33,7 +34,7 @@ from schemas.permissions import Principal
 from schemas.tables import Block
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/v1/blocks", tags=["blocks"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/blocks", tags=["blocks"], responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.BLOCKS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.BLOCKS_WRITE))]
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such block in your organization"}}

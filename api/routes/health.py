@@ -7,6 +7,7 @@ import time
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from api.routing import CheckedRoute
 from sqlalchemy import text
 
 from core.db import ping_database, session_scope
@@ -17,7 +18,7 @@ from core.settings import get_settings
 from pipelines import jobs
 from workers.broker import WORKERS_KEY, broker
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=CheckedRoute, tags=["operations"])
 
 
 @router.get("/healthz")

@@ -12,6 +12,7 @@ from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, AllowStream, SessionDep, can_follow
 from api.streaming import sse_response
+from api.routing import CheckedRoute
 from core.errors import NotFound
 from pipelines import audit, auth, jobs, progress
 from pipelines.runner import publish_event
@@ -22,7 +23,7 @@ from schemas.organizations import StreamTokenIn, StreamTokenOut
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=error_responses(
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1", tags=["jobs"], responses=error_responses(
     401, 403, 404, 422, 429, 503, e404="No such job in your organization"))
 
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64,

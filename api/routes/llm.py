@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, Response, status
 from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.routing import CheckedRoute
 from pipelines import llm_configs
 from schemas.common import ErrorOut
 from schemas.llm import LlmConfigCreate, LlmConfigOut, LlmConfigUpdate
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 
-router = APIRouter(prefix="/api/v1/llm/configs", tags=["llm"], responses=error_responses(
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/llm/configs", tags=["llm"], responses=error_responses(
     401, 403, 422, 429, 503, e403="Needs `llm:manage` (admins and owners)"))
 LlmManager = Annotated[Principal, Depends(Allow(P.LLM_MANAGE))]
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such configuration in your organization"}}

@@ -12,6 +12,7 @@ from api.errors import error_responses
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.context import audit_target, read_only
 from api.enqueue import start_job
+from api.routing import CheckedRoute
 from pipelines import history, jobs, memories, search
 from pipelines.llm_configs import require_provider
 from schemas.common import ErrorOut, Page
@@ -22,7 +23,7 @@ from schemas.jobs import JobOut
 from schemas.memories import MemoryBatchIn, MemoryHistoryOut, MemoryOut, MemoryUpdate, MemoryUpdateOut
 from schemas.search import HitExplanation, MemorySearchIn, SearchHit, SearchOut
 
-router = APIRouter(prefix="/api/v1/memories", tags=["memories"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/memories", tags=["memories"], responses=error_responses(401, 403, 422, 429, 503))
 ScopeQuery = Annotated[str | None, Query(min_length=1, max_length=255)]
 Reader = Annotated[Principal, Depends(Allow(P.MEMORIES_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.MEMORIES_WRITE))]

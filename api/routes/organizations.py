@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Response, status
 from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.routing import CheckedRoute
 from pipelines import organizations, users
 from schemas.common import ErrorOut
 from schemas.organizations import (MemberAdd, MemberOut, MemberUpdate, OrganizationCreate, OrganizationOut,
@@ -17,7 +18,7 @@ from schemas.organizations import (MemberAdd, MemberOut, MemberUpdate, Organizat
 from schemas.permissions import Permission as P
 from schemas.permissions import Principal, Role
 
-router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"], responses=error_responses(
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/organizations", tags=["organizations"], responses=error_responses(
     401, 403, 404, 422, 429, 503, e404="No such organization among yours"))
 
 

@@ -10,6 +10,7 @@ from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.enqueue import start_job
+from api.routing import CheckedRoute
 from pipelines import summarization
 from schemas.common import ErrorOut
 from schemas.enums import JobKind
@@ -18,7 +19,7 @@ from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 from schemas.summaries import SummaryCreate
 
-router = APIRouter(prefix="/api/v1/summaries", tags=["summaries"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/summaries", tags=["summaries"], responses=error_responses(401, 403, 422, 429, 503))
 Writer = Annotated[Principal, Depends(Allow(P.MEMORIES_WRITE))]
 
 

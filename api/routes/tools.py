@@ -11,6 +11,7 @@ from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.enqueue import start_job
+from api.routing import CheckedRoute
 from core.settings import get_settings
 from pipelines import tools
 from schemas.common import ErrorOut
@@ -20,7 +21,7 @@ from schemas.permissions import Permission as P
 from schemas.permissions import Principal
 from schemas.tools import ToolCreate, ToolExecute, ToolOut, ToolUpdate
 
-router = APIRouter(prefix="/api/v1/tools", tags=["tools"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/tools", tags=["tools"], responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.TOOLS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.TOOLS_WRITE))]
 Executor = Annotated[Principal, Depends(Allow(P.TOOLS_EXECUTE))]

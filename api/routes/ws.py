@@ -23,13 +23,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
 from api.deps import AllowSocket, can_follow
+from api.routing import CheckedRoute
 from core.errors import AppError, infrastructure_errors
 from core.settings import get_settings
 from pipelines import progress
 from schemas.permissions import Permission, Principal
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["jobs"])
+router = APIRouter(route_class=CheckedRoute, tags=["jobs"])
 
 
 class Connection:
@@ -57,6 +58,10 @@ class Connection:
             await self.error(exc.code, exc.message, str(job_id))
         except infrastructure_errors() as exc:
             await self.error("upstream_unavailable", str(exc), str(job_id))
+        except Exception:
+            log.exception("following job %s failed", job_id)
+            await self.error("internal_error", "following this job failed; subscribe again with last_event_id",
+                             str(job_id))
         finally:
             self.subscriptions.pop(job_id, None)
 

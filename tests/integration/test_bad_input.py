@@ -66,7 +66,8 @@ BAD_REQUESTS = [
     ("cancel unknown job", "POST", f"/api/v1/jobs/{UNKNOWN}/cancel", None, 404, "not_found"),
     ("patch unknown memory", "PATCH", f"/api/v1/memories/{UNKNOWN}", {"content": "x"}, 404, "not_found"),
     ("delete unknown memory", "DELETE", f"/api/v1/memories/{UNKNOWN}", None, 404, "not_found"),
-    ("malformed id", "GET", "/api/v1/memories/not-a-uuid", None, 422, "invalid_input"),
+    ("malformed id", "GET", "/api/v1/memories/not-a-uuid", None, 404, "not_found"),
+    ("a method the path lacks", "PATCH", "/api/v1/memories/search", None, 405, "method_not_allowed"),
     ("bad memories cursor", "GET", "/api/v1/memories?cursor=garbage", None, 422, "invalid_cursor"),
     ("bad jobs cursor", "GET", "/api/v1/jobs?cursor=bm90IGpzb24", None, 422, "invalid_cursor"),
     ("limit too large", "GET", "/api/v1/memories?limit=100000", None, 422, "invalid_input"),
@@ -85,3 +86,15 @@ async def test_bad_requests_get_a_clear_error_and_change_nothing(client, db, nam
     response = await client.request(method, path, json=body)
     assert_error_shape(response, status, code)
     assert await job_and_memory_counts(db) == before
+
+
+@pytest.mark.parametrize("method,path,allowed", [
+    ("PUT", "/api/v1/memories", "GET, HEAD, POST"),
+    ("PATCH", "/api/v1/memories/search", "POST"),
+    ("PUT", f"/api/v1/blocks/{UNKNOWN}", "DELETE, GET, HEAD, PATCH"),
+])
+async def test_a_405_names_every_method_the_path_has(client, method, path, allowed):
+    response = await client.request(method, path)
+    assert_error_shape(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allowed
+    assert response.json()["error"]["details"]["allowed"] == allowed.split(", ")

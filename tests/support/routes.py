@@ -87,7 +87,7 @@ class Endpoint:
 
     @property
     def path(self) -> str:
-        return self.route.path
+        return self.route.path_format
 
     @property
     def id(self) -> str:

@@ -127,7 +127,7 @@ def app():
 def test_every_route_documents_itself(app):
     routes = app_routes(app.routes)
     assert len(routes) >= 10, f"expected the application's routes, found {[r.path for r in routes]}"
-    undocumented = [f"{sorted(getattr(r, 'methods', None) or ['WEBSOCKET'])} {r.path}" for r in routes
+    undocumented = [f"{sorted(getattr(r, 'methods', None) or ['WEBSOCKET'])} {r.path_format}" for r in routes
                     if not (getattr(r, "description", None) or inspect.getdoc(r.endpoint) or "").strip()]
     assert not undocumented, "give these routes a docstring (it is their OpenAPI description):\n" + "\n".join(
         undocumented)

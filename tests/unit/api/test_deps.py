@@ -19,12 +19,12 @@ def routes_of(routers) -> list[APIRoute | APIWebSocketRoute]:
 
 
 def route_label(route) -> str:
-    return f"{' '.join(sorted(getattr(route, 'methods', None) or ['WEBSOCKET']))} {route.path}"
+    return f"{' '.join(sorted(getattr(route, 'methods', None) or ['WEBSOCKET']))} {route.path_format}"
 
 
 def undeclared_routes(routers) -> list[str]:
     """Routes that neither declare an `Allow` (anywhere in their dependencies) nor are listed as public."""
-    return [route_label(r) for r in routes_of(routers) if route_guard(r) is None and r.path not in PUBLIC_ROUTES]
+    return [route_label(r) for r in routes_of(routers) if route_guard(r) is None and r.path_format not in PUBLIC_ROUTES]
 
 
 def test_every_route_of_the_application_declares_a_permission_or_is_public():
@@ -35,7 +35,7 @@ def test_every_route_of_the_application_declares_a_permission_or_is_public():
 
 
 def test_public_routes_all_exist_and_declare_no_permission():
-    by_path = {r.path: r for r in routes_of(ROUTERS)}
+    by_path = {r.path_format: r for r in routes_of(ROUTERS)}
     assert not PUBLIC_ROUTES - set(by_path), "PUBLIC_ROUTES lists paths no route has"
     assert [p for p in sorted(PUBLIC_ROUTES) if route_guard(by_path[p]) is not None] == []
 
@@ -97,7 +97,7 @@ GUARDED_HTTP = [pytest.param(r, id=route_label(r)) for r in routes_of(ROUTERS)
 def test_every_guarded_operation_documents_its_permission_and_security(route, openapi):
     guard = route_guard(route)
     for method in route.methods - {"HEAD"}:
-        operation = openapi["paths"][route.path][method.lower()]
+        operation = openapi["paths"][route.path_format][method.lower()]
         assert operation["x-permission"] == (guard.permission.value if guard.permission else "signed-in")
         assert f"`{operation['x-permission']}`" in operation["description"]
         schemes = {name for requirement in operation.get("security", []) for name in requirement}

@@ -22,3 +22,58 @@ def test_every_route_documents_its_error_statuses_with_the_error_body(path, meth
         if status.startswith(("4", "5")) and "content" in response:
             schema = response["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (status, schema)
+
+
+def _resolves(node) -> list[str]:
+    """Every `$ref` in a piece of the document."""
+    if isinstance(node, dict):
+        return ([node["$ref"]] if "$ref" in node else []) + [r for v in node.values() for r in _resolves(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _resolves(v)]
+    return []
+
+
+@pytest.mark.parametrize("path, method, operation", OPERATIONS, ids=[f"{m} {p}" for p, m, _ in OPERATIONS])
+def test_routes_with_a_body_document_malformed_json_and_the_size_limit(path, method, operation):
+    if "requestBody" in operation:
+        assert {"400", "413"} <= set(operation["responses"]), "malformed_json and payload_too_large"
+
+
+@pytest.mark.parametrize("path, method, operation", OPERATIONS, ids=[f"{m} {p}" for p, m, _ in OPERATIONS])
+def test_user_only_routes_document_user_required(path, method, operation):
+    if "(a signed-in user)" in operation.get("description", ""):
+        assert "user_required" in operation["responses"]["403"]["description"]
+
+
+def test_every_reference_in_the_document_resolves():
+    components = SPEC["components"]["schemas"]
+    missing = {ref for ref in _resolves(SPEC["paths"]) if ref.rsplit("/", 1)[-1] not in components}
+    assert not missing
+
+
+def test_request_integers_are_bounded_by_their_columns():
+    """Integers a client sends land in INTEGER columns (or become rlimits): each has a maximum that fits."""
+    unbounded = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                name = node["$ref"].rsplit("/", 1)[-1]
+                if name not in seen:
+                    seen.add(name)
+                    walk(SPEC["components"]["schemas"][name], name)
+                return
+            if node.get("type") == "integer" and node.get("maximum", 2**31) > 2**31 - 1:
+                unbounded.append(where)
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, where)
+
+    seen: set[str] = set()
+    for path, method, operation in OPERATIONS:
+        walk(operation.get("requestBody", {}), f"{method} {path} body")
+        for parameter in operation.get("parameters", []):
+            walk(parameter.get("schema", {}), f"{method} {path} ?{parameter['name']}")
+    assert not unbounded, unbounded
