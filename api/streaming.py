@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi.responses import StreamingResponse
 
 from core.errors import AppError, infrastructure_errors
+from core.logging import request_id_var
 from schemas.events import JobEvent
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,12 @@ def sse_frame(event: JobEvent) -> str:
     lines = [f"id: {event.id}"] if event.id else []
     lines += [f"event: {event.type.value}", "data: " + json.dumps(event.model_dump(mode="json"), separators=(",", ":"))]
     return "\n".join(lines) + "\n\n"
+
+
+def error_frame(code: str, message: str) -> str:
+    """The last frame of a stream that can't go on: an `error` event with request id (the status is gone)."""
+    data = {"code": code, "message": message, "request_id": request_id_var.get()}
+    return f"event: error\ndata: {json.dumps(data)}\n\n"
 
 
 async def sse_response(follower: AsyncIterator[JobEvent | None]) -> StreamingResponse:
@@ -36,7 +43,11 @@ async def sse_response(follower: AsyncIterator[JobEvent | None]) -> StreamingRes
             # The status line is gone: say what happened as an event, then close.
             log.warning("event stream ended by error: %s", exc)
             code = getattr(exc, "code", "upstream_unavailable")
-            yield f"event: error\ndata: {json.dumps({'code': code, 'message': str(exc)})}\n\n"
+            yield error_frame(code, str(exc))
+        except Exception:
+            # A bug, not the client's doing: still an `error` event and a clean end, never a cut stream.
+            log.exception("event stream failed")
+            yield error_frame("internal_error", "the event stream failed; reconnect with Last-Event-ID to resume")
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

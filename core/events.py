@@ -19,6 +19,7 @@ from schemas.enums import EventType
 
 PREFIX = "agentmem:events"
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_ID_PART = 2**64 - 1
 
 
 def job_stream(job_id: Any) -> str:
@@ -32,8 +33,8 @@ def org_stream(org_id: Any) -> str:
 
 
 def is_stream_id(value: str) -> bool:
-    """Whether `value` has the shape of a Redis stream entry id (`ms-seq`)."""
-    return bool(STREAM_ID.fullmatch(value))
+    """Whether `value` is a Redis stream entry id (`ms-seq`, each part an unsigned 64-bit number)."""
+    return bool(STREAM_ID.fullmatch(value)) and all(int(part) <= MAX_ID_PART for part in value.split("-"))
 
 
 async def publish(type_: EventType, *, job_id: Any, org_id: Any, data: dict[str, Any] | None = None) -> str:

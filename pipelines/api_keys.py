@@ -10,18 +10,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Forbidden, NotFound
 from core.security import NewApiKey, new_api_key
-from schemas.permissions import Permission, Role, can_grant
+from schemas.permissions import Permission, Principal, Role, can_grant, permissions_for
 from schemas.tables import ApiKey, Organization
 
 TOUCH_EVERY = timedelta(minutes=1)
 
 
+def check_grant(granter: Principal, role: Role, scopes: list[Permission] | None) -> None:
+    """Nobody mints a key above their own role, nor one that can do what they can't (a scoped key's
+    scopes bound the keys it creates: an unscoped key of its role would hold every permission of it)."""
+    if granter.role is None or not can_grant(granter.role, role):
+        raise Forbidden(f"a {granter.role.value if granter.role else 'caller without a role'} can't create a "
+                        f"{role.value} key", code="role_too_high")
+    missing = sorted(p.value for p in permissions_for(role, [s.value for s in scopes] if scopes is not None else None)
+                     - granter.permissions)
+    if missing:
+        raise Forbidden("a new key can only hold permissions you hold: narrow its `scopes`",
+                        code="scope_not_held", details={"missing": missing})
+
+
 async def create_key(session: AsyncSession, org_id: uuid.UUID, *, name: str, role: Role, scopes: list[Permission] | None,
                      expires_at: datetime | None, created_by: str | None,
-                     granter: Role | None = None) -> tuple[ApiKey, NewApiKey]:
-    """A new key for the organization; nobody mints a key above their own role. Returns (row, secret)."""
-    if granter is not None and not can_grant(granter, role):
-        raise Forbidden(f"a {granter.value} can't create a {role.value} key", code="role_too_high")
+                     granter: Principal | None = None) -> tuple[ApiKey, NewApiKey]:
+    """A new key for the organization, within what `granter` holds (None: the CLI). Returns (row, secret)."""
+    if granter is not None:
+        check_grant(granter, role, scopes)
     material = new_api_key()
     row = ApiKey(org_id=org_id, name=name, prefix=material.prefix, secret_hash=material.secret_hash, role=role.value,
                  scopes=[s.value for s in scopes] if scopes is not None else None, expires_at=expires_at,
@@ -40,11 +53,16 @@ async def list_keys(session: AsyncSession, org_id: uuid.UUID, *, include_revoked
     return list((await session.execute(query.order_by(ApiKey.created_at.desc(), ApiKey.id))).scalars())
 
 
-async def revoke_key(session: AsyncSession, org_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
-    """Revoke a key of the organization (idempotent); the next request with it is refused."""
+async def revoke_key(session: AsyncSession, org_id: uuid.UUID, key_id: uuid.UUID,
+                     revoker: Role | None = None) -> ApiKey:
+    """Revoke a key of the organization (idempotent); the next request with it is refused. As with members,
+    nobody revokes a key of a role above their own (`revoker`; None: the CLI)."""
     row = (await session.execute(select(ApiKey).where(ApiKey.id == key_id, ApiKey.org_id == org_id))).scalar_one_or_none()
     if row is None:
         raise NotFound(f"API key {key_id} not found", details={"key_id": str(key_id)})
+    if revoker is not None and not can_grant(revoker, Role(row.role)):
+        raise Forbidden(f"a {revoker.value} can't revoke a {row.role} key", code="role_too_high",
+                        details={"key_role": row.role})
     if row.revoked_at is None:
         row.revoked_at = func.now()
         await session.flush()

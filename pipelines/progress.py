@@ -25,9 +25,9 @@ def check_last_event_id(value: str | None) -> str | None:
     """Validate a Last-Event-ID (a stream entry id) or raise 422 `invalid_last_event_id`."""
     if value is None or value == "":
         return None
-    if not events.is_stream_id(value):
+    if not isinstance(value, str) or not events.is_stream_id(value):
         raise InvalidInput("Last-Event-ID must be an event id this API sent (like 1732250000000-0)",
-                           code="invalid_last_event_id", details={"last_event_id": value[:100]})
+                           code="invalid_last_event_id", details={"last_event_id": str(value)[:100]})
     return value
 
 

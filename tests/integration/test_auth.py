@@ -430,6 +430,35 @@ async def test_nobody_creates_a_key_above_their_role(anonymous, tenant, db, gran
     assert after == before
 
 
+async def test_a_scoped_key_can_only_create_keys_within_its_scopes(anonymous, tenant, db):
+    manager = await create_key(anonymous, tenant.headers(Role.ADMIN), role="admin", scopes=["keys:manage"])
+    headers = bearer(manager["key"])
+    [[before]] = await db("SELECT count(*) FROM api_keys WHERE org_id = :o", o=tenant.org_id)
+    for body in ({"role": "admin"}, {"role": "viewer"}, {"role": "admin", "scopes": ["keys:manage", "audit:read"]}):
+        response = await anonymous.post("/api/v1/api-keys", headers=headers, json={"name": "wider", **body})
+        error = assert_error(response, 403, "scope_not_held")
+        assert "keys:manage" not in error["details"]["missing"]
+    [[after]] = await db("SELECT count(*) FROM api_keys WHERE org_id = :o", o=tenant.org_id)
+    assert after == before
+    # The audit log stays out of reach of what it could mint.
+    assert_error(await anonymous.get("/api/v1/audit-logs", headers=headers), 403, "permission_denied")
+    same = await anonymous.post("/api/v1/api-keys", headers=headers,
+                                json={"name": "same", "role": "admin", "scopes": ["keys:manage"]})
+    assert same.status_code == 201 and same.json()["scopes"] == ["keys:manage"]
+
+
+async def test_an_admin_cannot_revoke_an_owners_key(anonymous, tenant):
+    owner_key = await create_key(anonymous, tenant.headers(Role.OWNER), role="owner")
+    response = await anonymous.delete(f"/api/v1/api-keys/{owner_key['id']}", headers=tenant.headers(Role.ADMIN))
+    assert_error(response, 403, "role_too_high")
+    assert (await anonymous.get("/api/v1/memories", headers=bearer(owner_key["key"]))).status_code == 200
+    admin_key = await create_key(anonymous, tenant.headers(Role.OWNER), role="admin")
+    revoked = await anonymous.delete(f"/api/v1/api-keys/{admin_key['id']}", headers=tenant.headers(Role.ADMIN))
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    by_owner = await anonymous.delete(f"/api/v1/api-keys/{owner_key['id']}", headers=tenant.headers(Role.OWNER))
+    assert by_owner.status_code == 200
+
+
 async def test_an_admin_can_create_an_admin_key(anonymous, tenant):
     key = await create_key(anonymous, tenant.headers(Role.ADMIN), role="admin")
     assert key["role"] == "admin"

@@ -28,3 +28,31 @@ def test_sse_frame_of_an_event_without_stream_id_has_no_id_line():
     frame = sse_frame(event)
     assert not any(line.startswith("id:") for line in frame.split("\n"))
     assert frame.startswith("event: snapshot\n")
+
+
+async def _collect(response) -> str:
+    return "".join([chunk if isinstance(chunk, str) else chunk.decode() async for chunk in response.body_iterator])
+
+
+async def test_an_unexpected_error_inside_a_stream_ends_it_with_an_error_event():
+    from api.streaming import sse_response
+
+    async def follower():
+        yield JobEvent(type=EventType.SNAPSHOT, job_id="j", org_id="o", ts=1.0)
+        yield None
+        raise RuntimeError("a bug, with internals nobody outside should read")
+
+    body = await _collect(await sse_response(follower()))
+    frames = [f for f in body.split("\n\n") if f]
+    assert frames[-1].startswith("event: error\ndata: ")
+    error = json.loads(frames[-1].split("data: ", 1)[1])
+    assert error["code"] == "internal_error" and "internals" not in error["message"]
+    assert "event: snapshot" in body and ": heartbeat" in body
+
+
+def test_a_last_event_id_past_64_bits_is_not_a_stream_id():
+    from core.events import is_stream_id
+
+    assert is_stream_id("18446744073709551615-18446744073709551615")
+    assert not is_stream_id("18446744073709551616-0")
+    assert not is_stream_id("0-18446744073709551616")
