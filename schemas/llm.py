@@ -22,7 +22,8 @@ def provider_problem(kind: str, base_url: str | None, api_version: str | None) -
     if kind == "azure" and not base_url:
         return "an azure provider needs `base_url`: the resource endpoint, https://<resource>.openai.azure.com"
     if kind == "openai_compatible" and not base_url:
-        return "an openai_compatible provider needs `base_url`, e.g. http://localhost:11434/v1"
+        return ("an openai_compatible provider needs `base_url`, e.g. https://llm.example.com/v1 (a server on a private "
+                "address must be allowed with AGENTMEM_OUTBOUND_ALLOW)")
     return None
 
 

@@ -35,14 +35,14 @@ async def readyz() -> JSONResponse:
         async with asyncio.timeout(3):
             await ping_database()  # not through the requests' pool: busy is not down
         checks["database"] = {"ok": True}
-    except (*infrastructure_errors(),) as exc:
+    except (TimeoutError, *infrastructure_errors()) as exc:  # a hanging database is not ready either
         checks["database"] = {"ok": False, "error": type(exc).__name__}
     try:
         async with asyncio.timeout(3):
             seen = await get_redis().zcount(WORKERS_KEY, time.time() - get_settings().worker_seen_seconds, "+inf")
         checks["redis"] = {"ok": True}
         checks["workers"] = {"ok": seen > 0, "seen": seen}
-    except (*infrastructure_errors(),) as exc:
+    except (TimeoutError, *infrastructure_errors()) as exc:
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
         checks["workers"] = {"ok": False, "seen": None}
     ready = all(c["ok"] for c in checks.values())
