@@ -26,7 +26,7 @@ from core import timing
 from core.db import sessionmaker
 from core.errors import AppError, Forbidden, NotFound, Unauthorized, infrastructure_errors
 from core.security import API_KEY_PREFIX, api_key_prefix
-from pipelines import auth, limits
+from pipelines.accounts import auth, limits
 from schemas.permissions import Permission, Principal
 
 

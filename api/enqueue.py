@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import infrastructure_errors
 from core.logging import request_id_var
 from core.settings import get_settings
-from pipelines import jobs, limits
-from pipelines.runner import publish_event
+from pipelines.jobs import rows as jobs
+from pipelines.accounts import limits
+from pipelines.jobs.runner import publish_event
 from schemas.enums import EventType, JobKind
 from schemas.permissions import Principal
 from schemas.tables import Job

@@ -15,7 +15,7 @@ from core.errors import infrastructure_errors
 from core.logging import request_id_var
 from core.metrics import REQUEST_LATENCY
 from core.timing import Timings, timings_var
-from pipelines import audit
+from pipelines.accounts import audit
 
 log = logging.getLogger("agentmem.access")
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

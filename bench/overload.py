@@ -143,7 +143,7 @@ def main() -> int:
     system = System(workers=args.workers, keep_data=args.keep_data)
 
     def work() -> tuple[list, list]:
-        from core.embedded import EmbeddedPostgres
+        from core.servers import EmbeddedPostgres
 
         dsn = EmbeddedPostgres(system.data_dir).running_url()
         org_id = httpx.get(system.url + "/api/v1/organizations", headers=system.headers).json()[0]["id"]

@@ -2,10 +2,10 @@
 
     python bench/sandbox.py [--n 200] [--warmup 10]
 
-Runs `print(1)` (python) and `true` (bash) through `pipelines.sandbox.run_sandboxed` directly, no
+Runs `print(1)` (python) and `true` (bash) through `pipelines.tools.sandbox.run_sandboxed` directly, no
 API, database or worker: from the uid lease and the working directory to the last byte of output
 and the cleanup. The two paths alternate execution by execution in the same run, so both see the
-same machine: `launcher` (pipelines/sandbox_exec.py alone: network and PID namespaces, the dedicated
+same machine: `launcher` (pipelines/tools/sandbox_exec.py alone: network and PID namespaces, the dedicated
 uid) and `bwrap` (bubblewrap's mount, network, PID, IPC and UTS namespaces, then the launcher inside).
 Prints p50/p99/mean per path and language, and how much bwrap adds at the median.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import command_line, machine_load, percentile, table
-from pipelines import sandbox
-from pipelines.sandbox import Limits, ToolRun, run_sandboxed
+from pipelines.tools import sandbox
+from pipelines.tools.sandbox import Limits, ToolRun, run_sandboxed
 
 LIMITS = Limits(cpu_seconds=10, memory_mb=512, processes=64, file_size_mb=16, open_files=256)
 TOOLS = {"python": ("print(1)", "1\n"), "bash": ("true", "")}

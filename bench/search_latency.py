@@ -123,8 +123,8 @@ def _short(line: str, width: int = 150) -> str:
 async def explain(dsn: str, org_id: str, query_vector: list[float], query_text: str, scoped: bool) -> list[str]:
     """EXPLAIN ANALYZE of the statements the search pipeline builds for one query (vector and text)."""
     from core.db import dispose_engine, session_scope, set_database_url
-    from pipelines import fulltext, search
-    from pipelines.filters import search_clauses
+    from pipelines.memories import fulltext, search
+    from pipelines.memories.filters import search_clauses
     from schemas.search import MemorySearchIn
 
     set_database_url(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
@@ -202,7 +202,7 @@ def main() -> int:
     system = System.on(args.data_dir, workers=1, keep_data=args.keep_data)
 
     def work() -> tuple[list, list, list[str]]:
-        from core.embedded import EmbeddedPostgres
+        from core.servers import EmbeddedPostgres
 
         dsn = EmbeddedPostgres(system.data_dir).running_url()
         org_id = httpx.get(system.url + "/api/v1/organizations", headers=system.headers).json()[0]["id"]

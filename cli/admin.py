@@ -15,9 +15,9 @@ from datetime import datetime
 from pydantic import TypeAdapter, ValidationError
 
 from core.db import dispose_engine, session_scope, set_database_url
-from core.embedded import EmbeddedPostgres
+from core.servers import EmbeddedPostgres
 from core.settings import get_settings
-from pipelines import api_keys, organizations, users
+from pipelines.accounts import api_keys, organizations, users
 from schemas.organizations import OrgName
 from schemas.permissions import Permission, Role
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.servers import EmbeddedPostgres, EmbeddedRedis
 from core.settings import get_settings
 
 log = logging.getLogger("agentmem.up")

@@ -139,12 +139,12 @@ class Settings(BaseSettings):
     # Fact extraction (`infer`) and duplicate detection
     dedup_similarity: float = Field(default=0.95, description="Cosine similarity at or above which a text that "
                                     "says nothing a stored memory doesn't counts as its near duplicate "
-                                    "(pipelines/dedup.py).")
+                                    "(pipelines/memories/dedup.py).")
     extraction_candidates: int = Field(default=5, description="Similar memories per extracted fact shown to the "
                                        "LLM when it decides ADD / UPDATE / DELETE / NOOP.")
     extraction_max_facts: int = Field(default=50, description="Most facts one extraction job keeps from the LLM.")
 
-    # Core-memory blocks and agents' prompts (pipelines/blocks.py, rewriting.py, prompts.py)
+    # Core-memory blocks and agents' prompts (pipelines/blocks/store.py, rewriting.py, prompts.py)
     block_default_limit: int = Field(default=5000, description="Character limit of a block created without one.")
     block_max_limit: int = Field(default=100_000, description="Largest character limit a block may have.")
     block_rewrite_threshold: float = Field(default=0.9, description="A write taking a block past this share of its "
@@ -156,7 +156,7 @@ class Settings(BaseSettings):
                                   "is a `template_error`.")
     prompt_render_seconds: float = Field(default=2.0, description="Longest a prompt template may render.")
 
-    # Tools: sandboxed execution (pipelines/sandbox.py) and the built-in file tools' workspaces
+    # Tools: sandboxed execution (pipelines/tools/sandbox.py) and the built-in file tools' workspaces
     tool_timeout_seconds: float = Field(default=30.0, description="Wall-clock timeout of a tool without its own.")
     tool_timeout_max_seconds: float = Field(default=300.0, description="Longest timeout a tool may ask for.")
     tool_cpu_seconds: int = Field(default=30, description="Default CPU-time limit of a tool (RLIMIT_CPU).")

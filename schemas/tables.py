@@ -22,7 +22,7 @@ class Organization(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(200), nullable=False))
     # What the name looks like (schemas.inputs.name_key): unique among live organizations.
     name_key: str = Field(sa_column=Column(String(300), nullable=False))
-    # Per-organization overrides of the quota and rate-limit defaults in Settings (see pipelines/limits.py).
+    # Per-organization overrides of the quota and rate-limit defaults in Settings (see pipelines/accounts/limits.py).
     limits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
     created_at: datetime = _now_column()
     updated_at: datetime = _now_column()

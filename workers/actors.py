@@ -11,9 +11,11 @@ import dramatiq
 
 from core.errors import PermanentJobError
 from core.settings import get_settings
-from pipelines import embedding, extraction, summarization, tools
-from pipelines import block_rewrite
-from pipelines.runner import run_job
+from pipelines.memories import ingest as embedding, extraction
+from pipelines.summaries import summarize as summarization
+from pipelines.tools import execute
+from pipelines.blocks import rewrite as block_rewrite
+from pipelines.jobs.runner import run_job
 from schemas.enums import JobKind
 from schemas.tables import Job
 from workers.broker import broker
@@ -67,7 +69,7 @@ async def rewrite_block(job_id: str) -> None:
                                                       _settings.tool_timeout_max_seconds) + 60) * 1000)})
 async def execute_tool(job_id: str) -> None:
     """Run a tool in the sandbox (or a built-in file tool) with the job's arguments."""
-    await run_job(uuid.UUID(job_id), tools.execute_tool)
+    await run_job(uuid.UUID(job_id), execute.execute_tool)
 
 
 ACTORS: dict[JobKind, dramatiq.Actor] = {

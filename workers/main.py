@@ -7,7 +7,7 @@ from pathlib import Path
 from core.embedder import take_turns_across_processes
 from core.logging import configure_logging
 from core.settings import get_settings
-from pipelines.workspace import check_workspaces
+from pipelines.tools.workspace import check_workspaces
 
 _settings = get_settings()
 configure_logging(_settings.log_level, _settings.log_json, process="worker")

@@ -16,8 +16,9 @@ from sqlalchemy import text
 from core.db import session_scope
 from core.errors import infrastructure_errors
 from core.settings import get_settings
-from pipelines import audit, jobs
-from pipelines.runner import publish_event
+from pipelines.accounts import audit
+from pipelines.jobs import rows as jobs
+from pipelines.jobs.runner import publish_event
 from schemas.enums import EventType, JobStatus
 from workers.actors import job_message_in_broker, send_job
 

@@ -13,7 +13,7 @@ from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
 from api.routing import CheckedRoute
-from pipelines import agents, prompts
+from pipelines.agents import store as agents, prompts
 from schemas.agents import AgentCreate, AgentOut, AgentUpdate, PromptBlock, PromptOut
 from schemas.blocks import BlockOut
 from schemas.common import ErrorOut, Page

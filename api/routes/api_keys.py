@@ -11,7 +11,7 @@ from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
 from api.routing import CheckedRoute
-from pipelines import api_keys
+from pipelines.accounts import api_keys
 from schemas.common import ErrorOut
 from schemas.organizations import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from schemas.permissions import Permission as P

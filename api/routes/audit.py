@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from api.errors import error_responses
 from api.deps import Allow, SessionDep
 from api.routing import CheckedRoute
-from pipelines import audit
+from pipelines.accounts import audit
 from schemas.common import Page
 from schemas.organizations import AuditLogOut
 from schemas.permissions import Permission as P

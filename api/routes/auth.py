@@ -15,7 +15,7 @@ from api.deps import Allow, SessionDep
 from api.routing import CheckedRoute
 from core.errors import BadRequest
 from core.settings import get_settings
-from pipelines import auth, limits, organizations, users
+from pipelines.accounts import auth, limits, organizations, users
 from schemas.accounts import (LoginIn, LogoutIn, MembershipOut, MeOut, MeUpdate, PasswordResetIn, RefreshIn,
                               RegisterIn, TokenOut, UserOut)
 from schemas.common import ErrorOut

@@ -15,8 +15,9 @@ from api.deps import Allow, IdempotencyKey, SessionDep
 from api.enqueue import start_job
 from api.routing import CheckedRoute
 from core.errors import Forbidden, InvalidInput, TooManyRequests
-from pipelines import block_rewrite, blocks, jobs
-from pipelines.llm_configs import require_provider
+from pipelines.blocks import rewrite as block_rewrite, store as blocks
+from pipelines.jobs import rows as jobs
+from pipelines.llm.configs import require_provider
 from schemas.blocks import (
     BlockCreate,
     BlockOut,

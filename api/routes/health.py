@@ -15,7 +15,7 @@ from core.errors import infrastructure_errors
 from core.metrics import JOB_DURATION_BUCKETS, SnapshotCollector, render
 from core.redis import get_redis
 from core.settings import get_settings
-from pipelines import jobs
+from pipelines.jobs import rows as jobs
 from workers.broker import WORKERS_KEY, broker
 
 router = APIRouter(route_class=CheckedRoute, tags=["operations"])

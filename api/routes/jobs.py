@@ -14,8 +14,9 @@ from api.deps import Allow, AllowStream, SessionDep, can_follow
 from api.streaming import sse_response
 from api.routing import CheckedRoute
 from core.errors import NotFound
-from pipelines import audit, auth, jobs, progress
-from pipelines.runner import publish_event
+from pipelines.accounts import audit, auth
+from pipelines.jobs import rows as jobs, follow as progress
+from pipelines.jobs.runner import publish_event
 from schemas.common import ErrorOut, Page
 from schemas.enums import EventType, JobKind, JobStatus
 from schemas.jobs import JobOut

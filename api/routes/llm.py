@@ -11,7 +11,7 @@ from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
 from api.routing import CheckedRoute
-from pipelines import llm_configs
+from pipelines.llm import configs as llm_configs
 from schemas.common import ErrorOut
 from schemas.llm import LlmConfigCreate, LlmConfigOut, LlmConfigUpdate
 from schemas.permissions import Permission as P

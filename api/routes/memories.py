@@ -13,8 +13,9 @@ from api.deps import Allow, IdempotencyKey, SessionDep
 from api.context import audit_target, read_only
 from api.enqueue import start_job
 from api.routing import CheckedRoute
-from pipelines import history, jobs, memories, search
-from pipelines.llm_configs import require_provider
+from pipelines.memories import history, store as memories, search
+from pipelines.jobs import rows as jobs
+from pipelines.llm.configs import require_provider
 from schemas.common import ErrorOut, Page
 from schemas.enums import JobKind
 from schemas.permissions import Permission as P

@@ -11,7 +11,7 @@ from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, SessionDep
 from api.routing import CheckedRoute
-from pipelines import organizations, users
+from pipelines.accounts import organizations, users
 from schemas.common import ErrorOut
 from schemas.organizations import (MemberAdd, MemberOut, MemberUpdate, OrganizationCreate, OrganizationOut,
                                    OrganizationUpdate)

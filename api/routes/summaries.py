@@ -11,7 +11,7 @@ from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.enqueue import start_job
 from api.routing import CheckedRoute
-from pipelines import summarization
+from pipelines.summaries import summarize as summarization
 from schemas.common import ErrorOut
 from schemas.enums import JobKind
 from schemas.jobs import JobOut

@@ -13,7 +13,7 @@ from api.deps import Allow, IdempotencyKey, SessionDep
 from api.enqueue import start_job
 from api.routing import CheckedRoute
 from core.settings import get_settings
-from pipelines import tools
+from pipelines.tools import registry as tools
 from schemas.common import ErrorOut
 from schemas.enums import JobKind
 from schemas.jobs import JobOut

@@ -26,7 +26,7 @@ from api.deps import AllowSocket, can_follow
 from api.routing import CheckedRoute
 from core.errors import AppError, infrastructure_errors
 from core.settings import get_settings
-from pipelines import progress
+from pipelines.jobs import follow as progress
 from schemas.permissions import Permission, Principal
 
 log = logging.getLogger(__name__)

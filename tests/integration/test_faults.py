@@ -20,7 +20,7 @@ import psutil
 import pytest
 import redis
 
-from core.embedded import EmbeddedPostgres
+from core.servers import EmbeddedPostgres
 from tests.support.stack import Proc, free_port, wait_http
 
 JOBS = 20

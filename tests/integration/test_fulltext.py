@@ -1,4 +1,4 @@
-"""BM25 in PostgreSQL (pipelines/fulltext.py) against real PostgreSQL: the SQL arithmetic equals a
+"""BM25 in PostgreSQL (pipelines/memories/fulltext.py) against real PostgreSQL: the SQL arithmetic equals a
 reference computed here, and narrowing a large scope to its rarest words keeps the best rows."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from sqlalchemy import text
 
 from core.db import session_scope
 from core.settings import get_settings
-from pipelines import fulltext
-from pipelines.filters import search_clauses
+from pipelines.memories import fulltext
+from pipelines.memories.filters import search_clauses
 from schemas.search import MemorySearchIn
 from tests.support.tenants import make_tenant
 
@@ -105,7 +105,7 @@ async def test_a_large_scope_is_matched_on_its_rare_words_and_keeps_the_best_row
 
 
 async def test_hnsw_scan_settings_are_set_once_per_transaction_and_again_after_it():
-    from pipelines.search import prepare_hnsw
+    from pipelines.memories.search import prepare_hnsw
 
     async with session_scope() as session:
         calls = []

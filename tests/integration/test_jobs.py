@@ -47,8 +47,8 @@ async def test_same_idempotency_key_with_another_body_is_a_conflict_and_stores_n
 async def test_cancel_a_queued_job_takes_effect_at_once(client, scope, db, stack, main_tenant):
     # A queued job whose message has not reached a worker (as after a crash between commit and send).
     from core.db import session_scope
-    from pipelines import jobs
-    from pipelines.memories import ingest_payload
+    from pipelines.jobs import rows as jobs
+    from pipelines.memories.store import ingest_payload
     from schemas.enums import JobKind
     from schemas.memories import MemoryBatchIn
 

@@ -9,8 +9,8 @@ import signal
 import psutil
 
 from core.db import session_scope
-from pipelines import jobs
-from pipelines.memories import ingest_payload
+from pipelines.jobs import rows as jobs
+from pipelines.memories.store import ingest_payload
 from schemas.enums import JobKind
 from schemas.memories import MemoryBatchIn
 from tests.support.sse import finish, follow

@@ -12,8 +12,9 @@ import uuid
 import httpx
 
 from core.db import session_scope
-from pipelines import jobs, summarization
-from pipelines.runner import JobContext
+from pipelines.jobs import rows as jobs
+from pipelines.summaries import summarize as summarization
+from pipelines.jobs.runner import JobContext
 from pipelines.splitting import chunk_by_chars
 from schemas.enums import JobKind, JobStatus
 from schemas.permissions import Role

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import sandbox
-from pipelines.sandbox import processes_of
-from pipelines.workspace import BUILTINS
+from pipelines.tools import sandbox
+from pipelines.tools.sandbox import processes_of
+from pipelines.tools.workspace import BUILTINS
 from tests.support.sse import finish, follow
 from tests.support.stack import TEST_JWT_SECRET
 

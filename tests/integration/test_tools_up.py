@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from pipelines.sandbox import processes_of
+from pipelines.tools.sandbox import processes_of
 from tests.integration.test_up import Up
 from tests.support.sse import finish
 from tests.support.stack import free_port

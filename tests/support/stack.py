@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from core.embedded import EmbeddedPostgres, EmbeddedRedis
+    from core.servers import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,7 +99,7 @@ class Services:
 
 def start_services() -> Services:
     """Real PostgreSQL with pgvector and a real Redis-compatible server."""
-    from core.embedded import EmbeddedPostgres, EmbeddedRedis
+    from core.servers import EmbeddedPostgres, EmbeddedRedis
 
     # Not under /root: the embedded PostgreSQL runs as an unprivileged system user when we are root.
     data_dir = Path(tempfile.mkdtemp(prefix="agentmem-test-", dir="/tmp"))

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from core.db import session_scope
-from pipelines import api_keys, organizations, users
+from pipelines.accounts import api_keys, organizations, users
 from schemas.permissions import ROLE_ORDER, Role
 
 

@@ -1,0 +1,1 @@
+"""Agents and their compiled system prompts."""

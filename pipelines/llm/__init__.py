@@ -1,0 +1,1 @@
+"""LLM provider configurations of organizations, and which provider a job uses."""

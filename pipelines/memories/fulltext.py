@@ -1,0 +1,198 @@
+"""The text side of search: BM25 over PostgreSQL full-text search, in one round trip.
+
+PostgreSQL can find the rows holding a word through the GIN index on `fts`, but it cannot return
+the best-ranked of them without scoring every match: an OR of a question's words can match a third
+of a 100,000-memory organization. So the match is narrowed the way MaxScore narrows it. Words are
+taken rarest first (document frequencies estimated from the planner's lexeme statistics,
+`pg_stats.most_common_elems`) while the estimated matches in the search's scope stay within
+`search_text_match_budget`; only rows holding one of those words are scored. A row holding none of
+them can only score what the commonest words give, which is little (their IDF is low). In a scope
+no larger than the budget every word is used, and the ranking is exact BM25: document frequencies
+are counted among the matches, which are all the scope's rows holding the word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Float, Select, Text, case, cast, func, literal_column, select, text, true
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db import session_scope
+from core.settings import get_settings
+from pipelines.memories.filters import org_clauses
+from schemas.tables import Memory
+
+FTS = literal_column("memories.fts")
+_STATS_TTL_SECONDS = 300.0
+_ORG_SIZE_TTL_SECONDS = 60.0
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TermStatistics:
+    """The fraction of rows holding each common lexeme; a lexeme not listed is rarer than `floor`."""
+
+    frequencies: dict[str, float]
+    floor: float
+    loaded_at: float
+
+    def frequency(self, lexeme: str) -> float:
+        return self.frequencies.get(lexeme, self.floor)
+
+
+_stats: TermStatistics | None = None
+
+
+async def term_statistics(session: AsyncSession) -> TermStatistics:
+    """The planner's lexeme frequencies for `memories.fts` (refreshed every few minutes; empty before ANALYZE)."""
+    global _stats
+    if _stats is not None and time.monotonic() - _stats.loaded_at < _STATS_TTL_SECONDS:
+        return _stats
+    row = (await session.execute(text(
+        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+        "WHERE schemaname = current_schema() AND tablename = 'memories' AND attname = 'fts'"))).first()
+    frequencies: dict[str, float] = {}
+    floor = 0.0
+    if row is not None and row[0]:
+        lexemes, freqs = row
+        # ts_typanalyze appends the minimum and maximum frequency (and the null fraction) after the list.
+        frequencies = {lexeme: float(f) for lexeme, f in zip(lexemes, freqs)}
+        floor = min(frequencies.values())
+    _stats = TermStatistics(frequencies, floor, time.monotonic())
+    return _stats
+
+
+_org_sizes: dict[uuid.UUID, tuple[int, float]] = {}
+_refreshing: dict[uuid.UUID, asyncio.Task] = {}
+
+
+async def _count_org(session: AsyncSession, org_id: uuid.UUID) -> int:
+    size = (await session.execute(select(func.count()).select_from(Memory).where(*org_clauses(org_id)))).scalar_one()
+    _org_sizes[org_id] = (size, time.monotonic())
+    return size
+
+
+async def _refresh_org_size(org_id: uuid.UUID) -> None:
+    try:
+        async with session_scope() as session:
+            await _count_org(session, org_id)
+    except Exception as exc:  # the old size serves until the next attempt
+        log.warning("organization size not refreshed: %s", exc)
+    finally:
+        _refreshing.pop(org_id, None)
+
+
+async def org_size(session: AsyncSession, org_id: uuid.UUID) -> int:
+    """The organization's live memories: counted on first use, then at most a minute old. A stale size
+    is returned at once and recounted in the background, so no search waits for a full count."""
+    cached = _org_sizes.get(org_id)
+    if cached is None:
+        return await _count_org(session, org_id)
+    if time.monotonic() - cached[1] > _ORG_SIZE_TTL_SECONDS and org_id not in _refreshing:
+        _refreshing[org_id] = asyncio.create_task(_refresh_org_size(org_id))
+    return cached[0]
+
+
+async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, exact_up_to: int,
+                     *, estimate: bool = True, whole_org: bool = False) -> tuple[int, bool]:
+    """How many live memories the filters admit, and whether that is an exact count.
+
+    Counting stops past `exact_up_to`; a larger scope is estimated by its organization's size
+    (`org_size`), an upper bound that errs towards pruning, or, without `estimate`, reported as
+    `exact_up_to + 1`. A search of the `whole_org`, once that is known to be larger than
+    `exact_up_to`, is not counted at all.
+    """
+    if whole_org:
+        size = await org_size(session, org_id)
+        if size > exact_up_to:
+            return (size if estimate else exact_up_to + 1), False
+    inner = select(literal_column("1")).select_from(Memory).where(*clauses).limit(exact_up_to + 1).subquery()
+    counted = (await session.execute(select(func.count()).select_from(inner))).scalar_one()
+    if counted <= exact_up_to or not estimate:
+        return counted, counted <= exact_up_to
+    return max(counted, await org_size(session, org_id)), False
+
+
+def match_terms(terms: list[str], stats: TermStatistics, n_scope: int, budget: int) -> list[str]:
+    """The rarest query words whose estimated matches in the scope fit the budget (at least one)."""
+    ranked = sorted(terms, key=lambda t: (stats.frequency(t), t))
+    chosen: list[str] = []
+    expected = 0.0
+    for term in ranked:
+        expected += stats.frequency(term) * n_scope
+        if chosen and expected > budget:
+            break
+        chosen.append(term)
+    return chosen
+
+
+def _or_query(terms: list[str]):
+    return func.to_tsquery("simple", " | ".join("'" + t.replace("'", "''") + "'" for t in terms))
+
+
+async def query_terms(session: AsyncSession, query: str) -> list[str]:
+    """The query's lexemes under the search's text configuration (stop words dropped)."""
+    rows = await session.execute(text("SELECT lexeme FROM unnest(to_tsvector(CAST(:cfg AS regconfig), :q))"),
+                                 {"cfg": get_settings().search_text_config, "q": query})
+    return [row[0] for row in rows]
+
+
+async def bm25_ranking(session: AsyncSession, query: str, clauses: list, limit: int,
+                       n_scope: int) -> list[tuple[uuid.UUID, float]]:
+    """The `limit` best memories for the query's words by BM25, as (id, score), best first."""
+    statement = await bm25_statement(session, query, clauses, limit, n_scope)
+    if statement is None:
+        return []  # only stop words
+    return [(row_id, float(value)) for row_id, value in await session.execute(statement)]
+
+
+async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit: int, n_scope: int) -> Select | None:
+    """The one statement that ranks (None: the query holds only stop words).
+
+    The matching rows' term counts, the document frequencies and the scores are all computed in
+    PostgreSQL, and only the `limit` best rows come back.
+    """
+    settings = get_settings()
+    terms = await query_terms(session, query)
+    if not terms:
+        return None
+    stats = await term_statistics(session)
+    narrowed = match_terms(terms, stats, n_scope, settings.search_text_match_budget)
+    match = _or_query(narrowed)
+    # A scope within the budget is cheaper to read through its b-tree and test row by row than to
+    # intersect with the GIN index's (organization-wide) posting lists; the function form of `@@`
+    # keeps the planner off the GIN index.
+    matches = func.ts_match_vq(FTS, match) if n_scope <= settings.search_text_match_budget else FTS.op("@@")(match)
+    # Per matching row, the count of each query word it holds. Rather than unnest every word of the
+    # row and keep the query's, the query's words are picked out in C: weighted A (`fts` holds no
+    # weights of its own), then filtered on that weight; several times faster on long memories.
+    query_words = func.ts_filter(func.setweight(FTS, literal_column("'A'::\"char\""), cast(terms, ARRAY(Text))),
+                                 literal_column("'{a}'::\"char\"[]"))
+    words = func.unnest(query_words).table_valued("lexeme", "positions", "weights").lateral("w")
+    hits = (select(Memory.id.label("id"), func.length(FTS).label("len"), words.c.lexeme.label("lexeme"),
+                   func.coalesce(func.array_length(words.c.positions, 1), 1).label("tf"))
+            .select_from(Memory).join(words, true()).where(*clauses, matches)).cte("hits")
+    docs = select(hits.c.id, func.max(hits.c.len).label("len")).group_by(hits.c.id).cte("docs")
+    k1, b = settings.search_bm25_k1, settings.search_bm25_b
+    # BM25's length norm k1·(1 − b + b·len/avg_len) = k1·(1 − b) + len_factor·len, len_factor computed once.
+    totals = (select(func.count().label("n"), (k1 * b / func.greatest(cast(func.avg(docs.c.len), Float), 1.0))
+                     .label("len_factor")).select_from(docs).cte("totals"))
+    n_docs = func.greatest(float(n_scope), totals.c.n)
+    # A word matched on is counted exactly (every row holding it is here); the others, which only add
+    # to the score, are estimated from the statistics.
+    estimated = {t: stats.frequency(t) * n_scope for t in terms if t not in narrowed}
+    counted = func.count()
+    df_value = func.greatest(counted, case(estimated, value=hits.c.lexeme, else_=0)) if estimated else counted
+    # The IDF once per word, not once per (row, word).
+    df = (select(hits.c.lexeme, func.ln(1 + (n_docs - df_value + 0.5) / (df_value + 0.5)).label("idf"))
+          .select_from(hits).join(totals, true()).group_by(hits.c.lexeme, totals.c.n).cte("df"))
+    norm = k1 * (1 - b) + totals.c.len_factor * hits.c.len
+    score = func.sum(df.c.idf * hits.c.tf * (k1 + 1) / (hits.c.tf + norm)).label("score")
+    return (select(hits.c.id, score).select_from(hits).join(df, df.c.lexeme == hits.c.lexeme).join(totals, true())
+            .group_by(hits.c.id).order_by(score.desc(), hits.c.id).limit(limit))

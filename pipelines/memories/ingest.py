@@ -1,0 +1,150 @@
+"""Embedding jobs: ingest a batch of memories, and re-embed a memory whose content changed.
+
+An ingest with `deduplicate` skips items that repeat a stored memory of their scope, or an earlier
+item of the batch (pipelines/memories/dedup.py); without it nothing is compared (throughput first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from core.db import session_scope
+from core.embedder import get_embedder
+from pipelines.memories import dedup, history
+from pipelines.memories.store import content_hash, memory_id
+from pipelines.jobs.runner import JobContext
+from schemas.tables import Memory
+
+# Duplicates listed one by one in a job's result; beyond, only counted.
+MAX_REPORTED_DUPLICATES = 1000
+
+
+async def ingest_memories(ctx: JobContext) -> dict[str, Any]:
+    """Embed the job's items in chunks and insert them; items already stored by an earlier attempt are skipped."""
+    job = ctx.job
+    items: list[dict[str, Any]] = job.payload["items"]
+    total = len(items)
+    async with session_scope() as session:
+        stored = set((await session.execute(
+            select(Memory.source_index).where(Memory.source_job_id == job.id))).scalars())
+    pending = [i for i in range(total) if i not in stored]
+    done = total - len(pending)
+    await ctx.progress(done, total, f"resuming: {done} already stored" if done else "embedding")
+    embedder = get_embedder()
+    size = ctx.settings.ingest_chunk_size
+    chunks = [pending[i:i + size] for i in range(0, len(pending), size)]
+    inserted = 0
+    seconds = {"embed_wait": 0.0, "store": 0.0}
+    deduplicate = bool(job.payload.get("deduplicate"))
+    duplicates: list[dict[str, Any]] = []
+    skipped = 0
+
+    def embed(chunk: list[int]) -> asyncio.Task:
+        return asyncio.ensure_future(embedder.embed([items[i]["content"] for i in chunk]))
+
+    # Pipelined: the next chunk is embedded while this one is written (the HNSW index update runs
+    # in PostgreSQL, so the two overlap instead of adding up).
+    upcoming = embed(chunks[0]) if chunks else None
+    try:
+        for n, chunk in enumerate(chunks):
+            started = time.perf_counter()
+            vectors = await upcoming
+            seconds["embed_wait"] += time.perf_counter() - started
+            upcoming = embed(chunks[n + 1]) if n + 1 < len(chunks) else None
+            started = time.perf_counter()
+            keep, kept_vectors = chunk, vectors
+            if deduplicate:
+                found = await _duplicates(job, items, chunk, vectors, ctx.settings.dedup_similarity)
+                skipped += len(found)
+                duplicates.extend({"index": i, **found[i].as_dict()} for i in chunk if i in found)
+                keep = [i for i in chunk if i not in found]
+                kept_vectors = [v for i, v in zip(chunk, vectors, strict=True) if i not in found]
+            if keep:
+                inserted += await _store_chunk(job, items, keep, kept_vectors)
+            seconds["store"] += time.perf_counter() - started
+            done += len(chunk)
+            if upcoming is not None:  # a checkpoint; after the last chunk the outcome says it all
+                await ctx.progress(done, total, f"embedded {done} of {total}")
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()
+    result = {"memories": total, "inserted": inserted, "already_stored": len(stored),
+              "first_memory_id": str(memory_id(job.id, 0)),
+              "seconds": {k: round(v, 3) for k, v in seconds.items()}}
+    if deduplicate:
+        result |= {"skipped_duplicates": skipped, "duplicates": duplicates[:MAX_REPORTED_DUPLICATES]}
+    return result
+
+
+async def _duplicates(job, items: list[dict[str, Any]], chunk: list[int], vectors,
+                      threshold: float) -> dict[int, dedup.Match]:
+    """The chunk's items that repeat a stored memory of their scope or an earlier item of the chunk.
+
+    Earlier chunks are stored (and committed) by the time a chunk is checked, so comparing with the
+    database covers them.
+    """
+    contents = [items[i]["content"] for i in chunk]
+    scopes = [dedup.Scope.of(items[i]) for i in chunk]
+    digests = [content_hash(c) for c in contents]
+    found: dict[int, dedup.Match] = {}
+    async with session_scope() as session:
+        exact = await dedup.exact_matches(session, job.org_id, list(zip(scopes, digests)))
+        for n, i in enumerate(chunk):
+            if (scopes[n], digests[n]) in exact:
+                found[i] = dedup.Match(exact[(scopes[n], digests[n])], "exact", 1.0)
+                continue
+            near = await dedup.stored_duplicate(session, job.org_id, scopes[n], contents[n], vectors[n], threshold)
+            if near is not None:
+                found[i] = near
+    earlier = dedup.earlier_duplicates(contents, vectors, scopes, threshold, skip=[i in found for i in chunk])
+    for n, (m, kind, similarity) in earlier.items():
+        found[chunk[n]] = dedup.Match(memory_id(job.id, chunk[m]), kind, similarity)
+    return found
+
+
+async def _store_chunk(job, items: list[dict[str, Any]], chunk: list[int], vectors) -> int:
+    """Insert one chunk's memories; rows an earlier attempt stored are left as they are."""
+    rows = []
+    for i, vector in zip(chunk, vectors, strict=True):
+        item = items[i]
+        digest = content_hash(item["content"])
+        rows.append(dict(id=memory_id(job.id, i), org_id=job.org_id, user_id=item.get("user_id"),
+                         agent_id=item.get("agent_id"), run_id=item.get("run_id"), content=item["content"],
+                         meta=item.get("metadata") or {}, content_hash=digest, embedding=vector,
+                         embedded_hash=digest, source_job_id=job.id, source_index=i))
+    async with session_scope() as session:
+        new_ids = set((await session.execute(
+            pg_insert(Memory).values(rows).on_conflict_do_nothing(constraint="uq_memories_source")
+            .returning(Memory.id))).scalars())
+        # Version 1 of each new memory, in the same transaction: a memory never exists without it.
+        await history.record_added(session, [r for r in rows if r["id"] in new_ids], job_id=job.id,
+                                   actor=job.actor, meta={"source": "ingest"})
+        await session.commit()
+    return len(new_ids)
+
+
+async def embed_memory(ctx: JobContext) -> dict[str, Any]:
+    """Re-embed one memory; a newer edit or a deletion meanwhile makes this job a no-op."""
+    memory_id_ = uuid.UUID(ctx.job.payload["memory_id"])
+    expected_hash = ctx.job.payload["content_hash"]
+    await ctx.progress(0, 1, "embedding")
+    async with session_scope() as session:
+        memory = await session.get(Memory, memory_id_)
+    if memory is None or memory.deleted_at is not None or memory.org_id != ctx.job.org_id:
+        return {"memory_id": str(memory_id_), "updated": False, "reason": "deleted"}
+    if memory.content_hash != expected_hash:
+        return {"memory_id": str(memory_id_), "updated": False, "reason": "superseded by a newer edit"}
+    [vector] = await get_embedder().embed([memory.content])
+    async with session_scope() as session:
+        # Compare-and-swap on the content hash: never attach this vector to newer content.
+        result = await session.execute(
+            update(Memory).where(Memory.id == memory_id_, Memory.content_hash == expected_hash)
+            .values(embedding=vector, embedded_hash=expected_hash))
+        await session.commit()
+    return {"memory_id": str(memory_id_), "updated": result.rowcount == 1}

@@ -1,0 +1,110 @@
+"""Memories: read, list, change and soft-delete rows of one organization."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import NotFound
+from core.logging import request_id_var
+from pipelines.memories import history
+from pipelines.pages import newest_first
+from schemas.enums import MemoryEvent
+from schemas.memories import MemoryBatchIn, MemoryUpdate
+from schemas.tables import Memory
+
+
+def content_hash(content: str) -> str:
+    """sha256 of the content: identifies what an embedding was computed from."""
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def memory_id(job_id: uuid.UUID, index: int) -> uuid.UUID:
+    """Deterministic id of item `index` of an ingest job: a redelivered job writes the same rows."""
+    return uuid.uuid5(job_id, str(index))
+
+
+def ingest_payload(batch: MemoryBatchIn) -> dict[str, Any]:
+    """The job payload for a batch: items with batch-level scope applied."""
+    items = []
+    for item in batch.items:
+        metadata = {"role": item.role} | item.metadata if item.role else item.metadata
+        items.append({"content": item.content, "metadata": metadata,
+                      "user_id": item.user_id or batch.user_id, "agent_id": item.agent_id or batch.agent_id,
+                      "run_id": item.run_id or batch.run_id})
+    # Only when asked: a replay of a batch sent before the option existed must hash the same.
+    return {"items": items, "deduplicate": True} if batch.deduplicate else {"items": items}
+
+
+def extraction_payload(batch: MemoryBatchIn) -> dict[str, Any]:
+    """The job payload for `infer`: the conversation, its one scope, and the metadata the facts will carry."""
+    first = batch.items[0]
+    metadata: dict[str, Any] = {}
+    for item in batch.items:
+        metadata.update(item.metadata)
+    return {"messages": [{"role": item.role or "user", "content": item.content} for item in batch.items],
+            "user_id": first.user_id or batch.user_id, "agent_id": first.agent_id or batch.agent_id,
+            "run_id": first.run_id or batch.run_id, "metadata": metadata}
+
+
+def _api_provenance() -> dict[str, Any]:
+    return {"source": "api", "request_id": request_id_var.get()}
+
+
+async def get_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID, *,
+                     for_update: bool = False) -> Memory:
+    """A live memory of the organization, or NotFound; `for_update` locks its row until the transaction ends."""
+    query = select(Memory).where(Memory.id == memory_id_, Memory.org_id == org_id, Memory.deleted_at.is_(None))
+    row = (await session.execute(query.with_for_update() if for_update else query)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"memory {memory_id_} not found", details={"memory_id": str(memory_id_)})
+    return row
+
+
+async def list_memories(session: AsyncSession, org_id: uuid.UUID, *, user_id: str | None, agent_id: str | None,
+                        run_id: str | None, limit: int, cursor: str | None) -> tuple[list[Memory], str | None]:
+    """A page of live memories, newest first, narrowed by scope."""
+    query = select(Memory).where(Memory.org_id == org_id, Memory.deleted_at.is_(None))
+    for column, value in ((Memory.user_id, user_id), (Memory.agent_id, agent_id), (Memory.run_id, run_id)):
+        if value is not None:
+            query = query.where(column == value)
+    return await newest_first(session, query, Memory, limit=limit, cursor=cursor)
+
+
+async def update_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID,
+                        change: MemoryUpdate, *, actor: str | None = None) -> tuple[Memory, bool]:
+    """Apply a change; returns (memory, content_changed). The old embedding stays until the new one lands.
+
+    A content change is a new version in the memory's history.
+    """
+    # The row lock orders concurrent edits, so each gets its own history version.
+    memory = await get_memory(session, org_id, memory_id_, for_update=True)
+    old_content = memory.content
+    values: dict[str, Any] = {"updated_at": text("now()")}
+    changed = change.content is not None and change.content != memory.content
+    if changed:
+        values.update(content=change.content, content_hash=content_hash(change.content))
+    if change.metadata is not None:
+        values["meta"] = change.metadata
+    row = (await session.execute(update(Memory).where(Memory.id == memory.id).values(**values)
+                                 .returning(Memory))).scalar_one()
+    if changed:
+        await history.record_change(session, memory_id=memory.id, org_id=org_id, event=MemoryEvent.UPDATE,
+                                    old_content=old_content, new_content=change.content, job_id=None, actor=actor,
+                                    meta=_api_provenance())
+    return row, changed
+
+
+async def delete_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID, *,
+                        actor: str | None = None) -> None:
+    """Soft-delete: the row stays for audit (and its history stays readable) but never appears in reads or search."""
+    memory = await get_memory(session, org_id, memory_id_, for_update=True)
+    await session.execute(update(Memory).where(Memory.id == memory.id)
+                          .values(deleted_at=text("now()"), updated_at=text("now()")))
+    await history.record_change(session, memory_id=memory.id, org_id=org_id, event=MemoryEvent.DELETE,
+                                old_content=memory.content, new_content=None, job_id=None, actor=actor,
+                                meta=_api_provenance())
