@@ -1,6 +1,7 @@
 """Actors: glue from a message (a job id) to the pipeline that does the work.
 
-Actor and queue names are wire format: renaming one orphans the messages already queued.
+Each actor is named after its job kind and listens on the queue core.queue.QUEUES gives that kind,
+which is how senders address it without importing this module.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import uuid
 import dramatiq
 
 from core.errors import PermanentJobError
+from core.queue import QUEUES
 from core.settings import get_settings
 from pipelines.memories import ingest as embedding, extraction
 from pipelines.summaries import summarize as summarization
@@ -17,7 +19,6 @@ from pipelines.tools import execute
 from pipelines.blocks import rewrite as block_rewrite
 from pipelines.jobs.runner import run_job
 from schemas.enums import JobKind
-from schemas.tables import Job
 from workers.broker import broker
 
 _settings = get_settings()
@@ -34,37 +35,37 @@ _options = dict(
 )
 
 
-@dramatiq.actor(actor_name="ingest_memories", queue_name="embedding", **_options)
+@dramatiq.actor(actor_name=JobKind.INGEST_MEMORIES.value, queue_name=QUEUES[JobKind.INGEST_MEMORIES], **_options)
 async def ingest_memories(job_id: str) -> None:
     """Embed and store a batch of memories."""
     await run_job(uuid.UUID(job_id), embedding.ingest_memories, drop_payload_keys=("items",))
 
 
-@dramatiq.actor(actor_name="embed_memory", queue_name="embedding", **_options)
+@dramatiq.actor(actor_name=JobKind.EMBED_MEMORY.value, queue_name=QUEUES[JobKind.EMBED_MEMORY], **_options)
 async def embed_memory(job_id: str) -> None:
     """Re-embed a memory whose content changed."""
     await run_job(uuid.UUID(job_id), embedding.embed_memory)
 
 
-@dramatiq.actor(actor_name="summarize", queue_name="llm", **_options)
+@dramatiq.actor(actor_name=JobKind.SUMMARIZE.value, queue_name=QUEUES[JobKind.SUMMARIZE], **_options)
 async def summarize(job_id: str) -> None:
     """Summarize a conversation into a new memory."""
     await run_job(uuid.UUID(job_id), summarization.summarize)
 
 
-@dramatiq.actor(actor_name="extract_facts", queue_name="llm", **_options)
+@dramatiq.actor(actor_name=JobKind.EXTRACT_FACTS.value, queue_name=QUEUES[JobKind.EXTRACT_FACTS], **_options)
 async def extract_facts(job_id: str) -> None:
     """Learn the facts of a conversation and merge them into the scope's memories (`infer`)."""
     await run_job(uuid.UUID(job_id), extraction.extract_facts, drop_payload_keys=("messages",))
 
 
-@dramatiq.actor(actor_name="block_rewrite", queue_name="llm", **_options)
+@dramatiq.actor(actor_name=JobKind.BLOCK_REWRITE.value, queue_name=QUEUES[JobKind.BLOCK_REWRITE], **_options)
 async def rewrite_block(job_id: str) -> None:
     """Rewrite a core-memory block shorter (compare-and-swap on its version)."""
     await run_job(uuid.UUID(job_id), block_rewrite.rewrite_block)
 
 
-@dramatiq.actor(actor_name="execute_tool", queue_name="tools",
+@dramatiq.actor(actor_name=JobKind.EXECUTE_TOOL.value, queue_name=QUEUES[JobKind.EXECUTE_TOOL],
                 **{**_options, "time_limit": int((max(_settings.job_time_limit_seconds,
                                                       _settings.tool_timeout_max_seconds) + 60) * 1000)})
 async def execute_tool(job_id: str) -> None:
@@ -80,15 +81,3 @@ ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.BLOCK_REWRITE: rewrite_block,
     JobKind.EXECUTE_TOOL: execute_tool,
 }
-
-
-def send_job(job: Job) -> None:
-    """Enqueue the message for a committed job row; the job id is the message id."""
-    actor = ACTORS[JobKind(job.kind)]
-    broker.enqueue(actor.message_with_options(args=(str(job.id),)).copy(message_id=str(job.id)))
-
-
-def job_message_in_broker(job: Job) -> bool:
-    """Whether the job's message is still waiting, delayed (and not overdue), or in a worker's hands."""
-    return broker.has_message(ACTORS[JobKind(job.kind)].queue_name, str(job.id),
-                              overdue_ms=int(get_settings().stale_queued_seconds * 1000))

@@ -1,8 +1,7 @@
-"""The only place a Dramatiq broker is built.
+"""The worker process's broker: core.queue's, plus what only a worker needs.
 
-Messages carry the job id as their message id, and (unlike stock RedisBroker) that id is also
-the message's key in Redis, so the scheduler can ask "is this job's message still in the broker?"
-with one HEXISTS before re-sending a stale job.
+AsyncIO runs the async actors; the model is warmed before the first message; the worker's presence
+is recorded for /readyz. Sending messages needs none of this (core.queue).
 """
 
 from __future__ import annotations
@@ -12,65 +11,17 @@ import os
 import socket
 import threading
 import time
-from typing import Optional
 
 import dramatiq
 import redis
-from dramatiq import Message, Middleware
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis, dq_name
+from dramatiq import Middleware
 from dramatiq.middleware import AsyncIO
 
+from core import queue
 from core.embedder import warm_up
-from core.redis import redis_url
-from core.settings import get_settings
+from core.queue import WORKERS_KEY, JobBroker
 
 log = logging.getLogger(__name__)
-
-NAMESPACE = "agentmem:queue"
-WORKERS_KEY = "agentmem:workers"
-
-
-class JobBroker(RedisBroker):
-    """RedisBroker whose Redis message id is the Dramatiq message id (the job id)."""
-
-    def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
-        queue_name = message.queue_name
-        # Safe to reuse: a retry moves to the delay queue (another hash) before the original is acked.
-        message = message.copy(options={"redis_message_id": message.message_id})
-        if delay is not None:
-            queue_name = dq_name(queue_name)
-            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
-        self.emit_before("enqueue", message, delay)
-        self.do_enqueue(queue_name, message.options["redis_message_id"], message.encode())
-        self.emit_after("enqueue", message, delay)
-        return message
-
-    def has_message(self, queue_name: str, message_id: str, *, overdue_ms: int) -> bool:
-        """Whether a message is queued, delayed for retry, or being processed (not yet acked).
-
-        A delayed message more than `overdue_ms` past its time is lost, not held: a worker keeps delayed
-        messages in memory and moves each back to its queue when its time comes, but forgets them when
-        its Redis connection breaks, while Redis still lists them as that (live) worker's.
-        """
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hexists(f"{self.namespace}:{queue_name}.msgs", message_id)
-        pipe.hget(f"{self.namespace}:{dq_name(queue_name)}.msgs", message_id)
-        queued, delayed = pipe.execute()
-        if queued:
-            return True
-        if delayed is None:
-            return False
-        eta = Message.decode(delayed).options.get("eta")
-        return eta is None or eta > current_millis() - overdue_ms
-
-    def queue_depths(self) -> dict[str, int]:
-        """Messages waiting or delayed per queue."""
-        pipe = self.client.pipeline(transaction=False)
-        names = sorted(self.get_declared_queues())
-        for name in names:
-            pipe.hlen(f"{self.namespace}:{name}.msgs")
-        return dict(zip(names, pipe.execute(), strict=True))
 
 
 class WorkerPresence(Middleware):
@@ -113,21 +64,11 @@ class ModelWarmup(Middleware):
 
 
 def build_broker() -> JobBroker:
-    """A Redis broker with AsyncIO, worker presence, and timeouts that fail fast during outages."""
-    settings = get_settings()
-    try:
-        url = redis_url()
-    except RuntimeError:
-        # Importable without configuration (docs, unit tests); any use fails loudly on this host.
-        url = "redis://redis-url-not-configured.invalid:6379/0"
-    client = redis.Redis.from_url(url, socket_timeout=settings.redis_timeout_seconds,
-                                  socket_connect_timeout=settings.redis_timeout_seconds)
-    broker = JobBroker(client=client, namespace=NAMESPACE,
-                       heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
-                       maintenance_chance=settings.broker_maintenance_chance)
+    """The process's broker (core.queue) with what a worker adds: AsyncIO, model warm-up, presence."""
+    broker = queue.get_broker()
     broker.add_middleware(AsyncIO())
     broker.add_middleware(ModelWarmup())
-    broker.add_middleware(WorkerPresence(client))
+    broker.add_middleware(WorkerPresence(broker.client))
     return broker
 
 

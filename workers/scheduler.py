@@ -1,9 +1,12 @@
 """The maintenance scheduler: keeps every job moving toward a terminal state.
 
-Each pass (one scheduler at a time, by advisory lock):
+Each pass (one scheduler at a time: a pass holds an advisory lock from start to end, on a
+connection of its own, while its changes commit one job at a time on another):
 - a queued job whose message is not in the broker (a crash between commit and send) is re-sent;
 - a running job whose lease expired (its worker died) is re-sent unless the broker still holds its
   message (Dramatiq re-delivers a dead worker's messages itself), or cancelled if cancel was asked.
+Each re-send is also a compare-and-swap on the row as the pass read it, so a job that moved on
+meanwhile (picked up, finished, re-sent) is left alone.
 """
 
 from __future__ import annotations
@@ -13,14 +16,12 @@ import logging
 
 from sqlalchemy import text
 
+from core import queue
 from core.db import session_scope
 from core.errors import infrastructure_errors
 from core.settings import get_settings
-from pipelines.accounts import audit
-from pipelines.jobs import rows as jobs
-from pipelines.jobs.runner import publish_event
-from schemas.enums import EventType, JobStatus
-from workers.actors import job_message_in_broker, send_job
+from pipelines.jobs import lifecycle, rows as jobs
+from schemas.enums import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -28,32 +29,33 @@ SCHEDULER_LOCK = 7_310_002
 
 
 async def maintain_once() -> dict[str, int]:
-    """One maintenance pass; returns what it did."""
+    """One maintenance pass; returns what it did (all zeros when another scheduler's pass is running)."""
     settings = get_settings()
     report = {"resent": 0, "cancelled": 0, "in_broker": 0}
-    async with session_scope() as session:
-        locked = (await session.execute(text(f"SELECT pg_try_advisory_xact_lock({SCHEDULER_LOCK})"))).scalar()
+    async with session_scope() as lock_session:
+        # Held until this transaction ends, after the whole pass: commits below happen on `session`.
+        locked = (await lock_session.execute(text(f"SELECT pg_try_advisory_xact_lock({SCHEDULER_LOCK})"))).scalar()
         if not locked:
             return report
-        for job in await jobs.find_stalled(session, queued_older_than=settings.stale_queued_seconds):
-            if job.status == JobStatus.RUNNING and job.cancel_requested:
-                row = await jobs.cancel_abandoned(session, job.id)
-                if row is not None:
-                    await audit.record_job_outcome(session, row)
-                    await session.commit()
-                    await publish_event(EventType.CANCELLED, row, {"error": {"code": "cancelled",
-                                                                        "message": row.error_message}})
-                    report["cancelled"] += 1
-                continue
-            if await asyncio.to_thread(job_message_in_broker, job):
-                report["in_broker"] += 1
-                continue
-            await jobs.mark_resent(session, job.id)
+        async with session_scope() as session:
+            for job in await jobs.find_stalled(session, queued_older_than=settings.stale_queued_seconds):
+                if job.status == JobStatus.RUNNING and job.cancel_requested:
+                    row = await jobs.cancel_abandoned(session, job.id)
+                    if row is not None:
+                        await lifecycle.conclude(session, row)
+                        report["cancelled"] += 1
+                    continue
+                if await asyncio.to_thread(queue.in_broker, job.kind, job.id):
+                    report["in_broker"] += 1
+                    continue
+                if not await jobs.mark_resent(session, job):
+                    continue
+                await session.commit()
+                await asyncio.to_thread(queue.send, job.kind, job.id)
+                log.info("re-sent %s job %s (%s)", job.kind, job.id, job.status)
+                report["resent"] += 1
             await session.commit()
-            await asyncio.to_thread(send_job, job)
-            log.info("re-sent %s job %s (%s)", job.kind, job.id, job.status)
-            report["resent"] += 1
-        await session.commit()
+        await lock_session.commit()
     return report
 
 

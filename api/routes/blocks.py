@@ -12,11 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
-from api.enqueue import start_job
 from api.routing import CheckedRoute
 from core.errors import Forbidden, InvalidInput, TooManyRequests
 from pipelines.blocks import rewrite as block_rewrite, store as blocks
-from pipelines.jobs import rows as jobs
+from pipelines.jobs import lifecycle, rows as jobs
 from pipelines.llm.configs import require_provider
 from schemas.blocks import (
     BlockCreate,
@@ -61,25 +60,11 @@ IfMatch = Annotated[int | None, Depends(_if_match)]
 
 
 async def commit_write(session: AsyncSession, who: Principal, block: Block, response: Response) -> BlockOut:
-    """Commit a block write; past the threshold, with a `block_rewrite` job in the same transaction."""
+    """Commit a block write, with the rewrite job it calls for (if any) in the same transaction."""
     response.headers["ETag"] = f'"{block.version}"'
-    if not blocks.needs_rewrite(block):
-        await session.commit()
-        return BlockOut.from_row(block)
-    queued = await block_rewrite.queued_rewrite(session, who.org_id, block.id)
-    if queued is not None:  # not started yet: it will read this write too
-        await session.commit()
-        return BlockOut.from_row(block, queued.id)
-    payload = block_rewrite.rewrite_payload(block, strategy=RewriteStrategy(block.rewrite_strategy),
-                                            target_chars=None, trigger="threshold")
-    try:
-        job, _ = await start_job(session, who, kind=JobKind.BLOCK_REWRITE, payload=payload,
-                                 total=block_rewrite.STEPS, key=None)
-    except (TooManyRequests, Forbidden) as exc:  # a job quota: keep the write, the next one asks again
-        log.warning("block %s is over its rewrite threshold but no job was queued: %s", block.id, exc)
-        await session.commit()
-        return BlockOut.from_row(block)
-    return BlockOut.from_row(block, job.id)
+    job_id = await block_rewrite.rewrite_after_write(session, who, block)
+    await lifecycle.commit(session)
+    return BlockOut.from_row(block, job_id)
 
 
 async def _check_strategy(session: AsyncSession, org_id: uuid.UUID, strategy: RewriteStrategy | None) -> None:
@@ -196,8 +181,9 @@ async def rewrite_block(block_id: uuid.UUID, body: BlockRewriteIn, session: Sess
         await block_rewrite.check_request(session, block, strategy)
     payload = block_rewrite.rewrite_payload(block, strategy=strategy, target_chars=body.target_chars,
                                             trigger="requested")
-    job, _ = await start_job(session, who, kind=JobKind.BLOCK_REWRITE, payload=payload, total=block_rewrite.STEPS,
-                             key=key)
+    job, _ = await lifecycle.submit(session, who, kind=JobKind.BLOCK_REWRITE, payload=payload,
+                                    total=block_rewrite.STEPS, key=key)
+    await lifecycle.commit(session)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     audit_target("job", job.id, block_id=str(block_id), strategy=strategy.value)
     return JobOut.from_row(job)

@@ -10,13 +10,14 @@ from fastapi.responses import JSONResponse
 from api.routing import CheckedRoute
 from sqlalchemy import text
 
+from core import queue
 from core.db import ping_database, session_scope
 from core.errors import infrastructure_errors
 from core.metrics import JOB_DURATION_BUCKETS, SnapshotCollector, render
+from core.queue import WORKERS_KEY
 from core.redis import get_redis
 from core.settings import get_settings
 from pipelines.jobs import rows as jobs
-from workers.broker import WORKERS_KEY, broker
 
 router = APIRouter(route_class=CheckedRoute, tags=["operations"])
 
@@ -62,6 +63,6 @@ async def metrics() -> Response:
     async with session_scope() as session:
         counts = await jobs.counts_by_kind_status(session)
         durations = [(r[0], r[1], r[2], float(r[3]), list(r[4:])) for r in await session.execute(DURATIONS_SQL)]
-    depths = await asyncio.to_thread(broker.queue_depths)
+    depths = await asyncio.to_thread(queue.queue_depths)
     body = render(SnapshotCollector(counts, durations, depths))
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

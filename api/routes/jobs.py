@@ -14,11 +14,10 @@ from api.deps import Allow, AllowStream, SessionDep, can_follow
 from api.streaming import sse_response
 from api.routing import CheckedRoute
 from core.errors import NotFound
-from pipelines.accounts import audit, auth
-from pipelines.jobs import rows as jobs, follow as progress
-from pipelines.jobs.runner import publish_event
+from pipelines.accounts import auth
+from pipelines.jobs import follow as progress, lifecycle, rows as jobs
 from schemas.common import ErrorOut, Page
-from schemas.enums import EventType, JobKind, JobStatus
+from schemas.enums import JobKind, JobStatus
 from schemas.jobs import JobOut
 from schemas.organizations import StreamTokenIn, StreamTokenOut
 from schemas.permissions import Permission as P
@@ -55,13 +54,7 @@ async def cancel_job(job_id: uuid.UUID, session: SessionDep,
                      who: Annotated[Principal, Depends(Allow(P.JOBS_CANCEL))]) -> JobOut:
     """Cancel a job. A queued job is cancelled at once; a running one stops at its next checkpoint
     (`cancel_requested` is true until then)."""
-    job, cancelled_now = await jobs.cancel(session, who.org_id, job_id)
-    if cancelled_now:
-        await audit.record_job_outcome(session, job)
-    await session.commit()
-    if cancelled_now:
-        await publish_event(EventType.CANCELLED, job, {"error": {"code": "cancelled", "message": job.error_message}})
-    return JobOut.from_row(job)
+    return JobOut.from_row(await lifecycle.cancel(session, who.org_id, job_id))
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses=SSE_DOC)

@@ -11,10 +11,9 @@ from api.admission import SearchSlot
 from api.errors import error_responses
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.context import audit_target, read_only
-from api.enqueue import start_job
 from api.routing import CheckedRoute
 from pipelines.memories import history, store as memories, search
-from pipelines.jobs import rows as jobs
+from pipelines.jobs import lifecycle, rows as jobs
 from pipelines.llm.configs import require_provider
 from schemas.common import ErrorOut, Page
 from schemas.enums import JobKind
@@ -60,7 +59,8 @@ async def ingest_memories(body: MemoryBatchIn, session: SessionDep, who: Writer,
         await require_provider(session, who.org_id)
     kind, payload = ((JobKind.EXTRACT_FACTS, memories.extraction_payload(body)) if body.infer
                      else (JobKind.INGEST_MEMORIES, memories.ingest_payload(body)))
-    job, _ = await start_job(session, who, kind=kind, payload=payload, total=len(body.items), key=key)
+    job, _ = await lifecycle.submit(session, who, kind=kind, payload=payload, total=len(body.items), key=key)
+    await lifecycle.commit(session)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     audit_target("job", job.id, items=len(body.items))
     return JobOut.from_row(job)
@@ -118,8 +118,9 @@ async def update_memory(memory_id: uuid.UUID, body: MemoryUpdate, session: Sessi
     if not changed:
         await session.commit()
         return MemoryUpdateOut(memory=MemoryOut.from_row(memory))
-    job, _ = await start_job(session, who, kind=JobKind.EMBED_MEMORY, total=1, key=None,
-                             payload={"memory_id": str(memory.id), "content_hash": memory.content_hash})
+    job, _ = await lifecycle.submit(session, who, kind=JobKind.EMBED_MEMORY, total=1, key=None,
+                                    payload={"memory_id": str(memory.id), "content_hash": memory.content_hash})
+    await lifecycle.commit(session)
     return MemoryUpdateOut(memory=MemoryOut.from_row(memory), job=JobOut.from_row(job))
 
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Response, status
 from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
-from api.enqueue import start_job
 from api.routing import CheckedRoute
+from pipelines.jobs import lifecycle
 from pipelines.summaries import summarize as summarization
 from schemas.common import ErrorOut
 from schemas.enums import JobKind
@@ -40,8 +40,9 @@ async def create_summary(body: SummaryCreate, session: SessionDep, who: Writer, 
     `source_count` and `run_id` for many sources) and `job_id`. The job's `result.memory_id` names it.
     """
     await summarization.check_request(session, who.org_id, body, key=key)
-    job, _ = await start_job(session, who, kind=JobKind.SUMMARIZE, payload=summarization.summary_payload(body),
-                             total=1, key=key)
+    job, _ = await lifecycle.submit(session, who, kind=JobKind.SUMMARIZE, payload=summarization.summary_payload(body),
+                                    total=1, key=key)
+    await lifecycle.commit(session)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     audit_target("job", job.id, mode=body.mode.value)
     return JobOut.from_row(job)

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
-from api.enqueue import start_job
 from api.routing import CheckedRoute
 from core.settings import get_settings
+from pipelines.jobs import lifecycle
 from pipelines.tools import registry as tools
 from schemas.common import ErrorOut
 from schemas.enums import JobKind
@@ -98,7 +98,8 @@ async def execute_tool(tool_id: uuid.UUID, body: ToolExecute, session: SessionDe
     Built-in file tools return `result.output`.
     """
     payload = await tools.execute_payload(session, who.org_id, tool_id, body)
-    job, _ = await start_job(session, who, kind=JobKind.EXECUTE_TOOL, payload=payload, total=1, key=key)
+    job, _ = await lifecycle.submit(session, who, kind=JobKind.EXECUTE_TOOL, payload=payload, total=1, key=key)
+    await lifecycle.commit(session)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     audit_target("job", job.id, tool_id=str(tool_id), tool_name=payload["tool_name"])
     return JobOut.from_row(job)

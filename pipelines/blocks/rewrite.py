@@ -12,6 +12,7 @@ versions. A redelivered job that already applied its rewrite finds its version a
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from typing import Any
@@ -21,15 +22,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import session_scope
 from core.embedder import get_embedder
-from core.errors import Conflict, LLMNotConfigured, LLMOutputInvalid, TransientJobError
+from core.errors import (Conflict, Forbidden, LLMNotConfigured, LLMOutputInvalid, TooManyRequests,
+                         TransientJobError)
 from core.llm import LLMClient, ProviderSettings
 from pipelines.blocks import store as blocks, strategies as rewriting
 from pipelines.summaries.abstractive import max_tokens_for
 from pipelines.llm.configs import provider_for, require_provider
+from pipelines.jobs import lifecycle
 from pipelines.jobs.runner import JobContext
 from schemas.blocks import RewriteStrategy
 from schemas.enums import JobKind, JobStatus
+from schemas.permissions import Principal
 from schemas.tables import Block, BlockVersion, Job
+
+log = logging.getLogger(__name__)
 
 STEPS = 2  # read and rewrite, then apply
 
@@ -66,6 +72,29 @@ async def queued_rewrite(session: AsyncSession, org_id: uuid.UUID, block_id: uui
         Job.org_id == org_id, Job.kind == JobKind.BLOCK_REWRITE.value, Job.status == JobStatus.QUEUED.value,
         Job.payload["block_id"].astext == str(block_id), Job.payload["trigger"].astext == "threshold")
         .limit(1))).scalar_one_or_none()
+
+
+async def rewrite_after_write(session: AsyncSession, who: Principal, block: Block) -> uuid.UUID | None:
+    """The rule for a write that leaves a block past its rewrite threshold: a `block_rewrite` job.
+
+    Submitted on the caller's session (sent when it commits, with the write); one not yet started is
+    reused, since it will read this write too. A job quota that refuses it keeps the write: the next
+    write asks again. Returns the job's id, or None when no rewrite is due or none could be queued.
+    """
+    if not blocks.needs_rewrite(block):
+        return None
+    queued = await queued_rewrite(session, who.org_id, block.id)
+    if queued is not None:
+        return queued.id
+    payload = rewrite_payload(block, strategy=RewriteStrategy(block.rewrite_strategy), target_chars=None,
+                              trigger="threshold")
+    try:
+        job, _ = await lifecycle.submit(session, who, kind=JobKind.BLOCK_REWRITE, payload=payload, total=STEPS,
+                                        key=None)
+    except (TooManyRequests, Forbidden) as exc:
+        log.warning("block %s is over its rewrite threshold but no job was queued: %s", block.id, exc)
+        return None
+    return job.id
 
 
 async def rewrite_block(ctx: JobContext) -> dict[str, Any]:

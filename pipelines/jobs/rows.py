@@ -178,9 +178,17 @@ async def find_stalled(session: AsyncSession, *, queued_older_than: float, limit
         )).order_by(Job.enqueued_at).limit(limit))).scalars())
 
 
-async def mark_resent(session: AsyncSession, job_id: uuid.UUID) -> None:
-    """Note that the scheduler sent a job's message again."""
-    await session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=text("now()")))
+async def mark_resent(session: AsyncSession, job: Job) -> bool:
+    """Note that the scheduler is sending a stalled job's message again, if the row is still as it was read.
+
+    A compare-and-swap on status, attempts and enqueued_at: False when the job moved on meanwhile
+    (picked up, finished, or already re-sent), and then it must not be sent.
+    """
+    row = (await session.execute(
+        update(Job).where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts,
+                          Job.enqueued_at == job.enqueued_at)
+        .values(enqueued_at=text("now()")).returning(Job.id))).first()
+    return row is not None
 
 
 async def cancel_abandoned(session: AsyncSession, job_id: uuid.UUID) -> Job | None:

@@ -16,15 +16,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core import events
 from core.db import session_scope
 from core.errors import (AppError, JobCancelled, PermanentJobError, TransientJobError, UpstreamUnavailable,
                          infrastructure_errors)
 from core.llm import Usage
 from core.logging import job_id_var, request_id_var
 from core.settings import get_settings
-from pipelines.accounts import audit
-from pipelines.jobs import rows as jobs
+from pipelines.jobs import lifecycle, rows as jobs
+from pipelines.jobs.events import publish_event
 from schemas.enums import EventType, JobStatus
 from schemas.tables import Job
 
@@ -74,15 +73,6 @@ class JobContext:
             await publish_event(EventType.PROGRESS, self.job, {"done": done, "total": total, "message": message})
 
 
-async def publish_event(type_: EventType, job: Job, data: dict[str, Any]) -> None:
-    """Publish a job event; a Redis failure is logged, not raised."""
-    # Events are hints and the row is the truth: a Redis blip must not fail work already committed.
-    try:
-        await events.publish(type_, job_id=job.id, org_id=job.org_id, data=data)
-    except infrastructure_errors() as exc:
-        log.warning("could not publish %s event: %s", type_.value, exc)
-
-
 async def _keep_lease(job_id: uuid.UUID, lease_seconds: float) -> None:
     while True:
         await asyncio.sleep(lease_seconds / 3)
@@ -97,19 +87,11 @@ async def _keep_lease(job_id: uuid.UUID, lease_seconds: float) -> None:
             return
 
 
-async def _finish(job: Job, status: JobStatus, event: EventType, **fields: Any) -> None:
-    async with session_scope() as session:
-        row = await jobs.finish(session, job.id, status, **fields)
-        if row is not None:
-            await audit.record_job_outcome(session, row)
-        await session.commit()
+async def _finish(job: Job, status: JobStatus, **fields: Any) -> None:
+    row = await lifecycle.finish(job.id, status, **fields)
     if row is None:
         log.info("job was no longer running; outcome %s not recorded", status.value)
         return
-    data = {"result": row.result} if status is JobStatus.SUCCEEDED else {}
-    if row.error_code:
-        data["error"] = {"code": row.error_code, "message": row.error_message}
-    await publish_event(event, row, data)
     duration = (row.finished_at - row.started_at).total_seconds() * 1000 if row.started_at and row.finished_at else None
     log.info("job %s", status.value, extra={"kind": row.kind, "status": status.value, "duration_ms": duration})
 
@@ -133,24 +115,24 @@ async def run_job(job_id: uuid.UUID, handler: Handler, *, drop_payload_keys: tup
             async with asyncio.timeout(settings.job_time_limit_seconds):
                 result = await handler(ctx)
         except JobCancelled:
-            await _finish(job, JobStatus.CANCELLED, EventType.CANCELLED, error_code="cancelled",
+            await _finish(job, JobStatus.CANCELLED, error_code="cancelled",
                           error_message="cancelled while running", drop_payload_keys=drop_payload_keys,
                           usage=ctx.usage_total())
         except TimeoutError:
-            await _finish(job, JobStatus.FAILED, EventType.FAILED, error_code="time_limit_exceeded",
+            await _finish(job, JobStatus.FAILED, error_code="time_limit_exceeded",
                           error_message=f"the job ran longer than {settings.job_time_limit_seconds:g} s",
                           usage=ctx.usage_total())
         except PermanentJobError as exc:
-            await _finish(job, JobStatus.FAILED, EventType.FAILED, error_code=exc.code, error_message=exc.message,
+            await _finish(job, JobStatus.FAILED, error_code=exc.code, error_message=exc.message,
                           usage=ctx.usage_total())
         except (TransientJobError, UpstreamUnavailable, *infrastructure_errors()) as exc:
             await _retry_or_fail(job, exc, usage=ctx.usage_total())
         except Exception as exc:  # a bug: fail with a clear code rather than retrying it
             log.exception("job handler crashed")
-            await _finish(job, JobStatus.FAILED, EventType.FAILED, error_code="internal_error",
+            await _finish(job, JobStatus.FAILED, error_code="internal_error",
                           error_message=f"{type(exc).__name__}: {exc}", usage=ctx.usage_total())
         else:
-            await _finish(job, JobStatus.SUCCEEDED, EventType.SUCCEEDED, result=result,
+            await _finish(job, JobStatus.SUCCEEDED, result=result,
                           drop_payload_keys=drop_payload_keys, usage=ctx.usage_total())
     finally:
         lease.cancel()
@@ -164,7 +146,7 @@ async def _retry_or_fail(job: Job, exc: BaseException, *, usage: dict[str, Any] 
     code = exc.code if isinstance(exc, AppError) else "infrastructure_unavailable"
     message = exc.message if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
     if job.attempts >= job.max_attempts:
-        await _finish(job, JobStatus.FAILED, EventType.FAILED, error_code=code,
+        await _finish(job, JobStatus.FAILED, error_code=code,
                       error_message=f"gave up after {job.attempts} attempts; last error: {message}", usage=usage)
         return
     log.warning("job attempt %d failed, will retry: %s", job.attempts, message)

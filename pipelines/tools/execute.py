@@ -25,7 +25,8 @@ from sqlalchemy import select
 from core.db import session_scope
 from core.errors import PermanentJobError, TransientJobError
 from core.settings import Settings
-from pipelines.jobs.runner import JobContext, publish_event
+from pipelines.jobs.events import publish_event
+from pipelines.jobs.runner import JobContext
 from pipelines.tools import sandbox, workspace
 from pipelines.tools.registry import LIMIT_FIELDS, LIVE
 from pipelines.tools.workspace import BUILTIN_IDS

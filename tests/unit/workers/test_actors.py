@@ -8,6 +8,7 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
+from core import queue
 from core.settings import get_settings
 from schemas.enums import JobKind
 from schemas.tables import Job
@@ -46,17 +47,23 @@ def test_actor_time_limit_is_a_backstop_behind_the_jobs_own_timeout(kind):
     assert actors.ACTORS[kind].options["time_limit"] > get_settings().job_time_limit_seconds * 1000
 
 
-def test_send_job_enqueues_the_job_id_as_message_id_and_only_argument(monkeypatch):
+@pytest.mark.parametrize("kind", list(JobKind))
+def test_each_actor_listens_where_senders_address_it(kind):
+    # Senders (core.queue) never import the actors: names and queues must agree by the table.
+    assert actors.ACTORS[kind].queue_name == queue.QUEUES[kind]
+    assert queue.job_message(kind, uuid.uuid4()).actor_name == actors.ACTORS[kind].actor_name
+
+
+def test_send_enqueues_the_job_id_as_message_id_and_only_argument(monkeypatch):
     stub = StubBroker()
-    stub.declare_queue(actors.ACTORS[JobKind.EMBED_MEMORY].queue_name)
-    monkeypatch.setattr(actors, "broker", stub)
+    stub.declare_queue(queue.QUEUES[JobKind.EMBED_MEMORY])
+    monkeypatch.setattr(queue, "_broker", stub)
     job = Job(id=uuid.uuid4(), org_id=uuid.uuid4(), kind=JobKind.EMBED_MEMORY.value)
 
-    actors.send_job(job)
+    queue.send(job.kind, job.id)
 
-    [encoded] = list(stub.queues[actors.ACTORS[JobKind.EMBED_MEMORY].queue_name].queue)
+    [encoded] = list(stub.queues[queue.QUEUES[JobKind.EMBED_MEMORY]].queue)
     message = dramatiq.Message.decode(encoded)
     assert message.message_id == str(job.id)
     assert message.actor_name == "embed_memory"
-    assert message.args == (str(job.id),)
-    assert message.kwargs == {}
+    assert list(message.args) == [str(job.id)]

@@ -1,4 +1,4 @@
-"""workers/broker.py, the parts that need no Lua: the Redis message id is the job id, and the lookup by it."""
+"""core/queue.py: the broker, the parts that need no Lua: the Redis message id is the job id, and the lookup by it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 from dramatiq.common import current_millis, dq_name
 
-from workers.broker import NAMESPACE, JobBroker
+from core.queue import NAMESPACE, JobBroker
 
 
 Enqueued = list[tuple[str, str, dramatiq.Message]]

@@ -1,0 +1,126 @@
+"""The job queue as the rest of the system sees it: which queue each job kind goes to, and one
+message per job, sent by name.
+
+Anything may send a job's message (the API, the scheduler, a pipeline's outbox) without importing the
+actors: a message names its actor (the job kind) and its queue, and carries the job id only, which is
+also its message id. Workers declare the actors under the same names (workers/actors.py); a unit test
+keeps the two in step. Actor and queue names are wire format: renaming one orphans queued messages.
+
+The message id is also the message's key in Redis (unlike stock RedisBroker), so "is this job's
+message still in the broker?" is one HEXISTS before the scheduler re-sends a stale job.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import redis
+from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis, dq_name
+
+from core.redis import redis_url
+from core.settings import get_settings
+from schemas.enums import JobKind
+
+NAMESPACE = "agentmem:queue"
+WORKERS_KEY = "agentmem:workers"
+
+# Job kind → queue. The actor's name is the job kind itself.
+QUEUES: dict[JobKind, str] = {
+    JobKind.INGEST_MEMORIES: "embedding",
+    JobKind.EMBED_MEMORY: "embedding",
+    JobKind.SUMMARIZE: "llm",
+    JobKind.EXTRACT_FACTS: "llm",
+    JobKind.BLOCK_REWRITE: "llm",
+    JobKind.EXECUTE_TOOL: "tools",
+}
+
+
+class JobBroker(RedisBroker):
+    """RedisBroker whose Redis message id is the Dramatiq message id (the job id)."""
+
+    def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
+        queue_name = message.queue_name
+        # Safe to reuse: a retry moves to the delay queue (another hash) before the original is acked.
+        message = message.copy(options={"redis_message_id": message.message_id})
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+        self.emit_before("enqueue", message, delay)
+        self.do_enqueue(queue_name, message.options["redis_message_id"], message.encode())
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def has_message(self, queue_name: str, message_id: str, *, overdue_ms: int) -> bool:
+        """Whether a message is queued, delayed for retry, or being processed (not yet acked).
+
+        A delayed message more than `overdue_ms` past its time is lost, not held: a worker keeps delayed
+        messages in memory and moves each back to its queue when its time comes, but forgets them when
+        its Redis connection breaks, while Redis still lists them as that (live) worker's.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hexists(f"{self.namespace}:{queue_name}.msgs", message_id)
+        pipe.hget(f"{self.namespace}:{dq_name(queue_name)}.msgs", message_id)
+        queued, delayed = pipe.execute()
+        if queued:
+            return True
+        if delayed is None:
+            return False
+        eta = Message.decode(delayed).options.get("eta")
+        return eta is None or eta > current_millis() - overdue_ms
+
+    def queue_depths(self, names: list[str]) -> dict[str, int]:
+        """Messages waiting or delayed in each of the named queues."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hlen(f"{self.namespace}:{name}.msgs")
+        return dict(zip(names, pipe.execute(), strict=True))
+
+
+_broker: JobBroker | None = None
+
+
+def get_broker() -> JobBroker:
+    """The process's broker, built on first use, with timeouts that fail fast during outages.
+
+    Senders use it as it is; a worker process adds its middleware (workers/broker.py) before it
+    declares the actors.
+    """
+    global _broker
+    if _broker is None:
+        settings = get_settings()
+        try:
+            url = redis_url()
+        except RuntimeError:
+            # Buildable without configuration (docs, unit tests); any use fails loudly on this host.
+            url = "redis://redis-url-not-configured.invalid:6379/0"
+        client = redis.Redis.from_url(url, socket_timeout=settings.redis_timeout_seconds,
+                                      socket_connect_timeout=settings.redis_timeout_seconds)
+        _broker = JobBroker(client=client, namespace=NAMESPACE,
+                            heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+                            maintenance_chance=settings.broker_maintenance_chance)
+    return _broker
+
+
+def job_message(kind: JobKind | str, job_id: object) -> Message:
+    """The message that runs a job: its kind's actor on its kind's queue, the job id as id and only argument."""
+    kind = JobKind(kind)
+    return Message(queue_name=QUEUES[kind], actor_name=kind.value, args=(str(job_id),), kwargs={}, options={},
+                   message_id=str(job_id))
+
+
+def send(kind: JobKind | str, job_id: object) -> None:
+    """Enqueue the message of a committed job row (blocking: one Redis round trip)."""
+    get_broker().enqueue(job_message(kind, job_id))
+
+
+def in_broker(kind: JobKind | str, job_id: object) -> bool:
+    """Whether a job's message is still waiting, delayed (and not overdue), or in a worker's hands."""
+    return get_broker().has_message(QUEUES[JobKind(kind)], str(job_id),
+                                    overdue_ms=int(get_settings().stale_queued_seconds * 1000))
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting or delayed in each queue of the table."""
+    return get_broker().queue_depths(sorted(set(QUEUES.values())))
