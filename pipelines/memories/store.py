@@ -1,7 +1,7 @@
 """Memories: read and list the rows of one organization, and every write to them.
 
 Each write (add, replace content, soft delete) records its version in the memory's history in the
-same statement sequence, so no pipeline can store a memory without its history row: ingest,
+caller's transaction, so no pipeline can store a memory without its history row: ingest,
 extraction, summaries and the REST routes all write through the functions below.
 """
 
