@@ -37,6 +37,12 @@ async def versions(db, memory_id: uuid.UUID) -> list[tuple]:
         "WHERE memory_id = :m ORDER BY version", m=memory_id)]
 
 
+async def embedded(db, memory_id: uuid.UUID) -> tuple[str | None, float | None]:
+    """The hash of the content the memory's vector was computed from, and the vector's first component."""
+    [row] = await db("SELECT embedded_hash, (embedding::real[])[1] FROM memories WHERE id = :m", m=memory_id)
+    return tuple(row)
+
+
 async def written_together(db, memory_id: uuid.UUID, version: int) -> bool:
     """The memory row was last written by the transaction that recorded this version."""
     [[same]] = await db("SELECT m.xmin::text = h.xmin::text FROM memories m JOIN memory_history h "
@@ -94,7 +100,7 @@ async def test_replace_content_writes_the_row_and_the_next_version_together(tena
             embedding=vector(2.0), job_id=job_id, actor="extractor", meta={"source": "extraction"})
         await session.commit()
     assert updated.content == "Lives in Lisbon" and updated.content_hash == content_hash("Lives in Lisbon")
-    [[embedded_hash, first]] = await db("SELECT embedded_hash, (embedding::real[])[1] FROM memories WHERE id = :m", m=row["id"])
+    embedded_hash, first = await embedded(db, row["id"])
     assert embedded_hash == content_hash("Lives in Lisbon") and first == pytest.approx(2.0)
     assert await written_together(db, row["id"], 2)
 
@@ -106,7 +112,7 @@ async def test_replace_content_writes_the_row_and_the_next_version_together(tena
             metadata={"topic": "home"}, job_id=None, actor="api_key:x", meta={"source": "api"})
         await session.commit()
     assert updated.meta == {"topic": "home"}
-    [[embedded_hash, first]] = await db("SELECT embedded_hash, (embedding::real[])[1] FROM memories WHERE id = :m", m=row["id"])
+    embedded_hash, first = await embedded(db, row["id"])
     assert embedded_hash == content_hash("Lives in Lisbon") and first == pytest.approx(2.0)
     assert await written_together(db, row["id"], 3)
     assert await versions(db, row["id"]) == [
@@ -148,6 +154,6 @@ async def test_set_embedding_attaches_a_vector_only_to_the_content_it_was_comput
                                           embedding=vector(3.0))
         await session.commit()
     assert (stale, fresh) == (False, True)
-    [[embedded_hash, first]] = await db("SELECT embedded_hash, (embedding::real[])[1] FROM memories WHERE id = :m", m=row["id"])
+    embedded_hash, first = await embedded(db, row["id"])
     assert embedded_hash == row["content_hash"] and first == pytest.approx(3.0)
     assert [v[0] for v in await versions(db, row["id"])] == [1]  # not a new version
