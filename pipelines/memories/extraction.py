@@ -24,13 +24,12 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from core.db import session_scope
 from core.embedder import get_embedder
 from core.errors import JobCancelled, LLMNotConfigured, TransientJobError
 from core.llm import LLMClient
-from pipelines.memories import decisions, dedup, history
+from pipelines.memories import decisions, dedup, store
 from pipelines.accounts import limits
 from pipelines.memories.decisions import Operation, Plan
 from pipelines.llm.configs import HOW_TO_CONFIGURE, provider_for
@@ -194,30 +193,19 @@ async def _apply(ctx: JobContext, scope: dedup.Scope, facts: list[str], plan: Pl
                     continue
                 op.memory_id = uuid.uuid5(job.id, f"fact:{op.fact}:{added}")
                 digest = content_hash(op.text)
-                inserted = (await session.execute(pg_insert(Memory).values(
+                await store.add_many(session, [dict(
                     id=op.memory_id, org_id=job.org_id, **scope.as_dict(), content=op.text,
                     meta=job.payload.get("metadata") or {}, content_hash=digest, embedding=vectors[id(op)],
                     embedded_hash=digest, source_job_id=job.id, source_index=added,
-                ).on_conflict_do_nothing().returning(Memory.id))).first()
+                )], job_id=job.id, actor=job.actor, meta=meta, conflict=None)
                 added += 1
-                if inserted is not None:
-                    await history.record_added(session, [{"id": op.memory_id, "org_id": job.org_id,
-                                                          "content": op.text}], job_id=job.id, actor=job.actor,
-                                               meta=meta)
             elif op.event is MemoryEvent.UPDATE:
-                digest = content_hash(op.text)
-                await session.execute(update(Memory).where(Memory.id == op.memory_id).values(
-                    content=op.text, content_hash=digest, embedding=vectors[id(op)], embedded_hash=digest,
-                    updated_at=text("now()")))
-                await history.record_change(session, memory_id=op.memory_id, org_id=job.org_id,
-                                            event=MemoryEvent.UPDATE, old_content=op.old_text, new_content=op.text,
-                                            job_id=job.id, actor=job.actor, meta=meta)
+                await store.replace_content(session, op.memory_id, org_id=job.org_id, old_content=op.old_text,
+                                            content=op.text, embedding=vectors[id(op)], job_id=job.id,
+                                            actor=job.actor, meta=meta)
             elif op.event is MemoryEvent.DELETE:
-                await session.execute(update(Memory).where(Memory.id == op.memory_id).values(
-                    deleted_at=text("now()"), updated_at=text("now()")))
-                await history.record_change(session, memory_id=op.memory_id, org_id=job.org_id,
-                                            event=MemoryEvent.DELETE, old_content=op.old_text, new_content=None,
-                                            job_id=job.id, actor=job.actor, meta=meta)
+                await store.soft_delete(session, op.memory_id, org_id=job.org_id, old_content=op.old_text,
+                                        job_id=job.id, actor=job.actor, meta=meta)
         result = _result(facts, plan)
         await session.execute(update(Job).where(Job.id == job.id).values(result=result))
         await session.commit()

@@ -1,8 +1,10 @@
 """Memory history: every version of a memory (ADD, UPDATE, DELETE), from what, to what, by which job or request.
 
-Writers hold the memory's row lock (or have just inserted the row) when they record a version, so the
-next version number is computed without a race. `(memory_id, version)` is unique: a redelivered
-ingest records its version-1 ADD rows again as a no-op.
+Versions are recorded only by the writes of pipelines/memories/store.py, each with its memory change
+(a unit test keeps it so); everything else reads them through `list_history`. The writer holds the
+memory's row lock (or has just inserted the row) when it records a version, so the next version
+number is computed without a race. `(memory_id, version)` is unique: recording a version-1 ADD row
+again is a no-op.
 """
 
 from __future__ import annotations

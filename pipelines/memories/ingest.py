@@ -11,12 +11,11 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 
 from core.db import session_scope
 from core.embedder import get_embedder
-from pipelines.memories import dedup, history
+from pipelines.memories import dedup, store
 from pipelines.memories.store import content_hash, memory_id
 from pipelines.jobs.runner import JobContext
 from schemas.tables import Memory
@@ -119,12 +118,7 @@ async def _store_chunk(job, items: list[dict[str, Any]], chunk: list[int], vecto
                          meta=item.get("metadata") or {}, content_hash=digest, embedding=vector,
                          embedded_hash=digest, source_job_id=job.id, source_index=i))
     async with session_scope() as session:
-        new_ids = set((await session.execute(
-            pg_insert(Memory).values(rows).on_conflict_do_nothing(constraint="uq_memories_source")
-            .returning(Memory.id))).scalars())
-        # Version 1 of each new memory, in the same transaction: a memory never exists without it.
-        await history.record_added(session, [r for r in rows if r["id"] in new_ids], job_id=job.id,
-                                   actor=job.actor, meta={"source": "ingest"})
+        new_ids = await store.add_many(session, rows, job_id=job.id, actor=job.actor, meta={"source": "ingest"})
         await session.commit()
     return len(new_ids)
 
@@ -142,9 +136,6 @@ async def embed_memory(ctx: JobContext) -> dict[str, Any]:
         return {"memory_id": str(memory_id_), "updated": False, "reason": "superseded by a newer edit"}
     [vector] = await get_embedder().embed([memory.content])
     async with session_scope() as session:
-        # Compare-and-swap on the content hash: never attach this vector to newer content.
-        result = await session.execute(
-            update(Memory).where(Memory.id == memory_id_, Memory.content_hash == expected_hash)
-            .values(embedding=vector, embedded_hash=expected_hash))
+        updated = await store.set_embedding(session, memory_id_, expected_hash=expected_hash, embedding=vector)
         await session.commit()
-    return {"memory_id": str(memory_id_), "updated": result.rowcount == 1}
+    return {"memory_id": str(memory_id_), "updated": updated}

@@ -1,4 +1,9 @@
-"""Memories: read, list, change and soft-delete rows of one organization."""
+"""Memories: read and list the rows of one organization, and every write to them.
+
+Each write (add, replace content, soft delete) records its version in the memory's history in the
+caller's transaction, so no pipeline can store a memory without its history row: ingest,
+extraction, summaries and the REST routes all write through the functions below.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound
@@ -77,34 +83,88 @@ async def list_memories(session: AsyncSession, org_id: uuid.UUID, *, user_id: st
 
 async def update_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID,
                         change: MemoryUpdate, *, actor: str | None = None) -> tuple[Memory, bool]:
-    """Apply a change; returns (memory, content_changed). The old embedding stays until the new one lands.
-
-    A content change is a new version in the memory's history.
-    """
+    """Apply a change; returns (memory, content_changed). The old embedding stays until the new one lands."""
     # The row lock orders concurrent edits, so each gets its own history version.
     memory = await get_memory(session, org_id, memory_id_, for_update=True)
-    old_content = memory.content
+    if change.content is not None and change.content != memory.content:
+        row = await replace_content(session, memory.id, org_id=org_id, old_content=memory.content,
+                                    content=change.content, metadata=change.metadata, job_id=None, actor=actor,
+                                    meta=_api_provenance())
+        return row, True
+    # Metadata alone is not a new version of the memory: no history.
     values: dict[str, Any] = {"updated_at": text("now()")}
-    changed = change.content is not None and change.content != memory.content
-    if changed:
-        values.update(content=change.content, content_hash=content_hash(change.content))
     if change.metadata is not None:
         values["meta"] = change.metadata
     row = (await session.execute(update(Memory).where(Memory.id == memory.id).values(**values)
                                  .returning(Memory))).scalar_one()
-    if changed:
-        await history.record_change(session, memory_id=memory.id, org_id=org_id, event=MemoryEvent.UPDATE,
-                                    old_content=old_content, new_content=change.content, job_id=None, actor=actor,
-                                    meta=_api_provenance())
-    return row, changed
+    return row, False
 
 
 async def delete_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID, *,
                         actor: str | None = None) -> None:
     """Soft-delete: the row stays for audit (and its history stays readable) but never appears in reads or search."""
     memory = await get_memory(session, org_id, memory_id_, for_update=True)
-    await session.execute(update(Memory).where(Memory.id == memory.id)
+    await soft_delete(session, memory.id, org_id=org_id, old_content=memory.content, job_id=None, actor=actor,
+                      meta=_api_provenance())
+
+
+async def add_many(session: AsyncSession, rows: list[dict[str, Any]], *, job_id: uuid.UUID | None,
+                   actor: str | None, meta: dict[str, Any], conflict: str | None = "uq_memories_source",
+                   ) -> list[uuid.UUID]:
+    """Insert memories with their version 1 (ADD); returns the ids actually inserted.
+
+    A row that conflicts on the `conflict` constraint (None: on any unique constraint) is skipped, and
+    gets no history row: a redelivered job that stored it before leaves it, and its version 1, as they are.
+    """
+    if not rows:
+        return []
+    inserted = list((await session.execute(
+        pg_insert(Memory).values(rows).on_conflict_do_nothing(constraint=conflict).returning(Memory.id))).scalars())
+    new = set(inserted)
+    await history.record_added(session, [r for r in rows if r["id"] in new], job_id=job_id, actor=actor, meta=meta)
+    return inserted
+
+
+async def replace_content(session: AsyncSession, memory_id_: uuid.UUID, *, org_id: uuid.UUID, old_content: str,
+                          content: str, embedding: list[float] | None = None,
+                          metadata: dict[str, Any] | None = None, job_id: uuid.UUID | None, actor: str | None,
+                          meta: dict[str, Any]) -> Memory:
+    """New content for a memory whose row lock the caller holds (and read `old_content` under), as a new version.
+
+    With `embedding` (computed from `content`) the memory is searchable by its new content at once;
+    without, it keeps its old vector until an `embed_memory` job replaces it. `metadata` replaces the
+    memory's metadata in the same statement.
+    """
+    digest = content_hash(content)
+    values: dict[str, Any] = {"content": content, "content_hash": digest, "updated_at": text("now()")}
+    if embedding is not None:
+        values.update(embedding=embedding, embedded_hash=digest)
+    if metadata is not None:
+        values["meta"] = metadata
+    row = (await session.execute(update(Memory).where(Memory.id == memory_id_).values(**values)
+                                 .returning(Memory))).scalar_one()
+    await history.record_change(session, memory_id=memory_id_, org_id=org_id, event=MemoryEvent.UPDATE,
+                                old_content=old_content, new_content=content, job_id=job_id, actor=actor, meta=meta)
+    return row
+
+
+async def soft_delete(session: AsyncSession, memory_id_: uuid.UUID, *, org_id: uuid.UUID, old_content: str,
+                      job_id: uuid.UUID | None, actor: str | None, meta: dict[str, Any]) -> None:
+    """Mark a memory deleted, as its last version; the caller holds its row lock (and read `old_content` under it)."""
+    await session.execute(update(Memory).where(Memory.id == memory_id_)
                           .values(deleted_at=text("now()"), updated_at=text("now()")))
-    await history.record_change(session, memory_id=memory.id, org_id=org_id, event=MemoryEvent.DELETE,
-                                old_content=memory.content, new_content=None, job_id=None, actor=actor,
-                                meta=_api_provenance())
+    await history.record_change(session, memory_id=memory_id_, org_id=org_id, event=MemoryEvent.DELETE,
+                                old_content=old_content, new_content=None, job_id=job_id, actor=actor, meta=meta)
+
+
+async def set_embedding(session: AsyncSession, memory_id_: uuid.UUID, *, expected_hash: str,
+                        embedding: list[float]) -> bool:
+    """Attach a vector computed from the content with this hash; False if the content changed since.
+
+    Not a new version of the memory (its content is the same), so no history row.
+    """
+    # Compare-and-swap on the content hash: never attach this vector to newer content.
+    result = await session.execute(
+        update(Memory).where(Memory.id == memory_id_, Memory.content_hash == expected_hash)
+        .values(embedding=embedding, embedded_hash=expected_hash))
+    return result.rowcount == 1

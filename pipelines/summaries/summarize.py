@@ -15,7 +15,6 @@ import uuid
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import session_scope
@@ -23,7 +22,7 @@ from core.embedder import get_embedder
 from core.errors import InvalidInput, LLMNotConfigured, LLMOutputInvalid, NotFound, PermanentJobError
 from core.llm import LLMClient, ProviderSettings
 from pipelines.summaries import abstractive, extractive
-from pipelines.memories import history
+from pipelines.memories import store
 from pipelines.jobs import rows as jobs
 from pipelines.accounts import limits
 from pipelines.llm.configs import provider_for, require_provider
@@ -169,10 +168,7 @@ async def store_summary(job: Any, sources: list[Memory], text: str, *, method: s
     async with session_scope() as session:
         if (await session.get(Memory, row["id"])) is None:  # an earlier attempt's row needs no more room
             await limits.reserve_memories(session, job.org_id, 1)
-        inserted = (await session.execute(pg_insert(Memory).values(**row).on_conflict_do_nothing(
-            constraint="uq_memories_source").returning(Memory.id))).scalar_one_or_none()
-        if inserted is not None:  # version 1 in the same transaction, as for every other new memory
-            await history.record_added(session, [row], job_id=job.id, actor=job.actor, meta={"source": "summary"})
+        await store.add_many(session, [row], job_id=job.id, actor=job.actor, meta={"source": "summary"})
         await session.commit()
         return (await session.execute(select(Memory).where(Memory.id == memory_id(job.id, 0)))).scalar_one()
 

@@ -1,0 +1,159 @@
+"""The memory writes of pipelines/memories/store.py against real PostgreSQL: each writes the memory row and
+its history version in one transaction (the two rows carry the same `xmin`), with the versions, events,
+job, actor and metadata the pipelines rely on."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from core.db import session_scope
+from core.settings import get_settings
+from pipelines.memories import store
+from pipelines.memories.store import content_hash
+
+
+@pytest.fixture
+def vector():
+    """A vector of the stored dimension, different per call."""
+
+    def make(seed: float) -> list[float]:
+        return [seed] + [0.0] * (get_settings().embedding_dim - 1)
+
+    return make
+
+
+def memory_row(org_id: uuid.UUID, job_id: uuid.UUID, index: int, content: str, embedding: list[float]) -> dict:
+    digest = content_hash(content)
+    return dict(id=store.memory_id(job_id, index), org_id=org_id, user_id="store-test", content=content,
+                meta={"n": index}, content_hash=digest, embedding=embedding, embedded_hash=digest,
+                source_job_id=job_id, source_index=index)
+
+
+async def versions(db, memory_id: uuid.UUID) -> list[tuple]:
+    return [tuple(r) for r in await db(
+        "SELECT version, event, old_content, new_content, metadata, job_id, actor FROM memory_history "
+        "WHERE memory_id = :m ORDER BY version", m=memory_id)]
+
+
+async def embedded(db, memory_id: uuid.UUID) -> tuple[str | None, float | None]:
+    """The hash of the content the memory's vector was computed from, and the vector's first component."""
+    [row] = await db("SELECT embedded_hash, (embedding::real[])[1] FROM memories WHERE id = :m", m=memory_id)
+    return tuple(row)
+
+
+async def written_together(db, memory_id: uuid.UUID, version: int) -> bool:
+    """The memory row was last written by the transaction that recorded this version."""
+    [[same]] = await db("SELECT m.xmin::text = h.xmin::text FROM memories m JOIN memory_history h "
+                        "ON h.memory_id = m.id WHERE m.id = :m AND h.version = :v", m=memory_id, v=version)
+    return same
+
+
+async def test_add_many_inserts_rows_with_version_one_and_a_repeat_adds_nothing(tenant, db, vector):
+    job_id = uuid.uuid4()
+    rows = [memory_row(tenant.org_id, job_id, i, f"fact {i}", vector(i + 1.0)) for i in range(3)]
+    async with session_scope() as session:
+        inserted = await store.add_many(session, rows, job_id=job_id, actor="tester", meta={"source": "ingest"})
+        await session.commit()
+    assert sorted(inserted) == sorted(r["id"] for r in rows)
+    for row in rows:
+        assert await versions(db, row["id"]) == [(1, "ADD", None, row["content"], {"source": "ingest"}, job_id,
+                                                  "tester")]
+        assert await written_together(db, row["id"], 1)
+
+    # A redelivered job: the stored rows stay, and so does their one version.
+    async with session_scope() as session:
+        again = await store.add_many(session, rows[1:] + [memory_row(tenant.org_id, job_id, 3, "fact 3", vector(4.0))],
+                                     job_id=job_id, actor="someone else", meta={"source": "retry"})
+        await session.commit()
+    assert again == [store.memory_id(job_id, 3)]
+    assert [v[4] for v in await versions(db, rows[1]["id"])] == [{"source": "ingest"}]
+    [[count]] = await db("SELECT count(*) FROM memories WHERE source_job_id = :j", j=job_id)
+    assert count == 4
+
+
+async def test_add_many_without_a_constraint_skips_a_row_that_conflicts_on_its_id(tenant, db, vector):
+    job_id = uuid.uuid4()
+    row = memory_row(tenant.org_id, job_id, 0, "a fact", vector(1.0))
+    async with session_scope() as session:
+        assert await store.add_many(session, [row], job_id=job_id, actor=None, meta={"fact": "a"}, conflict=None)
+        # Same id, another source index: only a conflict on any constraint lets it pass without an error.
+        assert await store.add_many(session, [row | {"source_index": 7}], job_id=job_id, actor=None,
+                                    meta={"fact": "b"}, conflict=None) == []
+        await session.commit()
+    assert [v[4] for v in await versions(db, row["id"])] == [{"fact": "a"}]
+
+
+async def test_replace_content_writes_the_row_and_the_next_version_together(tenant, db, vector):
+    job_id = uuid.uuid4()
+    row = memory_row(tenant.org_id, job_id, 0, "Lives in Paris", vector(1.0))
+    async with session_scope() as session:
+        await store.add_many(session, [row], job_id=job_id, actor="tester", meta={"source": "ingest"})
+        await session.commit()
+
+    # With a new vector (extraction): searchable by the new content at once.
+    async with session_scope() as session:
+        locked = await store.get_memory(session, tenant.org_id, row["id"], for_update=True)
+        updated = await store.replace_content(
+            session, locked.id, org_id=tenant.org_id, old_content=locked.content, content="Lives in Lisbon",
+            embedding=vector(2.0), job_id=job_id, actor="extractor", meta={"source": "extraction"})
+        await session.commit()
+    assert updated.content == "Lives in Lisbon" and updated.content_hash == content_hash("Lives in Lisbon")
+    embedded_hash, first = await embedded(db, row["id"])
+    assert embedded_hash == content_hash("Lives in Lisbon") and first == pytest.approx(2.0)
+    assert await written_together(db, row["id"], 2)
+
+    # Without (a PATCH): the old vector stays until an embed job replaces it; metadata in the same write.
+    async with session_scope() as session:
+        locked = await store.get_memory(session, tenant.org_id, row["id"], for_update=True)
+        updated = await store.replace_content(
+            session, locked.id, org_id=tenant.org_id, old_content=locked.content, content="Lives in Madrid",
+            metadata={"topic": "home"}, job_id=None, actor="api_key:x", meta={"source": "api"})
+        await session.commit()
+    assert updated.meta == {"topic": "home"}
+    embedded_hash, first = await embedded(db, row["id"])
+    assert embedded_hash == content_hash("Lives in Lisbon") and first == pytest.approx(2.0)
+    assert await written_together(db, row["id"], 3)
+    assert await versions(db, row["id"]) == [
+        (1, "ADD", None, "Lives in Paris", {"source": "ingest"}, job_id, "tester"),
+        (2, "UPDATE", "Lives in Paris", "Lives in Lisbon", {"source": "extraction"}, job_id, "extractor"),
+        (3, "UPDATE", "Lives in Lisbon", "Lives in Madrid", {"source": "api"}, None, "api_key:x")]
+
+
+async def test_soft_delete_marks_the_row_and_records_the_last_version_together(tenant, db, vector):
+    job_id = uuid.uuid4()
+    row = memory_row(tenant.org_id, job_id, 0, "Has a cat", vector(1.0))
+    async with session_scope() as session:
+        await store.add_many(session, [row], job_id=job_id, actor="tester", meta={"source": "ingest"})
+        await session.commit()
+    async with session_scope() as session:
+        locked = await store.get_memory(session, tenant.org_id, row["id"], for_update=True)
+        await store.soft_delete(session, locked.id, org_id=tenant.org_id, old_content=locked.content,
+                                job_id=job_id, actor="extractor", meta={"fact": "The cat died"})
+        await session.commit()
+    [[deleted]] = await db("SELECT deleted_at IS NOT NULL AND deleted_at = updated_at FROM memories WHERE id = :m",
+                           m=row["id"])
+    assert deleted
+    assert await written_together(db, row["id"], 2)
+    assert (await versions(db, row["id"]))[1:] == [
+        (2, "DELETE", "Has a cat", None, {"fact": "The cat died"}, job_id, "extractor")]
+
+
+async def test_set_embedding_attaches_a_vector_only_to_the_content_it_was_computed_from(tenant, db, vector):
+    job_id = uuid.uuid4()
+    row = memory_row(tenant.org_id, job_id, 0, "Reads sci-fi", vector(1.0)) | {"embedding": None,
+                                                                              "embedded_hash": None}
+    async with session_scope() as session:
+        await store.add_many(session, [row], job_id=job_id, actor=None, meta={})
+        await session.commit()
+    async with session_scope() as session:
+        stale = await store.set_embedding(session, row["id"], expected_hash=content_hash("older"),
+                                          embedding=vector(9.0))
+        fresh = await store.set_embedding(session, row["id"], expected_hash=row["content_hash"],
+                                          embedding=vector(3.0))
+        await session.commit()
+    assert (stale, fresh) == (False, True)
+    embedded_hash, first = await embedded(db, row["id"])
+    assert embedded_hash == row["content_hash"] and first == pytest.approx(3.0)
+    assert [v[0] for v in await versions(db, row["id"])] == [1]  # not a new version
