@@ -77,7 +77,7 @@ async def _warm_up() -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    check_secret_strength(get_settings())  # refuse to serve with a missing or placeholder signing key
+    check_secret_strength()  # refuse to serve with a missing or placeholder signing key
     # Nothing connects at import; load the embedding model in the background so the first
     # search does not pay for it.
     embed_queries_with(get_settings().embedding_query_threads, get_settings().embedding_query_precision)

@@ -1,4 +1,4 @@
-"""Shared benchmark parts: run `agentmem up` as a subprocess, a deterministic corpus, SSE parsing, tables.
+"""Shared benchmark parts: run `agentmem up` as a subprocess, a deterministic corpus, following jobs, tables.
 
 Every wait here has a deadline: a benchmark that hangs measures nothing.
 """
@@ -20,11 +20,13 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from cli.sse import aevents
 
 REPO = Path(__file__).resolve().parent.parent
 LONGMEMEVAL = Path("/work/shared/data/longmemeval_s_dev60.json.gz")
@@ -297,37 +299,6 @@ def corpus(kind: str, n: int, seed: int = 7) -> list[str]:
     return synthetic_corpus(n, seed) if kind == "synthetic" else longmemeval_corpus(n)
 
 
-# --- Server-Sent Events ----------------------------------------------------------------------------
-
-@dataclass
-class SseEvent:
-    event: str
-    data: str
-    id: str | None
-    received: float  # time.time() when the blank line ending the event was read
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
-    """Parse an SSE body by lines: `event:`/`data:`/`id:` fields, a blank line ends an event, `:` is a comment."""
-    event, data, event_id = "message", [], None
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield SseEvent(event, "\n".join(data), event_id, time.time())
-            event, data, event_id = "message", [], None
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
-        elif name == "id":
-            event_id = value
-
-
 # --- jobs ------------------------------------------------------------------------------------------
 
 async def fetch_jobs(client: httpx.AsyncClient, job_ids: Iterable[str], concurrency: int = 8) -> dict[str, dict]:
@@ -379,9 +350,9 @@ class JobWatcher:
         try:
             async with self.client.stream("GET", "/api/v1/events", timeout=httpx.Timeout(10, read=None)) as response:
                 response.raise_for_status()
-                async for sse in sse_events(response):
+                async for sse in aevents(response):
                     if sse.event in TERMINAL:
-                        job_id = json.loads(sse.data)["job_id"]
+                        job_id = sse.json()["job_id"]
                         self.finished.setdefault(job_id, (sse.event, time.monotonic()))
                         self._changed.set()
         except asyncio.CancelledError:

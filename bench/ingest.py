@@ -38,9 +38,8 @@ RAW_CHUNK = 256
 def measure_raw(texts: list[str]) -> dict:
     """Embed `texts` with the workers' model on this process, in chunks of 256; model load and warm-up excluded."""
     from core.embedder import LocalModel
-    from core.settings import get_settings
 
-    model = LocalModel(get_settings())
+    model = LocalModel()
     t0 = time.perf_counter()
     model.load()
     model.encode_sync(texts[:64])  # first call pays one-off costs (allocations, kernels)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 import uuid
@@ -28,7 +27,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (TERMINAL, BenchError, finish_run, JobWatcher, System, fetch_jobs,  # noqa: E402
-                          machine_load, percentile, run_against, sse_events, table)
+                          machine_load, percentile, run_against, table)
+from cli.sse import aevents  # noqa: E402
 
 
 def stats_row(label: str, values_s: list[float]) -> list[object]:
@@ -92,11 +92,12 @@ class SseClient:
         try:
             async with self.client.stream("GET", "/api/v1/events") as response:
                 response.raise_for_status()
-                async for sse in sse_events(response):
+                async for sse in aevents(response):
+                    received = time.time()  # the blank line ending the event has just been read
                     if sse.event == "error":
                         raise BenchError(f"client {self.index}: the server sent an error event: {sse.data}")
-                    payload = json.loads(sse.data)
-                    self.events.append((sse.id, payload["job_id"], sse.event, sse.received - payload["ts"]))
+                    payload = sse.json()
+                    self.events.append((sse.id, payload["job_id"], sse.event, received - payload["ts"]))
                     self.published[sse.id] = (payload["job_id"], sse.event, payload["ts"])
                     self.changed.set()
         except asyncio.CancelledError:

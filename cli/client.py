@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tqdm import tqdm
 
+from cli.sse import events
 from schemas.memories import MAX_BATCH_ITEMS, MemoryIn
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -137,9 +138,9 @@ def watch_job(job_id: str, *, api_url: str, api_key: str | None) -> int:
                         error = json.loads(response.read()).get("error", {})
                         print(f"{error.get('code')}: {error.get('message')}", file=sys.stderr)
                         return 2
-                    for kind, data, entry_id in _sse_events(response.iter_lines()):
-                        last_id = entry_id or last_id
-                        payload = json.loads(data)
+                    for event in events(response):
+                        kind, last_id = event.event, event.id or last_id
+                        payload = event.json()
                         if kind == "snapshot":
                             job = payload["data"]
                             status = job["status"]
@@ -163,20 +164,3 @@ def watch_job(job_id: str, *, api_url: str, api_key: str | None) -> int:
     if bar is not None:
         bar.close()
     return 0 if status == "succeeded" else 1
-
-
-def _sse_events(lines):
-    kind, data, entry_id = "message", [], None
-    for line in lines:
-        if line == "":
-            if data:
-                yield kind, "\n".join(data), entry_id
-            kind, data, entry_id = "message", [], None
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-        elif line.startswith("id:"):
-            entry_id = line[3:].strip()

@@ -16,12 +16,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from core.errors import AppError
-from core.settings import Settings, get_settings
+from core.settings import get_settings
 
 KEY_LABEL = b"agentmem/stored-secrets/fernet/v1"
 
 
-def _master_secret(settings: Settings) -> str:
+def _master_secret() -> str:
+    settings = get_settings()
     if settings.encryption_key and settings.encryption_key.get_secret_value():
         return settings.encryption_key.get_secret_value()
     if settings.jwt_secret and settings.jwt_secret.get_secret_value():
@@ -36,15 +37,15 @@ def _fernet(master: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(derived))
 
 
-def encrypt_secret(plain: str, settings: Settings | None = None) -> str:
+def encrypt_secret(plain: str) -> str:
     """Encrypt `plain` for storage; the result is ASCII text (a Fernet token)."""
-    return _fernet(_master_secret(settings or get_settings())).encrypt(plain.encode()).decode("ascii")
+    return _fernet(_master_secret()).encrypt(plain.encode()).decode("ascii")
 
 
-def decrypt_secret(token: str, settings: Settings | None = None) -> str:
+def decrypt_secret(token: str) -> str:
     """Decrypt what `encrypt_secret` produced; AppError `secret_unreadable` if the key has changed."""
     try:
-        return _fernet(_master_secret(settings or get_settings())).decrypt(token.encode("ascii")).decode()
+        return _fernet(_master_secret()).decrypt(token.encode("ascii")).decode()
     except (InvalidToken, ValueError) as exc:
         raise AppError("a stored secret can't be decrypted: the encryption key has changed since it was saved; "
                        "enter the secret again", code="secret_unreadable") from exc

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.errors import PermanentJobError, TransientJobError
-from core.settings import Settings, get_settings
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,7 @@ def local_model_path(name: str) -> str:
 class LocalModel:
     """A sentence-transformers model loaded once, run on one dedicated thread."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self) -> None:
         self._model = None
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
@@ -53,17 +52,18 @@ class LocalModel:
                 import torch
                 from sentence_transformers import SentenceTransformer
 
-                threads = _query_threads or self.settings.embedding_threads
+                settings = get_settings()
+                threads = _query_threads or settings.embedding_threads
                 if threads > 0:
                     torch.set_num_threads(threads)
-                path = local_model_path(self.settings.embedding_model)
+                path = local_model_path(settings.embedding_model)
                 self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
                 if _query_bfloat16:
                     self._model = self._model.to(torch.bfloat16)
                 dim = self._model.get_embedding_dimension()
-                if dim != self.settings.embedding_dim:
+                if dim != settings.embedding_dim:
                     raise PermanentJobError(f"model gives {dim} dimensions, AGENTMEM_EMBEDDING_DIM is "
-                                            f"{self.settings.embedding_dim}", code="embedding_dim_mismatch")
+                                            f"{settings.embedding_dim}", code="embedding_dim_mismatch")
                 log.info("loaded embedding model %s (%d dims%s)", path, dim, ", bfloat16" if _query_bfloat16 else "")
         return self._model
 
@@ -141,13 +141,13 @@ def _machine_turn():
 class OpenAIModel:
     """Any OpenAI-compatible /embeddings endpoint, through the `openai` package."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self) -> None:
         from core.llm import ProviderSettings, openai_client
 
+        settings = get_settings()
         if not settings.embedding_base_url:
             raise PermanentJobError("AGENTMEM_EMBEDDING_BASE_URL is required for the openai embedding provider",
                                     code="embedding_not_configured")
-        self.settings = settings
         # The operator's endpoint (trusted, so not under the outbound policy), built as every OpenAI client is.
         self.client = openai_client(ProviderSettings(
             kind="openai_compatible", model=settings.embedding_model, base_url=settings.embedding_base_url,
@@ -158,7 +158,7 @@ class OpenAIModel:
         import openai
 
         try:
-            response = await self.client.embeddings.create(model=self.settings.embedding_model, input=texts)
+            response = await self.client.embeddings.create(model=get_settings().embedding_model, input=texts)
         except (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
                 openai.InternalServerError) as exc:
             raise TransientJobError(f"embedding endpoint unavailable: {exc}", code="embedding_unavailable") from exc
@@ -168,9 +168,10 @@ class OpenAIModel:
             raise PermanentJobError(f"embedding endpoint rejected the request ({exc.status_code}): {exc.message}",
                                     code="embedding_rejected") from exc
         vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
-        if vectors and len(vectors[0]) != self.settings.embedding_dim:
+        dim = get_settings().embedding_dim
+        if vectors and len(vectors[0]) != dim:
             raise PermanentJobError(f"endpoint gives {len(vectors[0])} dimensions, AGENTMEM_EMBEDDING_DIM is "
-                                    f"{self.settings.embedding_dim}", code="embedding_dim_mismatch")
+                                    f"{dim}", code="embedding_dim_mismatch")
         return vectors
 
 
@@ -279,8 +280,7 @@ def get_model() -> LocalModel | OpenAIModel:
     """The process's embedding model, per settings."""
     global _model
     if _model is None:
-        settings = get_settings()
-        _model = LocalModel(settings) if settings.embedding_provider == "local" else OpenAIModel(settings)
+        _model = LocalModel() if get_settings().embedding_provider == "local" else OpenAIModel()
     return _model
 
 

@@ -20,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.errors import Unauthorized
 from core.redis import get_redis
-from core.settings import Settings, get_settings
+from core.settings import get_settings
 
 API_KEY_PREFIX = "amk_"
 _hasher = PasswordHasher()
@@ -74,8 +74,9 @@ def api_key_matches(secret: str, secret_hash: str) -> bool:
     return hmac.compare_digest(digest(secret), secret_hash)
 
 
-def check_secret_strength(settings: Settings) -> str:
+def check_secret_strength() -> str:
     """The signing key, or a clear error if it is missing or a placeholder."""
+    settings = get_settings()
     value = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
     if not value:
         raise RuntimeError("AGENTMEM_JWT_SECRET is not set: set it to a random string of 32+ characters "
@@ -94,7 +95,7 @@ def encode_token(typ: str, subject: str, lifetime_seconds: int, **claims: Any) -
     # same second, and not those issued just after it.
     payload = {"iss": settings.jwt_issuer, "aud": settings.jwt_audience, "sub": subject, "typ": typ,
                "iat": issued_at, "nbf": now, "exp": now + lifetime_seconds, "jti": uuid.uuid4().hex, **claims}
-    token = jwt.encode(payload, check_secret_strength(settings), algorithm=settings.jwt_algorithm)
+    token = jwt.encode(payload, check_secret_strength(), algorithm=settings.jwt_algorithm)
     return token, payload
 
 
@@ -102,7 +103,7 @@ def decode_token(token: str, typ: str) -> dict[str, Any]:
     """Verify signature, issuer, audience, times and type; each failure has its own error code."""
     settings = get_settings()
     try:
-        claims = jwt.decode(token, check_secret_strength(settings), algorithms=[settings.jwt_algorithm],
+        claims = jwt.decode(token, check_secret_strength(), algorithms=[settings.jwt_algorithm],
                             audience=settings.jwt_audience, issuer=settings.jwt_issuer,
                             leeway=settings.jwt_leeway_seconds,
                             options={"require": ["exp", "iat", "sub", "jti", "typ", "aud", "iss"]})

@@ -1,4 +1,8 @@
-"""Entry module for `dramatiq workers.main`: configure logging, then declare the actors."""
+"""Entry module for `dramatiq workers.main`: configure logging, then declare the actors.
+
+Dramatiq starts a worker process by importing this module, so its import is the process's start: that is
+why it reads settings at import time, which no other module does but workers/actors.py.
+"""
 
 import os
 import tempfile
@@ -11,7 +15,7 @@ from pipelines.tools.workspace import check_workspaces
 
 _settings = get_settings()
 configure_logging(_settings.log_level, _settings.log_json, process="worker")
-check_workspaces(_settings)  # refuses to start if another user owns the file tools' workspaces
+check_workspaces()  # refuses to start if another user owns the file tools' workspaces
 if _settings.embedding_take_turns:
     take_turns_across_processes(Path(tempfile.gettempdir()) / f"agentmem-embedder-{os.getuid()}.lock")
 

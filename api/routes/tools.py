@@ -11,7 +11,6 @@ from api.errors import error_responses
 from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.routing import CheckedRoute
-from core.settings import get_settings
 from pipelines.jobs import lifecycle
 from pipelines.tools import registry as tools
 from schemas.common import ErrorOut
@@ -38,7 +37,7 @@ async def create_tool(body: ToolCreate, session: SessionDep, who: Writer) -> Too
     Run it with `POST /api/v1/tools/{id}/execute`. Its timeout and limits default to the service's and
     can't exceed the service maxima.
     """
-    row = await tools.create_tool(session, get_settings(), who.org_id, body)
+    row = await tools.create_tool(session, who.org_id, body)
     await session.commit()
     audit_target("tool", row.id, name=row.name, language=row.language)
     return ToolOut.from_row(row)
@@ -64,7 +63,7 @@ async def get_tool(tool_id: uuid.UUID, session: SessionDep, who: Reader) -> Tool
 async def update_tool(tool_id: uuid.UUID, body: ToolUpdate, session: SessionDep, who: Writer) -> ToolOut:
     """Change some fields; omitted fields stay. Jobs that have not started yet run the new version."""
     audit_target("tool", tool_id, fields=sorted(body.model_fields_set))
-    row = await tools.update_tool(session, get_settings(), who.org_id, tool_id, body)
+    row = await tools.update_tool(session, who.org_id, tool_id, body)
     await session.commit()
     return ToolOut.from_row(row)
 

@@ -25,6 +25,7 @@ from core.embedder import get_embedder
 from core.errors import (Conflict, Forbidden, LLMNotConfigured, LLMOutputInvalid, TooManyRequests,
                          TransientJobError)
 from core.llm import LLMClient, ProviderSettings
+from core.settings import get_settings
 from pipelines.blocks import store as blocks, strategies as rewriting
 from pipelines.summaries.abstractive import max_tokens_for
 from pipelines.llm.configs import provider_for, require_provider
@@ -99,7 +100,7 @@ async def rewrite_after_write(session: AsyncSession, who: Principal, block: Bloc
 
 async def rewrite_block(ctx: JobContext) -> dict[str, Any]:
     """Rewrite the job's block shorter, compare-and-swap on the version read; a no-op when no longer needed."""
-    job, settings = ctx.job, ctx.settings
+    job, settings = ctx.job, get_settings()
     block_id = uuid.UUID(job.payload["block_id"])
     async with session_scope() as session:
         applied = (await session.execute(select(BlockVersion).where(BlockVersion.job_id == job.id))).scalar_one_or_none()

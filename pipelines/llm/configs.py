@@ -20,7 +20,7 @@ from core.crypto import decrypt_secret, encrypt_secret, secret_hint
 from core.errors import AppError, Conflict, InvalidInput, LLMNotConfigured, NotFound
 from core.llm import ProviderSettings
 from core.outbound import check_url
-from core.settings import Settings, get_settings
+from core.settings import get_settings
 from schemas.inputs import name_key
 from schemas.llm import LlmConfigCreate, LlmConfigUpdate, provider_problem
 from schemas.tables import LlmConfig
@@ -163,8 +163,9 @@ def _provider_name(name: str, api_key: str | None) -> str:
     return f"{name}#{hashlib.sha256(api_key.encode()).hexdigest()[:8]}"
 
 
-def service_provider(settings: Settings) -> ProviderSettings | None:
+def service_provider() -> ProviderSettings | None:
     """The service-wide provider from `AGENTMEM_LLM_*`, or None when no model is set."""
+    settings = get_settings()
     if not settings.llm_model:
         return None
     kind = settings.llm_provider or ("openai_compatible" if settings.llm_base_url else "openai")
@@ -193,7 +194,7 @@ async def provider_for(session: AsyncSession, org_id: uuid.UUID,
         LlmConfig.org_id == org_id, LlmConfig.is_default.is_(True), LIVE))).scalar_one_or_none()
     if row is not None:
         return _provider_of(row)
-    return service_provider(get_settings())
+    return service_provider()
 
 
 async def require_provider(session: AsyncSession, org_id: uuid.UUID,

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from core.db import session_scope
 from core.errors import PermanentJobError, TransientJobError
-from core.settings import Settings
+from core.settings import get_settings
 from pipelines.jobs.events import publish_event
 from pipelines.jobs.runner import JobContext
 from pipelines.tools import sandbox, workspace
@@ -36,8 +36,9 @@ from schemas.tables import Tool
 log = logging.getLogger(__name__)
 
 
-def effective_limits(settings: Settings, tool: Tool) -> tuple[float, sandbox.Limits]:
+def effective_limits(tool: Tool) -> tuple[float, sandbox.Limits]:
     """The timeout and limits an execution gets: the tool's, else the defaults, never above the maxima."""
+    settings = get_settings()
     timeout = min(tool.timeout_seconds or settings.tool_timeout_seconds, settings.tool_timeout_max_seconds)
     values = {name: min((tool.limits or {}).get(name) or getattr(settings, default), getattr(settings, maximum))
               for name, (default, maximum) in LIMIT_FIELDS.items()}
@@ -67,10 +68,11 @@ def socket_dirs(url: str | None) -> list[Path]:
     return [Path(h) for h in hosts if h.startswith("/")]
 
 
-def sandbox_hidden(settings: Settings) -> tuple[Path, ...]:
+def sandbox_hidden() -> tuple[Path, ...]:
     """What a sandboxed tool must not see, even where it sits in a system folder the sandbox shows: the
     data directory, the workspaces, the database's and Redis's socket folders."""
-    return (settings.data_dir.absolute(), workspace.workspaces_dir(settings),
+    settings = get_settings()
+    return (settings.data_dir.absolute(), workspace.workspaces_dir(),
             *socket_dirs(settings.database_url), *socket_dirs(settings.redis_url))
 
 
@@ -91,13 +93,13 @@ class _OutputBuffer:
 
 async def execute_tool(ctx: JobContext) -> dict[str, Any]:
     """Run the job's tool with its arguments; the result says how it ended (`reason`) and what it printed."""
-    job, settings = ctx.job, ctx.settings
+    job, settings = ctx.job, get_settings()
     payload = job.payload
     tool_id = uuid.UUID(payload["tool_id"])
     head = {"tool_id": str(tool_id), "tool_name": payload["tool_name"]}
     if payload.get("builtin"):
         name = BUILTIN_IDS[tool_id].name
-        output = await asyncio.to_thread(workspace.run_builtin, settings, job.org_id, name, payload["arguments"])
+        output = await asyncio.to_thread(workspace.run_builtin, job.org_id, name, payload["arguments"])
         return {**head, "builtin": True, "reason": "exited", "exit_code": 0, "output": output}
     plan = await asyncio.to_thread(sandbox.isolation_plan)
     warn_if_data_dir_exposed(settings.data_dir)
@@ -110,7 +112,7 @@ async def execute_tool(ctx: JobContext) -> dict[str, Any]:
                ).scalar_one_or_none()
     if row is None:
         raise PermanentJobError(f"tool {tool_id} was deleted before the job ran", code="tool_not_found")
-    timeout, limits = effective_limits(settings, row)
+    timeout, limits = effective_limits(row)
     run = sandbox.ToolRun(name=row.name, language=row.language, source=row.source, arguments=payload["arguments"],
                           timeout_seconds=timeout, limits=limits, output_cap_bytes=settings.tool_output_cap_bytes,
                           output_limit_bytes=settings.tool_output_limit_bytes)
@@ -137,7 +139,7 @@ async def execute_tool(ctx: JobContext) -> dict[str, Any]:
         result = await sandbox.run_sandboxed(run, sink=buffer.add, checkpoint=checkpoint,
                                              uid_base=settings.tool_sandbox_uid_base,
                                              uid_count=settings.tool_sandbox_uid_count, checkpoint_seconds=0.25,
-                                             hidden=sandbox_hidden(settings))
+                                             hidden=sandbox_hidden())
     except sandbox.SandboxBusy as exc:
         raise TransientJobError(str(exc), code="sandbox_busy") from exc
     except sandbox.SandboxFailed as exc:

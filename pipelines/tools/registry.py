@@ -18,7 +18,7 @@ from core.errors import (
     InvalidInput,
     NotFound,
 )
-from core.settings import Settings
+from core.settings import get_settings
 from pipelines.tools import workspace
 from pipelines.tools.workspace import BUILTIN_IDS, BUILTINS, Builtin
 from schemas.tables import Tool
@@ -62,8 +62,9 @@ def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> None:
                            code="arguments_invalid", details={"errors": found})
 
 
-def check_limits(settings: Settings, timeout_seconds: float | None, limits: ToolLimits) -> None:
+def check_limits(timeout_seconds: float | None, limits: ToolLimits) -> None:
     """Refuse a timeout or limit above the service maximum (422 `limit_exceeds_maximum`)."""
+    settings = get_settings()
     over = {}
     if timeout_seconds is not None and timeout_seconds > settings.tool_timeout_max_seconds:
         over["timeout_seconds"] = settings.tool_timeout_max_seconds
@@ -101,10 +102,10 @@ async def _flush(session: AsyncSession, name: str) -> None:
         raise Conflict(f"a tool named {name!r} exists", code="tool_name_taken", details={"name": name}) from exc
 
 
-async def create_tool(session: AsyncSession, settings: Settings, org_id: uuid.UUID, data: ToolCreate) -> Tool:
+async def create_tool(session: AsyncSession, org_id: uuid.UUID, data: ToolCreate) -> Tool:
     """A new tool, its schema and limits checked and its name free."""
     check_schema(data.json_schema)
-    check_limits(settings, data.timeout_seconds, data.limits)
+    check_limits(data.timeout_seconds, data.limits)
     await _name_free(session, org_id, data.name)
     row = Tool(org_id=org_id, name=data.name, description=data.description, json_schema=data.json_schema,
                language=data.language, source=data.source, tags=data.tags, timeout_seconds=data.timeout_seconds,
@@ -146,15 +147,14 @@ def _refuse_builtin(tool_id: uuid.UUID) -> None:
                        code="builtin_tool", details={"tool_id": str(tool_id)})
 
 
-async def update_tool(session: AsyncSession, settings: Settings, org_id: uuid.UUID, tool_id: uuid.UUID,
-                      data: ToolUpdate) -> Tool:
+async def update_tool(session: AsyncSession, org_id: uuid.UUID, tool_id: uuid.UUID, data: ToolUpdate) -> Tool:
     """Change the fields given, checking a new schema, limits and name like a create."""
     _refuse_builtin(tool_id)
     row = await get_tool(session, org_id, tool_id)
     given = data.model_fields_set
     if "json_schema" in given:
         check_schema(data.json_schema)
-    check_limits(settings, data.timeout_seconds if "timeout_seconds" in given else None,
+    check_limits(data.timeout_seconds if "timeout_seconds" in given else None,
                  data.limits if "limits" in given else ToolLimits())
     if "name" in given and data.name.lower() != row.name.lower():
         await _name_free(session, org_id, data.name, exclude=row.id)

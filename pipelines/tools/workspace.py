@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from core.errors import InvalidInput, PermanentJobError
-from core.settings import Settings
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 MAX_RESULTS = 100
@@ -75,14 +75,15 @@ class WorkspaceUnsafe(RuntimeError):
     """The workspaces folder (or an organization's) belongs to another user: the worker can't keep it private."""
 
 
-def workspaces_dir(settings: Settings) -> Path:
+def workspaces_dir() -> Path:
     """The folder holding every organization's workspace."""
+    settings = get_settings()
     return Path(settings.tool_workspace_dir or settings.data_dir / "workspaces").absolute()
 
 
-def workspace_root(settings: Settings, org_id: uuid.UUID) -> Path:
+def workspace_root(org_id: uuid.UUID) -> Path:
     """The organization's workspace directory (not created)."""
-    return workspaces_dir(settings) / str(org_id)
+    return workspaces_dir() / str(org_id)
 
 
 def make_dirs(path: Path) -> None:
@@ -99,10 +100,10 @@ def make_dirs(path: Path) -> None:
         os.chmod(folder, DIR_MODE)
 
 
-def check_workspaces(settings: Settings) -> None:
+def check_workspaces() -> None:
     """At worker start: the workspaces folder and each organization's are the worker's and 0700; fix the
     mode, or refuse (WorkspaceUnsafe, logged) when another user owns one."""
-    root = workspaces_dir(settings)
+    root = workspaces_dir()
     if not root.is_dir():
         return  # the first file_save makes it
     for folder in (root, *(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())):
@@ -214,10 +215,10 @@ def file_search(root: Path, *, glob: str = "**/*", query: str | None = None, max
     return {"matches": matches[:MAX_RESULTS], "truncated": len(matches) > MAX_RESULTS}
 
 
-def run_builtin(settings: Settings, org_id: uuid.UUID, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+def run_builtin(org_id: uuid.UUID, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """Run a built-in file tool for the organization; its output dict, or a PermanentJobError with a code."""
-    root = workspace_root(settings, org_id)
-    cap = settings.tool_workspace_file_max_bytes
+    root = workspace_root(org_id)
+    cap = get_settings().tool_workspace_file_max_bytes
     if name == "file_save":
         return file_save(root, arguments["path"], arguments["content"], max_bytes=cap)
     if name == "file_read":

@@ -212,9 +212,8 @@ def _scripted_error(script: dict) -> JSONResponse:
 
 def build_app() -> FastAPI:
     from core.embedder import LocalModel
-    from core.settings import get_settings
 
-    model = LocalModel(get_settings())
+    model = LocalModel()
     model.load()
     failures: Counter[str] = Counter()
     app = FastAPI()

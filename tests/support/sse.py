@@ -3,39 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from cli.sse import aevents
+
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @dataclass
 class Sse:
+    """An event with its data decoded; `id` is the position to resume after it (None before any id)."""
+
     event: str
     data: dict[str, Any]
     id: str | None
 
 
 async def read_sse(response: httpx.Response) -> AsyncIterator[Sse]:
-    """Yield parsed events of an open event-stream response (heartbeats skipped)."""
-    kind, data, entry_id = "message", [], None
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield Sse(kind, json.loads("\n".join(data)), entry_id)
-            kind, data, entry_id = "message", [], None
-        elif line.startswith(":") or line.startswith("retry:"):
-            continue
-        elif line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-        elif line.startswith("id:"):
-            entry_id = line[3:].strip()
+    """Yield the events of an open event-stream response, parsed by the shared client parser."""
+    async for event in aevents(response):
+        yield Sse(event.event, event.json(), event.id or None)
 
 
 async def sse_stream(client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None) -> AsyncIterator[Sse]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,135 @@ def test_only_settings_reads_the_environment():
 def test_environment_check_sees_the_allowed_reader():
     # Guards the detector itself: cli/up.py does read os.environ, so a blind check would fail here.
     assert environment_reads(ROOT / "cli" / "up.py")
+
+
+# --- One way to reach a setting: get_settings() where the value is used (README "Contributing") ---------------
+
+# Modules that read settings while they are imported, and why they must.
+SETTINGS_AT_IMPORT_ALLOWED = {
+    "workers/main.py": "dramatiq starts a worker process by importing it: its import is the process's start",
+    "workers/actors.py": "Dramatiq fixes an actor's options (retries, backoff, time limit) when it is declared",
+}
+
+
+def _is_call_of(node: ast.AST, name: str) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id == name) or (isinstance(func, ast.Attribute) and func.attr == name)
+
+
+def settings_reads_at_import(source: str) -> list[int]:
+    """Lines where `get_settings()` runs when the module is imported: module level, class bodies, decorators
+    and default values, but not the bodies of functions."""
+    found: list[int] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            evaluated_now = [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]
+            if not isinstance(node, ast.Lambda):
+                evaluated_now += node.decorator_list
+            for child in evaluated_now:
+                visit(child)
+            return
+        if _is_call_of(node, "get_settings"):
+            found.append(node.lineno)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return sorted(found)
+
+
+def settings_handed_around(source: str) -> list[tuple[int, str]]:
+    """(line, what) of every `Settings(...)` built and every parameter typed `Settings`."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if _is_call_of(node, "Settings"):
+            found.append((node.lineno, "builds Settings()"))
+        elif isinstance(node, ast.arg) and node.annotation is not None:
+            annotation = ast.unparse(node.annotation)
+            if re.search(r"\bSettings\b", annotation):
+                found.append((node.lineno, f"takes {node.arg}: {annotation}"))
+    return found
+
+
+def agentmem_variable_reads(source: str) -> list[tuple[int, str]]:
+    """(line, variable) of every read of an AGENTMEM_* variable from the environment: os.environ[...],
+    os.environ.get(...), os.getenv(...). Writing one into a child process's environment is not a read."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        key = None
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            key = node.slice if "environ" in ast.unparse(node.value) else None
+        elif isinstance(node, ast.Call) and node.args:
+            key = node.args[0] if re.search(r"\b(environ\.get|getenv)$", ast.unparse(node.func)) else None
+        if isinstance(key, ast.Constant) and str(key.value).startswith("AGENTMEM_"):
+            found.append((node.lineno, key.value))
+    return found
+
+
+def test_no_module_reads_settings_at_import_but_the_allowed_ones():
+    violations = [f"{relative(path)}:{line} calls get_settings() at import time"
+                  for package in PACKAGES
+                  for path in source_files(package)
+                  if relative(path) not in SETTINGS_AT_IMPORT_ALLOWED
+                  for line in settings_reads_at_import(path.read_text())]
+    assert not violations, ("call get_settings() inside the function that uses the value, so importing reads "
+                            "nothing and a test's override_settings reaches it:\n" + "\n".join(violations))
+
+
+def test_the_modules_allowed_to_read_settings_at_import_still_do():
+    # An entry that no longer applies would silently allow the next one: drop it instead.
+    stale = [name for name in SETTINGS_AT_IMPORT_ALLOWED if not settings_reads_at_import((ROOT / name).read_text())]
+    assert not stale, f"remove from SETTINGS_AT_IMPORT_ALLOWED: {stale}"
+
+
+def test_settings_are_neither_built_nor_passed_around():
+    violations = [f"{relative(path)}:{line} {what}"
+                  for package in (*PACKAGES, "bench")
+                  for path in source_files(package)
+                  if relative(path) != "core/settings.py"
+                  for line, what in settings_handed_around(path.read_text())]
+    assert not violations, ("call get_settings() where the value is used instead of building Settings or "
+                            "taking it as a parameter:\n" + "\n".join(violations))
+
+
+def test_nothing_but_settings_reads_an_agentmem_variable():
+    # The benchmarks and the CLI copy the environment into the processes they start; none reads a setting from it.
+    violations = [f"{relative(path)}:{line} reads {name}"
+                  for package in (*PACKAGES, "bench")
+                  for path in source_files(package)
+                  if relative(path) != "core/settings.py"
+                  for line, name in agentmem_variable_reads(path.read_text())]
+    assert not violations, "add a field to core.settings.Settings and call get_settings():\n" + "\n".join(violations)
+
+
+def test_the_settings_detectors_see_what_they_look_for():
+    source = """
+import os
+from core.settings import Settings, get_settings
+
+LIMIT = get_settings().limit
+
+
+class Thing:
+    size = get_settings().size
+
+
+@register(get_settings().name)
+def handler(x=get_settings().default, settings: Settings | None = None):
+    return get_settings().inside, Settings(), os.environ["AGENTMEM_PORT"], os.getenv("AGENTMEM_HOST")
+
+
+def start(env):
+    env["AGENTMEM_PORT"] = "1"
+    return os.environ.get("AGENTMEM_DATA_DIR"), os.environ.get("HOME")
+"""
+    assert settings_reads_at_import(source) == [5, 9, 12, 13]
+    assert settings_handed_around(source) == [(13, "takes settings: Settings | None"), (14, "builds Settings()")]
+    assert agentmem_variable_reads(source) == [(14, "AGENTMEM_PORT"), (14, "AGENTMEM_HOST"),
+                                               (19, "AGENTMEM_DATA_DIR")]
 
 
 def app_routes(routes) -> list:

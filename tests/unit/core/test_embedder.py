@@ -12,7 +12,6 @@ import pytest
 
 from core.embedder import BatchingEmbedder, LocalModel, local_model_path
 from core.errors import PermanentJobError
-from core.settings import get_settings
 
 
 class ModelDown(Exception):
@@ -222,7 +221,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 async def test_local_model_gives_unit_vectors_that_rank_a_paraphrase_above_an_unrelated_sentence():
-    model = LocalModel(get_settings())
+    model = LocalModel()
     anchor, paraphrase, unrelated = await model.encode([
         "The capital of France is Paris",
         "Paris is France's capital city",
@@ -238,9 +237,9 @@ async def test_a_bfloat16_query_model_gives_unit_vectors_close_to_the_stored_flo
     from core import embedder
 
     texts = ["Where did my sister move last spring?", "I am allergic to peanuts and shellfish."]
-    exact = await LocalModel(get_settings()).encode(texts)
+    exact = await LocalModel().encode(texts)
     monkeypatch.setattr(embedder, "_query_bfloat16", True)
-    approximate = await LocalModel(get_settings()).encode(texts)
+    approximate = await LocalModel().encode(texts)
     for a, b in zip(exact, approximate, strict=True):
         assert math.hypot(*b) == pytest.approx(1.0, abs=1e-5)  # renormalized in float32
         assert 0.99 < cosine(a, b) < 1.0 - 1e-7  # really computed in bfloat16, and still close

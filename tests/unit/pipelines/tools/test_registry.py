@@ -28,9 +28,9 @@ def test_arguments_are_checked_and_each_failing_path_is_named():
 
 
 def test_limits_above_the_service_maxima_are_refused(override_settings):
-    settings = override_settings(tool_timeout_max_seconds=60, tool_memory_max_mb=1024)
-    check_limits(settings, 60, ToolLimits(memory_mb=1024))
+    override_settings(tool_timeout_max_seconds=60, tool_memory_max_mb=1024)
+    check_limits(60, ToolLimits(memory_mb=1024))
     with pytest.raises(InvalidInput) as caught:
-        check_limits(settings, 61, ToolLimits(memory_mb=2048))
+        check_limits(61, ToolLimits(memory_mb=2048))
     assert caught.value.code == "limit_exceeds_maximum"
     assert caught.value.details["maximum"] == {"timeout_seconds": 60, "memory_mb": 1024}

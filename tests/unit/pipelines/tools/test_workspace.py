@@ -78,21 +78,21 @@ def test_every_folder_a_save_makes_is_0700_whatever_the_umask(tmp_path):
 
 
 def test_a_worker_closes_open_workspaces_when_it_starts(override_settings, tmp_path, caplog):
-    settings = override_settings(tool_workspace_dir=tmp_path / "workspaces")
-    check_workspaces(settings)  # nothing yet: nothing to do
+    override_settings(tool_workspace_dir=tmp_path / "workspaces")
+    check_workspaces()  # nothing yet: nothing to do
     org = tmp_path / "workspaces" / "org"
     org.mkdir(parents=True)
     for folder in (org, org.parent):
         folder.chmod(0o755)
-    check_workspaces(settings)
+    check_workspaces()
     assert {stat.S_IMODE(folder.stat().st_mode) for folder in (org, org.parent)} == {0o700}
     assert "was 755, now 700" in caplog.text
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user needs root")
 def test_a_worker_refuses_workspaces_another_user_owns(override_settings, tmp_path):
-    settings = override_settings(tool_workspace_dir=tmp_path / "workspaces")
+    override_settings(tool_workspace_dir=tmp_path / "workspaces")
     (tmp_path / "workspaces" / "org").mkdir(parents=True)
     os.chown(tmp_path / "workspaces" / "org", 1_900_000_000, 1_900_000_000)
     with pytest.raises(WorkspaceUnsafe, match="belongs to uid 1900000000"):
-        check_workspaces(settings)
+        check_workspaces()
