@@ -10,8 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.middleware import RequestContext
-from api.request_limits import RequestLimits
+from api.middleware import install_middleware
 from api.deps import document_permissions
 from api.routes import admin, api_keys, audit, auth, health, jobs, llm, memories, organizations, summaries, ws
 from api.routes import tools
@@ -95,8 +94,5 @@ def create_app() -> FastAPI:
     for router in ROUTERS:
         document_permissions(router.routes)
         app.include_router(router)
-    settings = get_settings()
-    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes,
-                       max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers)
-    app.add_middleware(RequestContext, audit_log=True, server_timing=settings.server_timing)
+    install_middleware(app)
     return app

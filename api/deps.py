@@ -21,7 +21,6 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredent
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
-from api.context import request_info_var
 from core import timing
 from core.db import sessionmaker
 from core.errors import AppError, Forbidden, NotFound, Unauthorized, infrastructure_errors
@@ -108,9 +107,7 @@ class Allow:
             else:
                 raise Unauthorized("send an API key (Authorization: Bearer amk_… or X-API-Key) or an access token",
                                    code="not_authenticated")
-            info = request_info_var.get()
-            if info is not None:
-                info.principal = principal
+            conn.state.principal = principal  # who acted, for the audit log (api.middleware.audit)
             # Charged before the permission check: refused requests cost the caller too.
             try:
                 with timing.stage("rate"):
@@ -119,8 +116,7 @@ class Allow:
                 # Fail open: a Redis outage must not stop accepted work (jobs are durable in PostgreSQL).
                 log.warning("rate limit not checked (Redis unavailable): %s", exc)
             else:
-                if info is not None:
-                    info.rate_headers = state.headers()
+                conn.state.rate_limit_headers = state.headers()  # sent by api.middleware.rate_limit
             self.check(principal)
             await session.commit()
         return principal

@@ -99,8 +99,8 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc_class, _infrastructure_error)
     for exc_class in overload_errors():  # busy, not down: replaces the outage handler for these types
         app.add_exception_handler(exc_class, _overloaded)
-    # Unknown exceptions are rendered by api.middleware.RequestContext, inside the request's
-    # context, so the 500 carries the request id and is logged once.
+    # Unknown exceptions are rendered by api.middleware.unhandled_errors, inside the request id
+    # middleware, so the 500 carries the request id and is logged once.
 
 
 _STANDARD_ERRORS = {

@@ -1,4 +1,4 @@
-"""Rendering event followers as Server-Sent Events."""
+"""Rendering event followers as Server-Sent Events, and declaring the routes that stream."""
 
 from __future__ import annotations
 
@@ -13,6 +13,18 @@ from core.logging import request_id_var
 from schemas.events import JobEvent
 
 log = logging.getLogger(__name__)
+
+
+def streams(endpoint):
+    """Declare a route whose response stays open as long as its client follows it (Server-Sent Events):
+    its duration is no latency, so the request metrics leave it out. Put it under the `@router` decorator."""
+    endpoint.__streams__ = True
+    return endpoint
+
+
+def is_streaming(route) -> bool:
+    """Whether the matched route (`scope["route"]`, None when nothing matched) is declared with `streams`."""
+    return getattr(getattr(route, "endpoint", None), "__streams__", False)
 
 
 def sse_frame(event: JobEvent) -> str:

@@ -19,7 +19,7 @@ from pipelines.tools import execute
 from pipelines.blocks import rewrite as block_rewrite
 from pipelines.jobs.runner import run_job
 from schemas.enums import JobKind
-from workers.broker import broker
+import workers.broker  # noqa: F401  (makes the worker's broker Dramatiq's, before the actors below declare on it)
 
 _settings = get_settings()
 _options = dict(

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.accounts import organizations, users
 from schemas.accounts import PasswordResetOut, UserAdminUpdate, UserOut
@@ -34,27 +34,27 @@ async def list_users(session: SessionDep, who: Admin, active: bool | None = None
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
+@audited("user", target=lambda result: result.id, details=lambda body: {"is_active": body.is_active})
 async def update_user(user_id: uuid.UUID, body: UserAdminUpdate, session: SessionDep, who: Admin) -> UserOut:
     """Activate or deactivate an account; a deactivated account's tokens stop working at once."""
     user = await users.set_active(session, user_id, body.is_active)
     await session.commit()
-    audit_target("user", user.id, is_active=body.is_active)
     return UserOut.model_validate(user)
 
 
 @router.post("/users/{user_id}/password-reset", response_model=PasswordResetOut)
+@audited("user", target=lambda user_id: user_id)
 async def issue_password_reset(user_id: uuid.UUID, session: SessionDep, who: Admin) -> PasswordResetOut:
     """Issue a single-use password-reset token for `POST /api/v1/auth/password-reset`."""
     token, lifetime = await users.issue_password_reset(session, user_id)
-    audit_target("user", user_id)
     return PasswordResetOut(reset_token=token, expires_in=lifetime)
 
 
 @router.patch("/organizations/{organization_id}/limits", response_model=OrganizationOut)
+@audited("organization", target=lambda result: result.id, org_id=lambda result: result.id)
 async def set_organization_limits(organization_id: uuid.UUID, body: LimitsUpdate, session: SessionDep,
                                   who: Admin) -> OrganizationOut:
     """Override an organization's quotas and rate limit; `null` restores the service default."""
     org = await organizations.set_limits(session, organization_id, body.model_dump(exclude_unset=True))
     await session.commit()
-    audit_target("organization", org.id, org_id=org.id)
     return OrganizationOut(id=org.id, name=org.name, limits=org.limits, created_at=org.created_at)

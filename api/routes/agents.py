@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.agents import store as agents, prompts
 from schemas.agents import AgentCreate, AgentOut, AgentUpdate, PromptBlock, PromptOut
@@ -38,6 +38,7 @@ async def _out(session: AsyncSession, agent: Agent) -> AgentOut:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AgentOut,
              responses={**NOT_FOUND, **LABEL_TAKEN, **TEMPLATE_INVALID})
+@audited("agent", target=lambda result: result.id, details=lambda result: {"name": result.name})
 async def create_agent(body: AgentCreate, session: SessionDep, who: Writer) -> AgentOut:
     """Create an agent, optionally with blocks attached (`block_ids`, in prompt order).
 
@@ -47,7 +48,6 @@ async def create_agent(body: AgentCreate, session: SessionDep, who: Writer) -> A
     agent = await agents.create_agent(session, who.org_id, body)
     out = await _out(session, agent)
     await session.commit()
-    audit_target("agent", out.id, name=out.name)
     return out
 
 
@@ -70,10 +70,11 @@ async def get_agent(agent_id: uuid.UUID, session: SessionDep, who: Reader) -> Ag
 
 
 @router.patch("/{agent_id}", response_model=AgentOut, responses={**NOT_FOUND, **TEMPLATE_INVALID})
+@audited("agent", target=lambda agent_id: agent_id, failed_too=True,
+         details=lambda body: {"fields": sorted(body.model_fields_set)})
 async def update_agent(agent_id: uuid.UUID, body: AgentUpdate, session: SessionDep, who: Writer) -> AgentOut:
     """Change an agent. `prompt_template: null` goes back to the default template; a new one is checked
     first (422 `template_invalid`)."""
-    audit_target("agent", agent_id, fields=sorted(body.model_fields_set))
     agent = await agents.update_agent(session, who.org_id, agent_id, body)
     out = await _out(session, agent)
     await session.commit()
@@ -82,9 +83,9 @@ async def update_agent(agent_id: uuid.UUID, body: AgentUpdate, session: SessionD
 
 @router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                responses=NOT_FOUND)
+@audited("agent", target=lambda agent_id: agent_id, failed_too=True)
 async def delete_agent(agent_id: uuid.UUID, session: SessionDep, who: Writer) -> Response:
     """Delete an agent (soft). Its blocks are detached, not deleted."""
-    audit_target("agent", agent_id)
     await agents.delete_agent(session, who.org_id, agent_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -98,10 +99,11 @@ async def list_agent_blocks(agent_id: uuid.UUID, session: SessionDep, who: Block
 
 
 @router.post("/{agent_id}/blocks/{block_id}", response_model=AgentOut, responses={**NOT_FOUND, **LABEL_TAKEN})
+@audited("agent", target=lambda agent_id: agent_id, failed_too=True,
+         details=lambda block_id: {"block_id": str(block_id)})
 async def attach_block(agent_id: uuid.UUID, block_id: uuid.UUID, session: SessionDep, who: Writer) -> AgentOut:
     """Attach a block at the end of the agent's blocks (attaching it again changes nothing). A block can be
     shared by several agents; labels are unique among one agent's blocks (409 `block_label_taken`)."""
-    audit_target("agent", agent_id, block_id=str(block_id))
     await agents.attach_block(session, who.org_id, agent_id, block_id)
     out = await _out(session, await agents.get_agent(session, who.org_id, agent_id))
     await session.commit()
@@ -109,9 +111,10 @@ async def attach_block(agent_id: uuid.UUID, block_id: uuid.UUID, session: Sessio
 
 
 @router.delete("/{agent_id}/blocks/{block_id}", response_model=AgentOut, responses=NOT_FOUND)
+@audited("agent", target=lambda agent_id: agent_id, failed_too=True,
+         details=lambda block_id: {"block_id": str(block_id)})
 async def detach_block(agent_id: uuid.UUID, block_id: uuid.UUID, session: SessionDep, who: Writer) -> AgentOut:
     """Detach a block from the agent (the block itself stays); 404 when it isn't attached."""
-    audit_target("agent", agent_id, block_id=str(block_id))
     await agents.detach_block(session, who.org_id, agent_id, block_id)
     out = await _out(session, await agents.get_agent(session, who.org_id, agent_id))
     await session.commit()

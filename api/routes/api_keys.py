@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.accounts import api_keys
 from schemas.common import ErrorOut
@@ -24,6 +24,8 @@ KeyManager = Annotated[Principal, Depends(Allow(P.KEYS_MANAGE))]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+@audited("api_key", target=lambda result: result.id,
+         details=lambda result: {"role": result.role.value, "prefix": result.prefix})
 async def create_api_key(body: ApiKeyCreate, session: SessionDep, who: KeyManager) -> ApiKeyCreated:
     """Create a key for your organization with a role (at most yours) and optional scopes (at most yours: a
     key narrowed to some scopes can only create keys narrowed to those, or fewer).
@@ -34,7 +36,6 @@ async def create_api_key(body: ApiKeyCreate, session: SessionDep, who: KeyManage
                                               scopes=body.scopes, expires_at=body.expires_at, created_by=who.actor,
                                               granter=who)
     await session.commit()
-    audit_target("api_key", row.id, role=row.role, prefix=row.prefix)
     return ApiKeyCreated(**ApiKeyOut.model_validate(row).model_dump(), key=material.secret)
 
 
@@ -46,10 +47,11 @@ async def list_api_keys(session: SessionDep, who: KeyManager, include_revoked: b
 
 
 @router.delete("/{key_id}", response_model=ApiKeyOut, responses={404: {"model": ErrorOut}})
+# As its creation is recorded (the path would say `key`), failed or not.
+@audited("api_key", target=lambda key_id: key_id, failed_too=True)
 async def revoke_api_key(key_id: uuid.UUID, session: SessionDep, who: KeyManager) -> ApiKeyOut:
     """Revoke a key; the next request made with it is refused with `api_key_revoked`. Keys of a role above
     yours are not yours to revoke (`role_too_high`)."""
-    audit_target("api_key", key_id)  # as its creation is recorded (the path would say `key`), failed or not
     row = await api_keys.revoke_key(session, who.org_id, key_id, revoker=who.role)
     await session.commit()
     return ApiKeyOut.model_validate(row)

@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.middleware.audit import audited, note_for_audit
 from api.routing import CheckedRoute
 from core.errors import BadRequest
 from core.settings import get_settings
@@ -33,12 +33,13 @@ LOGIN_BODY = {"requestBody": {"required": True, "content": {
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut,
              responses={409: {"model": ErrorOut, "description": "Username or email taken"}})
+@audited("user", target=lambda result: result.id, actor=lambda result: f"user:{result.id}",
+         details=lambda result: {"username": result.username})
 async def register(body: RegisterIn, session: SessionDep) -> UserOut:
     """Create an account. Sign in next, then create an organization or ask to be added to one."""
     user = await users.create_user(session, username=body.username, password=body.password,
                                    email=str(body.email) if body.email else None, full_name=body.full_name)
     await session.commit()
-    audit_target("user", user.id, actor=f"user:{user.id}", username=user.username)
     return UserOut.model_validate(user)
 
 
@@ -59,6 +60,7 @@ async def _login_body(request: Request) -> LoginIn:
 
 @router.post("/login", response_model=TokenOut, openapi_extra=LOGIN_BODY,
              responses={429: {"model": ErrorOut, "description": "Too many sign-in attempts from this address"}})
+@audited("user", target=lambda user: user.id, actor=lambda user: f"user:{user.id}", failed_too=True)
 async def login(request: Request, session: SessionDep) -> TokenOut:
     """Sign in with a username (or email) and password, as JSON or an OAuth2 password form.
 
@@ -68,17 +70,19 @@ async def login(request: Request, session: SessionDep) -> TokenOut:
     await limits.take(f"login:{client}", get_settings().rate_limit_login)
     body = await _login_body(request)
     user = await users.authenticate(session, body.username, body.password)
-    audit_target("user", user.id, actor=f"user:{user.id}")
+    note_for_audit(user=user)
     return TokenOut(**await auth.issue_tokens(session, user, body.organization_id))
 
 
 @router.post("/refresh", response_model=TokenOut)
+@audited()
 async def refresh(body: RefreshIn, session: SessionDep) -> TokenOut:
     """Trade a refresh token for a new pair. Each refresh token works once."""
     return TokenOut(**await auth.refresh_tokens(session, body.refresh_token))
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@audited()
 async def logout(who: SignedIn, body: LogoutIn | None = None) -> Response:
     """Revoke the access token you sent (and the refresh token, if given), effective at once."""
     await auth.logout(who, body.refresh_token if body else None)
@@ -98,6 +102,7 @@ async def get_me(who: Me, session: SessionDep) -> MeOut:
 
 
 @router.patch("/me", response_model=MeOut, responses={409: {"model": ErrorOut, "description": "Email taken"}})
+@audited("user", target=lambda result: result.id)
 async def update_me(body: MeUpdate, who: Me, session: SessionDep) -> MeOut:
     """Change your email, name or password (a new password needs `current_password` and signs out other tokens)."""
     user = await users.get_user(session, who.user_id)
@@ -105,26 +110,26 @@ async def update_me(body: MeUpdate, who: Me, session: SessionDep) -> MeOut:
                                    full_name=body.full_name, new_password=body.password,
                                    current_password=body.current_password, fields=body.model_fields_set)
     await session.commit()
-    audit_target("user", user.id)
     return await _me_out(session, user)
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT,
                responses={409: {"model": ErrorOut, "description": "You are an organization's last owner"}})
+@audited("user", target=lambda who: who.user_id)
 async def delete_me(who: Me, session: SessionDep) -> Response:
     """Delete your account and leave every organization. Refused while you are an organization's last owner."""
     user = await users.get_user(session, who.user_id)
     await users.delete_user(session, user)
     await session.commit()
-    audit_target("user", user.id)
     await auth.logout(who, None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/password-reset", status_code=status.HTTP_204_NO_CONTENT)
+@audited("user", target=lambda user: user.id, actor=lambda user: f"user:{user.id}")
 async def reset_password(body: PasswordResetIn, session: SessionDep) -> Response:
     """Set a new password with a reset token from an administrator. Tokens issued before stop working."""
     user = await users.reset_password(session, body.reset_token, body.password)
     await session.commit()
-    audit_target("user", user.id, actor=f"user:{user.id}")
+    note_for_audit(user=user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
+from api.middleware.audit import audited, note_for_audit
 from api.routing import CheckedRoute
-from core.errors import Forbidden, InvalidInput, TooManyRequests
+from core.errors import InvalidInput
 from pipelines.blocks import rewrite as block_rewrite, store as blocks
 from pipelines.jobs import lifecycle, rows as jobs
 from pipelines.llm.configs import require_provider
@@ -75,6 +75,7 @@ async def _check_strategy(session: AsyncSession, org_id: uuid.UUID, strategy: Re
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BlockOut,
              responses={422: {"model": ErrorOut, "description": "Invalid input, `block_too_long`, or "
                                                                 "`llm_not_configured` for `rewrite_strategy: summarize`"}})
+@audited("block", target=lambda result: result.id, details=lambda result: {"label": result.label})
 async def create_block(body: BlockCreate, session: SessionDep, who: Writer, response: Response) -> BlockOut:
     """Create a block (version 1). Attach it to agents with `POST /api/v1/agents/{id}/blocks/{block_id}`.
 
@@ -84,7 +85,6 @@ async def create_block(body: BlockCreate, session: SessionDep, who: Writer, resp
     """
     await _check_strategy(session, who.org_id, body.rewrite_strategy)
     block = await blocks.create_block(session, who.org_id, body, actor=who.actor)
-    audit_target("block", block.id, label=block.label)
     return await commit_write(session, who, block, response)
 
 
@@ -110,6 +110,8 @@ async def get_block(block_id: uuid.UUID, session: SessionDep, who: Reader, respo
 
 
 @router.patch("/{block_id}", response_model=BlockOut, responses={**NOT_FOUND, **CONFLICT})
+@audited("block", target=lambda block_id: block_id, failed_too=True,
+         details=lambda body: {"fields": sorted(body.model_fields_set)})
 async def update_block(block_id: uuid.UUID, body: BlockUpdate, session: SessionDep, who: Writer, response: Response,
                        expected: IfMatch = None) -> BlockOut:
     """Change a block; every change is a new version.
@@ -121,7 +123,6 @@ async def update_block(block_id: uuid.UUID, body: BlockUpdate, session: SessionD
     `read_only: false` (409 `block_read_only`). Past the rewrite threshold a `block_rewrite` job is
     queued (`rewrite_job_id`).
     """
-    audit_target("block", block_id, fields=sorted(body.model_fields_set))
     await _check_strategy(session, who.org_id, body.rewrite_strategy)
     block, _ = await blocks.update_block(session, who.org_id, block_id, body, expected_version=expected,
                                                actor=who.actor)
@@ -130,9 +131,9 @@ async def update_block(block_id: uuid.UUID, body: BlockUpdate, session: SessionD
 
 @router.delete("/{block_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                responses={**NOT_FOUND, **CONFLICT})
+@audited("block", target=lambda block_id: block_id, failed_too=True)
 async def delete_block(block_id: uuid.UUID, session: SessionDep, who: Writer, expected: IfMatch = None) -> Response:
     """Delete a block (soft): it is detached from every agent; `If-Match` as for `PATCH`."""
-    audit_target("block", block_id)
     await blocks.delete_block(session, who.org_id, block_id, expected_version=expected, actor=who.actor)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -149,11 +150,12 @@ async def list_block_versions(block_id: uuid.UUID, session: SessionDep, who: Rea
 
 
 @router.post("/{block_id}/revert", response_model=BlockOut, responses={**NOT_FOUND, **CONFLICT})
+@audited("block", target=lambda block_id: block_id, failed_too=True,
+         details=lambda body: {"reverted_to": body.version})
 async def revert_block(block_id: uuid.UUID, body: BlockRevert, session: SessionDep, who: Writer, response: Response,
                        expected: IfMatch = None) -> BlockOut:
     """Bring back an earlier version's label, value, limit and description as a new version (history is never
     rewritten). `If-Match` as for `PATCH`; 404 for a version the block never had."""
-    audit_target("block", block_id, reverted_to=body.version)
     block = await blocks.revert_block(session, who.org_id, block_id, body.version, expected_version=expected,
                                       actor=who.actor)
     return await commit_write(session, who, block, response)
@@ -165,6 +167,8 @@ async def revert_block(block_id: uuid.UUID, body: BlockRevert, session: SessionD
                         422: {"model": ErrorOut, "description": "Invalid input, or `llm_not_configured` for "
                                                                 "`summarize`"},
                         429: {"model": ErrorOut, "description": "Rate limit or a job quota reached"}})
+@audited("job", target=lambda result: result.id,
+         details=lambda block_id, strategy: {"block_id": str(block_id), "strategy": strategy.value})
 async def rewrite_block(block_id: uuid.UUID, body: BlockRewriteIn, session: SessionDep, who: Writer,
                         response: Response, key: IdempotencyKey = None) -> JobOut:
     """Queue a `block_rewrite` job that rewrites the block shorter, to about `target_chars`.
@@ -185,5 +189,5 @@ async def rewrite_block(block_id: uuid.UUID, body: BlockRewriteIn, session: Sess
                                     total=block_rewrite.STEPS, key=key)
     await lifecycle.commit(session)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
-    audit_target("job", job.id, block_id=str(block_id), strategy=strategy.value)
+    note_for_audit(strategy=strategy)
     return JobOut.from_row(job)

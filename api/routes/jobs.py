@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import StreamingResponse
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, AllowStream, SessionDep, can_follow
-from api.streaming import sse_response
+from api.middleware.audit import audited
+from api.streaming import sse_response, streams
 from api.routing import CheckedRoute
 from core.errors import NotFound
 from pipelines.accounts import auth
@@ -50,6 +50,7 @@ async def get_job(job_id: uuid.UUID, session: SessionDep, who: Reader) -> JobOut
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
              responses={409: {"model": ErrorOut, "description": "The job already finished"}})
+@audited()
 async def cancel_job(job_id: uuid.UUID, session: SessionDep,
                      who: Annotated[Principal, Depends(Allow(P.JOBS_CANCEL))]) -> JobOut:
     """Cancel a job. A queued job is cancelled at once; a running one stops at its next checkpoint
@@ -58,6 +59,7 @@ async def cancel_job(job_id: uuid.UUID, session: SessionDep,
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses=SSE_DOC)
+@streams
 async def job_events(job_id: uuid.UUID, who: Follower, last_event_id: LastEventId = None,
                      last_event_id_query: Annotated[str | None, Query(alias="last_event_id", max_length=64)] = None):
     """Follow a job live (Server-Sent Events).
@@ -76,6 +78,7 @@ async def job_events(job_id: uuid.UUID, who: Follower, last_event_id: LastEventI
 
 
 @router.get("/events", response_class=StreamingResponse, responses=SSE_DOC)
+@streams
 async def organization_events(who: Follower, last_event_id: LastEventId = None):
     """Every job event of your organization, live (Server-Sent Events), for dashboards. Never ends.
 
@@ -88,6 +91,8 @@ async def organization_events(who: Follower, last_event_id: LastEventId = None):
 
 
 @router.post("/stream-tokens", response_model=StreamTokenOut, status_code=status.HTTP_201_CREATED)
+@audited(lambda body: "job" if body.job_id else "organization",
+         target=lambda body, who: body.job_id or who.org_id)
 async def create_stream_token(body: StreamTokenIn, session: SessionDep, who: Reader) -> StreamTokenOut:
     """A short-lived token for `?token=` on an event stream or the WebSocket, where browsers can't send headers.
 
@@ -98,5 +103,4 @@ async def create_stream_token(body: StreamTokenIn, session: SessionDep, who: Rea
     if body.job_id is not None:
         await jobs.get_job(session, who.org_id, body.job_id)
     token, lifetime = auth.issue_stream_token(who, body.job_id)
-    audit_target("job" if body.job_id else "organization", body.job_id or who.org_id)
     return StreamTokenOut(token=token, expires_in=lifetime)

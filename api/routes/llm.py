@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.llm import configs as llm_configs
 from schemas.common import ErrorOut
@@ -25,6 +25,8 @@ NOT_FOUND = {404: {"model": ErrorOut, "description": "No such configuration in y
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=LlmConfigOut,
              responses={409: {"model": ErrorOut, "description": "The name is taken"}})
+@audited("llm_config", target=lambda result: result.id,
+         details=lambda result: {"name": result.name, "is_default": result.is_default})
 async def create_llm_config(body: LlmConfigCreate, session: SessionDep, who: LlmManager) -> LlmConfigOut:
     """Add a provider: OpenAI, Azure OpenAI (`api_version` required) or any OpenAI-compatible endpoint.
 
@@ -36,7 +38,6 @@ async def create_llm_config(body: LlmConfigCreate, session: SessionDep, who: Llm
     """
     row = await llm_configs.create_config(session, who.org_id, body)
     await session.commit()
-    audit_target("llm_config", row.id, name=row.name, is_default=row.is_default)
     return LlmConfigOut.from_row(row)
 
 
@@ -54,11 +55,12 @@ async def get_llm_config(config_id: uuid.UUID, session: SessionDep, who: LlmMana
 
 @router.patch("/{config_id}", response_model=LlmConfigOut,
               responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The name is taken"}})
+@audited("llm_config", target=lambda config_id: config_id, failed_too=True,
+         details=lambda body: {"fields": sorted(body.model_fields_set)})
 async def update_llm_config(config_id: uuid.UUID, body: LlmConfigUpdate, session: SessionDep,
                             who: LlmManager) -> LlmConfigOut:
     """Change some fields. Omitted fields stay; `"api_key": null` removes the stored key. A new `base_url` is
     checked as on creation."""
-    audit_target("llm_config", config_id, fields=sorted(body.model_fields_set))
     row = await llm_configs.update_config(session, who.org_id, config_id, body)
     await session.commit()
     return LlmConfigOut.from_row(row)
@@ -66,9 +68,9 @@ async def update_llm_config(config_id: uuid.UUID, body: LlmConfigUpdate, session
 
 @router.delete("/{config_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                responses=NOT_FOUND)
+@audited("llm_config", target=lambda config_id: config_id, failed_too=True)
 async def delete_llm_config(config_id: uuid.UUID, session: SessionDep, who: LlmManager) -> Response:
     """Delete a configuration. Deleting the default leaves jobs on the service-wide provider, if any."""
-    audit_target("llm_config", config_id)
     await llm_configs.delete_config(session, who.org_id, config_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from api.admission import SearchSlot
 from api.errors import error_responses
 from api.deps import Allow, IdempotencyKey, SessionDep
-from api.context import audit_target, read_only
+from api.middleware.audit import audited, not_audited
 from api.routing import CheckedRoute
 from pipelines.memories import history, store as memories, search
 from pipelines.jobs import lifecycle, rows as jobs
@@ -33,6 +33,7 @@ Deleter = Annotated[Principal, Depends(Allow(P.MEMORIES_DELETE))]
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
              responses={409: {"model": ErrorOut, "description": "Idempotency-Key reused with another body"},
                         429: {"model": ErrorOut, "description": "Rate limit or a job quota reached (see `code`)"}})
+@audited("job", target=lambda result: result.id, details=lambda body: {"items": len(body.items)})
 async def ingest_memories(body: MemoryBatchIn, session: SessionDep, who: Writer, response: Response,
                           key: IdempotencyKey = None) -> JobOut:
     """Queue 1 to 10,000 memories for embedding and storage, or a conversation to learn facts from.
@@ -62,12 +63,11 @@ async def ingest_memories(body: MemoryBatchIn, session: SessionDep, who: Writer,
     job, _ = await lifecycle.submit(session, who, kind=kind, payload=payload, total=len(body.items), key=key)
     await lifecycle.commit(session)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
-    audit_target("job", job.id, items=len(body.items))
     return JobOut.from_row(job)
 
 
 @router.post("/search", response_model=SearchOut)
-@read_only
+@not_audited
 async def search_memories(slot: SearchSlot, body: MemorySearchIn, session: SessionDep, who: Reader) -> SearchOut:
     """Find memories by meaning and by words.
 
@@ -107,6 +107,7 @@ async def get_memory(memory_id: uuid.UUID, session: SessionDep, who: Reader) -> 
 
 
 @router.patch("/{memory_id}", response_model=MemoryUpdateOut, responses={404: {"model": ErrorOut}})
+@audited()
 async def update_memory(memory_id: uuid.UUID, body: MemoryUpdate, session: SessionDep,
                         who: Writer) -> MemoryUpdateOut:
     """Change a memory's content or metadata.
@@ -125,6 +126,7 @@ async def update_memory(memory_id: uuid.UUID, body: MemoryUpdate, session: Sessi
 
 
 @router.delete("/{memory_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"model": ErrorOut}})
+@audited()
 async def delete_memory(memory_id: uuid.UUID, session: SessionDep, who: Deleter) -> Response:
     """Delete a memory (soft): it disappears from reads and search at once; its history stays readable."""
     await memories.delete_memory(session, who.org_id, memory_id, actor=who.actor)

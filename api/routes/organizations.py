@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, SessionDep
+from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.accounts import organizations, users
 from schemas.common import ErrorOut
@@ -34,12 +34,12 @@ def _member_out(membership, user) -> MemberOut:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=OrganizationOut,
              responses={409: {"model": ErrorOut, "description": "The name is taken"}})
+@audited("organization", target=lambda result: result.id, org_id=lambda result: result.id)
 async def create_organization(body: OrganizationCreate, session: SessionDep,
                               who: Annotated[Principal, Depends(Allow(None, user_only=True))]) -> OrganizationOut:
     """Create an organization; you become its owner."""
     org = await organizations.create_organization(session, body.name, owner_id=who.user_id)
     await session.commit()
-    audit_target("organization", org.id, org_id=org.id)
     return _out(org, Role.OWNER)
 
 
@@ -61,6 +61,7 @@ async def get_organization(org_id: uuid.UUID, session: SessionDep,
 
 @router.patch("/{org_id}", response_model=OrganizationOut,
               responses={409: {"model": ErrorOut, "description": "The name is taken"}})
+@audited()
 async def update_organization(org_id: uuid.UUID, body: OrganizationUpdate, session: SessionDep,
                               who: Annotated[Principal, Depends(Allow(P.ORG_MANAGE))]) -> OrganizationOut:
     """Rename an organization."""
@@ -70,6 +71,7 @@ async def update_organization(org_id: uuid.UUID, body: OrganizationUpdate, sessi
 
 
 @router.delete("/{org_id}", status_code=status.HTTP_204_NO_CONTENT)
+@audited()
 async def delete_organization(org_id: uuid.UUID, session: SessionDep,
                               who: Annotated[Principal, Depends(Allow(P.ORG_DELETE))]) -> Response:
     """Delete an organization (soft, owners only): its API keys are revoked and its data is no longer served."""
@@ -87,44 +89,44 @@ async def list_members(org_id: uuid.UUID, session: SessionDep,
 
 @router.post("/{org_id}/members", status_code=status.HTTP_201_CREATED, response_model=MemberOut,
              responses={409: {"model": ErrorOut, "description": "Already a member"}})
+@audited("member", target=lambda result: result.user_id, details=lambda body: {"role": body.role.value})
 async def add_member(org_id: uuid.UUID, body: MemberAdd, session: SessionDep,
                      who: Annotated[Principal, Depends(Allow(P.MEMBERS_MANAGE))]) -> MemberOut:
     """Add an existing account with a role no higher than yours."""
     user = await users.find_user(session, body.username)
     membership = await organizations.add_member(session, org_id, user.id, body.role, who.role)
     await session.commit()
-    audit_target("member", user.id, role=body.role.value)
     return _member_out(membership, user)
 
 
 @router.patch("/{org_id}/members/{user_id}", response_model=MemberOut,
               responses={409: {"model": ErrorOut, "description": "The last owner can't be demoted"}})
+@audited("member", target=lambda user_id: user_id, details=lambda body: {"role": body.role.value})
 async def update_member(org_id: uuid.UUID, user_id: uuid.UUID, body: MemberUpdate, session: SessionDep,
                         who: Annotated[Principal, Depends(Allow(P.MEMBERS_MANAGE))]) -> MemberOut:
     """Change a member's role (never above yours; an organization always keeps an owner)."""
     membership = await organizations.change_role(session, org_id, user_id, body.role, who.role)
     await session.commit()
-    audit_target("member", user_id, role=body.role.value)
     return _member_out(membership, await users.get_user(session, user_id))
 
 
 @router.delete("/{org_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses={409: {"model": ErrorOut, "description": "The last owner can't be removed"}})
+@audited("member", target=lambda user_id: user_id)
 async def remove_member(org_id: uuid.UUID, user_id: uuid.UUID, session: SessionDep,
                         who: Annotated[Principal, Depends(Allow(P.MEMBERS_MANAGE))]) -> Response:
     """Remove a member (an organization always keeps an owner)."""
     await organizations.remove_member(session, org_id, user_id, who.role)
     await session.commit()
-    audit_target("member", user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/{org_id}/leave", status_code=status.HTTP_204_NO_CONTENT,
              responses={409: {"model": ErrorOut, "description": "You are the last owner"}})
+@audited("member", target=lambda who: who.user_id)
 async def leave_organization(org_id: uuid.UUID, session: SessionDep,
                              who: Annotated[Principal, Depends(Allow(P.ORG_READ, user_only=True))]) -> Response:
     """Leave an organization. The last owner can't: make someone else an owner, or delete it."""
     await organizations.remove_member(session, org_id, who.user_id, None)
     await session.commit()
-    audit_target("member", who.user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
+from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.jobs import lifecycle
 from pipelines.summaries import summarize as summarization
@@ -29,6 +29,7 @@ Writer = Annotated[Principal, Depends(Allow(P.MEMORIES_WRITE))]
                         422: {"model": ErrorOut, "description": "Invalid input, `nothing_to_summarize`, or "
                                                                 "`llm_not_configured` for `mode: abstractive`"},
                         429: {"model": ErrorOut, "description": "Rate limit or a job quota reached (see `code`)"}})
+@audited("job", target=lambda result: result.id, details=lambda body: {"mode": body.mode.value})
 async def create_summary(body: SummaryCreate, session: SessionDep, who: Writer, response: Response,
                          key: IdempotencyKey = None) -> JobOut:
     """Queue a summary of a conversation: a run's memories (`run_id`, optionally narrowed by `user_id` and
@@ -44,5 +45,4 @@ async def create_summary(body: SummaryCreate, session: SessionDep, who: Writer, 
                                     total=1, key=key)
     await lifecycle.commit(session)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
-    audit_target("job", job.id, mode=body.mode.value)
     return JobOut.from_row(job)

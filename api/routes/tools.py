@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from api.errors import error_responses
-from api.context import audit_target
 from api.deps import Allow, IdempotencyKey, SessionDep
+from api.middleware.audit import audited, note_for_audit
 from api.routing import CheckedRoute
 from pipelines.jobs import lifecycle
 from pipelines.tools import registry as tools
@@ -31,6 +31,8 @@ INVALID = {422: {"model": ErrorOut, "description": "Invalid input, `schema_inval
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ToolOut,
              responses={**INVALID, 409: {"model": ErrorOut, "description": "`tool_name_taken`"}})
+@audited("tool", target=lambda result: result.id,
+         details=lambda result: {"name": result.name, "language": result.language})
 async def create_tool(body: ToolCreate, session: SessionDep, who: Writer) -> ToolOut:
     """Register a tool: `python`, `bash` or `javascript` code and the JSON Schema (draft 2020-12) of its arguments.
 
@@ -39,7 +41,6 @@ async def create_tool(body: ToolCreate, session: SessionDep, who: Writer) -> Too
     """
     row = await tools.create_tool(session, who.org_id, body)
     await session.commit()
-    audit_target("tool", row.id, name=row.name, language=row.language)
     return ToolOut.from_row(row)
 
 
@@ -60,9 +61,10 @@ async def get_tool(tool_id: uuid.UUID, session: SessionDep, who: Reader) -> Tool
 @router.patch("/{tool_id}", response_model=ToolOut,
               responses={**NOT_FOUND, **INVALID, 409: {"model": ErrorOut, "description": "`tool_name_taken`, or "
                                                         "`builtin_tool`: built-in tools can't be changed"}})
+@audited("tool", target=lambda tool_id: tool_id, failed_too=True,
+         details=lambda body: {"fields": sorted(body.model_fields_set)})
 async def update_tool(tool_id: uuid.UUID, body: ToolUpdate, session: SessionDep, who: Writer) -> ToolOut:
     """Change some fields; omitted fields stay. Jobs that have not started yet run the new version."""
-    audit_target("tool", tool_id, fields=sorted(body.model_fields_set))
     row = await tools.update_tool(session, who.org_id, tool_id, body)
     await session.commit()
     return ToolOut.from_row(row)
@@ -70,9 +72,9 @@ async def update_tool(tool_id: uuid.UUID, body: ToolUpdate, session: SessionDep,
 
 @router.delete("/{tool_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "`builtin_tool`"}})
+@audited("tool", target=lambda tool_id: tool_id, failed_too=True)
 async def delete_tool(tool_id: uuid.UUID, session: SessionDep, who: Writer) -> Response:
     """Delete a tool; queued executions of it fail with `tool_not_found`."""
-    audit_target("tool", tool_id)
     await tools.delete_tool(session, who.org_id, tool_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -85,6 +87,8 @@ async def delete_tool(tool_id: uuid.UUID, session: SessionDep, who: Writer) -> R
                                                                 "failing path), `arguments_too_large`, or "
                                                                 "`path_outside_workspace` for the file tools"},
                         429: {"model": ErrorOut, "description": "Rate limit or a job quota reached"}})
+@audited("job", target=lambda result: result.id,
+         details=lambda tool_id, tool_name: {"tool_id": str(tool_id), "tool_name": tool_name})
 async def execute_tool(tool_id: uuid.UUID, body: ToolExecute, session: SessionDep, who: Executor,
                        response: Response, key: IdempotencyKey = None) -> JobOut:
     """Run a tool with `arguments` (checked against its schema) as an `execute_tool` job.
@@ -100,5 +104,5 @@ async def execute_tool(tool_id: uuid.UUID, body: ToolExecute, session: SessionDe
     job, _ = await lifecycle.submit(session, who, kind=JobKind.EXECUTE_TOOL, payload=payload, total=1, key=key)
     await lifecycle.commit(session)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
-    audit_target("job", job.id, tool_id=str(tool_id), tool_name=payload["tool_name"])
+    note_for_audit(tool_name=payload["tool_name"])
     return JobOut.from_row(job)

@@ -1,4 +1,5 @@
-"""api/errors.py (with api/middleware.py): every failure renders as one error shape with the request id.
+"""api/errors.py (with api/middleware/request_id.py and unhandled_errors.py): every failure renders as one
+error shape with the request id.
 
 A tiny FastAPI app raises each kind of failure; TestClient drives it in-process (no sockets).
 """
@@ -15,7 +16,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
 from api.errors import install_error_handlers
-from api.middleware import RequestContext
+from api.middleware.request_id import RequestId
+from api.middleware.unhandled_errors import UnhandledErrors
 from core.errors import (AppError, BadRequest, Conflict, InvalidInput, NotFound, Overloaded, PermanentJobError,
                          TransientJobError, UpstreamUnavailable)
 from schemas.common import ErrorOut
@@ -61,7 +63,8 @@ def build_app() -> FastAPI:
     async def create_item(item: Item) -> dict:
         return item.model_dump()
 
-    app.add_middleware(RequestContext)
+    app.add_middleware(UnhandledErrors)
+    app.add_middleware(RequestId)  # outermost: the 500 of an unhandled error quotes the request id too
     return app
 
 
@@ -190,7 +193,7 @@ def test_redis_outage_is_a_503_redis_unavailable(client, name):
     assert response.headers["Retry-After"] == "5"
 
 
-# --- request ids (api/middleware.py) -------------------------------------------------------------
+# --- request ids (api/middleware/request_id.py) --------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/raise/not-found", "/raise/database", "/no/such/route"])
 def test_error_request_id_equals_the_x_request_id_header(client, path):

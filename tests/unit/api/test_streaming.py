@@ -1,10 +1,11 @@
-"""api/streaming.py: the Server-Sent Events frame format clients and Last-Event-ID depend on."""
+"""api/streaming.py: the Server-Sent Events frame format clients and Last-Event-ID depend on, and the routes
+declared streaming."""
 
 from __future__ import annotations
 
 import json
 
-from api.streaming import sse_frame
+from api.streaming import is_streaming, sse_frame
 from schemas.enums import EventType
 from schemas.events import JobEvent
 
@@ -56,3 +57,14 @@ def test_a_last_event_id_past_64_bits_is_not_a_stream_id():
     assert is_stream_id("18446744073709551615-18446744073709551615")
     assert not is_stream_id("18446744073709551616-0")
     assert not is_stream_id("0-18446744073709551616")
+
+
+def test_exactly_the_event_stream_routes_are_declared_streaming():
+    from api.app import create_app
+    from tests.unit.test_architecture import app_routes
+
+    routes = [r for r in app_routes(create_app().routes) if getattr(r, "methods", None)]
+    event_streams = {r.path_format for r in routes
+                     if "text/event-stream" in r.responses.get(200, {}).get("content", {})}
+    assert event_streams == {"/api/v1/jobs/{job_id}/events", "/api/v1/events"}
+    assert {r.path_format for r in routes if is_streaming(r)} == event_streams

@@ -1,0 +1,42 @@
+"""The last resort: an exception no handler took becomes the API's 500 (`internal_error`), logged once
+with its traceback.
+
+It sits inside the request id, access log and audit middleware, so that 500 quotes the request id,
+is logged with its status and audited like any answer. Once a response has begun (a stream) its
+status can't change: the exception goes on up and the server ends the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from api.errors import unexpected_error_response
+
+log = logging.getLogger("agentmem.access")
+
+
+class UnhandledErrors:
+    """Pure ASGI middleware: render an unhandled exception as the standard 500 body, if still possible."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting_start(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method", "WS"), scope["path"])
+            if scope["type"] != "http" or started:
+                raise
+            await unexpected_error_response()(scope, receive, send_noting_start)
