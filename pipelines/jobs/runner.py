@@ -45,7 +45,6 @@ class JobContext:
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.settings = get_settings()
         self.usage = Usage()
         self._last_event = 0.0
 
@@ -63,12 +62,12 @@ class JobContext:
         """Record progress (a checkpoint: raises JobCancelled if cancellation was requested)."""
         async with session_scope() as session:
             cancel = await jobs.record_progress(session, self.job.id, done=done, total=total, message=message,
-                                                lease_seconds=self.settings.job_lease_seconds)
+                                                lease_seconds=get_settings().job_lease_seconds)
             await session.commit()
         if cancel:
             raise JobCancelled()
         now = time.monotonic()
-        if done >= total or (now - self._last_event) * 1000 >= self.settings.progress_min_interval_ms:
+        if done >= total or (now - self._last_event) * 1000 >= get_settings().progress_min_interval_ms:
             self._last_event = now
             await publish_event(EventType.PROGRESS, self.job, {"done": done, "total": total, "message": message})
 

@@ -29,6 +29,7 @@ from core.db import session_scope
 from core.embedder import get_embedder
 from core.errors import JobCancelled, LLMNotConfigured, TransientJobError
 from core.llm import LLMClient
+from core.settings import get_settings
 from pipelines.memories import decisions, dedup, store
 from pipelines.accounts import limits
 from pipelines.memories.decisions import Operation, Plan
@@ -84,7 +85,7 @@ def clean_facts(raw: list[str], limit: int) -> list[str]:
 
 async def extract_facts(ctx: JobContext) -> dict[str, Any]:
     """Extract the conversation's facts and merge them into the scope's memories (see the module docstring)."""
-    job, settings = ctx.job, ctx.settings
+    job, settings = ctx.job, get_settings()
     if job.result is not None:
         return job.result  # an earlier attempt applied its changes (and stored this) before it was cut short
     payload = job.payload
@@ -103,7 +104,7 @@ async def extract_facts(ctx: JobContext) -> dict[str, Any]:
     await ctx.progress(1, STEPS, f"comparing {len(facts)} facts with stored memories")
     scope = dedup.Scope.of(payload)
     vectors = await get_embedder().embed(facts)
-    resolved, pending = await _compare(job.org_id, scope, facts, vectors, settings)
+    resolved, pending = await _compare(job.org_id, scope, facts, vectors)
 
     plan = Plan(operations=resolved)
     if pending:
@@ -113,9 +114,10 @@ async def extract_facts(ctx: JobContext) -> dict[str, Any]:
     return await _apply(ctx, scope, facts, plan)
 
 
-async def _compare(org_id: uuid.UUID, scope: dedup.Scope, facts: list[str], vectors: list[list[float]],
-                   settings: Any) -> tuple[list[Operation], dict[int, list[tuple[uuid.UUID, str]]]]:
+async def _compare(org_id: uuid.UUID, scope: dedup.Scope, facts: list[str], vectors: list[list[float]]
+                   ) -> tuple[list[Operation], dict[int, list[tuple[uuid.UUID, str]]]]:
     """NOOPs for duplicates, ADDs for facts like no memory, and the candidates of the facts left to decide."""
+    settings = get_settings()
     threshold = settings.dedup_similarity
     resolved: list[Operation] = []
     pending: dict[int, list[tuple[uuid.UUID, str]]] = {}

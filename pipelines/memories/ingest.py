@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from core.db import session_scope
 from core.embedder import get_embedder
+from core.settings import get_settings
 from pipelines.memories import dedup, store
 from pipelines.memories.store import content_hash, memory_id
 from pipelines.jobs.runner import JobContext
@@ -36,7 +37,7 @@ async def ingest_memories(ctx: JobContext) -> dict[str, Any]:
     done = total - len(pending)
     await ctx.progress(done, total, f"resuming: {done} already stored" if done else "embedding")
     embedder = get_embedder()
-    size = ctx.settings.ingest_chunk_size
+    size = get_settings().ingest_chunk_size
     chunks = [pending[i:i + size] for i in range(0, len(pending), size)]
     inserted = 0
     seconds = {"embed_wait": 0.0, "store": 0.0}
@@ -59,7 +60,7 @@ async def ingest_memories(ctx: JobContext) -> dict[str, Any]:
             started = time.perf_counter()
             keep, kept_vectors = chunk, vectors
             if deduplicate:
-                found = await _duplicates(job, items, chunk, vectors, ctx.settings.dedup_similarity)
+                found = await _duplicates(job, items, chunk, vectors, get_settings().dedup_similarity)
                 skipped += len(found)
                 duplicates.extend({"index": i, **found[i].as_dict()} for i in chunk if i in found)
                 keep = [i for i in chunk if i not in found]

@@ -21,6 +21,7 @@ from core.db import session_scope
 from core.embedder import get_embedder
 from core.errors import InvalidInput, LLMNotConfigured, LLMOutputInvalid, NotFound, PermanentJobError
 from core.llm import LLMClient, ProviderSettings
+from core.settings import get_settings
 from pipelines.summaries import abstractive, extractive
 from pipelines.memories import store
 from pipelines.jobs import rows as jobs
@@ -94,7 +95,7 @@ async def load_sources(session: AsyncSession, job: Any) -> list[Memory]:
 
 async def summarize(ctx: JobContext) -> dict[str, Any]:
     """Summarize the job's conversation into a new memory; a redelivered job returns the stored one."""
-    job, settings = ctx.job, ctx.settings
+    job, settings = ctx.job, get_settings()
     payload = job.payload
     summary_id = memory_id(job.id, 0)
     async with session_scope() as session:
