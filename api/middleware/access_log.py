@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+from api.middleware.base import Middleware, on_response_start
 from api.streaming import is_streaming
 from core.metrics import REQUEST_LATENCY
 
@@ -17,27 +18,19 @@ log = logging.getLogger("agentmem.access")
 PROBES = ("/healthz", "/readyz", "/metrics")
 
 
-class AccessLog:
-    """Pure ASGI middleware: time each HTTP request and log it once it has ended."""
+class AccessLog(Middleware):
+    """Time each HTTP request and log it once it has ended."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
         started = time.perf_counter()
         status = 500  # unless a response began: an exception went up past every handler
 
-        async def send_noting_status(message) -> None:
+        async def note_status(message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+            status = message["status"]
 
         try:
-            await self.app(scope, receive, send_noting_status)
+            await self.app(scope, receive, on_response_start(send, note_status))
         finally:
             route = scope.get("route")
             template = getattr(route, "path_format", None) or "unmatched"

@@ -34,6 +34,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.middleware.base import Middleware, on_response_start
 from core.db import session_scope
 from core.errors import infrastructure_errors
 from core.logging import request_id_var
@@ -194,26 +195,22 @@ async def write_audit(scope, description: Description | None, status_code: int) 
         log.error("audit entry for %s %s not written: %s", scope.get("method"), scope["path"], exc)
 
 
-class AuditLog:
-    """Pure ASGI middleware: record each mutating HTTP request as its route declares, before answering."""
+class AuditLog(Middleware):
+    """Record each mutating HTTP request as its route declares, before answering."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] not in MUTATING:
+    async def handle(self, scope, receive, send) -> None:
+        if scope["method"] not in MUTATING:
             await self.app(scope, receive, send)
             return
         pending = _Pending()
 
-        async def send_after_audit(message) -> None:
-            if message["type"] == "http.response.start" and declaration_of(scope.get("route")).recorded:
+        async def record_before_answering(message) -> None:
+            if declaration_of(scope.get("route")).recorded:
                 # Before the response leaves: a client that saw the answer can read its audit entry.
                 await write_audit(scope, pending.description, message["status"])
-            await send(message)
 
         token = _pending.set(pending)
         try:
-            await self.app(scope, receive, send_after_audit)
+            await self.app(scope, receive, on_response_start(send, record_before_answering))
         finally:
             _pending.reset(token)

@@ -8,25 +8,18 @@ them already (a 429 brings its own, with `Retry-After`).
 
 from __future__ import annotations
 
+from api.middleware.base import Middleware, on_response_start
 
-class RateLimitHeaders:
-    """Pure ASGI middleware: send the rate budget authentication found with the response."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+class RateLimitHeaders(Middleware):
+    """Send the rate budget authentication found with the response."""
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
+        async def add_budget(message) -> None:
+            budget = scope.get("state", {}).get("rate_limit_headers", {})
+            headers = message.setdefault("headers", [])
+            present = {name.lower() for name, _ in headers}
+            headers.extend((name.encode(), value.encode()) for name, value in budget.items()
+                           if name.lower().encode() not in present)
 
-        async def send_with_budget(message) -> None:
-            if message["type"] == "http.response.start":
-                budget = scope.get("state", {}).get("rate_limit_headers", {})
-                headers = message.setdefault("headers", [])
-                present = {name.lower() for name, _ in headers}
-                headers.extend((name.encode(), value.encode()) for name, value in budget.items()
-                               if name.lower().encode() not in present)
-            await send(message)
-
-        await self.app(scope, receive, send_with_budget)
+        await self.app(scope, receive, on_response_start(send, add_budget))

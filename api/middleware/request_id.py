@@ -7,31 +7,26 @@ from __future__ import annotations
 import re
 import uuid
 
+from api.middleware.base import Middleware, on_response_start
 from core.logging import request_id_var
 
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class RequestId:
-    """Pure ASGI middleware: give the request its id, and the response its `X-Request-ID` header."""
+class RequestId(Middleware):
+    """Give the request (or WebSocket) its id, and the response its `X-Request-ID` header."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    scope_types = ("http", "websocket")
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
-        async def send_with_id(message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-            await send(message)
+        async def add_id(message) -> None:
+            message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
 
         token = request_id_var.set(request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, on_response_start(send, add_id))
         finally:
             request_id_var.reset(token)

@@ -6,30 +6,23 @@ from __future__ import annotations
 
 import time
 
+from api.middleware.base import Middleware, on_response_start
 from core.timing import Timings, timings_var
 
 
-class ServerTiming:
-    """Pure ASGI middleware: collect the stages of each HTTP request and report them with its response."""
+class ServerTiming(Middleware):
+    """Collect the stages of each HTTP request and report them with its response."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
         timings = Timings()
         started = time.perf_counter()
 
-        async def send_with_timings(message) -> None:
-            if message["type"] == "http.response.start":
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                message.setdefault("headers", []).append((b"server-timing", timings.header(elapsed_ms).encode()))
-            await send(message)
+        async def add_timings(message) -> None:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            message.setdefault("headers", []).append((b"server-timing", timings.header(elapsed_ms).encode()))
 
         token = timings_var.set(timings)
         try:
-            await self.app(scope, receive, send_with_timings)
+            await self.app(scope, receive, on_response_start(send, add_timings))
         finally:
             timings_var.reset(token)

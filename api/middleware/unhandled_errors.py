@@ -10,29 +10,25 @@ from __future__ import annotations
 
 import logging
 
+from api.middleware.base import Middleware, on_response_start
 from api.errors import unexpected_error_response
 
 log = logging.getLogger("agentmem.access")
 
 
-class UnhandledErrors:
-    """Pure ASGI middleware: render an unhandled exception as the standard 500 body, if still possible."""
+class UnhandledErrors(Middleware):
+    """Render an unhandled exception as the standard 500 body, if still possible."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    scope_types = ("http", "websocket")
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
         started = False
 
-        async def send_noting_start(message) -> None:
+        async def note_start(message) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+            started = True
 
+        send_noting_start = on_response_start(send, note_start)
         try:
             await self.app(scope, receive, send_noting_start)
         except Exception:
