@@ -93,8 +93,38 @@ def shared_buffers_mb(total_mb: int | None = None) -> int:
     return max(256, min(2048, total_mb // 4))
 
 
+class _LocalServer:
+    """What both local servers share: a child process (or a server a previous run left) to watch and stop."""
+
+    process: subprocess.Popen | None
+    pid: int | None
+
+    def alive(self) -> bool:
+        """Whether the server runs; reaps it if it was our child and died."""
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.pid is not None
+
+    def ended(self) -> str:
+        """How the server ended, once `alive()` said it did."""
+        return _ended(self.process) or "gone"
+
+    def _stop_child(self, sig: int, *, timeout: float) -> None:
+        """Stop the server if this process started it: `sig`, then a kill after `timeout` seconds."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(_LocalServer):
     """A PostgreSQL cluster in `data_dir/postgres`, reachable over TCP on 127.0.0.1."""
 
     name = "PostgreSQL"
@@ -189,16 +219,6 @@ class EmbeddedPostgres:
         except (OSError, ValueError, IndexError):
             return None
 
-    def alive(self) -> bool:
-        """Whether the server runs; reaps it if it was our child and died."""
-        if self.process is not None:
-            return self.process.poll() is None
-        return self.pid is not None
-
-    def ended(self) -> str:
-        """How the server ended, once `alive()` said it did."""
-        return _ended(self.process) or "gone"
-
     def start(self, timeout: float = 120) -> str:
         """Initialise the cluster if needed, start it (or reuse a running one) and return its URL.
 
@@ -263,20 +283,11 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server if this process started it (fast shutdown: sessions end, data is flushed)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        self._stop_child(signal.SIGINT, timeout=60)
 
 
 @dataclass
-class EmbeddedRedis:
+class EmbeddedRedis(_LocalServer):
     """A Valkey server with its append-only file in `data_dir/redis`, on 127.0.0.1."""
 
     name = "Valkey"
@@ -302,16 +313,6 @@ class EmbeddedRedis:
         except (OSError, ValueError):
             return None
         return pid if pid and _pid_alive(pid) else None
-
-    def alive(self) -> bool:
-        """Whether the server runs; reaps it if it was our child and died."""
-        if self.process is not None:
-            return self.process.poll() is None
-        return self.pid is not None
-
-    def ended(self) -> str:
-        """How the server ended, once `alive()` said it did."""
-        return _ended(self.process) or "gone"
 
     def start(self, timeout: float = 30) -> str:
         """Start Valkey (or reuse the one a previous run left) and return its URL.
@@ -355,13 +356,4 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Stop the server if this process started it (Valkey flushes its append-only file on SIGTERM)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        self._stop_child(signal.SIGTERM, timeout=15)
