@@ -24,6 +24,8 @@ FORBIDDEN_IMPORTS: dict[str, frozenset[str]] = {
     # Pipelines run the same from a route, an actor, a CLI or a test: no web or queue framework.
     "pipelines": frozenset({"workers", "api", "cli", "fastapi", "starlette", "dramatiq"}),
     "workers": frozenset({"api", "cli"}),
+    # The API sends jobs by name (core/queue.py): importing the actors would build a worker's broker.
+    "api": frozenset({"workers", "cli"}),
 }
 
 # Only core/settings.py reads the environment; cli/up.py and cli/main.py copy it whole into the
@@ -269,3 +271,29 @@ def test_every_openapi_operation_has_a_description(app):
     assert operations
     missing = [f"{method} {path}" for method, path, op in operations if not op.get("description", "").strip()]
     assert not missing, "OpenAPI operations without a description:\n" + "\n".join(missing)
+
+
+# Features: one name in every layer where they appear (STYLE: a newcomer finds a feature by its name).
+FEATURE_PACKAGES = {"accounts", "agents", "blocks", "jobs", "llm", "memories", "summaries", "tools"}
+SHARED_PIPELINE_MODULES = {"pages.py", "splitting.py"}
+
+
+def test_pipelines_are_feature_packages_plus_a_few_shared_modules():
+    root = ROOT / "pipelines"
+    packages = {p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.name for p in root.glob("*.py")} - {"__init__.py"}
+    assert packages == FEATURE_PACKAGES
+    assert modules == SHARED_PIPELINE_MODULES, "a new pipeline module belongs in its feature's package"
+
+
+def test_each_pipelines_unit_test_sits_beside_its_module_name():
+    tests = ROOT / "tests" / "unit" / "pipelines"
+    for test in tests.rglob("test_*.py"):
+        folder = test.parent.relative_to(tests)
+        module = ROOT / "pipelines" / folder / test.name.removeprefix("test_")
+        assert module.exists(), f"{relative(test)} tests no pipelines/{folder}/{module.name}"
+
+
+@pytest.mark.parametrize("feature", ["agents", "blocks", "jobs", "llm", "memories", "summaries", "tools"])
+def test_a_feature_with_routes_has_the_same_name_in_api_routes(feature):
+    assert (ROOT / "api" / "routes" / f"{feature}.py").exists()
