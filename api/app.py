@@ -9,12 +9,25 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.deps import document_permissions
 from api.errors import install_error_handlers
 from api.middleware import install_middleware
-from api.deps import document_permissions
-from api.routes import admin, api_keys, audit, auth, health, jobs, llm, memories, organizations, summaries, ws
-from api.routes import tools
-from api.routes import agents, blocks
+from api.routes import (
+    admin,
+    agents,
+    api_keys,
+    audit,
+    auth,
+    blocks,
+    health,
+    jobs,
+    llm,
+    memories,
+    organizations,
+    summaries,
+    tools,
+    ws,
+)
 from core.db import dispose_engine
 from core.embedder import embed_queries_with, warm_up
 from core.redis import close_redis

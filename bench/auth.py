@@ -25,8 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BenchError, System, finish_run, machine_load, percentile, run_against,  # noqa: E402
-                          table)
+from bench.common import BenchError, System, finish_run, machine_load, percentile, run_against, table  # noqa: E402
 
 
 async def signed_in_user(client: httpx.AsyncClient, owner: dict[str, str]) -> dict[str, str]:

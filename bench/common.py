@@ -61,7 +61,7 @@ class System:
     api_key: str = ""
 
     @classmethod
-    def on(cls, data_dir: Path | None, workers: int, keep_data: bool = False) -> "System":
+    def on(cls, data_dir: Path | None, workers: int, keep_data: bool = False) -> System:
         """A system on a fresh temporary data dir, or on `data_dir` (created if need be, always kept:
         a benchmark run again on it reuses what the last run stored)."""
         if data_dir is None:
@@ -331,7 +331,7 @@ class JobWatcher:
         self._task: asyncio.Task | None = None
         self.stream_error: BaseException | None = None
 
-    async def __aenter__(self) -> "JobWatcher":
+    async def __aenter__(self) -> JobWatcher:
         self._task = asyncio.create_task(self._follow())
         # The server reads the stream position as it handles the GET; give it a moment before the caller
         # submits. A missed `queued` event does not matter; terminal events come long after.
@@ -421,7 +421,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def fmt(row: list[str], header: bool) -> str:
-        parts = [c.rjust(w) if not header and NUMBER.match(c) else c.ljust(w) for c, w in zip(row, widths)]
+        parts = [c.rjust(w) if not header and NUMBER.match(c) else c.ljust(w)
+                 for c, w in zip(row, widths, strict=False)]
         return "  ".join(parts).rstrip()
 
     lines = [fmt(cells[0], True), "  ".join("-" * w for w in widths)]

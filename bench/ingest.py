@@ -28,8 +28,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BenchError, finish_run, JobWatcher, System, corpus, fetch_jobs,  # noqa: E402
-                          machine_load, run_against, table)
+from bench.common import (  # noqa: E402
+    BenchError,
+    JobWatcher,
+    System,
+    corpus,
+    fetch_jobs,
+    finish_run,
+    machine_load,
+    run_against,
+    table,
+)
 
 MAX_ITEMS = 10_000
 RAW_CHUNK = 256

@@ -26,8 +26,18 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (TERMINAL, BenchError, finish_run, JobWatcher, System, fetch_jobs,  # noqa: E402
-                          machine_load, percentile, run_against, table)
+from bench.common import (  # noqa: E402
+    TERMINAL,
+    BenchError,
+    JobWatcher,
+    System,
+    fetch_jobs,
+    finish_run,
+    machine_load,
+    percentile,
+    run_against,
+    table,
+)
 from cli.sse import aevents  # noqa: E402
 
 
@@ -188,7 +198,7 @@ def job_timeline(published: dict[str | None, tuple[str, str, float]]) -> dict[st
         if not all(ts.get(k) for k in ("queued", "started", "progress", "succeeded")):
             continue
         marks = [min(ts["queued"]), min(ts["started"]), min(ts["progress"]), max(ts["progress"]), max(ts["succeeded"])]
-        for phase, a, b in zip(PHASES, marks, marks[1:]):
+        for phase, a, b in zip(PHASES, marks, marks[1:], strict=False):
             out[phase].append(b - a)
     return out
 

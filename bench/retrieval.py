@@ -34,8 +34,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (LONGMEMEVAL, BenchError, JobWatcher, System, finish_run, machine_load,  # noqa: E402
-                          percentile, run_against, table)
+from bench.common import (  # noqa: E402
+    LONGMEMEVAL,
+    BenchError,
+    JobWatcher,
+    System,
+    finish_run,
+    machine_load,
+    percentile,
+    run_against,
+    table,
+)
 
 MODES = ("vector", "text", "hybrid")
 METRICS = ["recall_any@5", "recall_any@10", "recall_all@5", "ndcg@10", "turn_recall@10"]
@@ -51,7 +60,7 @@ def items_of(record: dict) -> tuple[list[dict], set[tuple[str, int]]]:
     """One memory per turn, and the (session, turn) keys of the answer turns."""
     items, answers = [], set()
     for session_id, date, turns in zip(record["haystack_session_ids"], record["haystack_dates"],
-                                       record["haystack_sessions"]):
+                                       record["haystack_sessions"], strict=True):
         for i, turn in enumerate(turns):
             content = turn["content"].strip()[:MAX_CHARS]
             if not content:
@@ -198,7 +207,8 @@ def cross_validate(per_case: dict[str, dict[str, dict[str, float]]], questions: 
         candidates = [label for label in swept if label.startswith(f"hybrid {family}")]
         held_out, picks = [], []
         for i in (0, 1):
-            best = max(candidates, key=lambda label: (lambda m: m["recall_all@5"] + m["ndcg@10"])(mean(label, folds[i])))
+            best = max(candidates,
+                       key=lambda label: (lambda m: m["recall_all@5"] + m["ndcg@10"])(mean(label, folds[i])))
             picks.append(best.removeprefix(f"hybrid {family} "))
             held_out.append(mean(best, folds[1 - i]))
         avg = {m: (held_out[0][m] + held_out[1][m]) / 2 for m in METRICS}

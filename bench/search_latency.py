@@ -86,7 +86,7 @@ async def seed(dsn: str, org_id: str, texts: list[str], vectors: np.ndarray, sco
     conn = await asyncpg.connect(dsn)
     try:
         buffer = io.StringIO()
-        for i, (text, vector) in enumerate(zip(texts, vectors)):
+        for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
             user = SCOPE if i < scoped else f"bench-user-{i % 100}"
             vec = "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
             digest = uuid.uuid5(uuid.NAMESPACE_OID, text).hex

@@ -107,7 +107,8 @@ def ingest_file(path: Path, *, api_url: str, api_key: str | None, batch_size: in
 
 def _wait_for_jobs(api_url: str, api_key: str | None, job_ids: list[str], total: int) -> int:
     finished: dict[str, dict] = {}
-    with httpx.Client(base_url=api_url, timeout=30, headers=auth_headers(api_key)) as client, tqdm(total=total, unit="mem", desc="stored") as bar:
+    with (httpx.Client(base_url=api_url, timeout=30, headers=auth_headers(api_key)) as client,
+          tqdm(total=total, unit="mem", desc="stored") as bar):
         while len(finished) < len(job_ids):
             done = 0
             for job_id in job_ids:

@@ -164,7 +164,8 @@ class OpenAIModel:
             raise TransientJobError(f"embedding endpoint unavailable: {exc}", code="embedding_unavailable") from exc
         except openai.APIStatusError as exc:
             if exc.status_code >= 500:
-                raise TransientJobError(f"embedding endpoint error {exc.status_code}", code="embedding_unavailable") from exc
+                raise TransientJobError(f"embedding endpoint error {exc.status_code}",
+                                        code="embedding_unavailable") from exc
             raise PermanentJobError(f"embedding endpoint rejected the request ({exc.status_code}): {exc.message}",
                                     code="embedding_rejected") from exc
         vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
@@ -289,7 +290,8 @@ def get_embedder() -> BatchingEmbedder:
     global _embedder
     if _embedder is None:
         settings = get_settings()
-        _embedder = BatchingEmbedder(get_model().encode, settings.embedding_batch_size, settings.embedding_batch_wait_ms)
+        _embedder = BatchingEmbedder(get_model().encode, settings.embedding_batch_size,
+                                     settings.embedding_batch_wait_ms)
     return _embedder
 
 

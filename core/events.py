@@ -14,8 +14,8 @@ from typing import Any
 
 from core.redis import get_redis, get_stream_redis
 from core.settings import get_settings
-from schemas.events import JobEvent
 from schemas.enums import EventType
+from schemas.events import JobEvent
 
 PREFIX = "agentmem:events"
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")

@@ -27,8 +27,7 @@ import openai
 from pydantic import TypeAdapter, ValidationError
 
 from core.errors import LLMOutputInvalid, URLNotAllowed
-from core.llm_retry import (UnusableAnswer, is_retryable, is_transport_error, map_error, parse_retry_after,
-                            retrying)
+from core.llm_retry import UnusableAnswer, is_retryable, is_transport_error, map_error, parse_retry_after, retrying
 from core.outbound import guarded_client
 
 __all__ = ["ChatResult", "LLMClient", "ProviderSettings", "StreamEvent", "ToolCall", "Usage", "is_retryable",

@@ -12,8 +12,6 @@ message still in the broker?" is one HEXISTS before the scheduler re-sends a sta
 
 from __future__ import annotations
 
-from typing import Optional
-
 import redis
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
@@ -40,7 +38,7 @@ QUEUES: dict[JobKind, str] = {
 class JobBroker(RedisBroker):
     """RedisBroker whose Redis message id is the Dramatiq message id (the job id)."""
 
-    def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
         queue_name = message.queue_name
         # Safe to reuse: a retry moves to the delay queue (another hash) before the original is acked.
         message = message.copy(options={"redis_message_id": message.message_id})

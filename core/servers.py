@@ -161,7 +161,8 @@ class EmbeddedPostgres(_LocalServer):
     def _run(self, args: list[str], user: str | None, timeout: float = 60) -> str:
         proc = subprocess.run(args, user=user, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
-            raise RuntimeError(f"{Path(args[0]).name} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+            output = proc.stderr.strip() or proc.stdout.strip()
+            raise RuntimeError(f"{Path(args[0]).name} failed ({proc.returncode}): {output}")
         return proc.stdout
 
     def _prepare_dirs(self, user: str | None) -> None:

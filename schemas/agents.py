@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.inputs import Metadata
 from schemas.blocks import BlockOut
+from schemas.inputs import Metadata
 
 MAX_TEMPLATE_CHARS = 50_000
 MAX_SYSTEM_CHARS = 100_000

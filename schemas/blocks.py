@@ -131,8 +131,9 @@ class BlockVersionOut(BaseModel):
 
 class BlockRevert(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1, le=INT32_MAX, description="The version whose label, value, limit and description come back "
-                         "(as a new version: history is never rewritten).")
+    version: int = Field(ge=1, le=INT32_MAX,
+                         description="The version whose label, value, limit and description come back "
+                                     "(as a new version: history is never rewritten).")
 
 
 class BlockRewriteIn(BaseModel):

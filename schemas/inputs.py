@@ -132,8 +132,8 @@ _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
 # Letters of other scripts that look like Latin ones (Unicode TR39's confusables, the part that
 # matters for names: Cyrillic and Greek), mapped before case folding so both cases map right.
 _LOOK_ALIKES = str.maketrans({
-    **dict(zip("АВЕЅІЈКМНОРСТХУаеіјорсхуѕԁһӏԛԝүҽ", "ABESIJKMHOPCTXYaeijopcxysdhlqwye")),
-    **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαικνορτυχ", "ABEZHIKMNOPTYXaikvoptux")),
+    **dict(zip("АВЕЅІЈКМНОРСТХУаеіјорсхуѕԁһӏԛԝүҽ", "ABESIJKMHOPCTXYaeijopcxysdhlqwye", strict=True)),
+    **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαικνορτυχ", "ABEZHIKMNOPTYXaikvoptux", strict=True)),
 })
 _SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
 

@@ -41,7 +41,8 @@ class JobOut(BaseModel):
     status: JobStatus
     progress: JobProgress
     result: dict[str, Any] | None = None
-    error: JobError | None = Field(default=None, description="The last error: final when failed, the latest while retrying.")
+    error: JobError | None = Field(default=None,
+                                   description="The last error: final when failed, the latest while retrying.")
     attempts: int = Field(description="How many times a worker has started this job.")
     max_attempts: int
     cancel_requested: bool
@@ -56,7 +57,7 @@ class JobOut(BaseModel):
     finished_at: datetime | None = None
 
     @classmethod
-    def from_row(cls, job: Any) -> "JobOut":
+    def from_row(cls, job: Any) -> JobOut:
         return cls(
             id=job.id, kind=job.kind, status=job.status,
             progress=JobProgress(done=job.progress_done, total=job.progress_total, message=job.progress_message),

@@ -22,8 +22,8 @@ def provider_problem(kind: str, base_url: str | None, api_version: str | None) -
     if kind == "azure" and not base_url:
         return "an azure provider needs `base_url`: the resource endpoint, https://<resource>.openai.azure.com"
     if kind == "openai_compatible" and not base_url:
-        return ("an openai_compatible provider needs `base_url`, e.g. https://llm.example.com/v1 (a server on a private "
-                "address must be allowed with AGENTMEM_OUTBOUND_ALLOW)")
+        return ("an openai_compatible provider needs `base_url`, e.g. https://llm.example.com/v1 "
+                "(a server on a private address must be allowed with AGENTMEM_OUTBOUND_ALLOW)")
     return None
 
 
@@ -39,7 +39,8 @@ def _check_url(value: str | None) -> str | None:
 class LlmConfigCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: ConfigName = Field(description="Unique in the organization, compared by look (case, width, accents, "
-                                         "look-alike letters); invisible and direction-changing characters are refused.")
+                                         "look-alike letters); invisible and direction-changing characters "
+                                         "are refused.")
     provider: ProviderKind = Field(default="openai_compatible",
                                    description="`openai`, `azure` (needs `api_version`) or `openai_compatible`.")
     model: str = Field(min_length=1, max_length=200, description="Chat model name (for Azure, the deployment).")

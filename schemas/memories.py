@@ -35,7 +35,7 @@ class MemoryIn(BaseModel):
                                   "it is kept in the memory's metadata as `role`.")
 
     @model_validator(mode="after")
-    def _content_not_blank(self) -> "MemoryIn":
+    def _content_not_blank(self) -> MemoryIn:
         if not self.content.strip():
             raise ValueError("content must contain non-whitespace text")
         return self
@@ -60,7 +60,7 @@ class MemoryBatchIn(BaseModel):
                                                          "in the batch.")
 
     @model_validator(mode="after")
-    def _one_conversation(self) -> "MemoryBatchIn":
+    def _one_conversation(self) -> MemoryBatchIn:
         if not self.infer:
             return self
         scopes = {(i.user_id or self.user_id, i.agent_id or self.agent_id, i.run_id or self.run_id)
@@ -85,7 +85,7 @@ class MemoryUpdate(BaseModel):
                                                                  f"{METADATA_HELP}")
 
     @model_validator(mode="after")
-    def _something_to_change(self) -> "MemoryUpdate":
+    def _something_to_change(self) -> MemoryUpdate:
         if self.content is None and self.metadata is None:
             raise ValueError("give `content`, `metadata` or both")
         if self.content is not None and not self.content.strip():
@@ -107,7 +107,7 @@ class MemoryOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, m: Any) -> "MemoryOut":
+    def from_row(cls, m: Any) -> MemoryOut:
         return cls(
             id=m.id, content=m.content, metadata=m.meta, user_id=m.user_id, agent_id=m.agent_id,
             run_id=m.run_id, content_hash=m.content_hash,
@@ -137,7 +137,7 @@ class MemoryHistoryOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def from_row(cls, h: Any) -> "MemoryHistoryOut":
+    def from_row(cls, h: Any) -> MemoryHistoryOut:
         return cls(id=h.id, memory_id=h.memory_id, version=h.version, event=h.event, old_content=h.old_content,
                    new_content=h.new_content, metadata=h.meta, job_id=h.job_id, actor=h.actor,
                    created_at=h.created_at)

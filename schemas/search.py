@@ -28,7 +28,7 @@ class Condition(BaseModel):
     value: Any
 
     @model_validator(mode="after")
-    def _value_fits_op(self) -> "Condition":
+    def _value_fits_op(self) -> Condition:
         if self.op in ("in", "nin") and (not isinstance(self.value, list) or not 1 <= len(self.value) <= 100):
             raise ValueError(f"`{self.op}` needs a list of 1 to 100 values")
         if self.op in ("gt", "gte", "lt", "lte") and (isinstance(self.value, bool)
@@ -59,7 +59,7 @@ class FilterGroup(BaseModel):
     any_of: list[FilterNode] | None = Field(default=None, alias="OR", min_length=1, max_length=50)
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "FilterGroup":
+    def _one_kind(self) -> FilterGroup:
         if (self.all_of is None) == (self.any_of is None):
             raise ValueError("a filter group has exactly one of AND or OR")
         return self
@@ -128,7 +128,7 @@ class MemorySearchIn(BaseModel):
     cursor: Annotated[str | None, Field(max_length=500, description="From `next_cursor`: the next hits.")] = None
 
     @model_validator(mode="after")
-    def _bounded_filters(self) -> "MemorySearchIn":
+    def _bounded_filters(self) -> MemorySearchIn:
         if isinstance(self.filters, FilterGroup) and self.filters.size() > MAX_FILTER_NODES:
             raise ValueError(f"filters may hold at most {MAX_FILTER_NODES} conditions and groups")
         if self.mode == "text" and self.feedback not in (None, False):

@@ -21,10 +21,12 @@ class ToolLimits(BaseModel):
     """Resource limits of one execution; an omitted one takes the service default (`AGENTMEM_TOOL_*`)."""
 
     model_config = ConfigDict(extra="forbid")
-    cpu_seconds: int | None = Field(default=None, ge=1, le=INT32_MAX, description="CPU time (RLIMIT_CPU); past it: `cpu_limit`.")
+    cpu_seconds: int | None = Field(default=None, ge=1, le=INT32_MAX,
+                                    description="CPU time (RLIMIT_CPU); past it: `cpu_limit`.")
     memory_mb: int | None = Field(default=None, ge=16, le=INT32_MAX, description="Address space (RLIMIT_AS); past it: "
                                   "`memory_limit`. JavaScript: the V8 heap limit.")
-    processes: int | None = Field(default=None, ge=1, le=INT32_MAX, description="Processes and threads of the execution at once.")
+    processes: int | None = Field(default=None, ge=1, le=INT32_MAX,
+                                  description="Processes and threads of the execution at once.")
     file_size_mb: int | None = Field(default=None, ge=1, le=INT32_MAX, description="Largest file the tool may write.")
     open_files: int | None = Field(default=None, ge=16, le=INT32_MAX, description="Open file descriptors.")
 

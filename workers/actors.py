@@ -10,16 +10,16 @@ import uuid
 
 import dramatiq
 
+import workers.broker  # noqa: F401  (makes the worker's broker Dramatiq's, before the actors below declare on it)
 from core.errors import PermanentJobError
 from core.queue import QUEUES
 from core.settings import get_settings
-from pipelines.memories import ingest as embedding, extraction
-from pipelines.summaries import summarize as summarization
-from pipelines.tools import execute
 from pipelines.blocks import rewrite as block_rewrite
 from pipelines.jobs.runner import run_job
+from pipelines.memories import extraction, ingest as embedding
+from pipelines.summaries import summarize as summarization
+from pipelines.tools import execute
 from schemas.enums import JobKind
-import workers.broker  # noqa: F401  (makes the worker's broker Dramatiq's, before the actors below declare on it)
 
 _settings = get_settings()
 _options = dict(

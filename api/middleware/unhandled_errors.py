@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from api.middleware.base import Middleware, on_response_start
 from api.errors import unexpected_error_response
+from api.middleware.base import Middleware, on_response_start
 
 log = logging.getLogger("agentmem.access")
 

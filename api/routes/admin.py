@@ -7,16 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api.errors import error_responses
 from api.deps import Allow, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.accounts import organizations, users
 from schemas.accounts import PasswordResetOut, UserAdminUpdate, UserOut
 from schemas.common import Page
 from schemas.organizations import LimitsUpdate, OrganizationOut
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
+from schemas.permissions import Permission as P, Principal
 
 router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/admin", tags=["admin"], responses=error_responses(
     401, 403, 404, 422, 429, 503, e401="Not signed in", e403="Only service administrators (superusers)",

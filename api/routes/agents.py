@@ -9,19 +9,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import error_responses
 from api.deps import Allow, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
-from pipelines.agents import store as agents, prompts
+from pipelines.agents import prompts, store as agents
 from schemas.agents import AgentCreate, AgentOut, AgentUpdate, PromptBlock, PromptOut
 from schemas.blocks import BlockOut
 from schemas.common import ErrorOut, Page
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
+from schemas.permissions import Permission as P, Principal
 from schemas.tables import Agent
 
-router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/agents", tags=["agents"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/agents", tags=["agents"],
+                   responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.AGENTS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.AGENTS_WRITE))]
 BlockReader = Annotated[Principal, Depends(Allow(P.BLOCKS_READ))]

@@ -7,19 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
-from api.errors import error_responses
 from api.deps import Allow, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.accounts import api_keys
 from schemas.common import ErrorOut
 from schemas.organizations import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
+from schemas.permissions import Permission as P, Principal
 
 router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/api-keys", tags=["api keys"], responses=error_responses(
-    401, 403, 422, 429, 503, e403="Needs `keys:manage`; or the key's role is above yours (`role_too_high`), or its permissions "
-         "are not all yours (`scope_not_held`)"))
+    401, 403, 422, 429, 503, e403="Needs `keys:manage`; or the key's role is above yours (`role_too_high`), "
+         "or its permissions are not all yours (`scope_not_held`)"))
 KeyManager = Annotated[Principal, Depends(Allow(P.KEYS_MANAGE))]
 
 

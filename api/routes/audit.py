@@ -7,14 +7,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from api.errors import error_responses
 from api.deps import Allow, SessionDep
+from api.errors import error_responses
 from api.routing import CheckedRoute
 from pipelines.accounts import audit
 from schemas.common import Page
 from schemas.organizations import AuditLogOut
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
+from schemas.permissions import Permission as P, Principal
 
 router = APIRouter(route_class=CheckedRoute, prefix="/api/v1", tags=["audit"], responses=error_responses(
     401, 403, 422, 429, 503, e403="Needs `audit:read` (admins and owners)"))

@@ -9,19 +9,30 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from api.errors import error_responses
 from api.deps import Allow, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited, note_for_audit
 from api.routing import CheckedRoute
 from core.errors import BadRequest
 from core.settings import get_settings
 from pipelines.accounts import auth, limits, organizations, users
-from schemas.accounts import (LoginIn, LogoutIn, MembershipOut, MeOut, MeUpdate, PasswordResetIn, RefreshIn,
-                              RegisterIn, TokenOut, UserOut)
+from schemas.accounts import (
+    LoginIn,
+    LogoutIn,
+    MembershipOut,
+    MeOut,
+    MeUpdate,
+    PasswordResetIn,
+    RefreshIn,
+    RegisterIn,
+    TokenOut,
+    UserOut,
+)
 from schemas.common import ErrorOut
 from schemas.permissions import Principal
 
-router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/auth", tags=["auth"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/auth", tags=["auth"],
+                   responses=error_responses(401, 422, 429, 503))
 SignedIn = Annotated[Principal, Depends(Allow(None))]
 Me = Annotated[Principal, Depends(Allow(None, user_only=True))]
 

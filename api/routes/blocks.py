@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import error_responses
 from api.deps import Allow, IdempotencyKey, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited, note_for_audit
 from api.routing import CheckedRoute
 from core.errors import InvalidInput
@@ -29,12 +29,12 @@ from schemas.blocks import (
 from schemas.common import ErrorOut, Page
 from schemas.enums import JobKind
 from schemas.jobs import JobOut
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
+from schemas.permissions import Permission as P, Principal
 from schemas.tables import Block
 
 log = logging.getLogger(__name__)
-router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/blocks", tags=["blocks"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/blocks", tags=["blocks"],
+                   responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.BLOCKS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.BLOCKS_WRITE))]
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such block in your organization"}}
@@ -73,8 +73,9 @@ async def _check_strategy(session: AsyncSession, org_id: uuid.UUID, strategy: Re
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BlockOut,
-             responses={422: {"model": ErrorOut, "description": "Invalid input, `block_too_long`, or "
-                                                                "`llm_not_configured` for `rewrite_strategy: summarize`"}})
+             responses={422: {"model": ErrorOut,
+                              "description": "Invalid input, `block_too_long`, or "
+                                             "`llm_not_configured` for `rewrite_strategy: summarize`"}})
 @audited("block", target=lambda result: result.id, details=lambda result: {"label": result.label})
 async def create_block(body: BlockCreate, session: SessionDep, who: Writer, response: Response) -> BlockOut:
     """Create a block (version 1). Attach it to agents with `POST /api/v1/agents/{id}/blocks/{block_id}`.

@@ -7,9 +7,9 @@ import time
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from api.routing import CheckedRoute
 from sqlalchemy import text
 
+from api.routing import CheckedRoute
 from core import queue
 from core.db import ping_database, session_scope
 from core.errors import infrastructure_errors
@@ -47,7 +47,8 @@ async def readyz() -> JSONResponse:
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
         checks["workers"] = {"ok": False, "seen": None}
     ready = all(c["ok"] for c in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                        status_code=200 if ready else 503)
 
 
 DURATIONS_SQL = text(

@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import StreamingResponse
 
-from api.errors import error_responses
 from api.deps import Allow, AllowStream, SessionDep, can_follow
+from api.errors import error_responses
 from api.middleware.audit import audited
-from api.streaming import sse_response, streams
 from api.routing import CheckedRoute
+from api.streaming import sse_response, streams
 from core.errors import NotFound
 from pipelines.accounts import auth
 from pipelines.jobs import follow as progress, lifecycle, rows as jobs
@@ -20,8 +20,7 @@ from schemas.common import ErrorOut, Page
 from schemas.enums import JobKind, JobStatus
 from schemas.jobs import JobOut
 from schemas.organizations import StreamTokenIn, StreamTokenOut
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
+from schemas.permissions import Permission as P, Principal
 
 router = APIRouter(route_class=CheckedRoute, prefix="/api/v1", tags=["jobs"], responses=error_responses(
     401, 403, 404, 422, 429, 503, e404="No such job in your organization"))
@@ -34,7 +33,8 @@ SSE_DOC = {200: {"content": {"text/event-stream": {}}, "description": "A stream 
 
 
 @router.get("/jobs", response_model=Page[JobOut])
-async def list_jobs(session: SessionDep, who: Reader, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+async def list_jobs(session: SessionDep, who: Reader,
+                    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
                     kind: JobKind | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                     cursor: Annotated[str | None, Query(max_length=500)] = None) -> Page[JobOut]:
     """List your organization's jobs, newest first, filtered by status and kind."""

@@ -7,15 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from api.errors import error_responses
 from api.deps import Allow, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.llm import configs as llm_configs
 from schemas.common import ErrorOut
 from schemas.llm import LlmConfigCreate, LlmConfigOut, LlmConfigUpdate
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
+from schemas.permissions import Permission as P, Principal
 
 router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/llm/configs", tags=["llm"], responses=error_responses(
     401, 403, 422, 429, 503, e403="Needs `llm:manage` (admins and owners)"))

@@ -8,22 +8,22 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from api.admission import SearchSlot
-from api.errors import error_responses
 from api.deps import Allow, IdempotencyKey, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited, not_audited
 from api.routing import CheckedRoute
-from pipelines.memories import history, store as memories, search
 from pipelines.jobs import lifecycle, rows as jobs
 from pipelines.llm.configs import require_provider
+from pipelines.memories import history, search, store as memories
 from schemas.common import ErrorOut, Page
 from schemas.enums import JobKind
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
 from schemas.jobs import JobOut
 from schemas.memories import MemoryBatchIn, MemoryHistoryOut, MemoryOut, MemoryUpdate, MemoryUpdateOut
+from schemas.permissions import Permission as P, Principal
 from schemas.search import HitExplanation, MemorySearchIn, SearchHit, SearchOut
 
-router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/memories", tags=["memories"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/memories", tags=["memories"],
+                   responses=error_responses(401, 403, 422, 429, 503))
 ScopeQuery = Annotated[str | None, Query(min_length=1, max_length=255)]
 Reader = Annotated[Principal, Depends(Allow(P.MEMORIES_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.MEMORIES_WRITE))]

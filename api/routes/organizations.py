@@ -7,19 +7,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from api.errors import error_responses
 from api.deps import Allow, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.accounts import organizations, users
 from schemas.common import ErrorOut
-from schemas.organizations import (MemberAdd, MemberOut, MemberUpdate, OrganizationCreate, OrganizationOut,
-                                   OrganizationUpdate)
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal, Role
+from schemas.organizations import (
+    MemberAdd,
+    MemberOut,
+    MemberUpdate,
+    OrganizationCreate,
+    OrganizationOut,
+    OrganizationUpdate,
+)
+from schemas.permissions import Permission as P, Principal, Role
 
-router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/organizations", tags=["organizations"], responses=error_responses(
-    401, 403, 404, 422, 429, 503, e404="No such organization among yours"))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/organizations", tags=["organizations"],
+                   responses=error_responses(401, 403, 404, 422, 429, 503, e404="No such organization among yours"))
 
 
 def _out(org, role: Role | str | None) -> OrganizationOut:

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from api.errors import error_responses
 from api.deps import Allow, IdempotencyKey, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.jobs import lifecycle
@@ -15,11 +15,11 @@ from pipelines.summaries import summarize as summarization
 from schemas.common import ErrorOut
 from schemas.enums import JobKind
 from schemas.jobs import JobOut
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
+from schemas.permissions import Permission as P, Principal
 from schemas.summaries import SummaryCreate
 
-router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/summaries", tags=["summaries"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/summaries", tags=["summaries"],
+                   responses=error_responses(401, 403, 422, 429, 503))
 Writer = Annotated[Principal, Depends(Allow(P.MEMORIES_WRITE))]
 
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from api.errors import error_responses
 from api.deps import Allow, IdempotencyKey, SessionDep
+from api.errors import error_responses
 from api.middleware.audit import audited, note_for_audit
 from api.routing import CheckedRoute
 from pipelines.jobs import lifecycle
@@ -16,11 +16,11 @@ from pipelines.tools import registry as tools
 from schemas.common import ErrorOut
 from schemas.enums import JobKind
 from schemas.jobs import JobOut
-from schemas.permissions import Permission as P
-from schemas.permissions import Principal
+from schemas.permissions import Permission as P, Principal
 from schemas.tools import ToolCreate, ToolExecute, ToolOut, ToolUpdate
 
-router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/tools", tags=["tools"], responses=error_responses(401, 403, 422, 429, 503))
+router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/tools", tags=["tools"],
+                   responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.TOOLS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.TOOLS_WRITE))]
 Executor = Annotated[Principal, Depends(Allow(P.TOOLS_EXECUTE))]

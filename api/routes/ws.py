@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import uuid
-
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,8 +29,8 @@ def check_grant(granter: Principal, role: Role, scopes: list[Permission] | None)
                         code="scope_not_held", details={"missing": missing})
 
 
-async def create_key(session: AsyncSession, org_id: uuid.UUID, *, name: str, role: Role, scopes: list[Permission] | None,
-                     expires_at: datetime | None, created_by: str | None,
+async def create_key(session: AsyncSession, org_id: uuid.UUID, *, name: str, role: Role,
+                     scopes: list[Permission] | None, expires_at: datetime | None, created_by: str | None,
                      granter: Principal | None = None) -> tuple[ApiKey, NewApiKey]:
     """A new key for the organization, within what `granter` holds (None: the CLI). Returns (row, secret)."""
     if granter is not None:
@@ -57,7 +57,8 @@ async def revoke_key(session: AsyncSession, org_id: uuid.UUID, key_id: uuid.UUID
                      revoker: Role | None = None) -> ApiKey:
     """Revoke a key of the organization (idempotent); the next request with it is refused. As with members,
     nobody revokes a key of a role above their own (`revoker`; None: the CLI)."""
-    row = (await session.execute(select(ApiKey).where(ApiKey.id == key_id, ApiKey.org_id == org_id))).scalar_one_or_none()
+    row = (await session.execute(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.org_id == org_id))).scalar_one_or_none()
     if row is None:
         raise NotFound(f"API key {key_id} not found", details={"key_id": str(key_id)})
     if revoker is not None and not can_grant(revoker, Role(row.role)):
@@ -80,7 +81,7 @@ async def find_by_prefix(session: AsyncSession, prefix: str) -> tuple[ApiKey, Or
 
 async def touch(session: AsyncSession, key: ApiKey) -> None:
     """Record use, at most once a minute per key (not a write per request)."""
-    if key.last_used_at is not None and key.last_used_at > datetime.now(timezone.utc) - TOUCH_EVERY:
+    if key.last_used_at is not None and key.last_used_at > datetime.now(UTC) - TOUCH_EVERY:
         return
     await session.execute(update(ApiKey).where(
         ApiKey.id == key.id,

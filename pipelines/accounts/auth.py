@@ -7,15 +7,14 @@ user or a removed membership stops working on the very next request.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound, Unauthorized
-from core.security import (api_key_matches, api_key_prefix, decode_token, encode_token, is_token_revoked,
-                           revoke_token)
+from core.security import api_key_matches, api_key_prefix, decode_token, encode_token, is_token_revoked, revoke_token
 from core.settings import get_settings
 from pipelines.accounts import api_keys, organizations
 from schemas.permissions import ActorType, Permission, Principal, Role, permissions_for
@@ -31,7 +30,7 @@ async def principal_from_api_key(session: AsyncSession, secret: str) -> Principa
         raise Unauthorized("the API key is not valid", code="api_key_invalid")
     if row.revoked_at is not None:
         raise Unauthorized("the API key was revoked", code="api_key_revoked")
-    if row.expires_at is not None and row.expires_at <= datetime.now(timezone.utc):
+    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
         raise Unauthorized("the API key has expired", code="api_key_expired")
     if org is None:
         raise Unauthorized("the API key's organization was deleted", code="api_key_revoked")
@@ -150,7 +149,7 @@ async def principal_from_stream_token(session: AsyncSession, token: str) -> Prin
         row = await api_keys.find_key(session, uuid.UUID(actor_id))
         if row is None or row.revoked_at is not None:
             raise Unauthorized("the API key behind this stream token was revoked", code="api_key_revoked")
-        if row.expires_at is not None and row.expires_at <= datetime.now(timezone.utc):
+        if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
             raise Unauthorized("the API key behind this stream token has expired", code="api_key_expired")
     else:
         user = await _live_user(session, actor_id, claims["iat"])

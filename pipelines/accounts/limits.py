@@ -91,7 +91,8 @@ async def organization_limits(session: AsyncSession, org_id: uuid.UUID) -> dict[
                                 "jobs_per_minute": settings.quota_jobs_per_minute,
                                 "concurrent_jobs": settings.quota_concurrent_jobs,
                                 "batch_items": settings.quota_batch_items}
-    overrides = (await session.execute(select(Organization.limits).where(Organization.id == org_id))).scalar_one_or_none()
+    overrides = (await session.execute(
+        select(Organization.limits).where(Organization.id == org_id))).scalar_one_or_none()
     return defaults | (overrides or {})
 
 
@@ -135,7 +136,8 @@ async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKi
         stored, pending = await _memory_usage(session, org_id)
         if stored + pending + wanted > limits["max_memories"]:
             raise _quota("quota_max_memories", f"storing {wanted} more memories would exceed the organization's "
-                         f"{limits['max_memories']} ({stored} stored, {pending} in flight)", limits["max_memories"], 403)
+                         f"{limits['max_memories']} ({stored} stored, {pending} in flight)",
+                         limits["max_memories"], 403)
 
 
 MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.SUMMARIZE)

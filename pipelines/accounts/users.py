@@ -55,7 +55,8 @@ async def authenticate(session: AsyncSession, login: str, password: str) -> User
     """The account for a username (or email) and password; one error for every mismatch."""
     key = login.lower()
     user = (await session.execute(select(User).where(
-        User.deleted_at.is_(None), (func.lower(User.username) == key) | (func.lower(User.email) == key)))).scalars().first()
+        User.deleted_at.is_(None),
+        (func.lower(User.username) == key) | (func.lower(User.email) == key)))).scalars().first()
     if not verify_password(password, user.password_hash if user else None):
         raise Unauthorized("wrong username or password", code="invalid_credentials")
     if not user.is_active:
@@ -65,7 +66,8 @@ async def authenticate(session: AsyncSession, login: str, password: str) -> User
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     """A live account, or NotFound."""
-    user = (await session.execute(select(User).where(User.id == user_id, User.deleted_at.is_(None)))).scalar_one_or_none()
+    user = (await session.execute(
+        select(User).where(User.id == user_id, User.deleted_at.is_(None)))).scalar_one_or_none()
     if user is None:
         raise NotFound(f"user {user_id} not found", details={"user_id": str(user_id)})
     return user

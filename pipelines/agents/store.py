@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound
+from pipelines.agents.prompts import validate_template
 from pipelines.blocks import store as block_rows
 from pipelines.pages import newest_first
-from pipelines.agents.prompts import validate_template
 from schemas.agents import AgentCreate, AgentUpdate
 from schemas.tables import Agent, AgentBlock, Block
 

@@ -22,15 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import session_scope
 from core.embedder import get_embedder
-from core.errors import (Conflict, Forbidden, LLMNotConfigured, LLMOutputInvalid, TooManyRequests,
-                         TransientJobError)
+from core.errors import Conflict, Forbidden, LLMNotConfigured, LLMOutputInvalid, TooManyRequests, TransientJobError
 from core.llm import LLMClient, ProviderSettings
 from core.settings import get_settings
 from pipelines.blocks import store as blocks, strategies as rewriting
-from pipelines.summaries.abstractive import max_tokens_for
-from pipelines.llm.configs import provider_for, require_provider
 from pipelines.jobs import lifecycle
 from pipelines.jobs.runner import JobContext
+from pipelines.llm.configs import provider_for, require_provider
+from pipelines.summaries.abstractive import max_tokens_for
 from schemas.blocks import RewriteStrategy
 from schemas.enums import JobKind, JobStatus
 from schemas.permissions import Principal
@@ -103,7 +102,8 @@ async def rewrite_block(ctx: JobContext) -> dict[str, Any]:
     job, settings = ctx.job, get_settings()
     block_id = uuid.UUID(job.payload["block_id"])
     async with session_scope() as session:
-        applied = (await session.execute(select(BlockVersion).where(BlockVersion.job_id == job.id))).scalar_one_or_none()
+        applied = (await session.execute(
+            select(BlockVersion).where(BlockVersion.job_id == job.id))).scalar_one_or_none()
     if applied is not None:  # a redelivered message: the rewrite is already in
         return _result(applied.meta, version=applied.version, attempts=applied.meta.get("attempt"))
     attempts = max(1, settings.block_rewrite_attempts)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.summaries.extractive import DUPLICATE_SIMILARITY, centrality
 from pipelines.splitting import split_sentences
+from pipelines.summaries.extractive import DUPLICATE_SIMILARITY, centrality
 
 ELLIPSIS = "…"
 

@@ -79,7 +79,8 @@ async def follow_job(org_id: uuid.UUID, job_id: uuid.UUID, last_event_id: str | 
                 return
 
 
-async def _finish_terminal(key: str, job_out: JobOut, org_id: uuid.UUID, last_event_id: str | None, position: str) -> AsyncIterator[JobEvent]:
+async def _finish_terminal(key: str, job_out: JobOut, org_id: uuid.UUID, last_event_id: str | None,
+                           position: str) -> AsyncIterator[JobEvent]:
     """For a finished job: the events the client missed, ending with the terminal one."""
     if last_event_id is None:
         stored = [e for e in await events.history(key, count=10) if e.type.terminal]

@@ -17,8 +17,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.db import session_scope
-from core.errors import (AppError, JobCancelled, PermanentJobError, TransientJobError, UpstreamUnavailable,
-                         infrastructure_errors)
+from core.errors import (
+    AppError,
+    JobCancelled,
+    PermanentJobError,
+    TransientJobError,
+    UpstreamUnavailable,
+    infrastructure_errors,
+)
 from core.llm import Usage
 from core.logging import job_id_var, request_id_var
 from core.settings import get_settings

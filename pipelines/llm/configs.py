@@ -73,9 +73,10 @@ async def create_config(session: AsyncSession, org_id: uuid.UUID, data: LlmConfi
     await _name_free(session, org_id, data.name)
     if data.is_default:
         await _unset_default(session, org_id)
-    row = LlmConfig(org_id=org_id, name=data.name, name_key=name_key(data.name), provider=data.provider, base_url=data.base_url,
-                    chat_model=data.model, api_version=data.api_version, max_concurrency=data.max_concurrency,
-                    timeout_seconds=data.timeout_seconds, max_retries=data.max_retries, is_default=data.is_default)
+    row = LlmConfig(org_id=org_id, name=data.name, name_key=name_key(data.name), provider=data.provider,
+                    base_url=data.base_url, chat_model=data.model, api_version=data.api_version,
+                    max_concurrency=data.max_concurrency, timeout_seconds=data.timeout_seconds,
+                    max_retries=data.max_retries, is_default=data.is_default)
     _set_key(row, data.api_key.get_secret_value() if data.api_key else None)
     session.add(row)
     await _flush(session, data.name)

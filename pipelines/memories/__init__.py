@@ -1,1 +1,2 @@
-"""Memories: the store and its history, batch ingest, fact extraction, duplicate detection, and search (vector, BM25, fused)."""
+"""Memories: the store and its history, batch ingest, fact extraction, duplicate detection, and search
+(vector, BM25, fused)."""

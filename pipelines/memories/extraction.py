@@ -30,12 +30,12 @@ from core.embedder import get_embedder
 from core.errors import JobCancelled, LLMNotConfigured, TransientJobError
 from core.llm import LLMClient
 from core.settings import get_settings
-from pipelines.memories import decisions, dedup, store
 from pipelines.accounts import limits
-from pipelines.memories.decisions import Operation, Plan
-from pipelines.llm.configs import HOW_TO_CONFIGURE, provider_for
-from pipelines.memories.store import content_hash
 from pipelines.jobs.runner import JobContext
+from pipelines.llm.configs import HOW_TO_CONFIGURE, provider_for
+from pipelines.memories import decisions, dedup, store
+from pipelines.memories.decisions import Operation, Plan
+from pipelines.memories.store import content_hash
 from schemas.enums import MemoryEvent
 from schemas.extraction import ExtractedFacts, MemoryDecisions
 from schemas.memories import MAX_CONTENT_CHARS

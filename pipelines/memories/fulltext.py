@@ -62,7 +62,7 @@ async def term_statistics(session: AsyncSession) -> TermStatistics:
     if row is not None and row[0]:
         lexemes, freqs = row
         # ts_typanalyze appends the minimum and maximum frequency (and the null fraction) after the list.
-        frequencies = {lexeme: float(f) for lexeme, f in zip(lexemes, freqs)}
+        frequencies = {lexeme: float(f) for lexeme, f in zip(lexemes, freqs, strict=False)}
         floor = min(frequencies.values())
     _stats = TermStatistics(frequencies, floor, time.monotonic())
     return _stats

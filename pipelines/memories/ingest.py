@@ -16,9 +16,9 @@ from sqlalchemy import select
 from core.db import session_scope
 from core.embedder import get_embedder
 from core.settings import get_settings
+from pipelines.jobs.runner import JobContext
 from pipelines.memories import dedup, store
 from pipelines.memories.store import content_hash, memory_id
-from pipelines.jobs.runner import JobContext
 from schemas.tables import Memory
 
 # Duplicates listed one by one in a job's result; beyond, only counted.
@@ -94,7 +94,7 @@ async def _duplicates(job, items: list[dict[str, Any]], chunk: list[int], vector
     digests = [content_hash(c) for c in contents]
     found: dict[int, dedup.Match] = {}
     async with session_scope() as session:
-        exact = await dedup.exact_matches(session, job.org_id, list(zip(scopes, digests)))
+        exact = await dedup.exact_matches(session, job.org_id, list(zip(scopes, digests, strict=True)))
         for n, i in enumerate(chunk):
             if (scopes[n], digests[n]) in exact:
                 found[i] = dedup.Match(exact[(scopes[n], digests[n])], "exact", 1.0)

@@ -102,7 +102,8 @@ async def vector_statement(session: AsyncSession, vector: list[float], clauses: 
     else:
         await prepare_hnsw(session, limit)
         order = distance
-    return select(Memory.id, distance.label("d")).where(*clauses, Memory.embedding.is_not(None)).order_by(order).limit(limit)
+    return (select(Memory.id, distance.label("d")).where(*clauses, Memory.embedding.is_not(None))
+            .order_by(order).limit(limit))
 
 
 async def prepare_hnsw(session: AsyncSession, limit: int) -> None:
@@ -222,7 +223,7 @@ def refine(query_vector: list[float], feedback: list[list[float]], weight: float
     """Rocchio's refinement: the query's embedding plus `weight` × the mean of the feedback embeddings,
     normalized (cosine ignores length, but it keeps scores comparable)."""
     n = len(feedback)
-    mixed = [q + weight * sum(column) / n for q, column in zip(query_vector, zip(*feedback))]
+    mixed = [q + weight * sum(column) / n for q, column in zip(query_vector, zip(*feedback, strict=True), strict=True)]
     norm = math.sqrt(sum(x * x for x in mixed)) or 1.0
     return [x / norm for x in mixed]
 

@@ -22,14 +22,14 @@ from core.embedder import get_embedder
 from core.errors import InvalidInput, LLMNotConfigured, LLMOutputInvalid, NotFound, PermanentJobError
 from core.llm import LLMClient, ProviderSettings
 from core.settings import get_settings
-from pipelines.summaries import abstractive, extractive
-from pipelines.memories import store
-from pipelines.jobs import rows as jobs
 from pipelines.accounts import limits
-from pipelines.llm.configs import provider_for, require_provider
-from pipelines.memories.store import content_hash, memory_id
+from pipelines.jobs import rows as jobs
 from pipelines.jobs.runner import JobContext
+from pipelines.llm.configs import provider_for, require_provider
+from pipelines.memories import store
+from pipelines.memories.store import content_hash, memory_id
 from pipelines.splitting import split_long, split_sentences
+from pipelines.summaries import abstractive, extractive
 from schemas.summaries import SummaryCreate, SummaryMode
 from schemas.tables import Memory
 

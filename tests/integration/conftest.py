@@ -13,11 +13,11 @@ from sqlalchemy import text
 
 from core.db import dispose_engine, session_scope, set_database_url
 from core.migrate import upgrade_database
-from core.settings import get_settings
 from core.redis import close_redis, set_redis_url
-from tests.support.stack import Stack, start_services
+from core.settings import get_settings
 from schemas.permissions import Role
 from tests.support.clients import api_client
+from tests.support.stack import Stack, start_services
 from tests.support.tenants import Tenant, make_tenant
 
 pytestmark = pytest.mark.integration
@@ -109,7 +109,8 @@ async def as_role(stack, tenant, address):
     clients = []
 
     def make(role: Role = Role.OWNER, of: Tenant = tenant, headers: dict[str, str] | None = None):
-        clients.append(api_client(stack.api_url, address=address, headers=of.headers(role) if headers is None else headers))
+        clients.append(api_client(stack.api_url, address=address,
+                                  headers=of.headers(role) if headers is None else headers))
         return clients[-1]
 
     yield make

@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from schemas.permissions import Role
-from tests.support.accounts import bearer, craft_token, sign_in, unsigned_token
-from tests.support.accounts import login_allowance  # noqa: F401 (a fixture)
+from tests.support.accounts import (
+    bearer,
+    craft_token,
+    login_allowance,  # noqa: F401 (a fixture)
+    sign_in,
+    unsigned_token,
+)
 from tests.support.tenants import make_user
 
 pytestmark = pytest.mark.usefixtures("login_allowance")
@@ -364,7 +369,7 @@ async def test_an_expired_key_is_refused(anonymous, tenant, db):
 
 
 async def test_a_key_with_a_future_expiry_works(anonymous, tenant):
-    expires = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    expires = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     key = await create_key(anonymous, tenant.headers(), role="viewer", expires_at=expires)
     assert (await anonymous.get("/api/v1/memories", headers=bearer(key["key"]))).status_code == 200
 
@@ -412,7 +417,7 @@ async def test_the_key_secret_is_shown_once_and_listings_never_show_it(anonymous
 async def test_last_used_at_is_set_once_a_key_is_used(anonymous, tenant):
     key = await create_key(anonymous, tenant.headers(), role="viewer")
     assert key["last_used_at"] is None
-    before = datetime.now(timezone.utc) - timedelta(seconds=5)
+    before = datetime.now(UTC) - timedelta(seconds=5)
     assert (await anonymous.get("/api/v1/memories", headers=bearer(key["key"]))).status_code == 200
     listed = {k["id"]: k for k in (await anonymous.get("/api/v1/api-keys", headers=tenant.headers())).json()}
     last_used = datetime.fromisoformat(listed[key["id"]]["last_used_at"])

@@ -46,7 +46,8 @@ async def test_bad_ingest_is_rejected_and_stores_nothing(client, db, name, body,
 
 async def test_malformed_json_is_a_400(client, db):
     before = await job_and_memory_counts(db)
-    response = await client.post("/api/v1/memories", content=b'{"items": [', headers={"content-type": "application/json"})
+    response = await client.post("/api/v1/memories", content=b'{"items": [',
+                                 headers={"content-type": "application/json"})
     assert_error_shape(response, 400, "malformed_json")
     assert await job_and_memory_counts(db) == before
 

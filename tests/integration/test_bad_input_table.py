@@ -135,8 +135,8 @@ async def test_an_integer_beyond_its_column_is_a_422_not_a_500(owner):
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "1e400"])
 async def test_non_finite_numbers_in_metadata_and_filters_are_refused(owner, tenant, db, raw):
     before = await state_of(db, tenant.org_id)
-    ingest = '{"items": [{"content": "a finite memory", "metadata": {"score": %s}}]}' % raw
-    search = ('{"query": "q", "filters": {"field": "metadata.score", "op": "gt", "value": %s}}' % raw)
+    ingest = '{"items": [{"content": "a finite memory", "metadata": {"score": ' + raw + "}}]}"
+    search = '{"query": "q", "filters": {"field": "metadata.score", "op": "gt", "value": ' + raw + "}}"
     for path, body in (("/api/v1/memories", ingest), ("/api/v1/memories/search", search)):
         response = await owner.post(path, content=body, headers={"content-type": "application/json"})
         assert response.status_code == 422, response.text

@@ -104,7 +104,7 @@ async def similarity_order(server: httpx.AsyncClient, query: str, texts: list[st
     """`texts` by cosine similarity to `query`, as the job ranks its candidates (same model, same server)."""
     response = await server.post("/v1/embeddings", json={"model": "m", "input": [query, *texts]})
     vectors = [d["embedding"] for d in response.json()["data"]]
-    score = {t: sum(a * b for a, b in zip(vectors[0], v)) for t, v in zip(texts, vectors[1:])}
+    score = {t: sum(a * b for a, b in zip(vectors[0], v, strict=True)) for t, v in zip(texts, vectors[1:], strict=True)}
     return sorted(texts, key=lambda t: -score[t])
 
 

@@ -18,10 +18,10 @@ import pytest
 from core.events import org_stream
 from core.redis import get_redis
 from schemas.permissions import Role
+from tests.support.accounts import access_headers
 from tests.support.routes import WEBSOCKET, call, endpoints, fresh_ids, socket_exchange, socket_url
 from tests.support.sse import TERMINAL, finish, read_sse
 from tests.support.tenants import Account, Tenant, make_tenant, make_user
-from tests.support.accounts import access_headers
 
 ADMIN_SKIP = ("admin routes answer 403 to every non-superuser whatever the ids: "
               "test_admin_routes_are_403_for_another_orgs_owner asserts that")

@@ -20,8 +20,8 @@ from core.errors import LLMNotConfigured, LLMOutputInvalid, LLMRejected, LLMUnav
 from core.llm import LLMClient, ProviderSettings
 from core.settings import get_settings
 from pipelines.jobs import rows as jobs
-from pipelines.llm import configs as llm_configs
 from pipelines.jobs.runner import JobContext, RetryLater, run_job
+from pipelines.llm import configs as llm_configs
 from schemas.enums import JobKind
 from schemas.permissions import Role
 from tests.support.stack import TEST_JWT_SECRET

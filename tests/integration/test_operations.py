@@ -20,7 +20,8 @@ async def test_metrics_expose_latency_jobs_durations_and_queue_depth(client, sco
     job = (await client.post("/api/v1/memories", json={"items": [{"content": "metric me"}], "user_id": scope})).json()
     await finish(client, job["id"])
     text = (await client.get("/metrics")).text
-    assert 'agentmem_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/api/v1/memories",status="202"}' in text
+    assert ('agentmem_http_request_duration_seconds_bucket'
+            '{le="0.005",method="POST",route="/api/v1/memories",status="202"}') in text
     assert 'agentmem_jobs{kind="ingest_memories",status="succeeded"}' in text
     assert 'agentmem_job_duration_seconds_count{kind="ingest_memories",status="succeeded"}' in text
     assert 'agentmem_queue_depth{queue="embedding"}' in text

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 import pytest
 
 from schemas.permissions import Role
-from tests.support.accounts import bearer, sign_in
-from tests.support.accounts import login_allowance  # noqa: F401 (a fixture)
+from tests.support.accounts import (
+    bearer,
+    login_allowance,  # noqa: F401 (a fixture)
+    sign_in,
+)
 from tests.support.tenants import Account, make_user
 
 pytestmark = pytest.mark.usefixtures("login_allowance")

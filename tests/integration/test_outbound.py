@@ -21,8 +21,8 @@ from core.errors import LLMUnavailable
 from core.llm import LLMClient, ProviderSettings
 from core.settings import get_settings
 from pipelines.jobs import rows as jobs
-from pipelines.llm import configs as llm_configs
 from pipelines.jobs.runner import JobContext, run_job
+from pipelines.llm import configs as llm_configs
 from schemas.enums import JobKind
 from schemas.llm import LlmConfigCreate
 from schemas.permissions import Role

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from schemas.permissions import ROLE_ORDER, ROLE_PERMISSIONS, Permission, Role, can_grant
+from tests.support.accounts import access_headers
 from tests.support.routes import WEBSOCKET, Endpoint, call, endpoints, fresh_ids, socket_exchange, socket_url
 from tests.support.tenants import make_user
-from tests.support.accounts import access_headers
 
 CREDENTIALS = ["key", "user"]
 

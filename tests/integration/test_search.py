@@ -13,7 +13,8 @@ from tests.support.sse import finish
 
 # The embedding model reads the first 256 word pieces; the name at the end of this long memory is
 # visible to full-text search only, which is how a keyword finds what meaning misses.
-GARDEN = " ".join(["The tomatoes on the balcony grew tall this summer and the basil wanted more water than usual."] * 14)
+GARDEN = " ".join(
+    ["The tomatoes on the balcony grew tall this summer and the basil wanted more water than usual."] * 14)
 LONG = GARDEN + " The plumber Zdravko comes on Tuesday."
 PEANUTS = "I am allergic to peanuts."
 FIXTURE = [

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from schemas.permissions import Role
+from tests.support.accounts import access_headers, sign_token
 from tests.support.routes import socket_exchange, socket_url
 from tests.support.sse import TERMINAL, finish, sse_stream
 from tests.support.tenants import make_user
-from tests.support.accounts import access_headers, sign_token
 
 
 async def finished_job(client: httpx.AsyncClient, content: str = "a memory to follow") -> str:

@@ -13,9 +13,9 @@ import httpx
 
 from core.db import session_scope
 from pipelines.jobs import rows as jobs
-from pipelines.summaries import summarize as summarization
 from pipelines.jobs.runner import JobContext
 from pipelines.splitting import chunk_by_chars
+from pipelines.summaries import summarize as summarization
 from schemas.enums import JobKind, JobStatus
 from schemas.permissions import Role
 from schemas.summaries import SummaryCreate

@@ -16,7 +16,8 @@ def loopback_address() -> str:
     return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
 
 
-def api_client(base_url: str, *, address: str | None = None, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+def api_client(base_url: str, *, address: str | None = None,
+               headers: dict[str, str] | None = None) -> httpx.AsyncClient:
     """An HTTP client for the API, connecting from `address` when given."""
     transport = httpx.AsyncHTTPTransport(local_address=address) if address else None
     return httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30, read=120), headers=headers or {},

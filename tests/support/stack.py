@@ -30,7 +30,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float, proc: "Proc | None" = None) -> None:
+def wait_http(url: str, timeout: float, proc: Proc | None = None) -> None:
     """Wait until `url` answers 200, failing early if `proc` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,7 +145,7 @@ class Stack:
     api_url: str = ""
     model_url: str = ""
 
-    def start(self, workers: int = 2) -> "Stack":
+    def start(self, workers: int = 2) -> Stack:
         base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")}
         model_port = free_port()
         self.model_url = f"http://127.0.0.1:{model_port}"

@@ -62,7 +62,8 @@ def test_workers_share_one_workspace_volume_at_the_configured_path():
     worker = SERVICES["worker"]
     path = worker["environment"]["AGENTMEM_TOOL_WORKSPACE_DIR"]
     mounts = dict(reversed(volume.split(":")[:2]) for volume in worker["volumes"])
-    assert path in mounts, f"the workers' workspace directory {path} is not on a volume: files vanish with the container"
+    assert path in mounts, (f"the workers' workspace directory {path} is not on a volume: "
+                            "files vanish with the container")
     assert mounts[path] in COMPOSE["volumes"], "a named volume, shared by every worker replica"
 
 

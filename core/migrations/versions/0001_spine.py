@@ -61,7 +61,8 @@ def upgrade() -> None:
             deleted_at timestamptz,
             CONSTRAINT uq_memories_source UNIQUE (source_job_id, source_index)
         )""")
-    op.execute("CREATE INDEX ix_memories_org_created ON memories (org_id, created_at DESC, id DESC) WHERE deleted_at IS NULL")
+    op.execute("CREATE INDEX ix_memories_org_created ON memories (org_id, created_at DESC, id DESC) "
+               "WHERE deleted_at IS NULL")
     op.execute("CREATE INDEX ix_memories_org_user ON memories (org_id, user_id) WHERE deleted_at IS NULL")
     op.execute("CREATE INDEX ix_memories_org_agent ON memories (org_id, agent_id) WHERE deleted_at IS NULL")
     op.execute("CREATE INDEX ix_memories_org_run ON memories (org_id, run_id) WHERE deleted_at IS NULL")

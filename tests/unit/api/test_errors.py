@@ -18,8 +18,17 @@ from pydantic import BaseModel, Field
 from api.errors import install_error_handlers
 from api.middleware.request_id import RequestId
 from api.middleware.unhandled_errors import UnhandledErrors
-from core.errors import (AppError, BadRequest, Conflict, InvalidInput, NotFound, Overloaded, PermanentJobError,
-                         TransientJobError, UpstreamUnavailable)
+from core.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    PermanentJobError,
+    TransientJobError,
+    UpstreamUnavailable,
+)
 from schemas.common import ErrorOut
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")

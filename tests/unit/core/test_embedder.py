@@ -106,7 +106,7 @@ async def test_batching_embedder_sends_a_request_bigger_than_batch_size_whole_an
     assert big == [vector(t) for t in texts_of(1, 10)]
     assert small_a == [[0.0, 0.0]] and small_b == [[2.0, 0.0]]
     assert texts_of(1, 10) in model.batches
-    assert all(size <= 4 for batch, size in zip(model.batches, model.sizes) if batch != texts_of(1, 10))
+    assert all(size <= 4 for batch, size in zip(model.batches, model.sizes, strict=True) if batch != texts_of(1, 10))
 
 
 async def test_batching_embedder_without_wait_still_serves_every_caller(make_embedder):

@@ -16,8 +16,14 @@ import pytest
 from pydantic import BaseModel
 
 from core import llm_retry
-from core.errors import (LLMOutputInvalid, LLMRejected, LLMUnavailable, PermanentJobError, TransientJobError,
-                         URLNotAllowed)
+from core.errors import (
+    LLMOutputInvalid,
+    LLMRejected,
+    LLMUnavailable,
+    PermanentJobError,
+    TransientJobError,
+    URLNotAllowed,
+)
 from core.llm import LLMClient, ProviderSettings, ToolCall, Usage, provider_semaphore
 from core.llm_retry import RETRY_AFTER_CAP_SECONDS, backoff_seconds, parse_retry_after
 from core.outbound import GuardedTransport, OutboundPolicy, check_url, guarded_client

@@ -11,7 +11,6 @@ from dramatiq.common import current_millis, dq_name
 
 from core.queue import NAMESPACE, JobBroker
 
-
 Enqueued = list[tuple[str, str, dramatiq.Message]]
 
 

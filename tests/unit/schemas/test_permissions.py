@@ -7,8 +7,16 @@ import uuid
 
 import pytest
 
-from schemas.permissions import (ROLE_ORDER, ROLE_PERMISSIONS, ActorType, Permission, Principal, Role, can_grant,
-                                 permissions_for)
+from schemas.permissions import (
+    ROLE_ORDER,
+    ROLE_PERMISSIONS,
+    ActorType,
+    Permission,
+    Principal,
+    Role,
+    can_grant,
+    permissions_for,
+)
 
 LADDER = [Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER]
 

@@ -1,4 +1,5 @@
-"""pipelines/agents/prompts.py: agents' prompts compile through a sandboxed, bounded Jinja2 template; errors name the line."""
+"""pipelines/agents/prompts.py: agents' prompts compile through a sandboxed, bounded Jinja2 template;
+errors name the line."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""pipelines/blocks/strategies.py: the offline rewrite strategies keep whole sentences, the block's layout, and the budget."""
+"""pipelines/blocks/strategies.py: the offline rewrite strategies keep whole sentences, the block's layout,
+and the budget."""
 
 from __future__ import annotations
 

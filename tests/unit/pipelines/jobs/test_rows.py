@@ -14,7 +14,6 @@ from pipelines.jobs.rows import request_hash
 from pipelines.pages import decode_cursor, encode_cursor
 from schemas.enums import JobKind
 
-
 # --- request_hash --------------------------------------------------------------------------------
 
 def test_request_hash_is_the_same_whatever_the_key_order():

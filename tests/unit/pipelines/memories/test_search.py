@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-
 import math
+import uuid
 
 import pytest
 

@@ -1,4 +1,5 @@
-"""pipelines/summaries/extractive.py: central sentences, no repeats, within budget, in order; map-reduce for long inputs.
+"""pipelines/summaries/extractive.py: central sentences, no repeats, within budget, in order;
+map-reduce for long inputs.
 
 The embedder is a fake: a bag of content words hashed into 256 dimensions, so sentences that share
 words are similar and a near-copy is nearly identical, as with a real model, without loading one.

@@ -82,7 +82,8 @@ async def test_the_environment_is_built_from_nothing(plan):
 
 
 async def test_the_working_directory_is_fresh_and_removed_afterwards(plan):
-    first, second = await go("import os\nprint(os.getcwd())", plan=plan), await go("import os\nprint(os.getcwd())", plan=plan)
+    first = await go("import os\nprint(os.getcwd())", plan=plan)
+    second = await go("import os\nprint(os.getcwd())", plan=plan)
     assert first["stdout"] != second["stdout"]
     assert not Path(first["stdout"].strip()).exists()
 
