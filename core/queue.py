@@ -76,28 +76,32 @@ class JobBroker(RedisBroker):
         return dict(zip(names, pipe.execute(), strict=True))
 
 
+UNCONFIGURED = "redis://redis-url-not-configured.invalid:6379/0"
 _broker: JobBroker | None = None
+_broker_url: str | None = None
 
 
 def get_broker() -> JobBroker:
-    """The process's broker, built on first use, with timeouts that fail fast during outages.
+    """The process's broker for the Redis URL configured now, with timeouts that fail fast during outages.
 
-    Senders use it as it is; a worker process adds its middleware (workers/broker.py) before it
-    declares the actors.
+    Built on first use, and again if the URL changed since (a process imported before it was told
+    which server to use: a test run's collection, `agentmem up` before its Valkey started). Senders
+    use it as it is; a worker process adds its middleware (workers/broker.py) before it declares the
+    actors.
     """
-    global _broker
-    if _broker is None:
+    global _broker, _broker_url
+    try:
+        url = redis_url()
+    except RuntimeError:
+        url = UNCONFIGURED  # buildable without configuration (docs, unit tests); any use fails loudly
+    if _broker is None or url != _broker_url:
         settings = get_settings()
-        try:
-            url = redis_url()
-        except RuntimeError:
-            # Buildable without configuration (docs, unit tests); any use fails loudly on this host.
-            url = "redis://redis-url-not-configured.invalid:6379/0"
         client = redis.Redis.from_url(url, socket_timeout=settings.redis_timeout_seconds,
                                       socket_connect_timeout=settings.redis_timeout_seconds)
         _broker = JobBroker(client=client, namespace=NAMESPACE,
                             heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
                             maintenance_chance=settings.broker_maintenance_chance)
+        _broker_url = url
     return _broker
 
 

@@ -72,3 +72,17 @@ def test_a_delayed_message_long_past_its_time_is_lost_not_held(job_broker):
                        delayed_until(overdue, current_millis() - 60_000))
     assert broker.has_message("embedding", late, overdue_ms=30_000)  # a busy worker may be a little late
     assert not broker.has_message("embedding", overdue, overdue_ms=30_000)
+
+
+def test_the_broker_follows_the_redis_url_configured_when_it_is_used(monkeypatch):
+    # A process may import the workers (building a broker) before it learns which server to use.
+    from core import queue
+
+    monkeypatch.setattr(queue, "_broker", None)
+    monkeypatch.setattr(queue, "redis_url", lambda: "redis://127.0.0.1:1/0")
+    first = queue.get_broker()
+    assert queue.get_broker() is first
+    monkeypatch.setattr(queue, "redis_url", lambda: "redis://127.0.0.1:2/0")
+    second = queue.get_broker()
+    assert second is not first
+    assert second.client.connection_pool.connection_kwargs["port"] == 2

@@ -57,7 +57,7 @@ def test_each_actor_listens_where_senders_address_it(kind):
 def test_send_enqueues_the_job_id_as_message_id_and_only_argument(monkeypatch):
     stub = StubBroker()
     stub.declare_queue(queue.QUEUES[JobKind.EMBED_MEMORY])
-    monkeypatch.setattr(queue, "_broker", stub)
+    monkeypatch.setattr(queue, "get_broker", lambda: stub)
     job = Job(id=uuid.uuid4(), org_id=uuid.uuid4(), kind=JobKind.EMBED_MEMORY.value)
 
     queue.send(job.kind, job.id)
