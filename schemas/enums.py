@@ -22,6 +22,8 @@ class JobKind(StrEnum):
     SUMMARIZE = "summarize"
     BLOCK_REWRITE = "block_rewrite"
     EXECUTE_TOOL = "execute_tool"
+    AGENT_TURN = "agent_turn"
+    SUMMARIZE_CONVERSATION = "summarize_conversation"
 
 
 class EventType(StrEnum):
@@ -30,6 +32,12 @@ class EventType(StrEnum):
     STARTED = "started"
     PROGRESS = "progress"
     RETRYING = "retrying"
+    # An agent turn's stream: text as it is written, tool calls and their results, each stored message, usage.
+    TOKEN = "token"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    MESSAGE = "message"
+    USAGE = "usage"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -47,3 +55,18 @@ class MemoryEvent(StrEnum):
     UPDATE = "UPDATE"
     DELETE = "DELETE"
     NOOP = "NOOP"
+
+
+class MessageRole(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class MemoryExtraction(StrEnum):
+    """What an agent's turns teach memory: nothing, the facts they state (`infer`), or the turns themselves."""
+
+    OFF = "off"
+    FACTS = "facts"
+    TURNS = "turns"

@@ -101,6 +101,14 @@ class Agent(SQLModel, table=True):
     system: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     prompt_template: str | None = Field(default=None, sa_column=Column(Text))
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False))
+    # How the agent talks: its LLM (config, model, sampling, context window; schemas.agents.AgentLLM),
+    # the step limit of a turn, memories recalled per turn, what a turn teaches memory, its tools.
+    llm: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
+    max_steps: int = 8
+    memory_top_k: int = 5
+    memory_extraction: str = Field(default="off", sa_column=Column(String(10), nullable=False, server_default="off"))
+    tool_ids: list[uuid.UUID] = Field(default_factory=list, sa_column=Column(ARRAY(UUID(as_uuid=True)),
+                                                                             nullable=False, server_default="{}"))
     created_at: datetime = _now_column()
     updated_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
@@ -238,6 +246,12 @@ class LlmConfig(SQLModel, table=True):
     max_concurrency: int = 4
     timeout_seconds: float = 60.0
     max_retries: int = 4
+    # Limits across all workers (None: none), the model's context window, and prices per million tokens.
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    context_window: int | None = None
+    prompt_price_per_million: float | None = None
+    completion_price_per_million: float | None = None
     is_default: bool = False
     created_at: datetime = _now_column()
     updated_at: datetime = _now_column()
@@ -279,4 +293,50 @@ class Tool(SQLModel, table=True):
     limits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
     created_at: datetime = _now_column()
     updated_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Conversation(SQLModel, table=True):
+    """A conversation of an agent (with one end user, optionally); `last_seq` numbers its messages."""
+
+    __tablename__ = "conversations"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    agent_id: uuid.UUID = Field(foreign_key="agents.id")
+    user_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    title: str | None = Field(default=None, sa_column=Column(String(500)))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False))
+    last_seq: int = 0
+    # The rolling summary of messages 1..summary_upto, which the context covers instead of them.
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    summary_upto: int = 0
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Message(SQLModel, table=True):
+    """One message of a conversation; a turn's steps are keyed by (job_id, step_key), written once."""
+
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("conversation_id", "seq", name="uq_messages_seq"),
+                      UniqueConstraint("job_id", "step_key", name="uq_messages_step"))
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    conversation_id: uuid.UUID = Field(foreign_key="conversations.id")
+    agent_id: uuid.UUID
+    user_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    seq: int
+    role: str = Field(sa_column=Column(String(20), nullable=False))
+    content: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSONB))
+    tool_call_id: str | None = Field(default=None, sa_column=Column(String(200)))
+    name: str | None = Field(default=None, sa_column=Column(String(200)))
+    tokens: int = 0  # the message's estimated size in a prompt
+    prompt_tokens: int | None = None  # usage of the LLM call that wrote it (assistant messages)
+    completion_tokens: int | None = None
+    job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    step_key: str | None = Field(default=None, sa_column=Column(String(200)))
+    embedding: list[float] | None = Field(default=None, sa_column=Column(Vector()))
+    created_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
