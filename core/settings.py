@@ -156,6 +156,20 @@ class Settings(BaseSettings):
                                   "is a `template_error`.")
     prompt_render_seconds: float = Field(default=2.0, description="Longest a prompt template may render.")
 
+    # Agents: turns (pipelines/conversations)
+    agent_context_window: int = Field(default=8192, description="Context window (tokens) of a model whose agent "
+                                      "and LLM config say none.")
+    agent_answer_tokens: int = Field(default=1024, description="Tokens kept for the answer when an agent sets no "
+                                     "`max_tokens`.")
+    agent_history_max_messages: int = Field(default=400, description="Most recent messages a turn considers "
+                                            "before fitting them to the budget.")
+    agent_summary_share: float = Field(default=0.25, description="Share of the budget the summary of older "
+                                       "messages (and any not yet summarized) may take.")
+    agent_token_flush_ms: float = Field(default=15.0, description="Token deltas written within this many "
+                                        "milliseconds travel as one `token` event.")
+    agent_tool_result_chars: int = Field(default=16_000, description="Longest tool result a turn passes back to "
+                                         "the model (the rest is cut, and says so).")
+
     # Tools: sandboxed execution (pipelines/tools/sandbox.py) and the built-in file tools' workspaces
     tool_timeout_seconds: float = Field(default=30.0, description="Wall-clock timeout of a tool without its own.")
     tool_timeout_max_seconds: float = Field(default=300.0, description="Longest timeout a tool may ask for.")

@@ -9,11 +9,40 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.blocks import BlockOut
+from schemas.enums import MemoryExtraction
 from schemas.inputs import Metadata
 
 MAX_TEMPLATE_CHARS = 50_000
 MAX_SYSTEM_CHARS = 100_000
 MAX_BLOCKS_AT_CREATE = 50
+
+
+class AgentLLM(BaseModel):
+    """How the agent calls its chat model; every field optional (unset: the LLM config's, else the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    config_id: uuid.UUID | None = Field(default=None, description="The organization's LLM config to use; unset: "
+                                        "the organization's default.")
+    model: str | None = Field(default=None, min_length=1, max_length=200, description="Model name, overriding the "
+                              "config's.")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=200_000, description="Tokens kept for each answer.")
+    context_window: int | None = Field(default=None, ge=512, le=10_000_000, description="The model's context "
+                                       "window in tokens; the prompt is fitted into it less `max_tokens`.")
+
+
+CHAT_FIELDS = {
+    "llm": Field(default=None, description="The agent's chat model and its parameters."),
+    "max_steps": Field(default=None, ge=1, le=50, description="LLM calls a turn may make before it stops "
+                       "(each tool round is one)."),
+    "memory_top_k": Field(default=None, ge=0, le=50, description="Memories recalled into each turn's prompt."),
+    "memory_extraction": Field(default=None, description="What each turn teaches memory: `off`, `facts` (an "
+                               "`extract_facts` job on the turn's messages) or `turns` (the messages stored as "
+                               "memories)."),
+    "tool_ids": Field(default=None, max_length=50, description="Registered tools the agent may call (the memory "
+                      "and file tools are always available)."),
+}
 
 
 class AgentCreate(BaseModel):
@@ -30,10 +59,17 @@ class AgentCreate(BaseModel):
     metadata: Metadata = Field(default_factory=dict)
     block_ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_BLOCKS_AT_CREATE,
                                        description="Blocks to attach, in this order.")
+    llm: AgentLLM | None = CHAT_FIELDS["llm"]
+    max_steps: int | None = CHAT_FIELDS["max_steps"]
+    memory_top_k: int | None = CHAT_FIELDS["memory_top_k"]
+    memory_extraction: MemoryExtraction | None = CHAT_FIELDS["memory_extraction"]
+    tool_ids: list[uuid.UUID] | None = CHAT_FIELDS["tool_ids"]
 
     @model_validator(mode="after")
     def _unique(self) -> AgentCreate:
         self.block_ids = list(dict.fromkeys(self.block_ids))
+        if self.tool_ids is not None:
+            self.tool_ids = list(dict.fromkeys(self.tool_ids))
         return self
 
 
@@ -46,10 +82,16 @@ class AgentUpdate(BaseModel):
     system: str | None = Field(default=None, max_length=MAX_SYSTEM_CHARS)
     prompt_template: str | None = Field(default=None, max_length=MAX_TEMPLATE_CHARS)
     metadata: Metadata | None = None
+    llm: AgentLLM | None = CHAT_FIELDS["llm"]
+    max_steps: int | None = CHAT_FIELDS["max_steps"]
+    memory_top_k: int | None = CHAT_FIELDS["memory_top_k"]
+    memory_extraction: MemoryExtraction | None = CHAT_FIELDS["memory_extraction"]
+    tool_ids: list[uuid.UUID] | None = CHAT_FIELDS["tool_ids"]
 
     @model_validator(mode="after")
     def _not_null(self) -> AgentUpdate:
-        for name in ("name", "system", "metadata"):
+        for name in ("name", "system", "metadata", "llm", "max_steps", "memory_top_k", "memory_extraction",
+                     "tool_ids"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"`{name}` can't be null")
         if not self.model_fields_set:
@@ -65,6 +107,11 @@ class AgentOut(BaseModel):
     prompt_template: str | None = Field(description="null: the default template.")
     metadata: dict[str, Any]
     blocks: list[BlockOut] = Field(description="Attached blocks, in the order they were attached.")
+    llm: AgentLLM
+    max_steps: int
+    memory_top_k: int
+    memory_extraction: MemoryExtraction
+    tool_ids: list[uuid.UUID]
     created_at: datetime
     updated_at: datetime
 
@@ -72,8 +119,10 @@ class AgentOut(BaseModel):
     def from_row(cls, row: Any, blocks: list[Any]) -> AgentOut:
         return cls(id=row.id, name=row.name, description=row.description, system=row.system,
                    prompt_template=row.prompt_template, metadata=row.meta,
-                   blocks=[BlockOut.from_row(b) for b in blocks], created_at=row.created_at,
-                   updated_at=row.updated_at)
+                   blocks=[BlockOut.from_row(b) for b in blocks], llm=AgentLLM.model_validate(row.llm or {}),
+                   max_steps=row.max_steps, memory_top_k=row.memory_top_k,
+                   memory_extraction=row.memory_extraction, tool_ids=list(row.tool_ids or []),
+                   created_at=row.created_at, updated_at=row.updated_at)
 
 
 class PromptBlock(BaseModel):

@@ -20,7 +20,7 @@ from pipelines.agents.prompts import validate_template
 from pipelines.blocks import store as block_rows
 from pipelines.pages import newest_first
 from schemas.agents import AgentCreate, AgentUpdate
-from schemas.tables import Agent, AgentBlock, Block
+from schemas.tables import Agent, AgentBlock, Block, Tool
 
 
 async def get_agent(session: AsyncSession, org_id: uuid.UUID, agent_id: uuid.UUID, *,
@@ -49,12 +49,38 @@ async def blocks_of(session: AsyncSession, agent_ids: list[uuid.UUID]) -> dict[u
     return found
 
 
+CHAT_SETTINGS = ("llm", "max_steps", "memory_top_k", "memory_extraction", "tool_ids")
+
+
+def chat_columns(fields: dict) -> dict:
+    """API fields → column values (`llm` stored without its unset keys, the enum as its value)."""
+    out = dict(fields)
+    if isinstance(out.get("llm"), dict):
+        out["llm"] = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in out["llm"].items() if v is not None}
+    if out.get("memory_extraction") is not None:
+        out["memory_extraction"] = str(out["memory_extraction"])
+    return out
+
+
+async def check_tools(session: AsyncSession, org_id: uuid.UUID, tool_ids: list[uuid.UUID]) -> None:
+    """Refuse tool ids that are not the organization's live registered tools (404 `tool_not_found`)."""
+    found = set((await session.execute(select(Tool.id).where(
+        Tool.id.in_(tool_ids), Tool.org_id == org_id, Tool.deleted_at.is_(None)))).scalars())
+    missing = [str(t) for t in tool_ids if t not in found]
+    if missing:
+        raise NotFound(f"tool {missing[0]} not found in your organization", code="tool_not_found",
+                       details={"tool_ids": missing})
+
+
 async def create_agent(session: AsyncSession, org_id: uuid.UUID, data: AgentCreate) -> Agent:
     """Insert an agent (its template checked first) with the given blocks attached in order."""
     if data.prompt_template is not None:
         validate_template(data.prompt_template)
+    chat = chat_columns(data.model_dump(exclude_none=True, include=set(CHAT_SETTINGS)))
+    if data.tool_ids:
+        await check_tools(session, org_id, data.tool_ids)
     agent = Agent(org_id=org_id, name=data.name, description=data.description, system=data.system,
-                  prompt_template=data.prompt_template, meta=data.metadata)
+                  prompt_template=data.prompt_template, meta=data.metadata, **chat)
     session.add(agent)
     await session.flush()
     await session.refresh(agent)
@@ -80,6 +106,9 @@ async def update_agent(session: AsyncSession, org_id: uuid.UUID, agent_id: uuid.
         validate_template(fields["prompt_template"])
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
+    if fields.get("tool_ids"):
+        await check_tools(session, org_id, fields["tool_ids"])
+    fields = chat_columns(fields)
     return (await session.execute(
         update(Agent).where(Agent.id == agent.id).values(**fields, updated_at=text("now()"))
         .returning(Agent).execution_options(populate_existing=True))).scalar_one()

@@ -253,14 +253,14 @@ async def _meaning_side(session: AsyncSession, query: MemorySearchIn, embedding:
         return await vector_neighbours(session, refine(query_vector, found, weight), clauses, depth, n_scope), True
 
 
-async def search_memories(session: AsyncSession, org_id: uuid.UUID,
-                          query: MemorySearchIn) -> tuple[list[Hit], str | None, bool]:
+async def search_memories(session: AsyncSession, org_id: uuid.UUID, query: MemorySearchIn, *,
+                          scope: list | None = None) -> tuple[list[Hit], str | None, bool]:
     """One page of hits (with their memories loaded), the cursor of the next page, and whether
-    feedback refined the query."""
+    feedback refined the query. `scope` (SQL clauses) narrows it further, beyond what a request can say."""
     settings = get_settings()
     offset = _decode_cursor(query)
     want = min(MAX_CANDIDATES, offset + query.top_k + 1)  # one more tells whether a next page exists
-    narrowing = narrowing_clauses(query)
+    narrowing = narrowing_clauses(query) + list(scope or [])
     clauses = org_clauses(org_id) + narrowing
     depth = min(MAX_CANDIDATES, max(want, settings.search_candidates))
     # The query's embedding is computed on the model thread while the database sizes the scope and
