@@ -51,6 +51,13 @@ class ProviderSettings:
     timeout_seconds: float = 60.0
     max_retries: int = 4
     name: str = "default"
+    # Across all processes (core/llm_limits.py); None: no limit.
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    context_window: int | None = None
+    # US dollars per million tokens; None counts as 0, and with both None no cost is reported.
+    prompt_price_per_million: float | None = None
+    completion_price_per_million: float | None = None
     # Set by the operator (AGENTMEM_LLM_*), not by an organization: not subject to the outbound policy.
     trusted: bool = False
 

@@ -119,6 +119,18 @@ class Settings(BaseSettings):
     llm_max_concurrency: int = Field(default=4, description="Calls in flight per provider per process.")
     llm_timeout_seconds: float = 60.0
     llm_max_retries: int = 4
+    llm_requests_per_minute: int | None = Field(default=None, ge=1, description="Most calls per minute to the "
+                                                "service-wide provider, across all worker processes.")
+    llm_tokens_per_minute: int | None = Field(default=None, ge=1, description="Most tokens per minute to the "
+                                              "service-wide provider, across all worker processes.")
+    llm_context_window: int | None = Field(default=None, ge=512, description="Context window of the service-wide "
+                                           "provider's model, in tokens.")
+    llm_prompt_price_per_million: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="US "
+                                                       "dollars per million prompt tokens at the service-wide "
+                                                       "provider (jobs then report `usage.cost_usd`).")
+    llm_completion_price_per_million: float | None = Field(default=None, ge=0, allow_inf_nan=False,
+                                                           description="US dollars per million completion tokens "
+                                                           "at the service-wide provider.")
     encryption_key: SecretStr | None = Field(default=None, description="Key that encrypts stored provider API "
                                              "keys; unset derives one from the JWT secret.")
 

@@ -27,6 +27,28 @@ def provider_problem(kind: str, base_url: str | None, api_version: str | None) -
     return None
 
 
+# Limits and prices of a configuration: the same bounds on create and update (update also takes null: none).
+PRICE = {"ge": 0, "le": 1_000_000, "allow_inf_nan": False}
+LIMIT_FIELDS: dict[str, tuple[dict[str, Any], str]] = {
+    "requests_per_minute": ({"ge": 1, "le": 10_000_000}, "Most calls per minute to this configuration, counted "
+                            "across all worker processes; a call over it waits for the next minute, at most "
+                            "`timeout_seconds`, then fails `llm_unavailable` (retried). Unset: no limit."),
+    "tokens_per_minute": ({"ge": 1, "le": 2_000_000_000}, "Most tokens per minute (prompt and completion: "
+                          "estimated before a call, corrected by the usage the provider reports), across all worker "
+                          "processes. Unset: no limit."),
+    "context_window": ({"ge": 512, "le": 10_000_000}, "The model's context window in tokens: an agent turn's "
+                       "prompt is fitted into it. Unset: the agent's, else `AGENTMEM_AGENT_CONTEXT_WINDOW`."),
+    "prompt_price_per_million": (PRICE, "US dollars per million prompt tokens. With either price set, jobs report "
+                                 "`usage.cost_usd` (a price left unset counts as 0)."),
+    "completion_price_per_million": (PRICE, "US dollars per million completion tokens."),
+}
+
+
+def _limit_field(name: str) -> Any:
+    bounds, description = LIMIT_FIELDS[name]
+    return Field(default=None, description=description, **bounds)
+
+
 def _check_url(value: str | None) -> str | None:
     if value is None:
         return None
@@ -51,6 +73,11 @@ class LlmConfigCreate(BaseModel):
     max_concurrency: int = Field(default=4, ge=1, le=256, description="Calls in flight per worker process.")
     timeout_seconds: float = Field(default=60.0, gt=0, le=600)
     max_retries: int = Field(default=4, ge=0, le=10, description="Retries of a call on 429 / 5xx / timeouts.")
+    requests_per_minute: int | None = _limit_field("requests_per_minute")
+    tokens_per_minute: int | None = _limit_field("tokens_per_minute")
+    context_window: int | None = _limit_field("context_window")
+    prompt_price_per_million: float | None = _limit_field("prompt_price_per_million")
+    completion_price_per_million: float | None = _limit_field("completion_price_per_million")
     is_default: bool = Field(default=False, description="The organization's default (replaces the previous one).")
 
     @field_validator("base_url")
@@ -67,7 +94,8 @@ class LlmConfigCreate(BaseModel):
 
 
 class LlmConfigUpdate(BaseModel):
-    """Fields to change; omitted ones stay. `api_key: null` removes the stored key."""
+    """Fields to change; omitted ones stay. `api_key: null` removes the stored key, and null for a limit or a price
+    removes it."""
 
     model_config = ConfigDict(extra="forbid")
     name: ConfigName | None = None
@@ -79,6 +107,11 @@ class LlmConfigUpdate(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, le=256)
     timeout_seconds: float | None = Field(default=None, gt=0, le=600)
     max_retries: int | None = Field(default=None, ge=0, le=10)
+    requests_per_minute: int | None = _limit_field("requests_per_minute")
+    tokens_per_minute: int | None = _limit_field("tokens_per_minute")
+    context_window: int | None = _limit_field("context_window")
+    prompt_price_per_million: float | None = _limit_field("prompt_price_per_million")
+    completion_price_per_million: float | None = _limit_field("completion_price_per_million")
     is_default: bool | None = None
 
     @field_validator("base_url")
@@ -109,6 +142,11 @@ class LlmConfigOut(BaseModel):
     max_concurrency: int
     timeout_seconds: float
     max_retries: int
+    requests_per_minute: int | None = Field(description=LIMIT_FIELDS["requests_per_minute"][1])
+    tokens_per_minute: int | None = Field(description=LIMIT_FIELDS["tokens_per_minute"][1])
+    context_window: int | None = Field(description=LIMIT_FIELDS["context_window"][1])
+    prompt_price_per_million: float | None = Field(description=LIMIT_FIELDS["prompt_price_per_million"][1])
+    completion_price_per_million: float | None = Field(description=LIMIT_FIELDS["completion_price_per_million"][1])
     is_default: bool
     created_at: datetime
     updated_at: datetime
@@ -120,4 +158,11 @@ class LlmConfigOut(BaseModel):
                    api_key_hint=row.api_key_hint if row.api_key_encrypted is not None else None,
                    max_concurrency=row.max_concurrency, timeout_seconds=row.timeout_seconds,
                    max_retries=row.max_retries, is_default=row.is_default, created_at=row.created_at,
-                   updated_at=row.updated_at)
+                   updated_at=row.updated_at, **{name: getattr(row, name) for name in LIMIT_FIELDS})
+
+
+class LlmDefaultIn(BaseModel):
+    """Which configuration becomes the organization's default."""
+
+    model_config = ConfigDict(extra="forbid")
+    config_id: uuid.UUID = Field(description="A configuration of your organization.")

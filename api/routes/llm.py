@@ -13,7 +13,7 @@ from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.llm import configs as llm_configs
 from schemas.common import ErrorOut
-from schemas.llm import LlmConfigCreate, LlmConfigOut, LlmConfigUpdate
+from schemas.llm import LlmConfigCreate, LlmConfigOut, LlmConfigUpdate, LlmDefaultIn
 from schemas.permissions import Permission as P, Principal
 
 router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/llm/configs", tags=["llm"], responses=error_responses(
@@ -44,6 +44,30 @@ async def create_llm_config(body: LlmConfigCreate, session: SessionDep, who: Llm
 async def list_llm_configs(session: SessionDep, who: LlmManager) -> list[LlmConfigOut]:
     """Your organization's provider configurations, the default first."""
     return [LlmConfigOut.from_row(r) for r in await llm_configs.list_configs(session, who.org_id)]
+
+
+# Declared before "/{config_id}": "default" is no configuration id.
+@router.get("/default", response_model=LlmConfigOut, responses={404: {
+    "model": ErrorOut, "description": "`no_default_llm_config`: none is the default; `details.fallback` says "
+    "what jobs use instead: `service` (the service-wide provider) or `none`"}})
+async def get_default_llm_config(session: SessionDep, who: LlmManager) -> LlmConfigOut:
+    """Your organization's default provider configuration: the one jobs use when they name none.
+
+    Without one, `404 no_default_llm_config`, and `details.fallback` says what those jobs use instead:
+    `service`, the service-wide provider the operator configured, or `none` (they fail with
+    `llm_not_configured`).
+    """
+    return LlmConfigOut.from_row(await llm_configs.get_default(session, who.org_id))
+
+
+@router.put("/default", response_model=LlmConfigOut, responses=NOT_FOUND)
+@audited("llm_config", target=lambda body: body.config_id, failed_too=True, details=lambda: {"is_default": True})
+async def set_default_llm_config(body: LlmDefaultIn, session: SessionDep, who: LlmManager) -> LlmConfigOut:
+    """Make a configuration your organization's default; the previous default stops being it in the same
+    transaction. Setting the current default again changes nothing."""
+    row = await llm_configs.set_default(session, who.org_id, body.config_id)
+    await session.commit()
+    return LlmConfigOut.from_row(row)
 
 
 @router.get("/{config_id}", response_model=LlmConfigOut, responses=NOT_FOUND)

@@ -22,7 +22,7 @@ from core.llm import ProviderSettings
 from core.outbound import check_url
 from core.settings import get_settings
 from schemas.inputs import name_key
-from schemas.llm import LlmConfigCreate, LlmConfigUpdate, provider_problem
+from schemas.llm import LIMIT_FIELDS, LlmConfigCreate, LlmConfigUpdate, provider_problem
 from schemas.tables import LlmConfig
 
 LIVE = LlmConfig.deleted_at.is_(None)
@@ -76,7 +76,8 @@ async def create_config(session: AsyncSession, org_id: uuid.UUID, data: LlmConfi
     row = LlmConfig(org_id=org_id, name=data.name, name_key=name_key(data.name), provider=data.provider,
                     base_url=data.base_url, chat_model=data.model, api_version=data.api_version,
                     max_concurrency=data.max_concurrency, timeout_seconds=data.timeout_seconds,
-                    max_retries=data.max_retries, is_default=data.is_default)
+                    max_retries=data.max_retries, is_default=data.is_default,
+                    **{name: getattr(data, name) for name in LIMIT_FIELDS})
     _set_key(row, data.api_key.get_secret_value() if data.api_key else None)
     session.add(row)
     await _flush(session, data.name)
@@ -119,7 +120,8 @@ async def update_config(session: AsyncSession, org_id: uuid.UUID, config_id: uui
     for field, column in (("name", "name"), ("provider", "provider"), ("model", "chat_model"),
                           ("base_url", "base_url"), ("api_version", "api_version"),
                           ("max_concurrency", "max_concurrency"), ("timeout_seconds", "timeout_seconds"),
-                          ("max_retries", "max_retries"), ("is_default", "is_default")):
+                          ("max_retries", "max_retries"), ("is_default", "is_default"),
+                          *((name, name) for name in LIMIT_FIELDS)):
         if field in given:
             setattr(row, column, getattr(data, field))
     if "name" in given:
@@ -143,6 +145,38 @@ async def delete_config(session: AsyncSession, org_id: uuid.UUID, config_id: uui
     return row
 
 
+async def get_default(session: AsyncSession, org_id: uuid.UUID) -> LlmConfig:
+    """The organization's default configuration; NotFound `no_default_llm_config` says what jobs use instead."""
+    row = (await session.execute(select(LlmConfig).where(
+        LlmConfig.org_id == org_id, LlmConfig.is_default.is_(True), LIVE))).scalar_one_or_none()
+    if row is not None:
+        return row
+    if get_settings().llm_model:
+        raise NotFound("your organization has no default LLM config: jobs that name none use the service-wide "
+                       "provider; choose one with PUT /api/v1/llm/configs/default", code="no_default_llm_config",
+                       details={"fallback": "service"})
+    raise NotFound("your organization has no default LLM config, and the service has no provider of its own: jobs "
+                   f"that name none fail with llm_not_configured; {HOW_TO_CONFIGURE}", code="no_default_llm_config",
+                   details={"fallback": "none"})
+
+
+async def set_default(session: AsyncSession, org_id: uuid.UUID, config_id: uuid.UUID) -> LlmConfig:
+    """Make a configuration the organization's default; the previous one stops being it in the same transaction."""
+    # Lock the organization's configurations (in id order, so two calls never wait on each other crosswise):
+    # concurrent calls then run one after the other and the last wins, rather than one failing with a conflict.
+    await session.execute(select(LlmConfig.id).where(LlmConfig.org_id == org_id, LIVE)
+                          .order_by(LlmConfig.id).with_for_update())
+    row = await get_config(session, org_id, config_id)
+    if row.is_default:
+        return row
+    await _unset_default(session, org_id, keep=row.id)
+    row.is_default = True
+    row.updated_at = func.now()
+    await _flush(session, row.name)
+    await session.refresh(row)
+    return row
+
+
 def _provider_of(row: LlmConfig) -> ProviderSettings:
     try:
         api_key = decrypt_secret(row.api_key_encrypted) if row.api_key_encrypted else None
@@ -153,7 +187,8 @@ def _provider_of(row: LlmConfig) -> ProviderSettings:
     return ProviderSettings(kind=row.provider, model=row.chat_model, base_url=row.base_url, api_key=api_key,
                             api_version=row.api_version, max_concurrency=row.max_concurrency,
                             timeout_seconds=row.timeout_seconds, max_retries=row.max_retries,
-                            name=_provider_name(row.name, api_key))
+                            name=_provider_name(row.name, api_key),
+                            **{name: getattr(row, name) for name in LIMIT_FIELDS})
 
 
 def _provider_name(name: str, api_key: str | None) -> str:
@@ -177,6 +212,11 @@ def service_provider() -> ProviderSettings | None:
                             api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
                             api_version=settings.llm_api_version, max_concurrency=settings.llm_max_concurrency,
                             timeout_seconds=settings.llm_timeout_seconds, max_retries=settings.llm_max_retries,
+                            requests_per_minute=settings.llm_requests_per_minute,
+                            tokens_per_minute=settings.llm_tokens_per_minute,
+                            context_window=settings.llm_context_window,
+                            prompt_price_per_million=settings.llm_prompt_price_per_million,
+                            completion_price_per_million=settings.llm_completion_price_per_million,
                             name="service-default", trusted=True)
 
 
