@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import openai
 from pydantic import TypeAdapter, ValidationError
 
-from core.errors import LLMOutputInvalid, URLNotAllowed
+from core import llm_metrics
+from core.errors import LLMOutputInvalid, LLMUnavailable, URLNotAllowed
+from core.llm_limits import RateLimiter, Reservation, estimate_tokens
 from core.llm_retry import UnusableAnswer, is_retryable, is_transport_error, map_error, parse_retry_after, retrying
+from core.llm_types import ChatResult, ProviderSettings, StreamEvent, ToolCall, Usage
 from core.outbound import guarded_client
 
 __all__ = ["ChatResult", "LLMClient", "ProviderSettings", "StreamEvent", "ToolCall", "Usage", "is_retryable",
@@ -38,103 +42,13 @@ T = TypeVar("T")
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-@dataclass(frozen=True)
-class ProviderSettings:
-    """Where and how to reach one chat model."""
-
-    kind: Literal["openai", "azure", "openai_compatible"]
-    model: str
-    base_url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    api_version: str | None = None
-    max_concurrency: int = 4
-    timeout_seconds: float = 60.0
-    max_retries: int = 4
-    name: str = "default"
-    # Across all processes (core/llm_limits.py); None: no limit.
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    context_window: int | None = None
-    # US dollars per million tokens; None counts as 0, and with both None no cost is reported.
-    prompt_price_per_million: float | None = None
-    completion_price_per_million: float | None = None
-    # Set by the operator (AGENTMEM_LLM_*), not by an organization: not subject to the outbound policy.
-    trusted: bool = False
-
-
 @dataclass
-class Usage:
-    """Tokens spent and calls made."""
+class _Sent:
+    """An attempt that reached the provider: its answer, its count against the limits, when it started."""
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        """Prompt plus completion tokens."""
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, other: Usage) -> Usage:
-        """Add `other` to this usage in place; returns self."""
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.calls += other.calls
-        return self
-
-    def as_dict(self) -> dict[str, int]:
-        """The JSON shape stored in `jobs.usage`."""
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.total_tokens, "calls": self.calls}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
-        """Read back `as_dict` output (missing keys count as zero)."""
-        data = data or {}
-        return cls(prompt_tokens=int(data.get("prompt_tokens") or 0),
-                   completion_tokens=int(data.get("completion_tokens") or 0), calls=int(data.get("calls") or 0))
-
-
-@dataclass
-class ToolCall:
-    """A function call the model asked for; `arguments` is the raw JSON text the model wrote."""
-
-    id: str
-    name: str
-    arguments: str
-
-    def parsed(self) -> dict[str, Any]:
-        """The arguments as a dict; LLMOutputInvalid when the model wrote something else."""
-        try:
-            value = json.loads(self.arguments or "{}")
-        except json.JSONDecodeError as exc:
-            raise LLMOutputInvalid(f"tool call {self.name!r} has arguments that are not JSON: {exc}",
-                                   details={"tool": self.name, "arguments": self.arguments[:2000]}) from exc
-        if not isinstance(value, dict):
-            raise LLMOutputInvalid(f"tool call {self.name!r} has arguments that are not a JSON object",
-                                   details={"tool": self.name, "arguments": self.arguments[:2000]})
-        return value
-
-
-@dataclass
-class ChatResult:
-    """One chat completion."""
-
-    content: str | None
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish_reason: str | None = None
-    usage: Usage = field(default_factory=Usage)
-
-
-@dataclass
-class StreamEvent:
-    """One event of `LLMClient.stream`: a text delta, a complete tool call, or the end."""
-
-    type: Literal["text", "tool_call", "done"]
-    text: str | None = None
-    tool_call: ToolCall | None = None
-    finish_reason: str | None = None
-    usage: Usage | None = None
+    result: Any
+    reservation: Reservation | None
+    started: float
 
 
 # Per-process state, per event loop (an asyncio primitive or an HTTP pool belongs to one loop).
@@ -202,9 +116,10 @@ class LLMClient:
     """Chat, stream, structured output and embeddings against one provider; `usage` sums every call."""
 
     def __init__(self, provider: ProviderSettings, *, on_usage: Callable[[Usage], None] | None = None,
-                 http_client: Any = None) -> None:
+                 http_client: Any = None, limiter: RateLimiter | None = None) -> None:
         self.provider = provider
         self.usage = Usage()
+        self._limiter = limiter or RateLimiter()
         # `on_usage` hears each call's usage as it happens (e.g. `JobContext.record_usage`), so a job that
         # fails half-way still accounts for what it spent.
         self._on_usage = on_usage
@@ -220,10 +135,36 @@ class LLMClient:
         if self._on_usage is not None:
             self._on_usage(usage)
 
-    async def _call(self, make: Callable[[], Any], *, keep_permit: bool = False,
-                    usable: Callable[[Any], bool] | None = None) -> Any:
-        """Run `make()` under the provider's semaphore and timeout, retrying transient failures.
+    def _priced(self, usage: Usage) -> Usage:
+        usage.cost_usd = usage.cost(self.provider)
+        return usage
 
+    async def _reserve(self, kind: str, tokens: int | None) -> Reservation | None:
+        if tokens is None:  # embeddings: the chat model's limits are not theirs
+            return None
+        try:
+            return await self._limiter.acquire(self.provider, tokens)
+        except LLMUnavailable:
+            await llm_metrics.record_call(kind, "rate_limited")
+            raise
+
+    async def _report(self, kind: str, outcome: str, sent: _Sent, usage: Usage | None = None) -> None:
+        """Correct the attempt's token estimate with what it used, and add it to the shared metrics."""
+        if sent.reservation is not None:
+            # A failed attempt's tokens are given back; a provider that reports no usage leaves the estimate.
+            used = (usage.total_tokens or sent.reservation.tokens) if usage is not None else 0
+            await self._limiter.settle(sent.reservation, used)
+        usage = usage or Usage()
+        await llm_metrics.record_call(kind, outcome, time.monotonic() - sent.started,
+                                      prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                                      cost_usd=usage.cost_usd)
+
+    async def _call(self, make: Callable[[], Any], *, kind: str, tokens: int | None = None,
+                    keep_permit: bool = False, usable: Callable[[Any], bool] | None = None) -> _Sent:
+        """Run `make()` under the provider's per-minute limits, semaphore and timeout, retrying transient failures.
+
+        Each attempt counts against the limits with `tokens` estimated (None: not subject to them), and
+        a failed one goes to the metrics here; the caller reports the one that succeeded (`_report`).
         With `keep_permit` the caller inherits the permit on success and must release it. A result
         `usable` rejects is no API answer: retried, then reported as an unreachable provider is.
         """
@@ -232,20 +173,24 @@ class LLMClient:
         try:
             async for attempt in retrying(provider.max_retries):
                 with attempt:
+                    reservation = await self._reserve(kind, tokens)
                     # One permit per attempt, never held while sleeping between attempts.
                     await semaphore.acquire()
+                    started = time.monotonic()
                     try:
                         # The openai timeout bounds each read; this bounds the whole call.
                         async with asyncio.timeout(provider.timeout_seconds):
                             result = await make()
                         if usable is not None and not usable(result):
                             raise UnusableAnswer(f"a {type(result).__name__} that is no API answer")
-                    except BaseException:
+                    except BaseException as exc:
                         semaphore.release()
+                        if isinstance(exc, Exception):  # a cancelled call is torn down: it awaits nothing more
+                            await self._report(kind, "error", _Sent(None, reservation, started))
                         raise
                     if not keep_permit:
                         semaphore.release()
-                    return result
+                    return _Sent(result, reservation, started)
         except (openai.APIError, TimeoutError, UnusableAnswer) as exc:
             raise map_error(exc, provider) from exc
         except URLNotAllowed as exc:  # the outbound policy refused the host when connecting: never retried
@@ -258,10 +203,13 @@ class LLMClient:
         """One chat completion; tool calls come back parsed into `ToolCall`s."""
         kwargs = self._chat_kwargs(messages, tools=tools, tool_choice=tool_choice, temperature=temperature,
                                    max_tokens=max_tokens, json_mode=json_mode)
-        response = await self._call(lambda: self.openai.chat.completions.create(**kwargs),
-                                    usable=lambda r: isinstance(getattr(r, "choices", None), list))
-        usage = _usage_of(response.usage)
+        sent = await self._call(lambda: self.openai.chat.completions.create(**kwargs), kind="chat",
+                                tokens=estimate_tokens(messages, max_tokens, tools),
+                                usable=lambda r: isinstance(getattr(r, "choices", None), list))
+        response = sent.result
+        usage = self._priced(_usage_of(response.usage))
         self._count(usage)
+        await self._report("chat", "ok", sent, usage)
         if not response.choices:
             raise LLMOutputInvalid(f"LLM provider {self.provider.name!r} returned no choices")
         choice = response.choices[0]
@@ -284,7 +232,9 @@ class LLMClient:
         kwargs.update(stream=True, stream_options={"include_usage": True})
         # The permit is held for the life of the stream (the connection is busy until it ends) and given
         # back when the stream finishes, fails or the caller closes the iterator.
-        stream = await self._call(lambda: self.openai.chat.completions.create(**kwargs), keep_permit=True)
+        sent = await self._call(lambda: self.openai.chat.completions.create(**kwargs), kind="stream",
+                                tokens=estimate_tokens(messages, max_tokens, tools), keep_permit=True)
+        stream = sent.result
         semaphore = provider_semaphore(self.provider)
         try:
             parts: dict[int, dict[str, str]] = {}
@@ -308,17 +258,21 @@ class LLMClient:
                                 part["arguments"] += piece.function.arguments or ""
                         finish_reason = choice.finish_reason or finish_reason
             except Exception as exc:
+                await self._report("stream", "error", sent)
                 if not is_transport_error(exc):
                     raise
                 raise map_error(exc, self.provider) from exc
             finally:
                 await stream.close()
             if not chunks:  # not one event: whatever answered, it was no streaming API
+                await self._report("stream", "error", sent)
                 raise map_error(UnusableAnswer("an empty stream"), self.provider)
             for index in sorted(parts):
                 yield StreamEvent(type="tool_call", tool_call=ToolCall(**parts[index]))
-            usage = usage or Usage(calls=1)
+            usage = self._priced(usage or Usage(calls=1))
             self._count(usage)
+            # A stream its caller abandons reports nothing: the closing generator may await nothing more.
+            await self._report("stream", "ok", sent, usage)
             yield StreamEvent(type="done", finish_reason=finish_reason, usage=usage)
         finally:
             semaphore.release()
@@ -355,9 +309,12 @@ class LLMClient:
             except (AttributeError, TypeError, ValueError) as exc:  # openai reading a body that is no embeddings
                 raise UnusableAnswer(f"{type(exc).__name__}: {exc}") from exc
 
-        response = await self._call(create, usable=lambda r: isinstance(getattr(r, "data", None), list))
-        raw = response.usage
-        self._count(Usage(prompt_tokens=getattr(raw, "prompt_tokens", 0) or 0, calls=1))
+        # Not priced: the prices of a configuration are its chat model's.
+        sent = await self._call(create, kind="embed", usable=lambda r: isinstance(getattr(r, "data", None), list))
+        response = sent.result
+        usage = Usage(prompt_tokens=getattr(response.usage, "prompt_tokens", 0) or 0, calls=1)
+        self._count(usage)
+        await self._report("embed", "ok", sent, usage)
         return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
 
     def _chat_kwargs(self, messages: list[dict], *, tools: list[dict] | None, tool_choice: Any,

@@ -35,6 +35,13 @@ def get_redis() -> Redis:
     return _command_client
 
 
+def configured_redis() -> Redis | None:
+    """`get_redis()`, or None in a process given no Redis URL (unit tests): for what may be skipped without one."""
+    if not (_redis_url or get_settings().redis_url):
+        return None
+    return get_redis()
+
+
 def get_stream_redis() -> Redis:
     """Client for XREAD BLOCK: no read timeout (the BLOCK argument bounds each call)."""
     global _stream_client

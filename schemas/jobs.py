@@ -23,12 +23,14 @@ class JobError(BaseModel):
 
 
 class JobUsage(BaseModel):
-    """LLM tokens a job spent, over all its attempts."""
+    """LLM tokens a job spent, over all its attempts, and what they cost."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     calls: int = Field(default=0, description="Calls made to LLM providers.")
+    cost_usd: float | None = Field(default=None, description="US dollars at the prices of the LLM config (chat "
+                                   "calls); null when it sets none.")
 
 
 class JobOut(BaseModel):

@@ -13,6 +13,7 @@ from api.routing import CheckedRoute
 from core import queue
 from core.db import ping_database, session_scope
 from core.errors import infrastructure_errors
+from core.llm_metrics import read_figures
 from core.metrics import JOB_DURATION_BUCKETS, SnapshotCollector, render
 from core.queue import WORKERS_KEY
 from core.redis import get_redis
@@ -60,10 +61,11 @@ DURATIONS_SQL = text(
 
 @router.get("/metrics", response_class=Response)
 async def metrics() -> Response:
-    """Prometheus exposition: request latency by route, jobs by kind and status, job duration, queue depth."""
+    """Prometheus exposition: request latency by route, jobs by kind and status, job duration, queue depth, and LLM
+    calls (count, duration, tokens and cost, from every worker)."""
     async with session_scope() as session:
         counts = await jobs.counts_by_kind_status(session)
         durations = [(r[0], r[1], r[2], float(r[3]), list(r[4:])) for r in await session.execute(DURATIONS_SQL)]
     depths = await asyncio.to_thread(queue.queue_depths)
-    body = render(SnapshotCollector(counts, durations, depths))
+    body = render(SnapshotCollector(counts, durations, depths, await read_figures()))
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -342,6 +342,36 @@ def test_usage_adds_up_and_round_trips_through_its_stored_shape():
     assert Usage.from_dict(None) == Usage()
 
 
+def test_usage_costs_its_tokens_at_the_providers_prices_and_reports_a_cost_only_when_priced():
+    priced = ProviderSettings(kind="openai", model="m", prompt_price_per_million=0.15,
+                              completion_price_per_million=0.6)
+    assert Usage(1_000_000, 500_000, 1).cost(priced) == pytest.approx(0.45)
+    assert Usage(1000, 1000, 1).cost(ProviderSettings(kind="openai", model="m", completion_price_per_million=2.0)) \
+        == pytest.approx(0.002)  # the prompt price unset counts as 0
+    assert Usage(1000, 1000, 1).cost(ProviderSettings(kind="openai", model="m")) == 0.0
+    total = Usage(10, 20, 1, cost_usd=0.1).add(Usage(1, 2, 1, cost_usd=0.2))
+    assert total.as_dict() == {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33, "calls": 2,
+                               "cost_usd": 0.3}  # rounded: no 0.30000000000000004
+    assert Usage.from_dict(total.as_dict()).cost_usd == pytest.approx(0.3)
+    assert "cost_usd" not in Usage(10, 20, 1).as_dict()
+
+
+async def test_a_chat_and_a_stream_report_their_cost_and_embeddings_none():
+    prices = {"prompt_price_per_million": 1.0, "completion_price_per_million": 10.0}
+    answer = await client(Provider(completion(prompt=300, completion_tokens=20)), **prices).chat(
+        [{"role": "user", "content": "hi"}])
+    assert answer.usage.cost_usd == pytest.approx((300 * 1.0 + 20 * 10.0) / 1e6)
+    llm = client(Provider(sse(delta(content="hi"), {"choices": [], "usage": {
+        "prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}})), **prices)
+    events = [e async for e in llm.stream([{"role": "user", "content": "hi"}])]
+    assert events[-1].usage.cost_usd == pytest.approx(0.002) and llm.usage.cost_usd == pytest.approx(0.002)
+    embedder = client(Provider(httpx.Response(200, json={"object": "list", "model": "e", "data": [
+        {"object": "embedding", "index": 0, "embedding": [0.1]}], "usage": {"prompt_tokens": 9, "total_tokens": 9}})),
+        **prices)
+    await embedder.embed(["text"], model="e")
+    assert embedder.usage.prompt_tokens == 9 and embedder.usage.cost_usd == 0.0  # the prices are the chat model's
+
+
 # --- chat_json ------------------------------------------------------------------------------------
 
 async def test_chat_json_asks_for_the_schema_and_validates():

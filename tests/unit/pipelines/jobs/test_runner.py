@@ -31,3 +31,14 @@ def test_recording_copies_the_numbers_so_a_client_reused_later_does_not_count_tw
     ctx.record_usage(spent)
     spent.add(Usage(100, 100, 1))
     assert ctx.usage_total()["calls"] == 1
+
+
+def test_the_cost_of_priced_calls_adds_up_over_attempts():
+    ctx = JobContext(job({"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110, "calls": 1,
+                          "cost_usd": 0.25}))
+    ctx.record_usage(Usage(prompt_tokens=7, completion_tokens=3, calls=1, cost_usd=0.125))
+    assert ctx.usage_total()["cost_usd"] == 0.375
+    # Calls without prices leave no cost behind.
+    unpriced = JobContext(job())
+    unpriced.record_usage(Usage(prompt_tokens=7, completion_tokens=3, calls=1))
+    assert "cost_usd" not in unpriced.usage_total()
