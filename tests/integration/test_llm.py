@@ -297,6 +297,71 @@ async def test_one_default_per_organization(stack, admin_api, tenant, db):
     assert (await admin_api.get(f"/api/v1/llm/configs/{second['id']}")).json()["is_default"] is False
 
 
+async def test_the_default_is_read_and_moved_through_its_own_endpoints(stack, admin_api, tenant, other_tenant, db):
+    default = "/api/v1/llm/configs/default"
+    missing = await admin_api.get(default)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "no_default_llm_config"
+    # The stack has no service-wide provider either, and the answer says so.
+    assert missing.json()["error"]["details"] == {"fallback": "none"}
+    assert "llm_not_configured" in missing.json()["error"]["message"]
+    first = (await admin_api.post("/api/v1/llm/configs", json=config_body(stack, name="a", is_default=True))).json()
+    second = (await admin_api.post("/api/v1/llm/configs", json=config_body(stack, name="b"))).json()
+    assert (await admin_api.get(default)).json() == first
+
+    moved = await admin_api.put(default, json={"config_id": second["id"]})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["id"] == second["id"] and moved.json()["is_default"] is True
+    defaults = "SELECT name FROM llm_configs WHERE org_id = :o AND is_default AND deleted_at IS NULL"
+    assert await db(defaults, o=tenant.org_id) == [("b",)]
+    assert (await admin_api.get(f"/api/v1/llm/configs/{first['id']}")).json()["is_default"] is False
+    assert (await admin_api.get(default)).json()["id"] == second["id"]
+    again = await admin_api.put(default, json={"config_id": second["id"]})
+    assert again.status_code == 200 and again.json() == (await admin_api.get(default)).json()
+
+    # Not one of this organization's live configurations: 404, and the default stays where it was.
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=other_tenant.headers()) as other:
+        foreign = (await other.post("/api/v1/llm/configs", json=config_body(stack))).json()
+        assert (await other.put(default, json={"config_id": second["id"]})).status_code == 404
+    assert (await admin_api.delete(f"/api/v1/llm/configs/{first['id']}")).status_code == 204
+    for config_id in (foreign["id"], first["id"], str(uuid.uuid4())):
+        refused = await admin_api.put(default, json={"config_id": config_id})
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found", refused.text
+    assert await db(defaults, o=tenant.org_id) == [("b",)]
+    rows = await db("SELECT target_id, result FROM audit_logs WHERE org_id = :o AND action = 'set_default_llm_config' "
+                    "ORDER BY created_at", o=tenant.org_id)
+    assert [r[1] for r in rows] == ["success", "success", "failure", "failure", "failure"]
+    assert rows[0][0] == second["id"] and rows[-1][0] != second["id"]
+
+
+async def test_concurrent_moves_of_the_default_leave_exactly_one(stack, admin_api, tenant, db):
+    configs = [(await admin_api.post("/api/v1/llm/configs", json=config_body(stack, name=f"c{i}"))).json()
+               for i in range(4)]
+    replies = await asyncio.gather(*(admin_api.put("/api/v1/llm/configs/default", json={"config_id": c["id"]})
+                                     for c in configs * 2))
+    assert [r.status_code for r in replies] == [200] * 8, [r.text for r in replies]
+    [[count]] = await db("SELECT count(*) FROM llm_configs WHERE org_id = :o AND is_default", o=tenant.org_id)
+    assert count == 1
+
+
+async def test_limits_and_prices_are_stored_shown_and_removed_with_null(stack, admin_api, tenant, override_jwt):
+    limits = {"requests_per_minute": 60, "tokens_per_minute": 90_000, "context_window": 128_000,
+              "prompt_price_per_million": 0.15, "completion_price_per_million": 0.6}
+    created = await admin_api.post("/api/v1/llm/configs", json=config_body(stack, is_default=True, **limits))
+    assert created.status_code == 201, created.text
+    assert {k: created.json()[k] for k in limits} == limits
+    async with session_scope() as session:
+        provider = await llm_configs.require_provider(session, tenant.org_id)
+    assert {k: getattr(provider, k) for k in limits} == limits
+    url = f"/api/v1/llm/configs/{created.json()['id']}"
+    changed = await admin_api.patch(url, json={"requests_per_minute": None, "prompt_price_per_million": 0})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["requests_per_minute"] is None and changed.json()["prompt_price_per_million"] == 0
+    assert changed.json()["tokens_per_minute"] == 90_000  # not mentioned: unchanged
+    for bad in ({"requests_per_minute": 0}, {"completion_price_per_million": -1}, {"context_window": 10}):
+        refused = await admin_api.patch(url, json=bad)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_input", refused.text
+
+
 @pytest.mark.parametrize("body, code", [
     ({"base_url": "ftp://models.example/v1"}, "invalid_input"),
     ({"provider": "azure", "base_url": "https://res.openai.azure.com"}, "invalid_input"),
