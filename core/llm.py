@@ -2,8 +2,10 @@
 
 `LLMClient` wraps the `openai` package with what every job needs: retries with exponential backoff and
 jitter on 429/5xx/timeouts/connection errors (honouring `Retry-After`), a per-process concurrency
-limit per provider, a timeout per call, token usage accounting, streaming with tool calls assembled
-from their deltas, and `chat_json` which validates the answer with pydantic and asks once for a repair.
+limit per provider, requests and tokens per minute across all processes (core/llm_limits.py), a
+timeout per call, token usage and its cost, streaming with tool calls assembled from their deltas,
+and `chat_json` which validates the answer with pydantic and asks once for a repair. Every request
+sent (and every one the limits held back) adds its figures to the shared metrics (core/llm_metrics.py).
 
 The `openai` package's own retries are off (`max_retries=0`): ours are the only ones. Once they are
 spent the call raises `LLMUnavailable`, a transient job error, so a job retries later through the broker.

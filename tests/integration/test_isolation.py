@@ -27,6 +27,8 @@ ADMIN_SKIP = ("admin routes answer 403 to every non-superuser whatever the ids: 
               "test_admin_routes_are_403_for_another_orgs_owner asserts that")
 PUBLIC_SKIP = "public route: serves no organization's data"
 CREDENTIALS = ["owner key", "owner user"]
+# Routes to one thing of the caller's organization that it may not have yet: B, fresh, gets their own 404.
+SINGLETONS = {"GET /api/v1/llm/configs/default": "no_default_llm_config"}
 
 
 @dataclass
@@ -173,6 +175,8 @@ async def test_other_org_lists_and_searches_show_none_of_this_orgs_data(endpoint
     reply = await call(as_b.client, endpoint, ids)
     if endpoint.guard.user_only and as_b.credential == "owner key":
         assert reply.status == 403 and reply.code == "user_required", reply.text
+    elif endpoint.id in SINGLETONS:
+        assert reply.status == 404 and reply.code == SINGLETONS[endpoint.id], reply.text
     elif endpoint.method == "GET" or endpoint.path.endswith("/search"):
         assert reply.status == 200, reply.text
     else:

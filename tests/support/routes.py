@@ -25,7 +25,8 @@ from schemas.permissions import Permission
 WEBSOCKET = "WEBSOCKET"
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # Body placeholders that name a row (or an account): a call filling one with another organization's targets it.
-ROW_IDS = frozenset({"memory_id", "job_id", "key_id", "org_id", "user_id", "organization_id", "username"})
+ROW_IDS = frozenset({"memory_id", "job_id", "key_id", "org_id", "user_id", "organization_id", "username",
+                     "config_id"})
 
 # The smallest valid body of each route that takes one; "{name}" is filled from the ids the test passes.
 BODIES: dict[str, Any] = {
@@ -43,6 +44,7 @@ BODIES: dict[str, Any] = {
     # A public address literal (no DNS; the outbound policy refuses internal ones), never called.
     "POST /api/v1/llm/configs": {"name": "{new_name}", "model": "matrix-model", "base_url": "http://93.184.216.34:9/v1"},
     "PATCH /api/v1/llm/configs/{config_id}": {"max_retries": 2},
+    "PUT /api/v1/llm/configs/default": {"config_id": "{config_id}"},
     "POST /api/v1/agents": {"name": "{new_name}"},
     "PATCH /api/v1/agents/{agent_id}": {"description": "changed by the route matrix"},
     "POST /api/v1/blocks": {"label": "{new_name}", "value": "made by the route matrix"},
