@@ -23,6 +23,7 @@ from api.routes import (
     jobs,
     llm,
     memories,
+    messages,
     organizations,
     summaries,
     tools,
@@ -76,7 +77,8 @@ TAGS = [
 
 
 ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, summaries.router, jobs.router,
-           llm.router, agents.router, blocks.router, tools.router, ws.router, audit.router, admin.router, health.router)
+           llm.router, agents.router, blocks.router, tools.router, messages.router, ws.router, audit.router,
+           admin.router, health.router)
 
 
 async def _warm_up() -> None:
