@@ -91,7 +91,8 @@ def _decode_cursor(query: MemorySearchIn) -> int:
 
 async def vector_neighbours(session: AsyncSession, vector: list[float], clauses: list, limit: int,
                             n_scope: int | None = None, *, corpus: Corpus = MEMORIES) -> list[Hit]:
-    """The rows (memories) within `clauses` nearest to an embedding already computed (cosine), best first."""
+    """The corpus's rows (memories by default) within `clauses` nearest to an embedding already computed
+    (cosine), best first."""
     rows = (await session.execute(await vector_statement(session, vector, clauses, limit, n_scope,
                                                          corpus=corpus))).all()
     # relaxed_order may return rows slightly out of order: sort them exactly.
@@ -134,7 +135,8 @@ async def prepare_hnsw(session: AsyncSession, limit: int) -> None:
 
 async def text_candidates(session: AsyncSession, text_query: str, clauses: list, limit: int,
                           n_scope: int, *, corpus: Corpus = MEMORIES) -> list[Hit]:
-    """Rows (memories) sharing a word with the query, ranked by BM25 within the search's filters."""
+    """The corpus's rows (memories by default) sharing a word with the query, ranked by BM25 within the
+    search's filters."""
     ranked = await fulltext.bm25_ranking(session, text_query, clauses, limit, n_scope, corpus=corpus)
     return [Hit(row_id, text_score=s, text_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
