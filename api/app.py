@@ -24,6 +24,7 @@ from api.routes import (
     jobs,
     llm,
     memories,
+    messages,
     organizations,
     summaries,
     tools,
@@ -79,8 +80,8 @@ TAGS = [
 
 
 ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, summaries.router, jobs.router,
-           llm.router, agents.router, conversations.router, blocks.router, tools.router, ws.router, audit.router,
-           admin.router, health.router)
+           llm.router, agents.router, conversations.router, messages.router, blocks.router, tools.router,
+           ws.router, audit.router, admin.router, health.router)
 
 
 async def _warm_up() -> None:

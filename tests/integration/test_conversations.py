@@ -219,8 +219,8 @@ async def test_memories_of_the_user_are_recalled_into_the_prompt_and_context_sho
         {"content": "The user's favourite food is spicy ramen."},
         {"content": "The user works as a marine biologist."}], "user_id": user})
     assert (await finish(chat, stored.json()["id"]))["status"] == "succeeded"
-    other = await chat.post("/api/v1/memories", json={"items": [{"content": "Another user's favourite food is "
-                                                                            "plain toast."}], "user_id": "someone-else"})
+    other = await chat.post("/api/v1/memories", json={
+        "items": [{"content": "Another user's favourite food is plain toast."}], "user_id": "someone-else"})
     await finish(chat, other.json()["id"])
     agent = await new_agent(chat)
     conversation = await new_conversation(chat, agent["id"], user_id=user)
