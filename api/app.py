@@ -19,10 +19,12 @@ from api.routes import (
     audit,
     auth,
     blocks,
+    conversations,
     health,
     jobs,
     llm,
     memories,
+    messages,
     organizations,
     summaries,
     tools,
@@ -67,6 +69,8 @@ TAGS = [
     {"name": "jobs", "description": "Background work: state, progress, cancellation and live events."},
     {"name": "llm", "description": "LLM provider configurations of your organization (admins)."},
     {"name": "agents", "description": "Agents: instructions, a prompt template, attached core-memory blocks."},
+    {"name": "conversations", "description": "Conversations with agents: messages, the agent turns that answer "
+                                             "them (streamed), and the context a turn sends."},
     {"name": "blocks", "description": "Core-memory blocks: versioned, limited, rewritten shorter when full."},
     {"name": "tools", "description": "Tools run in a sandbox as jobs, and the built-in file tools."},
     {"name": "audit", "description": "Who did what, when, from where."},
@@ -76,7 +80,8 @@ TAGS = [
 
 
 ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, summaries.router, jobs.router,
-           llm.router, agents.router, blocks.router, tools.router, ws.router, audit.router, admin.router, health.router)
+           llm.router, agents.router, conversations.router, messages.router, blocks.router, tools.router,
+           ws.router, audit.router, admin.router, health.router)
 
 
 async def _warm_up() -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from core.logging import configure_logging
+from core.queue import queue_names
 from core.settings import get_settings
 
 
@@ -30,15 +31,10 @@ def _cmd_api(args) -> int:
     return 0
 
 
-# Every queue the actors use (workers/actors.py): embedding work and LLM work, kept apart so a long
-# embedding backlog does not hold up extraction or summaries.
-QUEUES = ("embedding", "llm", "tools")
-
-
 def _cmd_worker(args) -> int:
     settings = get_settings()
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
-            "--threads", str(args.threads or settings.worker_threads), "--queues", *QUEUES,
+            "--threads", str(args.threads or settings.worker_threads), "--queues", *queue_names(),
             "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms)]
     # Dramatiq reads its idle poll ceiling from the environment (default 1 s): keep pickup latency low.
     env = dict(os.environ, dramatiq_worker_timeout=str(settings.worker_poll_ms))

@@ -37,8 +37,10 @@ def is_stream_id(value: str) -> bool:
     return bool(STREAM_ID.fullmatch(value)) and all(int(part) <= MAX_ID_PART for part in value.split("-"))
 
 
-async def publish(type_: EventType, *, job_id: Any, org_id: Any, data: dict[str, Any] | None = None) -> str:
-    """Append an event to the job's and the organization's streams; returns the job stream entry id."""
+async def publish(type_: EventType, *, job_id: Any, org_id: Any, data: dict[str, Any] | None = None,
+                  to_org: bool = True) -> str:
+    """Append an event to the job's stream and (unless `to_org` is false: token deltas) the organization's;
+    returns the job stream entry id."""
     settings = get_settings()
     fields = {"type": type_.value, "job_id": str(job_id), "org_id": str(org_id),
               "data": json.dumps(data or {}, default=str), "ts": repr(time.time())}
@@ -46,8 +48,9 @@ async def publish(type_: EventType, *, job_id: Any, org_id: Any, data: dict[str,
     async with get_redis().pipeline(transaction=False) as pipe:
         pipe.xadd(job_key, fields, maxlen=settings.stream_maxlen_job, approximate=True)
         pipe.expire(job_key, settings.stream_ttl_seconds)
-        pipe.xadd(org_key, fields, maxlen=settings.stream_maxlen_org, approximate=True)
-        pipe.expire(org_key, settings.stream_ttl_seconds)
+        if to_org:
+            pipe.xadd(org_key, fields, maxlen=settings.stream_maxlen_org, approximate=True)
+            pipe.expire(org_key, settings.stream_ttl_seconds)
         job_entry_id, *_ = await pipe.execute()
     return job_entry_id
 

@@ -220,8 +220,9 @@ class LLMClient:
         return ChatResult(content=choice.message.content, tool_calls=calls, finish_reason=choice.finish_reason,
                           usage=usage)
 
-    async def stream(self, messages: list[dict], *, tools: list[dict] | None = None, temperature: float = 0.0,
-                     max_tokens: int | None = None) -> AsyncIterator[StreamEvent]:
+    async def stream(self, messages: list[dict], *, tools: list[dict] | None = None,
+                     temperature: float | None = 0.0, max_tokens: int | None = None,
+                     top_p: float | None = None) -> AsyncIterator[StreamEvent]:
         """Stream a completion: text deltas as they come, each tool call once complete, then `done`.
 
         Opening the stream is retried like any call; a failure after the first event is not (the
@@ -230,7 +231,7 @@ class LLMClient:
         `contextlib.aclosing(...)` so the permit is given back at once.
         """
         kwargs = self._chat_kwargs(messages, tools=tools, tool_choice=None, temperature=temperature,
-                                   max_tokens=max_tokens, json_mode=False)
+                                   max_tokens=max_tokens, json_mode=False, top_p=top_p)
         kwargs.update(stream=True, stream_options={"include_usage": True})
         # The permit is held for the life of the stream (the connection is busy until it ends) and given
         # back when the stream finishes, fails or the caller closes the iterator.
@@ -320,8 +321,13 @@ class LLMClient:
         return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
 
     def _chat_kwargs(self, messages: list[dict], *, tools: list[dict] | None, tool_choice: Any,
-                     temperature: float, max_tokens: int | None, json_mode: bool) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self.provider.model, "messages": messages, "temperature": temperature}
+                     temperature: float | None, max_tokens: int | None, json_mode: bool,
+                     top_p: float | None = None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.provider.model, "messages": messages}
+        if temperature is not None:  # None: the model's own default
+            kwargs["temperature"] = temperature
+        if top_p is not None:
+            kwargs["top_p"] = top_p
         if max_tokens is not None:
             kwargs["max_tokens"] = max_tokens
         if tools:

@@ -32,7 +32,15 @@ QUEUES: dict[JobKind, str] = {
     JobKind.EXTRACT_FACTS: "llm",
     JobKind.BLOCK_REWRITE: "llm",
     JobKind.EXECUTE_TOOL: "tools",
+    # Turns have a queue of their own: a user waits on each, so a long ingest must not stand in front of one.
+    JobKind.AGENT_TURN: "agent",
+    JobKind.SUMMARIZE_CONVERSATION: "llm",
 }
+
+
+def queue_names() -> list[str]:
+    """Every queue of the table, once each: what a worker consumes."""
+    return list(dict.fromkeys(QUEUES.values()))
 
 
 class JobBroker(RedisBroker):
@@ -125,4 +133,4 @@ def in_broker(kind: JobKind | str, job_id: object) -> bool:
 
 def queue_depths() -> dict[str, int]:
     """Messages waiting or delayed in each queue of the table."""
-    return get_broker().queue_depths(sorted(set(QUEUES.values())))
+    return get_broker().queue_depths(sorted(queue_names()))

@@ -232,7 +232,7 @@ class Settings(BaseSettings):
     scheduler_interval_seconds: float = 5.0
 
     # Event streams
-    stream_maxlen_job: int = 1_000
+    stream_maxlen_job: int = 10_000  # an agent turn streams many token events
     stream_maxlen_org: int = 10_000
     stream_ttl_seconds: int = 86_400
     sse_heartbeat_seconds: float = 15.0

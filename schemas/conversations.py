@@ -166,10 +166,16 @@ class MessageSearchIn(BaseModel):
     user_id: ScopeId | None = None
     conversation_id: uuid.UUID | None = None
     roles: list[Literal["user", "assistant", "system", "tool"]] | None = Field(
-        default=None, description="Only these roles (default: user and assistant).")
+        default=None, min_length=1, max_length=4, description="Only these roles (default: user and assistant).")
     top_k: int = Field(default=10, ge=1, le=100)
 
 
 class MessageHit(BaseModel):
     message: MessageOut
-    score: float
+    score: float = Field(description="The mode's score: cosine (vector), BM25 text score (text) or fused (hybrid, "
+                                     "in (0, 1)).")
+
+
+class MessageSearchOut(BaseModel):
+    hits: list[MessageHit] = Field(description="Best first.")
+    mode: str

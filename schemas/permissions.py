@@ -32,6 +32,8 @@ class Permission(StrEnum):
     TOOLS_WRITE = "tools:write"
     TOOLS_EXECUTE = "tools:execute"
     LLM_MANAGE = "llm:manage"
+    CONVERSATIONS_READ = "conversations:read"
+    CONVERSATIONS_WRITE = "conversations:write"
     # Not granted by any organization role: only service administrators (users.is_superuser).
     USERS_ADMIN = "users:admin"
 
@@ -51,9 +53,9 @@ ROLE_ORDER = [Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER]
 
 P = Permission
 _VIEWER = frozenset({P.ORG_READ, P.MEMBERS_READ, P.MEMORIES_READ, P.JOBS_READ, P.AGENTS_READ, P.BLOCKS_READ,
-                     P.TOOLS_READ})
+                     P.TOOLS_READ, P.CONVERSATIONS_READ})
 _MEMBER = _VIEWER | {P.MEMORIES_WRITE, P.MEMORIES_DELETE, P.JOBS_CANCEL, P.AGENTS_WRITE, P.BLOCKS_WRITE,
-                     P.TOOLS_EXECUTE}
+                     P.TOOLS_EXECUTE, P.CONVERSATIONS_WRITE}
 _ADMIN = _MEMBER | {P.ORG_MANAGE, P.MEMBERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.TOOLS_WRITE, P.LLM_MANAGE}
 _OWNER = _ADMIN | {P.ORG_DELETE}
 

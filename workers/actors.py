@@ -15,6 +15,7 @@ from core.errors import PermanentJobError
 from core.queue import QUEUES
 from core.settings import get_settings
 from pipelines.blocks import rewrite as block_rewrite
+from pipelines.conversations import summary as conversation_summary, turn
 from pipelines.jobs.runner import run_job
 from pipelines.memories import extraction, ingest as embedding
 from pipelines.summaries import summarize as summarization
@@ -73,6 +74,21 @@ async def execute_tool(job_id: str) -> None:
     await run_job(uuid.UUID(job_id), execute.execute_tool)
 
 
+@dramatiq.actor(actor_name=JobKind.AGENT_TURN.value, queue_name=QUEUES[JobKind.AGENT_TURN],
+                **{**_options, "time_limit": int((max(_settings.job_time_limit_seconds,
+                                                      _settings.tool_timeout_max_seconds) + 60) * 1000)})
+async def agent_turn(job_id: str) -> None:
+    """Answer a user message: model calls and tools, each step stored before the next, streamed as it goes."""
+    await run_job(uuid.UUID(job_id), turn.agent_turn)
+
+
+@dramatiq.actor(actor_name=JobKind.SUMMARIZE_CONVERSATION.value, queue_name=QUEUES[JobKind.SUMMARIZE_CONVERSATION],
+                **_options)
+async def summarize_conversation(job_id: str) -> None:
+    """Extend a conversation's rolling summary over messages that left the context window."""
+    await run_job(uuid.UUID(job_id), conversation_summary.summarize_conversation)
+
+
 ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.INGEST_MEMORIES: ingest_memories,
     JobKind.EMBED_MEMORY: embed_memory,
@@ -80,4 +96,6 @@ ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.EXTRACT_FACTS: extract_facts,
     JobKind.BLOCK_REWRITE: rewrite_block,
     JobKind.EXECUTE_TOOL: execute_tool,
+    JobKind.AGENT_TURN: agent_turn,
+    JobKind.SUMMARIZE_CONVERSATION: summarize_conversation,
 }

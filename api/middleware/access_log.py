@@ -2,7 +2,8 @@
 
 Health probes and the metrics scrape are not logged: scraped often, never news. A route declared with
 `api.streaming.streams` stays open as long as its client follows it: that is no latency, so the
-histogram leaves it out (its line is still logged when it ends).
+histogram leaves it out (its line is still logged when it ends); so does any answer that turns out to be
+an event stream (a route that streams on request, like posting a message with `?stream=true`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ class AccessLog(Middleware):
     async def handle(self, scope, receive, send) -> None:
         started = time.perf_counter()
         status = 500  # unless a response began: an exception went up past every handler
+        event_stream = False
 
         async def note_status(message) -> None:
-            nonlocal status
+            nonlocal status, event_stream
             status = message["status"]
+            headers = dict(message.get("headers") or [])
+            event_stream = headers.get(b"content-type", b"").startswith(b"text/event-stream")
 
         try:
             await self.app(scope, receive, on_response_start(send, note_status))
@@ -35,7 +39,7 @@ class AccessLog(Middleware):
             route = scope.get("route")
             template = getattr(route, "path_format", None) or "unmatched"
             elapsed = time.perf_counter() - started
-            if not is_streaming(route):
+            if not (is_streaming(route) or event_stream):
                 REQUEST_LATENCY.labels(scope["method"], template, str(status)).observe(elapsed)
             if template not in PROBES:
                 # A `token=` in the query is blanked by core.logging's RedactSecrets filter.

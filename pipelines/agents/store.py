@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import NotFound
 from pipelines.agents.prompts import validate_template
 from pipelines.blocks import store as block_rows
+from pipelines.llm.configs import get_config
 from pipelines.pages import newest_first
 from schemas.agents import AgentCreate, AgentUpdate
 from schemas.tables import Agent, AgentBlock, Block, Tool
@@ -62,8 +63,13 @@ def chat_columns(fields: dict) -> dict:
     return out
 
 
-async def check_tools(session: AsyncSession, org_id: uuid.UUID, tool_ids: list[uuid.UUID]) -> None:
-    """Refuse tool ids that are not the organization's live registered tools (404 `tool_not_found`)."""
+async def check_chat(session: AsyncSession, org_id: uuid.UUID, tool_ids: list[uuid.UUID] | None,
+                     config_id: uuid.UUID | None) -> None:
+    """Refuse tools and an LLM config that are not the organization's own live ones (404)."""
+    if config_id is not None:
+        await get_config(session, org_id, config_id)
+    if not tool_ids:
+        return
     found = set((await session.execute(select(Tool.id).where(
         Tool.id.in_(tool_ids), Tool.org_id == org_id, Tool.deleted_at.is_(None)))).scalars())
     missing = [str(t) for t in tool_ids if t not in found]
@@ -77,8 +83,7 @@ async def create_agent(session: AsyncSession, org_id: uuid.UUID, data: AgentCrea
     if data.prompt_template is not None:
         validate_template(data.prompt_template)
     chat = chat_columns(data.model_dump(exclude_none=True, include=set(CHAT_SETTINGS)))
-    if data.tool_ids:
-        await check_tools(session, org_id, data.tool_ids)
+    await check_chat(session, org_id, data.tool_ids, data.llm.config_id if data.llm else None)
     agent = Agent(org_id=org_id, name=data.name, description=data.description, system=data.system,
                   prompt_template=data.prompt_template, meta=data.metadata, **chat)
     session.add(agent)
@@ -106,8 +111,7 @@ async def update_agent(session: AsyncSession, org_id: uuid.UUID, agent_id: uuid.
         validate_template(fields["prompt_template"])
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
-    if fields.get("tool_ids"):
-        await check_tools(session, org_id, fields["tool_ids"])
+    await check_chat(session, org_id, fields.get("tool_ids"), change.llm.config_id if change.llm else None)
     fields = chat_columns(fields)
     return (await session.execute(
         update(Agent).where(Agent.id == agent.id).values(**fields, updated_at=text("now()"))

@@ -117,8 +117,8 @@ async def recall(session: AsyncSession, org_id: uuid.UUID, agent: Agent, user_id
         return []
     search = MemorySearchIn(query=query[:MAX_QUERY_CHARS], top_k=top_k)
     hits, _, _ = await search_memories(session, org_id, search, scope=memory_scope(agent.id, user_id))
-    return [Recalled(h.memory.id, h.memory.content, round(h.score("hybrid"), 4), h.memory.created_at)
-            for h in hits if h.memory is not None]
+    return [Recalled(h.row.id, h.row.content, round(h.score("hybrid"), 4), h.row.created_at)
+            for h in hits if h.row is not None]
 
 
 def _memories_section(memories: list[Recalled]) -> str:

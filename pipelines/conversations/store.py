@@ -109,10 +109,15 @@ async def step_message(session: AsyncSession, job_id: uuid.UUID, step_key: str) 
         Message.job_id == job_id, Message.step_key == step_key))).scalar_one_or_none()
 
 
+async def lock(session: AsyncSession, conversation_id: uuid.UUID) -> None:
+    """Take the conversation's row lock for the transaction: writers of its messages go one at a time."""
+    await session.execute(select(Conversation.id).where(Conversation.id == conversation_id).with_for_update())
+
+
 async def append_step(session: AsyncSession, conversation: Conversation, job_id: uuid.UUID, step_key: str,
                       **fields: Any) -> tuple[Message, bool]:
     """Write a turn's step once: (message, written now). The conversation's row lock orders writers."""
-    await session.execute(select(Conversation.id).where(Conversation.id == conversation.id).with_for_update())
+    await lock(session, conversation.id)
     existing = await step_message(session, job_id, step_key)
     if existing is not None:
         return existing, False

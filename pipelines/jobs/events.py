@@ -16,11 +16,11 @@ OUTCOME_EVENTS = {JobStatus.SUCCEEDED.value: EventType.SUCCEEDED, JobStatus.FAIL
                   JobStatus.CANCELLED.value: EventType.CANCELLED}
 
 
-async def publish_event(type_: EventType, job: Job, data: dict[str, Any]) -> None:
+async def publish_event(type_: EventType, job: Job, data: dict[str, Any], *, to_org: bool = True) -> None:
     """Publish a job event; a Redis failure is logged, not raised."""
     # Events are hints and the row is the truth: a Redis blip must not fail work already committed.
     try:
-        await events.publish(type_, job_id=job.id, org_id=job.org_id, data=data)
+        await events.publish(type_, job_id=job.id, org_id=job.org_id, data=data, to_org=to_org)
     except infrastructure_errors() as exc:
         log.warning("could not publish %s event: %s", type_.value, exc)
 

@@ -122,6 +122,11 @@ async def extend_lease(session: AsyncSession, job_id: uuid.UUID, lease_seconds: 
     return row is not None
 
 
+async def cancel_requested(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """Whether someone asked the job to stop (a light read for checks between a job's own checkpoints)."""
+    return bool((await session.execute(select(Job.cancel_requested).where(Job.id == job_id))).scalar_one_or_none())
+
+
 async def record_progress(session: AsyncSession, job_id: uuid.UUID, *, done: int, total: int, message: str | None,
                           lease_seconds: float) -> bool:
     """Store progress and renew the lease; returns whether cancellation was requested."""

@@ -137,9 +137,9 @@ async def nearest(session: AsyncSession, org_id: uuid.UUID, scope: Scope, vector
     if not hits:
         return []
     rows = await session.execute(select(Memory).options(defer(Memory.embedding))
-                                 .where(Memory.id.in_([h.memory_id for h in hits])))
+                                 .where(Memory.id.in_([h.id for h in hits])))
     by_id = {m.id: m for m in rows.scalars()}
-    return [(by_id[h.memory_id], h.vector_score) for h in hits if h.memory_id in by_id]
+    return [(by_id[h.id], h.vector_score) for h in hits if h.id in by_id]
 
 
 async def stored_duplicate(session: AsyncSession, org_id: uuid.UUID, scope: Scope, content: str,

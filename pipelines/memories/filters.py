@@ -14,6 +14,7 @@ from sqlalchemy import Numeric, and_, case, cast, false, func, not_, or_, true
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
+from pipelines.memories.corpus import MEMORIES
 from schemas.search import Condition, FilterGroup, MemorySearchIn
 from schemas.tables import Memory
 
@@ -96,7 +97,7 @@ def narrowing_clauses(query: MemorySearchIn) -> list[ColumnElement[bool]]:
 
 def org_clauses(org_id: uuid.UUID) -> list[ColumnElement[bool]]:
     """The organization's live memories."""
-    return [Memory.org_id == org_id, Memory.deleted_at.is_(None)]
+    return MEMORIES.org_clauses(org_id)
 
 
 def search_clauses(org_id: uuid.UUID, query: MemorySearchIn) -> list[ColumnElement[bool]]:

@@ -1,5 +1,7 @@
 """The text side of search: BM25 over PostgreSQL full-text search, in one round trip.
 
+It ranks any `Corpus` (`pipelines/memories/corpus.py`): memories by default, conversation messages too.
+
 PostgreSQL can find the rows holding a word through the GIN index on `fts`, but it cannot return
 the best-ranked of them without scoring every match: an OR of a question's words can match a third
 of a 100,000-memory organization. So the match is narrowed the way MaxScore narrows it. Words are
@@ -25,10 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import session_scope
 from core.settings import get_settings
-from pipelines.memories.filters import org_clauses
-from schemas.tables import Memory
+from pipelines.memories.corpus import MEMORIES, Corpus
 
-FTS = literal_column("memories.fts")
 _STATS_TTL_SECONDS = 300.0
 _ORG_SIZE_TTL_SECONDS = 60.0
 log = logging.getLogger(__name__)
@@ -46,17 +46,18 @@ class TermStatistics:
         return self.frequencies.get(lexeme, self.floor)
 
 
-_stats: TermStatistics | None = None
+_stats: dict[str, TermStatistics] = {}  # by table
 
 
-async def term_statistics(session: AsyncSession) -> TermStatistics:
-    """The planner's lexeme frequencies for `memories.fts` (refreshed every few minutes; empty before ANALYZE)."""
-    global _stats
-    if _stats is not None and time.monotonic() - _stats.loaded_at < _STATS_TTL_SECONDS:
-        return _stats
+async def term_statistics(session: AsyncSession, corpus: Corpus = MEMORIES) -> TermStatistics:
+    """The planner's lexeme frequencies for the corpus's `fts` (refreshed every few minutes; empty before ANALYZE)."""
+    cached = _stats.get(corpus.name)
+    if cached is not None and time.monotonic() - cached.loaded_at < _STATS_TTL_SECONDS:
+        return cached
     row = (await session.execute(text(
         "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
-        "WHERE schemaname = current_schema() AND tablename = 'memories' AND attname = 'fts'"))).first()
+        "WHERE schemaname = current_schema() AND tablename = :table AND attname = 'fts'"),
+        {"table": corpus.name})).first()
     frequencies: dict[str, float] = {}
     floor = 0.0
     if row is not None and row[0]:
@@ -64,44 +65,47 @@ async def term_statistics(session: AsyncSession) -> TermStatistics:
         # ts_typanalyze appends the minimum and maximum frequency (and the null fraction) after the list.
         frequencies = {lexeme: float(f) for lexeme, f in zip(lexemes, freqs, strict=False)}
         floor = min(frequencies.values())
-    _stats = TermStatistics(frequencies, floor, time.monotonic())
-    return _stats
+    _stats[corpus.name] = TermStatistics(frequencies, floor, time.monotonic())
+    return _stats[corpus.name]
 
 
-_org_sizes: dict[uuid.UUID, tuple[int, float]] = {}
-_refreshing: dict[uuid.UUID, asyncio.Task] = {}
+OrgKey = tuple[str, uuid.UUID]  # (table, organization)
+_org_sizes: dict[OrgKey, tuple[int, float]] = {}
+_refreshing: dict[OrgKey, asyncio.Task] = {}
 
 
-async def _count_org(session: AsyncSession, org_id: uuid.UUID) -> int:
-    size = (await session.execute(select(func.count()).select_from(Memory).where(*org_clauses(org_id)))).scalar_one()
-    _org_sizes[org_id] = (size, time.monotonic())
+async def _count_org(session: AsyncSession, corpus: Corpus, org_id: uuid.UUID) -> int:
+    size = (await session.execute(select(func.count()).select_from(corpus.model)
+                                  .where(*corpus.org_clauses(org_id)))).scalar_one()
+    _org_sizes[corpus.name, org_id] = (size, time.monotonic())
     return size
 
 
-async def _refresh_org_size(org_id: uuid.UUID) -> None:
+async def _refresh_org_size(corpus: Corpus, org_id: uuid.UUID) -> None:
     try:
         async with session_scope() as session:
-            await _count_org(session, org_id)
+            await _count_org(session, corpus, org_id)
     except Exception as exc:  # the old size serves until the next attempt
         log.warning("organization size not refreshed: %s", exc)
     finally:
-        _refreshing.pop(org_id, None)
+        _refreshing.pop((corpus.name, org_id), None)
 
 
-async def org_size(session: AsyncSession, org_id: uuid.UUID) -> int:
-    """The organization's live memories: counted on first use, then at most a minute old. A stale size
-    is returned at once and recounted in the background, so no search waits for a full count."""
-    cached = _org_sizes.get(org_id)
+async def org_size(session: AsyncSession, org_id: uuid.UUID, corpus: Corpus = MEMORIES) -> int:
+    """The organization's live rows in the corpus: counted on first use, then at most a minute old. A stale
+    size is returned at once and recounted in the background, so no search waits for a full count."""
+    key = (corpus.name, org_id)
+    cached = _org_sizes.get(key)
     if cached is None:
-        return await _count_org(session, org_id)
-    if time.monotonic() - cached[1] > _ORG_SIZE_TTL_SECONDS and org_id not in _refreshing:
-        _refreshing[org_id] = asyncio.create_task(_refresh_org_size(org_id))
+        return await _count_org(session, corpus, org_id)
+    if time.monotonic() - cached[1] > _ORG_SIZE_TTL_SECONDS and key not in _refreshing:
+        _refreshing[key] = asyncio.create_task(_refresh_org_size(corpus, org_id))
     return cached[0]
 
 
-async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, exact_up_to: int,
-                     *, estimate: bool = True, whole_org: bool = False) -> tuple[int, bool]:
-    """How many live memories the filters admit, and whether that is an exact count.
+async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, exact_up_to: int, *,
+                     estimate: bool = True, whole_org: bool = False, corpus: Corpus = MEMORIES) -> tuple[int, bool]:
+    """How many live rows of the corpus the filters admit, and whether that is an exact count.
 
     Counting stops past `exact_up_to`; a larger scope is estimated by its organization's size
     (`org_size`), an upper bound that errs towards pruning, or, without `estimate`, reported as
@@ -109,14 +113,14 @@ async def scope_size(session: AsyncSession, org_id: uuid.UUID, clauses: list, ex
     `exact_up_to`, is not counted at all.
     """
     if whole_org:
-        size = await org_size(session, org_id)
+        size = await org_size(session, org_id, corpus)
         if size > exact_up_to:
             return (size if estimate else exact_up_to + 1), False
-    inner = select(literal_column("1")).select_from(Memory).where(*clauses).limit(exact_up_to + 1).subquery()
+    inner = select(literal_column("1")).select_from(corpus.model).where(*clauses).limit(exact_up_to + 1).subquery()
     counted = (await session.execute(select(func.count()).select_from(inner))).scalar_one()
     if counted <= exact_up_to or not estimate:
         return counted, counted <= exact_up_to
-    return max(counted, await org_size(session, org_id)), False
+    return max(counted, await org_size(session, org_id, corpus)), False
 
 
 def match_terms(terms: list[str], stats: TermStatistics, n_scope: int, budget: int) -> list[str]:
@@ -143,16 +147,17 @@ async def query_terms(session: AsyncSession, query: str) -> list[str]:
     return [row[0] for row in rows]
 
 
-async def bm25_ranking(session: AsyncSession, query: str, clauses: list, limit: int,
-                       n_scope: int) -> list[tuple[uuid.UUID, float]]:
-    """The `limit` best memories for the query's words by BM25, as (id, score), best first."""
-    statement = await bm25_statement(session, query, clauses, limit, n_scope)
+async def bm25_ranking(session: AsyncSession, query: str, clauses: list, limit: int, n_scope: int, *,
+                       corpus: Corpus = MEMORIES) -> list[tuple[uuid.UUID, float]]:
+    """The `limit` best rows of the corpus for the query's words by BM25, as (id, score), best first."""
+    statement = await bm25_statement(session, query, clauses, limit, n_scope, corpus=corpus)
     if statement is None:
         return []  # only stop words
     return [(row_id, float(value)) for row_id, value in await session.execute(statement)]
 
 
-async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit: int, n_scope: int) -> Select | None:
+async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit: int, n_scope: int, *,
+                         corpus: Corpus = MEMORIES) -> Select | None:
     """The one statement that ranks (None: the query holds only stop words).
 
     The matching rows' term counts, the document frequencies and the scores are all computed in
@@ -162,22 +167,23 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
     terms = await query_terms(session, query)
     if not terms:
         return None
-    stats = await term_statistics(session)
+    stats = await term_statistics(session, corpus)
+    fts = corpus.fts
     narrowed = match_terms(terms, stats, n_scope, settings.search_text_match_budget)
     match = _or_query(narrowed)
     # A scope within the budget is cheaper to read through its b-tree and test row by row than to
     # intersect with the GIN index's (organization-wide) posting lists; the function form of `@@`
     # keeps the planner off the GIN index.
-    matches = func.ts_match_vq(FTS, match) if n_scope <= settings.search_text_match_budget else FTS.op("@@")(match)
+    matches = func.ts_match_vq(fts, match) if n_scope <= settings.search_text_match_budget else fts.op("@@")(match)
     # Per matching row, the count of each query word it holds. Rather than unnest every word of the
     # row and keep the query's, the query's words are picked out in C: weighted A (`fts` holds no
     # weights of its own), then filtered on that weight; several times faster on long memories.
-    query_words = func.ts_filter(func.setweight(FTS, literal_column("'A'::\"char\""), cast(terms, ARRAY(Text))),
+    query_words = func.ts_filter(func.setweight(fts, literal_column("'A'::\"char\""), cast(terms, ARRAY(Text))),
                                  literal_column("'{a}'::\"char\"[]"))
     words = func.unnest(query_words).table_valued("lexeme", "positions", "weights").lateral("w")
-    hits = (select(Memory.id.label("id"), func.length(FTS).label("len"), words.c.lexeme.label("lexeme"),
+    hits = (select(corpus.id.label("id"), func.length(fts).label("len"), words.c.lexeme.label("lexeme"),
                    func.coalesce(func.array_length(words.c.positions, 1), 1).label("tf"))
-            .select_from(Memory).join(words, true()).where(*clauses, matches)).cte("hits")
+            .select_from(corpus.model).join(words, true()).where(*clauses, matches)).cte("hits")
     docs = select(hits.c.id, func.max(hits.c.len).label("len")).group_by(hits.c.id).cte("docs")
     k1, b = settings.search_bm25_k1, settings.search_bm25_b
     # BM25's length norm k1·(1 − b + b·len/avg_len) = k1·(1 − b) + len_factor·len, len_factor computed once.

@@ -14,6 +14,9 @@
   side searches again; a question about several things ("how many rare items do I have") then
   finds the memories that resemble what it already found, not only what resembles its words.
 Every hit carries both scores and ranks, so a caller can see why it was found.
+
+The pipeline (`rank`) reads any `Corpus` (`pipelines/memories/corpus.py`): conversation search
+(`pipelines/conversations/search.py`) runs it over messages.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import hashlib
 import json
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,22 +40,22 @@ from core.embedder import get_embedder
 from core.errors import InvalidInput
 from core.settings import get_settings
 from pipelines.memories import fulltext
+from pipelines.memories.corpus import MEMORIES, Corpus
 from pipelines.memories.filters import narrowing_clauses, org_clauses
-from schemas.search import Feedback, MemorySearchIn
-from schemas.tables import Memory
+from schemas.search import Feedback, MemorySearchIn, Weights
 
 MAX_CANDIDATES = 1000
 
 
 @dataclass
 class Hit:
-    memory_id: uuid.UUID
+    id: uuid.UUID
     vector_score: float | None = None
     vector_rank: int | None = None
     text_score: float | None = None
     text_rank: int | None = None
     fused_score: float | None = None
-    memory: Memory | None = None
+    row: Any = None  # the memory (or message), once loaded
 
     def score(self, mode: str) -> float:
         return {"vector": self.vector_score, "text": self.text_score}.get(mode, self.fused_score) or 0.0
@@ -80,29 +85,31 @@ def _decode_cursor(query: MemorySearchIn) -> int:
 
 
 async def vector_neighbours(session: AsyncSession, vector: list[float], clauses: list, limit: int,
-                            n_scope: int | None = None) -> list[Hit]:
-    """The memories within `clauses` nearest to an embedding already computed (cosine), best first."""
-    rows = (await session.execute(await vector_statement(session, vector, clauses, limit, n_scope))).all()
+                            n_scope: int | None = None, *, corpus: Corpus = MEMORIES) -> list[Hit]:
+    """The corpus's rows (memories by default) within `clauses` nearest to an embedding already computed
+    (cosine), best first."""
+    rows = (await session.execute(await vector_statement(session, vector, clauses, limit, n_scope,
+                                                         corpus=corpus))).all()
     # relaxed_order may return rows slightly out of order: sort them exactly.
     ranked = sorted(((row_id, 1.0 - float(d)) for row_id, d in rows), key=lambda r: -r[1])
     return [Hit(row_id, vector_score=s, vector_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
 
 async def vector_statement(session: AsyncSession, vector: list[float], clauses: list, limit: int,
-                           n_scope: int | None) -> Select:
+                           n_scope: int | None, *, corpus: Corpus = MEMORIES) -> Select:
     """The nearest-neighbour statement, with the session set up for it (HNSW iterative scan).
 
     A scope known to be small (`n_scope` rows, at most `search_exact_max`) is scanned exactly: the
     HNSW graph would have to be walked past every other scope's rows to fill the page.
     """
-    distance = Memory.embedding.cosine_distance(vector)
+    distance = corpus.embedding.cosine_distance(vector)
     if n_scope is not None and n_scope <= get_settings().search_exact_max:
         # `+ 0` keeps the planner off the HNSW index: it reads the scope through its b-tree instead.
         order = distance + 0
     else:
         await prepare_hnsw(session, limit)
         order = distance
-    return (select(Memory.id, distance.label("d")).where(*clauses, Memory.embedding.is_not(None))
+    return (select(corpus.id, distance.label("d")).where(*clauses, corpus.embedding.is_not(None))
             .order_by(order).limit(limit))
 
 
@@ -122,25 +129,26 @@ async def prepare_hnsw(session: AsyncSession, limit: int) -> None:
 
 
 async def text_candidates(session: AsyncSession, text_query: str, clauses: list, limit: int,
-                          n_scope: int) -> list[Hit]:
-    """Memories sharing a word with the query, ranked by BM25 within the search's filters."""
-    ranked = await fulltext.bm25_ranking(session, text_query, clauses, limit, n_scope)
+                          n_scope: int, *, corpus: Corpus = MEMORIES) -> list[Hit]:
+    """The corpus's rows (memories by default) sharing a word with the query, ranked by BM25 within the
+    search's filters."""
+    ranked = await fulltext.bm25_ranking(session, text_query, clauses, limit, n_scope, corpus=corpus)
     return [Hit(row_id, text_score=s, text_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
 
 def _merge(vector: list[Hit], textual: list[Hit]) -> dict[uuid.UUID, Hit]:
     merged: dict[uuid.UUID, Hit] = {}
     for hit in vector:
-        merged[hit.memory_id] = Hit(hit.memory_id, vector_score=hit.vector_score, vector_rank=hit.vector_rank)
+        merged[hit.id] = Hit(hit.id, vector_score=hit.vector_score, vector_rank=hit.vector_rank)
     for hit in textual:
-        entry = merged.setdefault(hit.memory_id, Hit(hit.memory_id))
+        entry = merged.setdefault(hit.id, Hit(hit.id))
         entry.text_score, entry.text_rank = hit.text_score, hit.text_rank
     return merged
 
 
 def _ranked(merged: dict[uuid.UUID, Hit]) -> list[Hit]:
     # Ties broken by id, so pages are stable.
-    return sorted(merged.values(), key=lambda h: (-h.fused_score, str(h.memory_id)))
+    return sorted(merged.values(), key=lambda h: (-h.fused_score, str(h.id)))
 
 
 def fuse_ranks(vector: list[Hit], textual: list[Hit], w_vector: float, w_text: float, rrf_k: float) -> list[Hit]:
@@ -164,7 +172,7 @@ def _standardized(scores: dict[uuid.UUID, float]) -> tuple[dict[uuid.UUID, float
         # One candidate (or all equal): no spread to measure by, but being returned still counts:
         # one standard unit above every memory this side did not return.
         return dict.fromkeys(scores, 1.0), 0.0
-    z = {memory_id: (score - mean) / spread for memory_id, score in scores.items()}
+    z = {row_id: (score - mean) / spread for row_id, score in scores.items()}
     return z, min(z.values())
 
 
@@ -177,11 +185,11 @@ def fuse_scores(vector: list[Hit], textual: list[Hit], w_vector: float, w_text: 
     side did not return gets that side's lowest. Φ only maps the result into (0, 1).
     """
     merged = _merge(vector, textual)
-    z_vector, floor_vector = _standardized({h.memory_id: h.vector_score for h in vector})
-    z_text, floor_text = _standardized({h.memory_id: h.text_score for h in textual})
+    z_vector, floor_vector = _standardized({h.id: h.vector_score for h in vector})
+    z_text, floor_text = _standardized({h.id: h.text_score for h in textual})
     total = (w_vector + w_text) or 1.0
-    for memory_id, entry in merged.items():
-        mixed = (w_vector * z_vector.get(memory_id, floor_vector) + w_text * z_text.get(memory_id, floor_text)) / total
+    for row_id, entry in merged.items():
+        mixed = (w_vector * z_vector.get(row_id, floor_vector) + w_text * z_text.get(row_id, floor_text)) / total
         entry.fused_score = 0.5 * (1 + math.erf(mixed / math.sqrt(2)))
     return _ranked(merged)
 
@@ -193,13 +201,13 @@ async def _embed_query(query: str) -> list[float]:
     return vector
 
 
-def _fuse(vector: list[Hit], textual: list[Hit], query: MemorySearchIn) -> list[Hit]:
+def fuse(vector: list[Hit], textual: list[Hit], weights: Weights | None = None,
+         fusion: str | None = None) -> list[Hit]:
     """Hybrid fusion with the request's weights and method, else the service's."""
     settings = get_settings()
-    weights = query.weights
     w_vector = weights.vector if weights else settings.search_vector_weight
     w_text = weights.text if weights else settings.search_text_weight
-    if (query.fusion or settings.search_fusion) == "rrf":
+    if (fusion or settings.search_fusion) == "rrf":
         return fuse_ranks(vector, textual, w_vector, w_text,
                           (weights.rrf_k if weights else None) or settings.search_rrf_k)
     return fuse_scores(vector, textual, w_vector, w_text)
@@ -207,11 +215,15 @@ def _fuse(vector: list[Hit], textual: list[Hit], query: MemorySearchIn) -> list[
 
 def feedback_settings(query: MemorySearchIn) -> tuple[int, float] | None:
     """(docs, weight) of the pseudo-relevance feedback this search uses, or None."""
+    return feedback_for(query.mode, query.feedback)
+
+
+def feedback_for(mode: str, wanted: bool | Feedback | None = None) -> tuple[int, float] | None:
+    """(docs, weight) of the feedback a search in `mode` uses, as asked (`wanted`), else the service's default."""
     settings = get_settings()
-    wanted = query.feedback
     if wanted is None:
-        wanted = settings.search_feedback and query.mode == "hybrid"
-    if wanted is False or query.mode == "text":
+        wanted = settings.search_feedback and mode == "hybrid"
+    if wanted is False or mode == "text":
         return None
     docs = (wanted.docs if isinstance(wanted, Feedback) else None) or settings.search_feedback_docs
     weight = wanted.weight if isinstance(wanted, Feedback) and wanted.weight is not None \
@@ -228,29 +240,88 @@ def refine(query_vector: list[float], feedback: list[list[float]], weight: float
     return [x / norm for x in mixed]
 
 
-async def _embeddings_of(session: AsyncSession, ids: list[uuid.UUID]) -> list[list[float]]:
-    rows = await session.execute(select(Memory.embedding).where(Memory.id.in_(ids), Memory.embedding.is_not(None)))
+async def _embeddings_of(session: AsyncSession, corpus: Corpus, ids: list[uuid.UUID]) -> list[list[float]]:
+    rows = await session.execute(select(corpus.embedding).where(corpus.id.in_(ids), corpus.embedding.is_not(None)))
     return [list(map(float, vector)) for vector in rows.scalars()]
 
 
-async def _meaning_side(session: AsyncSession, query: MemorySearchIn, embedding: asyncio.Future,
-                        textual: list[Hit], clauses: list, depth: int, n_scope: int) -> tuple[list[Hit], bool]:
+Fusing = Callable[[list[Hit], list[Hit]], list[Hit]]
+
+
+async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedding: asyncio.Future,
+                        textual: list[Hit], clauses: list, depth: int, n_scope: int, fusing: Fusing,
+                        feedback: tuple[int, float] | None) -> tuple[list[Hit], bool]:
     """The vector candidates, and whether feedback refined the query they were found with."""
     with timing.stage("embed_wait"):
         query_vector = await embedding
     with timing.stage("vector"):
-        vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope)
-    feedback = feedback_settings(query)
+        vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope, corpus=corpus)
     if feedback is None or not vector:
         return vector, False
     # The first pass's best hits (fused, in hybrid) pull the query towards what it found.
     with timing.stage("feedback"):
         docs, weight = feedback
-        first = _fuse(vector, textual, query) if query.mode == "hybrid" else vector
-        found = await _embeddings_of(session, [h.memory_id for h in first[:docs]])
+        first = fusing(vector, textual) if mode == "hybrid" else vector
+        found = await _embeddings_of(session, corpus, [h.id for h in first[:docs]])
         if not found:
             return vector, False
-        return await vector_neighbours(session, refine(query_vector, found, weight), clauses, depth, n_scope), True
+        return await vector_neighbours(session, refine(query_vector, found, weight), clauses, depth, n_scope,
+                                       corpus=corpus), True
+
+
+async def rank(session: AsyncSession, corpus: Corpus, org_id: uuid.UUID, text_query: str, mode: str,
+               clauses: list, *, whole_org: bool, depth: int, fusing: Fusing = fuse,
+               feedback: tuple[int, float] | None = None) -> tuple[list[Hit], bool]:
+    """The corpus's rows within `clauses` (which hold `corpus.org_clauses`) ranked for the query in `mode`,
+    up to `depth` per side, best first; and whether feedback refined the query. `whole_org`: the clauses
+    narrow the organization's live rows little or not at all, so its size can stand for the scope's."""
+    settings = get_settings()
+    # The query's embedding is computed on the model thread while the database sizes the scope and
+    # ranks by text; the vector side then waits for it.
+    embedding = asyncio.ensure_future(_embed_query(text_query)) if mode != "text" else None
+    try:
+        # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF. The
+        # vector side alone only needs to know whether the scope is small.
+        with timing.stage("scope"):
+            if mode == "vector":
+                n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_exact_max,
+                                                       estimate=False, whole_org=whole_org, corpus=corpus)
+            else:
+                n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max,
+                                                       whole_org=whole_org, corpus=corpus)
+        if embedding is not None and n_scope > settings.search_exact_max:
+            # While the query is embedded: the connection, its transaction and the scan settings.
+            with timing.stage("vector"):
+                await prepare_hnsw(session, depth)
+        textual = []
+        if mode != "vector":
+            with timing.stage("text"):
+                textual = await text_candidates(session, text_query, clauses, depth, n_scope, corpus=corpus)
+        vector, refined = [], False
+        if embedding is not None:
+            vector, refined = await _meaning_side(session, corpus, mode, embedding, textual, clauses, depth, n_scope,
+                                                  fusing, feedback)
+    finally:
+        if embedding is not None and not embedding.done():
+            embedding.cancel()
+    if mode == "vector":
+        return vector, refined
+    if mode == "text":
+        return textual, refined
+    return fusing(vector, textual), refined
+
+
+async def load_rows(session: AsyncSession, corpus: Corpus, hits: list[Hit]) -> list[Hit]:
+    """The hits with their rows loaded (embeddings left out), in the same order; a row gone since is dropped."""
+    if not hits:
+        return hits
+    with timing.stage("load"):
+        rows = await session.execute(select(corpus.model).options(defer(corpus.embedding))
+                                     .where(corpus.id.in_([h.id for h in hits])))
+        by_id = {row.id: row for row in rows.scalars()}
+    for hit in hits:
+        hit.row = by_id.get(hit.id)
+    return [h for h in hits if h.row is not None]
 
 
 async def search_memories(session: AsyncSession, org_id: uuid.UUID, query: MemorySearchIn, *,
@@ -261,52 +332,12 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID, query: Memor
     offset = _decode_cursor(query)
     want = min(MAX_CANDIDATES, offset + query.top_k + 1)  # one more tells whether a next page exists
     narrowing = narrowing_clauses(query) + list(scope or [])
-    clauses = org_clauses(org_id) + narrowing
     depth = min(MAX_CANDIDATES, max(want, settings.search_candidates))
-    # The query's embedding is computed on the model thread while the database sizes the scope and
-    # ranks by text; the vector side then waits for it.
-    embedding = asyncio.ensure_future(_embed_query(query.query)) if query.mode != "text" else None
-    try:
-        # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF. The
-        # vector side alone only needs to know whether the scope is small.
-        with timing.stage("scope"):
-            whole_org = not narrowing
-            if query.mode == "vector":
-                n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_exact_max,
-                                                       estimate=False, whole_org=whole_org)
-            else:
-                n_scope, _ = await fulltext.scope_size(session, org_id, clauses, settings.search_scope_count_max,
-                                                       whole_org=whole_org)
-        if embedding is not None and n_scope > settings.search_exact_max:
-            # While the query is embedded: the connection, its transaction and the scan settings.
-            with timing.stage("vector"):
-                await prepare_hnsw(session, depth)
-        textual = []
-        if query.mode != "vector":
-            with timing.stage("text"):
-                textual = await text_candidates(session, query.query, clauses, depth, n_scope)
-        vector, refined = [], False
-        if embedding is not None:
-            vector, refined = await _meaning_side(session, query, embedding, textual, clauses, depth, n_scope)
-    finally:
-        if embedding is not None and not embedding.done():
-            embedding.cancel()
-    if query.mode == "vector":
-        hits = vector
-    elif query.mode == "text":
-        hits = textual
-    else:
-        hits = _fuse(vector, textual, query)
+    hits, refined = await rank(session, MEMORIES, org_id, query.query, query.mode, org_clauses(org_id) + narrowing,
+                               whole_org=not narrowing, depth=depth, feedback=feedback_settings(query),
+                               fusing=lambda vector, textual: fuse(vector, textual, query.weights, query.fusion))
     if query.min_score is not None:
         hits = [h for h in hits if h.score(query.mode) >= query.min_score]
-    page = hits[offset:offset + query.top_k]
+    page = await load_rows(session, MEMORIES, hits[offset:offset + query.top_k])
     more = len(hits) > offset + query.top_k and offset + query.top_k < MAX_CANDIDATES
-    if page:
-        with timing.stage("load"):
-            rows = await session.execute(select(Memory).options(defer(Memory.embedding))
-                                         .where(Memory.id.in_([h.memory_id for h in page])))
-            by_id = {m.id: m for m in rows.scalars()}
-        for hit in page:
-            hit.memory = by_id.get(hit.memory_id)
-        page = [h for h in page if h.memory is not None]
     return page, (_encode_cursor(query, offset + query.top_k) if more else None), refined

@@ -115,7 +115,7 @@ async def summarize(ctx: JobContext) -> dict[str, Any]:
     chunk_chars = settings.summary_chunk_chars
     if provider is not None:
         summary = await abstractive.summarize(
-            [m.content for m in sources], _completer(ctx, provider), chunk_chars=chunk_chars,
+            [m.content for m in sources], llm_completer(ctx, provider), chunk_chars=chunk_chars,
             target_chars=target_chars, concurrency=provider.max_concurrency, progress=ctx.progress)
         method, details = "abstractive", {"llm_calls": summary.calls, "model": provider.model}
     else:
@@ -139,7 +139,7 @@ def sentences_of(sources: list[Memory], chunk_chars: int) -> list[extractive.Sen
     return sentences
 
 
-def _completer(ctx: JobContext, provider: ProviderSettings) -> abstractive.Complete:
+def llm_completer(ctx: JobContext, provider: ProviderSettings) -> abstractive.Complete:
     client = LLMClient(provider, on_usage=ctx.record_usage)
 
     async def complete(messages: abstractive.Messages, max_tokens: int) -> str:

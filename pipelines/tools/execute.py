@@ -93,7 +93,7 @@ class _OutputBuffer:
 
 async def execute_tool(ctx: JobContext) -> dict[str, Any]:
     """Run the job's tool with its arguments; the result says how it ended (`reason`) and what it printed."""
-    job, settings = ctx.job, get_settings()
+    job = ctx.job
     payload = job.payload
     tool_id = uuid.UUID(payload["tool_id"])
     head = {"tool_id": str(tool_id), "tool_name": payload["tool_name"]}
@@ -101,21 +101,12 @@ async def execute_tool(ctx: JobContext) -> dict[str, Any]:
         name = BUILTIN_IDS[tool_id].name
         output = await asyncio.to_thread(workspace.run_builtin, job.org_id, name, payload["arguments"])
         return {**head, "builtin": True, "reason": "exited", "exit_code": 0, "output": output}
-    plan = await asyncio.to_thread(sandbox.isolation_plan)
-    warn_if_data_dir_exposed(settings.data_dir)
-    if not plan["net"] and settings.tool_require_network_isolation:
-        raise PermanentJobError("this worker can't give tools a network namespace (unprivileged container or "
-                                "kernel without namespaces), and AGENTMEM_TOOL_REQUIRE_NETWORK_ISOLATION is on: "
-                                "see the README's sandbox section", code="sandbox_unavailable")
+    await check_isolation()
     async with session_scope() as session:
         row = (await session.execute(select(Tool).where(Tool.id == tool_id, Tool.org_id == job.org_id, LIVE))
                ).scalar_one_or_none()
     if row is None:
         raise PermanentJobError(f"tool {tool_id} was deleted before the job ran", code="tool_not_found")
-    timeout, limits = effective_limits(row)
-    run = sandbox.ToolRun(name=row.name, language=row.language, source=row.source, arguments=payload["arguments"],
-                          timeout_seconds=timeout, limits=limits, output_cap_bytes=settings.tool_output_cap_bytes,
-                          output_limit_bytes=settings.tool_output_limit_bytes)
     buffer = _OutputBuffer()
 
     async def flush() -> None:
@@ -135,8 +126,37 @@ async def execute_tool(ctx: JobContext) -> dict[str, Any]:
             last_progress = time.monotonic()
             await ctx.progress(0, 1, "running")  # raises JobCancelled when cancellation was asked
 
+    result = await run_in_sandbox(row, payload["arguments"], sink=buffer.add, checkpoint=checkpoint)
+    await flush()
+    return {**head, "builtin": False, **result}
+
+
+async def check_isolation() -> None:
+    """Refuse to run tools where the sandbox can't cut them off the network, unless the operator allows it."""
+    settings = get_settings()
+    plan = await asyncio.to_thread(sandbox.isolation_plan)
+    warn_if_data_dir_exposed(settings.data_dir)
+    if not plan["net"] and settings.tool_require_network_isolation:
+        raise PermanentJobError("this worker can't give tools a network namespace (unprivileged container or "
+                                "kernel without namespaces), and AGENTMEM_TOOL_REQUIRE_NETWORK_ISOLATION is on: "
+                                "see the README's sandbox section", code="sandbox_unavailable")
+
+
+async def run_in_sandbox(row: Tool, arguments: dict[str, Any], *, sink: sandbox.OutputSink,
+                         checkpoint: sandbox.Checkpoint) -> dict[str, Any]:
+    """Run a registered tool in the sandbox with its limits; how it ended, what it printed, the limits it had.
+
+    `checkpoint` is awaited every quarter second while it runs; an exception out of it (JobCancelled)
+    kills the tool and propagates.
+    """
+    settings = get_settings()
+    await check_isolation()
+    timeout, limits = effective_limits(row)
+    run = sandbox.ToolRun(name=row.name, language=row.language, source=row.source, arguments=arguments,
+                          timeout_seconds=timeout, limits=limits, output_cap_bytes=settings.tool_output_cap_bytes,
+                          output_limit_bytes=settings.tool_output_limit_bytes)
     try:
-        result = await sandbox.run_sandboxed(run, sink=buffer.add, checkpoint=checkpoint,
+        result = await sandbox.run_sandboxed(run, sink=sink, checkpoint=checkpoint,
                                              uid_base=settings.tool_sandbox_uid_base,
                                              uid_count=settings.tool_sandbox_uid_count, checkpoint_seconds=0.25,
                                              hidden=sandbox_hidden())
@@ -144,8 +164,6 @@ async def execute_tool(ctx: JobContext) -> dict[str, Any]:
         raise TransientJobError(str(exc), code="sandbox_busy") from exc
     except sandbox.SandboxFailed as exc:
         raise PermanentJobError(str(exc), code="sandbox_failed") from exc
-    await flush()
     if result["reason"] == "runtime_unavailable":
         raise PermanentJobError(result["message"], code="runtime_unavailable")
-    return {**head, "builtin": False, "language": row.language, "timeout_seconds": timeout,
-            "limits": dataclasses.asdict(limits), **result}
+    return {"language": row.language, "timeout_seconds": timeout, "limits": dataclasses.asdict(limits), **result}

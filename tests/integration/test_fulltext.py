@@ -95,7 +95,7 @@ async def test_a_large_scope_is_matched_on_its_rare_words_and_keeps_the_best_row
     ])
     # Statistics as if 'rain' and 'weather' were in every row and 'zdravko' rare; a budget of 50 rows.
     stats = fulltext.TermStatistics({"rain": 0.99, "weather": 0.99}, floor=0.001, loaded_at=float("inf"))
-    monkeypatch.setattr(fulltext, "_stats", stats)
+    monkeypatch.setattr(fulltext, "_stats", {"memories": stats})
     monkeypatch.setattr(get_settings(), "search_text_match_budget", 50)
     query = "Zdravko rain weather"
     narrowed = await _rank(tenant.org_id, scope, query, limit=5, n_scope=len(ids))

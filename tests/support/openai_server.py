@@ -29,6 +29,9 @@ most 8 characters; a last chunk with `finish_reason`; a chunk with `usage` and n
     {"status": 307, "location": "http://…"}               a redirect there (with the same error body)
     {"delay": 1.5, ...}                                   wait that long first, then answer with the rest
                                                           of R (or the default answer if nothing is left)
+    {"chunk_delay": 0.2, ...}                             streaming: wait that long before each content chunk
+    {"tool_call_ids": "every" | "none", ...}              streaming: repeat each call's id on every chunk of
+                                                          it, or send no ids at all (default: first chunk only)
   "content" and "tool_calls" may be combined; "finish_reason" overrides the finish reason.
   `GET /scripts/{marker}` → `{"marker", "remaining"}`; `DELETE /scripts/{marker}` drops the queue.
 
@@ -148,7 +151,8 @@ def _answer(body: dict, script: dict, text: str, ids: itertools.count) -> dict[s
               "arguments": call["arguments"] if isinstance(call.get("arguments"), str)
               else json.dumps(call.get("arguments") or {})} for call in script.get("tool_calls") or []]
     completion = _words(content or "") + sum(_words(c["arguments"]) for c in calls)
-    return {"content": content, "tool_calls": calls,
+    return {"content": content, "tool_calls": calls, "chunk_delay": float(script.get("chunk_delay") or 0),
+            "tool_call_ids": script.get("tool_call_ids") or "first",
             "finish_reason": script.get("finish_reason") or ("tool_calls" if calls else "stop"),
             "usage": {"prompt_tokens": _words(text), "completion_tokens": completion,
                       "total_tokens": _words(text) + completion}}
@@ -180,14 +184,17 @@ async def _chunks(body: dict, answer: dict, completion_id: str, entry: dict):
     try:
         yield chunk({"role": "assistant", "content": ""})
         for word in re.findall(r"\s*\S+\s*|\s+", answer["content"] or ""):
+            if answer["chunk_delay"]:
+                await asyncio.sleep(answer["chunk_delay"])
             yield chunk({"content": word})
+        ids = answer["tool_call_ids"]
         for index, call in enumerate(answer["tool_calls"]):
-            yield chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                         "function": {"name": call["name"], "arguments": ""}}]})
+            head = {"index": index, "type": "function", "function": {"name": call["name"], "arguments": ""}}
+            yield chunk({"tool_calls": [head if ids == "none" else {**head, "id": call["id"]}]})
             arguments = call["arguments"]
             for start in range(0, len(arguments), ARGUMENT_PIECE):
-                yield chunk({"tool_calls": [{"index": index,
-                                             "function": {"arguments": arguments[start:start + ARGUMENT_PIECE]}}]})
+                piece = {"index": index, "function": {"arguments": arguments[start:start + ARGUMENT_PIECE]}}
+                yield chunk({"tool_calls": [{**piece, "id": call["id"]} if ids == "every" else piece]})
         yield chunk({}, answer["finish_reason"])
         if (body.get("stream_options") or {}).get("include_usage"):
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': answer['usage']})}\n\n"

@@ -39,6 +39,7 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/api-keys": {"name": "route matrix", "role": "viewer"},
     "POST /api/v1/memories": {"items": [{"content": "a memory of the calling organization"}], "user_id": "{scope}"},
     "POST /api/v1/memories/search": {"query": "{query}"},
+    "POST /api/v1/messages/search": {"query": "{query}"},
     "PATCH /api/v1/memories/{memory_id}": {"content": "changed by the route matrix"},
     "POST /api/v1/summaries": {"memory_ids": ["{memory_id}"]},
     # A public address literal (no DNS; the outbound policy refuses internal ones), never called.

@@ -69,7 +69,7 @@ def test_a_whole_organization_search_reuses_its_recent_count_and_a_narrower_one_
     assert asyncio.run(fulltext.scope_size(small, org, [], 10_000)) == (40, True)
     assert small.statements == 1
     # So is a small organization: its size fits the cap, and the exact count decides.
-    monkeypatch.setattr(fulltext, "_org_sizes", {org: (500, fulltext.time.monotonic())})
+    monkeypatch.setattr(fulltext, "_org_sizes", {("memories", org): (500, fulltext.time.monotonic())})
     assert asyncio.run(fulltext.scope_size(small, org, [], 10_000, whole_org=True)) == (40, True)
     assert small.statements == 2
 
@@ -81,13 +81,13 @@ def test_a_stale_organization_size_is_served_while_it_is_recounted_in_the_backgr
     from pipelines.memories import fulltext
 
     org = uuid.uuid4()
-    monkeypatch.setattr(fulltext, "_org_sizes", {org: (30_000, fulltext.time.monotonic() - 3600)})
+    monkeypatch.setattr(fulltext, "_org_sizes", {("memories", org): (30_000, fulltext.time.monotonic() - 3600)})
     monkeypatch.setattr(fulltext, "_refreshing", {})
     recounted = asyncio.Event()
 
-    async def refresh(org_id):
-        fulltext._org_sizes[org_id] = (31_000, fulltext.time.monotonic())
-        fulltext._refreshing.pop(org_id, None)
+    async def refresh(corpus, org_id):
+        fulltext._org_sizes[corpus.name, org_id] = (31_000, fulltext.time.monotonic())
+        fulltext._refreshing.pop((corpus.name, org_id), None)
         recounted.set()
 
     monkeypatch.setattr(fulltext, "_refresh_org_size", refresh)

@@ -26,7 +26,7 @@ def test_a_memory_far_ahead_by_meaning_beats_one_that_only_leads_the_words():
     vector = vector_list((A, 0.90), (B, 0.40), (C, 0.38), (D, 0.37))
     textual = text_list((B, 5.1), (A, 5.0), (C, 1.0))
     by_scores = fuse_scores(vector, textual, 1.0, 1.0)
-    assert by_scores[0].memory_id == A
+    assert by_scores[0].id == A
     # Reciprocal ranks see only positions: first and second on each side tie, broken by id.
     by_ranks = fuse_ranks(vector, textual, 1.0, 1.0, 60)
     assert by_ranks[0].fused_score == by_ranks[1].fused_score
@@ -35,9 +35,9 @@ def test_a_memory_far_ahead_by_meaning_beats_one_that_only_leads_the_words():
 def test_a_memory_missing_from_one_side_gets_that_sides_lowest():
     vector = vector_list((A, 0.9), (B, 0.5))
     textual = text_list((C, 3.0), (A, 1.0))
-    fused = {h.memory_id: h for h in fuse_scores(vector, textual, 1.0, 1.0)}
+    fused = {h.id: h for h in fuse_scores(vector, textual, 1.0, 1.0)}
     # B is last by meaning and absent by words, so it is last; C has only its text score.
-    assert min(fused.values(), key=lambda h: h.fused_score).memory_id == B
+    assert min(fused.values(), key=lambda h: h.fused_score).id == B
     assert fused[C].vector_rank is None and fused[C].text_rank == 1
 
 
@@ -46,13 +46,13 @@ def test_scores_are_in_the_unit_interval_and_weights_shift_the_order():
     textual = text_list((C, 9.0), (B, 4.0), (A, 0.5))
     meaning = fuse_scores(vector, textual, 1.0, 0.1)
     words = fuse_scores(vector, textual, 0.1, 1.0)
-    assert meaning[0].memory_id == A and words[0].memory_id == C
+    assert meaning[0].id == A and words[0].id == C
     assert all(0 < h.fused_score < 1 for h in meaning + words)
 
 
 def test_one_empty_side_ranks_by_the_other():
     vector = vector_list((A, 0.9), (B, 0.5), (C, 0.2))
-    assert [h.memory_id for h in fuse_scores(vector, [], 1.0, 0.25)] == [A, B, C]
+    assert [h.id for h in fuse_scores(vector, [], 1.0, 0.25)] == [A, B, C]
 
 
 def test_refine_adds_the_weighted_mean_of_the_feedback_and_normalizes():

@@ -1,0 +1,50 @@
+"""What search reads: a table of an organization's texts, each with an embedding and a full-text vector.
+
+Memories are searched by `pipelines/memories/search.py` and `pipelines/memories/fulltext.py`; a `Corpus`
+names the table they run against, so conversation messages are searched by the same code
+(`pipelines/conversations/search.py` defines their corpus). Each such table has `id`, `org_id`,
+`deleted_at`, a pgvector `embedding` (HNSW-indexed, NULL until computed) and a generated `fts`
+tsvector column (GIN-indexed; not mapped on the model, since nothing writes it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import literal_column
+from sqlalchemy.sql.elements import ColumnElement
+
+from schemas.tables import Memory
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A searchable table, by its model."""
+
+    model: Any
+
+    @property
+    def name(self) -> str:
+        """The table's name: what `pg_stats` files its statistics under, and what caches are keyed by."""
+        return self.model.__tablename__
+
+    @property
+    def id(self) -> Any:
+        return self.model.id
+
+    @property
+    def embedding(self) -> Any:
+        return self.model.embedding
+
+    @property
+    def fts(self) -> ColumnElement:
+        return literal_column(f"{self.name}.fts")
+
+    def org_clauses(self, org_id: uuid.UUID) -> list[ColumnElement[bool]]:
+        """The organization's live rows."""
+        return [self.model.org_id == org_id, self.model.deleted_at.is_(None)]
+
+
+MEMORIES = Corpus(Memory)
