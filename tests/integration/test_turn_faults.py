@@ -30,8 +30,6 @@ from schemas.permissions import Role
 from tests.support.sse import finish, follow
 from tests.support.stack import Stack
 
-TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}
-
 
 def _own_redis_database(url: str) -> str:
     """The same Redis server, another numbered database: queues, events and worker presence of their own."""
@@ -135,6 +133,10 @@ async def _job(chat, job_id: str) -> dict:
     return response.json()
 
 
+async def _n_requests(stack: Stack, mark: str, n: int) -> bool:
+    return len(await _chat_requests(stack, mark)) >= n
+
+
 def _processes_mentioning(text: str) -> list[int]:
     """Processes whose command line mentions `text` (a tool's name: its bwrap, launcher and interpreter)."""
     found = []
@@ -144,11 +146,15 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+async def _gone(name: str) -> bool:
+    return not _processes_mentioning(name)
+
+
 def _kill_worker_running(stack: Stack, job: dict) -> None:
     """SIGKILL the worker process running `job` (no ack, no lease released), then start a fresh worker."""
     assert job["status"] == "running" and job["worker"], job
     pid = int(job["worker"].rsplit(":", 1)[1])
-    name, proc = next((name, proc) for name, proc in stack.procs.items() if name.startswith("worker")
+    proc = next(proc for name, proc in stack.procs.items() if name.startswith("worker")
                       and proc.popen.poll() is None
                       and pid in [c.pid for c in psutil.Process(proc.popen.pid).children(recursive=True)])
     os.kill(pid, signal.SIGKILL)
@@ -215,10 +221,6 @@ async def test_a_worker_killed_during_a_model_call_resumes_without_running_finis
     assert [m["role"] for m in requests[2]["messages"][-3:]] == ["assistant", "tool", "tool"]
 
 
-async def _n_requests(stack: Stack, mark: str, n: int) -> bool:
-    return len(await _chat_requests(stack, mark)) >= n
-
-
 SLEEPY_TOOL = "import time\n\ndef NAME(seconds):\n    time.sleep(seconds)\n    return {'slept': seconds}\n"
 SECONDS_SCHEMA = {"type": "object", "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]}
 
@@ -254,10 +256,6 @@ async def test_a_worker_killed_during_a_sandboxed_tool_runs_the_tool_again_but_n
     # The model was asked for the tool call once, and once for the answer after it.
     assert len(await _chat_requests(turn_stack, mark)) == 2
     assert _processes_mentioning(tool["name"]) == []
-
-
-async def _gone(name: str) -> bool:
-    return not _processes_mentioning(name)
 
 
 async def test_a_worker_killed_while_the_answer_streams_asks_once_more_and_stores_one_answer(
