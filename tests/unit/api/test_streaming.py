@@ -64,7 +64,10 @@ def test_exactly_the_event_stream_routes_are_declared_streaming():
     from tests.unit.test_architecture import app_routes
 
     routes = [r for r in app_routes(create_app().routes) if getattr(r, "methods", None)]
-    event_streams = {r.path_format for r in routes
-                     if "text/event-stream" in r.responses.get(200, {}).get("content", {})}
+    documented = {r.path_format: r for r in routes
+                  if "text/event-stream" in r.responses.get(200, {}).get("content", {})}
+    # Only streams; a route that streams on request (JSON otherwise, as a chat completion) is not declared.
+    event_streams = {path for path, r in documented.items() if r.response_model is None}
     assert event_streams == {"/api/v1/jobs/{job_id}/events", "/api/v1/events"}
+    assert set(documented) - event_streams == {"/v1/chat/completions"}
     assert {r.path_format for r in routes if is_streaming(r)} == event_streams
