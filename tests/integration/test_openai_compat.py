@@ -85,6 +85,10 @@ async def test_a_completion_is_the_agents_answer_with_usage_and_the_turn_named(a
     assert conversation["agent_id"] == agent["id"] and conversation["user_id"] == "ada"
     stored = await messages_of(rest, conversation_id)
     assert [(m["role"], m["content"]) for m in stored] == [("user", text), ("assistant", f"echo: {text}")]
+    [entry] = (await rest.get("/api/v1/audit-logs", params={"target_id": stored[0]["id"]})).json()["items"]
+    assert (entry["action"], entry["target_type"], entry["result"]) == ("create_chat_completion", "message", "success")
+    assert entry["details"] == {"conversation_id": conversation_id, "model": agent["id"], "stream": False,
+                                "via": "openai"}
 
 
 async def test_a_stream_writes_the_same_answer_chunk_by_chunk_and_ends_properly(ai, rest):
@@ -301,6 +305,8 @@ async def test_a_socket_send_posts_the_message_and_streams_its_turn(stack, llm_t
     tokens = [f["event"]["data"]["text"] for f in events if f["event"]["type"] == "token"]
     assert len(tokens) >= 2 and "".join(tokens) == f"echo: {text}"
     assert [m["role"] for m in await messages_of(rest, conversation["id"])] == ["user", "assistant"]
+    [entry] = (await rest.get("/api/v1/audit-logs", params={"target_id": sent["message"]["id"]})).json()["items"]
+    assert (entry["action"], entry["result"], entry["details"]["via"]) == ("post_message", "success", "websocket")
 
 
 async def test_a_second_send_while_the_turn_runs_is_conversation_busy(stack, llm_tenant, rest):
