@@ -25,6 +25,7 @@ from api.routes import (
     llm,
     memories,
     messages,
+    openai_compat,
     organizations,
     summaries,
     tools,
@@ -71,6 +72,8 @@ TAGS = [
     {"name": "agents", "description": "Agents: instructions, a prompt template, attached core-memory blocks."},
     {"name": "conversations", "description": "Conversations with agents: messages, the agent turns that answer "
                                              "them (streamed), and the context a turn sends."},
+    {"name": "openai", "description": "The OpenAI-compatible door: chat with agents through OpenAI clients "
+                                      "(`base_url=…/v1`)."},
     {"name": "blocks", "description": "Core-memory blocks: versioned, limited, rewritten shorter when full."},
     {"name": "tools", "description": "Tools run in a sandbox as jobs, and the built-in file tools."},
     {"name": "audit", "description": "Who did what, when, from where."},
@@ -80,7 +83,8 @@ TAGS = [
 
 
 ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, summaries.router, jobs.router,
-           llm.router, agents.router, conversations.router, messages.router, blocks.router, tools.router,
+           llm.router, agents.router, conversations.router, messages.router,
+           openai_compat.router, blocks.router, tools.router,
            ws.router, audit.router, admin.router, health.router)
 
 

@@ -1,4 +1,5 @@
-"""Rendering event followers as Server-Sent Events, and declaring the routes that stream."""
+"""Rendering event followers as Server-Sent Events (job events, and OpenAI-style chunks), and declaring the
+routes that stream."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from core.errors import AppError, infrastructure_errors
 from core.logging import request_id_var
@@ -63,3 +65,28 @@ async def sse_response(follower: AsyncIterator[JobEvent | None]) -> StreamingRes
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def data_frame(payload: str) -> str:
+    """A nameless SSE message, as OpenAI-style streams send each chunk (and `[DONE]`)."""
+    return f"data: {payload}\n\n"
+
+
+async def chunk_stream(chunks: AsyncIterator[BaseModel | None]) -> AsyncIterator[str]:
+    """An OpenAI-style stream: `data: <chunk>` for each chunk, then `data: [DONE]`. A stream that can't go on
+    ends with `data: {"error": …}` in the API's error shape (OpenAI clients raise it) and no `[DONE]`."""
+    try:
+        async for chunk in chunks:
+            yield ": heartbeat\n\n" if chunk is None else data_frame(chunk.model_dump_json())
+    except (AppError, *infrastructure_errors()) as exc:
+        log.warning("chunk stream ended by error: %s", exc)
+        error = {"code": getattr(exc, "code", "upstream_unavailable"), "message": str(exc),
+                 "details": getattr(exc, "details", None), "request_id": request_id_var.get()}
+        yield data_frame(json.dumps({"error": error}))
+        return
+    except Exception:
+        log.exception("chunk stream failed")
+        yield data_frame(json.dumps({"error": {"code": "internal_error", "message": "the stream failed",
+                                               "details": None, "request_id": request_id_var.get()}}))
+        return
+    yield data_frame("[DONE]")

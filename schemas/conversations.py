@@ -93,6 +93,24 @@ class MessageCreate(BaseModel):
         return self
 
 
+class SocketSend(BaseModel):
+    """A WebSocket `send`: a user message for a conversation, answered by an agent turn the socket follows."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["send"]
+    conversation_id: uuid.UUID
+    content: str = Field(max_length=MAX_MESSAGE_CHARS)
+    request_id: str | None = Field(default=None, max_length=200, description="Echoed in the `sent` or `error` "
+                                   "reply, to match replies with sends.")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255, description="As the "
+                                        "Idempotency-Key header: the same key and message give the same turn.")
+    max_steps: int | None = Field(default=None, ge=1, le=50)
+
+    def message(self) -> MessageCreate:
+        """The message to post."""
+        return MessageCreate(content=self.content, max_steps=self.max_steps)
+
+
 class MessageOut(BaseModel):
     id: uuid.UUID
     conversation_id: uuid.UUID

@@ -56,6 +56,7 @@ BODIES: dict[str, Any] = {
     "PATCH /api/v1/tools/{tool_id}": {"description": "changed by the route matrix"},
     "POST /api/v1/tools/{tool_id}/execute": {"arguments": {}},
     "POST /api/v1/stream-tokens": {"job_id": "{job_id}"},
+    "POST /v1/chat/completions": {"model": "{agent_id}", "messages": [{"role": "user", "content": "hi, matrix"}]},
     "PATCH /api/v1/admin/users/{user_id}": {"is_active": False},
     "PATCH /api/v1/admin/organizations/{organization_id}/limits": {"rate_limit_per_minute": 5},
 }

@@ -64,7 +64,48 @@ def test_exactly_the_event_stream_routes_are_declared_streaming():
     from tests.unit.test_architecture import app_routes
 
     routes = [r for r in app_routes(create_app().routes) if getattr(r, "methods", None)]
-    event_streams = {r.path_format for r in routes
-                     if "text/event-stream" in r.responses.get(200, {}).get("content", {})}
+    documented = {r.path_format: r for r in routes
+                  if "text/event-stream" in r.responses.get(200, {}).get("content", {})}
+    # Only streams; a route that streams on request (JSON otherwise, as a chat completion) is not declared.
+    event_streams = {path for path, r in documented.items() if r.response_model is None}
     assert event_streams == {"/api/v1/jobs/{job_id}/events", "/api/v1/events"}
+    assert set(documented) - event_streams == {"/v1/chat/completions"}
     assert {r.path_format for r in routes if is_streaming(r)} == event_streams
+
+
+async def _chunks_of(chunks) -> list[str]:
+    from api.streaming import chunk_stream
+
+    return [frame async for frame in chunk_stream(chunks)]
+
+
+async def test_a_chunk_stream_sends_each_chunk_as_data_then_done():
+    from schemas.openai_compat import ChatCompletionChunk, ChunkChoice, Delta
+
+    async def chunks():
+        yield ChatCompletionChunk(id="c", created=1, model="m", choices=[ChunkChoice(delta=Delta(content="hi"))])
+        yield None
+
+    frames = await _chunks_of(chunks())
+    assert frames[0].startswith("data: {") and json.loads(frames[0][6:])["choices"][0]["delta"] == {"content": "hi"}
+    assert frames[1:] == [": heartbeat\n\n", "data: [DONE]\n\n"]
+
+
+async def test_a_chunk_stream_that_fails_ends_with_an_error_in_the_apis_shape_and_no_done():
+    from core.errors import AppError
+
+    async def chunks():
+        yield None
+        raise AppError("the turn failed", code="llm_rejected", details={"job_id": "j"})
+
+    frames = await _chunks_of(chunks())
+    error = json.loads(frames[-1].removeprefix("data: "))["error"]
+    assert (error["code"], error["message"], error["details"]) == ("llm_rejected", "the turn failed", {"job_id": "j"})
+    assert "data: [DONE]\n\n" not in frames
+
+    async def buggy():
+        raise RuntimeError("internals nobody outside should read")
+        yield  # an async generator
+
+    error = json.loads((await _chunks_of(buggy()))[-1].removeprefix("data: "))["error"]
+    assert error["code"] == "internal_error" and "internals" not in error["message"]
