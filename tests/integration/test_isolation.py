@@ -45,19 +45,20 @@ class World:
     provider_key: str
     agent_id: str = ""
     block_id: str = ""
+    conversation_id: str = ""
 
     def ids(self) -> dict:
         return fresh_ids(memory_id=self.memory_id, job_id=self.job_id, key_id=self.tenant.key_ids[Role.MEMBER],
                          org_id=self.tenant.org_id, organization_id=self.tenant.org_id, user_id=self.member.id,
                          username=self.member.username, config_id=self.config_id, agent_id=self.agent_id,
-                         block_id=self.block_id)
+                         block_id=self.block_id, conversation_id=self.conversation_id)
 
     def secrets(self) -> set[str]:
         """Everything of A's that could show up in a response."""
         keys = self.tenant.keys.values()
         return ({self.memory_id, self.job_id, str(self.tenant.org_id), self.tenant.name, str(self.member.id),
                  self.member.username, self.marker, self.scope, self.config_id, self.provider_key,
-                 self.agent_id, self.block_id}
+                 self.agent_id, self.block_id, self.conversation_id}
                 | {str(k) for k in self.tenant.key_ids.values()} | {k.split("_")[1] for k in keys} | set(keys))
 
 
@@ -81,9 +82,16 @@ async def org_a(stack) -> World:
         assert block.status_code == 201, block.text
         agent = await client.post("/api/v1/agents", json={"name": f"iso-{marker}", "block_ids": [block.json()["id"]]})
         assert agent.status_code == 201, agent.text
+        conversation = await client.post(f"/api/v1/agents/{agent.json()['id']}/conversations",
+                                         json={"title": f"about {marker}"})
+        assert conversation.status_code == 201, conversation.text
+        said = await client.post(f"/api/v1/conversations/{conversation.json()['id']}/messages",
+                                 json={"content": f"Remember {marker}", "respond": False})
+        assert said.status_code == 201, said.text
     member = await make_user("iso-member", org_id=tenant.org_id, role=Role.MEMBER)
     return World(tenant, member, memory["id"], job["id"], marker, scope, config.json()["id"], provider_key,
-                 agent_id=agent.json()["id"], block_id=block.json()["id"])
+                 agent_id=agent.json()["id"], block_id=block.json()["id"],
+                 conversation_id=conversation.json()["id"])
 
 
 STATE_SQL = """
@@ -99,6 +107,8 @@ UNION ALL SELECT 'agent', to_jsonb(g)::text FROM agents g WHERE g.org_id = :org
 UNION ALL SELECT 'block', to_jsonb(b)::text FROM blocks b WHERE b.org_id = :org
 UNION ALL SELECT 'block_version', to_jsonb(v)::text FROM block_versions v WHERE v.org_id = :org
 UNION ALL SELECT 'agent_block', to_jsonb(ab)::text FROM agent_blocks ab WHERE ab.org_id = :org
+UNION ALL SELECT 'conversation', to_jsonb(c)::text FROM conversations c WHERE c.org_id = :org
+UNION ALL SELECT 'message', (to_jsonb(x) - 'embedding')::text FROM messages x WHERE x.org_id = :org
 ORDER BY 1, 2
 """
 
@@ -160,7 +170,8 @@ async def test_other_org_gets_404_for_every_route_with_an_id(endpoint, as_b, org
         text, sent = str(reply.frames), org_a.job_id
     else:
         reply = await call(as_b.client, endpoint, ids)
-        assert reply.status == 404 and reply.code == "not_found", reply.text
+        # `not_found`, or the resource's own code (`conversation_not_found`, `model_not_found`).
+        assert reply.status == 404 and reply.code is not None and reply.code.endswith("not_found"), reply.text
         text, sent = reply.text, endpoint.url(ids) + str(endpoint.body(ids))
     assert not leaked(text, org_a, sent)
     assert await state_of(db, org_a.tenant.org_id) == before

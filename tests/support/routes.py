@@ -56,6 +56,10 @@ BODIES: dict[str, Any] = {
     "PATCH /api/v1/tools/{tool_id}": {"description": "changed by the route matrix"},
     "POST /api/v1/tools/{tool_id}/execute": {"arguments": {}},
     "POST /api/v1/stream-tokens": {"job_id": "{job_id}"},
+    "POST /api/v1/agents/{agent_id}/conversations": {"title": "route matrix"},
+    "PATCH /api/v1/conversations/{conversation_id}": {"title": "changed by the route matrix"},
+    # `respond: false`: stored as history, no turn (the matrix has no LLM behind it).
+    "POST /api/v1/conversations/{conversation_id}/messages": {"content": "from the route matrix", "respond": False},
     "POST /v1/chat/completions": {"model": "{agent_id}", "messages": [{"role": "user", "content": "hi, matrix"}]},
     "PATCH /api/v1/admin/users/{user_id}": {"is_active": False},
     "PATCH /api/v1/admin/organizations/{organization_id}/limits": {"rate_limit_per_minute": 5},
@@ -146,7 +150,7 @@ def fresh_ids(**ids: Any) -> dict[str, Any]:
     return {"memory_id": uuid.uuid4(), "job_id": uuid.uuid4(), "key_id": uuid.uuid4(), "org_id": uuid.uuid4(),
             "user_id": uuid.uuid4(), "organization_id": uuid.uuid4(), "username": f"nobody-{uuid.uuid4().hex[:10]}",
             "config_id": uuid.uuid4(), "agent_id": uuid.uuid4(), "block_id": uuid.uuid4(),
-            "tool_id": uuid.uuid4(),
+            "tool_id": uuid.uuid4(), "conversation_id": uuid.uuid4(),
             "new_name": f"renamed-{uuid.uuid4().hex[:10]}", "scope": f"matrix-{uuid.uuid4().hex[:10]}",
             "query": "what does this organization remember?"} | ids
 
