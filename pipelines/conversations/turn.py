@@ -185,8 +185,9 @@ async def agent_turn(ctx: JobContext) -> dict[str, Any]:
 
 
 async def _checkpoint(turn: Turn) -> None:
-    with timing.stage("checkpoint"):
-        await turn.ctx.progress(turn.llm_calls(), turn.max_steps, "thinking" if not turn.pending_calls() else "tools")
+    tools = bool(turn.pending_calls())
+    with timing.stage("checkpoint_tools" if tools else "checkpoint"):
+        await turn.ctx.progress(turn.llm_calls(), turn.max_steps, "tools" if tools else "thinking")
 
 
 async def _call_model(turn: Turn) -> None:
