@@ -141,8 +141,9 @@ async def test_each_usage_event_times_the_stages_since_the_one_before(chat, stac
     # model answer that is a tool call only (no text, so no first token).
     assert {"setup", "recall", "embed", "checkpoint", "context", "llm"} <= set(first), first
     assert "llm_first_token" not in first and first["recall"] <= first["setup"]
-    # The second: the tool's search, the prompt again and a text answer; the setup is not counted again.
-    assert {"embed", "checkpoint", "context", "llm_first_token", "llm"} <= set(second), second
+    # The second: the checkpoint before the tool, its search, the prompt again and a text answer; the setup
+    # is not counted again.
+    assert {"checkpoint_tools", "embed", "checkpoint", "context", "llm_first_token", "llm"} <= set(second), second
     assert "setup" not in second and second["llm_first_token"] <= second["llm"]
     assert all(isinstance(ms, float) and ms >= 0 for ms in [*first.values(), *second.values()])
 
