@@ -59,6 +59,7 @@ class System:
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentmem-bench-", dir="/tmp")))
     process: subprocess.Popen | None = None
     api_key: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # AGENTMEM_* settings for this run, over the defaults below
 
     @classmethod
     def on(cls, data_dir: Path | None, workers: int, keep_data: bool = False) -> System:
@@ -85,6 +86,7 @@ class System:
         env.update(AGENTMEM_QUOTA_CONCURRENT_JOBS="1000000", AGENTMEM_QUOTA_JOBS_PER_MINUTE="1000000",
                    AGENTMEM_RATE_LIMIT_OWNER="10000000", AGENTMEM_RATE_LIMIT_ADMIN="10000000",
                    AGENTMEM_RATE_LIMIT_MEMBER="10000000", AGENTMEM_RATE_LIMIT_VIEWER="10000000")
+        env.update(self.env)
         agentmem = shutil.which("agentmem", path=str(Path(sys.executable).parent)) or "agentmem"
         cmd = [agentmem, "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
                "--workers", str(self.workers)]

@@ -1,8 +1,9 @@
 """Where a request's time goes: named stages, reported in the `Server-Timing` response header.
 
 The request middleware opens a `Timings` for each HTTP request; code anywhere below it marks its
-stages with `stage("name")` (a no-op outside a request, e.g. in workers). A browser's devtools, curl
-`-i` and `bench/search_latency.py` read the header.
+stages with `stage("name")` (a no-op where no `Timings` is open, e.g. in most jobs). A browser's
+devtools, curl `-i` and `bench/search_latency.py` read the header. An agent turn opens its own and
+reports its stages in its `usage` events (`bench/agent.py` reads them).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ class Timings:
 
     def add(self, name: str, milliseconds: float) -> None:
         self.stages[name] = self.stages.get(name, 0.0) + milliseconds
+
+    def take(self) -> dict[str, float]:
+        """The stages so far, rounded to 0.1 ms, and start over (for a job reporting its stages as it goes)."""
+        out = {name: round(ms, 1) for name, ms in self.stages.items()}
+        self.stages.clear()
+        return out
 
     def header(self, total_ms: float) -> str:
         """`Server-Timing` value: each stage, then `app` (the whole request until its response began)."""

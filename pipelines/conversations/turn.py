@@ -7,8 +7,9 @@ the rows end: a model call that was under way is made again (at most once per cr
 result is stored is never run again, and no message is written twice.
 
 Events on the job's stream: `token` (text deltas, coalesced over a few milliseconds), `tool_call`,
-`tool_result`, `message` (every stored message), `usage` (per model call), then the terminal event,
-whose result holds the final message. Cancellation is checked between steps and while the model
+`tool_result`, `message` (every stored message), `usage` (per model call, with `timings`: milliseconds
+per stage since the previous `usage` event or the turn's start), then the terminal event, whose result
+holds the final message. Cancellation is checked between steps and while the model
 streams (a partial answer is kept), and kills a running tool.
 """
 
@@ -23,6 +24,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+from core import timing
 from core.db import session_scope
 from core.errors import JobCancelled, PermanentJobError
 from core.llm import LLMClient, Usage
@@ -142,8 +144,9 @@ async def _load(ctx: JobContext) -> Turn:
         tools = await agent_tools.turn_tools(session, agent)
         if not steps:
             raise PermanentJobError("the turn's user message is gone", code="message_gone")
-        memories = await recall(session, job.org_id, agent, conversation.user_id, steps[0].content,
-                                agent.memory_top_k)
+        with timing.stage("recall"):
+            memories = await recall(session, job.org_id, agent, conversation.user_id, steps[0].content,
+                                    agent.memory_top_k)
     params = chat_params(agent, provider)
     client = LLMClient(replace(provider, model=params.model or provider.model), on_usage=ctx.record_usage)
     return Turn(ctx, agent, conversation, steps, params, client, tools,
@@ -152,7 +155,11 @@ async def _load(ctx: JobContext) -> Turn:
 
 async def agent_turn(ctx: JobContext) -> dict[str, Any]:
     """Run (or resume) a turn to its final answer or its step limit."""
-    turn = await _load(ctx)
+    # Stages of this turn and of the searches it runs, for its `usage` events. The job runs in a task of
+    # its own, so nothing else records into them.
+    timing.timings_var.set(timing.Timings())
+    with timing.stage("setup"):
+        turn = await _load(ctx)
     stop_reason = "final"
     while not turn.finished():
         await _checkpoint(turn)
@@ -178,17 +185,21 @@ async def agent_turn(ctx: JobContext) -> dict[str, Any]:
 
 
 async def _checkpoint(turn: Turn) -> None:
-    await turn.ctx.progress(turn.llm_calls(), turn.max_steps, "thinking" if not turn.pending_calls() else "tools")
+    tools = bool(turn.pending_calls())
+    with timing.stage("checkpoint_tools" if tools else "checkpoint"):
+        await turn.ctx.progress(turn.llm_calls(), turn.max_steps, "tools" if tools else "thinking")
 
 
 async def _call_model(turn: Turn) -> None:
     """One model call: its prompt built afresh (blocks may have changed), streamed, then stored."""
     step = turn.llm_calls() + 1
-    async with session_scope() as session:
-        agent = await get_agent(session, turn.job.org_id, turn.agent.id)
-        conversation = await store.get_conversation(session, turn.job.org_id, turn.conversation.id)
-        context = await build_context(session, agent, conversation, params=turn.params, memories=turn.memories,
-                                      tools=turn.tools.definitions, keep_from_seq=turn.steps[0].seq)
+    with timing.stage("context"):
+        async with session_scope() as session:
+            agent = await get_agent(session, turn.job.org_id, turn.agent.id)
+            conversation = await store.get_conversation(session, turn.job.org_id, turn.conversation.id)
+            context = await build_context(session, agent, conversation, params=turn.params,
+                                          memories=turn.memories, tools=turn.tools.definitions,
+                                          keep_from_seq=turn.steps[0].seq)
     tokens = TokenStream(turn.job, step, get_settings().agent_token_flush_ms)
     text: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -199,9 +210,12 @@ async def _call_model(turn: Turn) -> None:
     stream = turn.client.stream(context.chat_messages(), tools=turn.tools.definitions,
                                 temperature=turn.params.temperature, max_tokens=turn.params.answer_tokens,
                                 top_p=turn.params.top_p)
+    asked = time.perf_counter()
     async with contextlib.aclosing(stream):
         async for event in stream:
             if event.type == "text":
+                if not text:
+                    timing.record("llm_first_token", (time.perf_counter() - asked) * 1000)
                 text.append(event.text or "")
                 await tokens.add(event.text or "")
             elif event.type == "tool_call":
@@ -216,6 +230,7 @@ async def _call_model(turn: Turn) -> None:
                     cancelled = True
                     break
     await tokens.flush()
+    timing.record("llm", (time.perf_counter() - asked) * 1000)
     fields = dict(role="assistant", content="".join(text), tool_calls=(calls or None) if not cancelled else None,
                   prompt_tokens=usage.prompt_tokens or None, completion_tokens=usage.completion_tokens or None)
     if cancelled and not fields["content"]:
@@ -225,12 +240,18 @@ async def _call_model(turn: Turn) -> None:
         await session.commit()
     turn.steps.append(message)
     await publish_event(EventType.USAGE, turn.job, {"step": step, **usage.as_dict(), "finish_reason": finish_reason,
-                                                    "context_tokens": context.tokens["total"]})
+                                                    "context_tokens": context.tokens["total"],
+                                                    "timings": _stage_times()})
     for call in message.tool_calls or []:
         await publish_event(EventType.TOOL_CALL, turn.job, {"step": step, **call})
     await _publish_message(turn.job, message)
     if cancelled:
         raise JobCancelled()
+
+
+def _stage_times() -> dict[str, float]:
+    stages = timing.timings_var.get()
+    return stages.take() if stages is not None else {}
 
 
 async def _cancel_requested(job_id: uuid.UUID) -> bool:

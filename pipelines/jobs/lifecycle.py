@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import queue
+from core import queue, timing
 from core.db import session_scope
 from core.errors import infrastructure_errors
 from core.logging import request_id_var
@@ -41,7 +41,8 @@ async def submit(session: AsyncSession, who: Principal, *, kind: JobKind, payloa
     A replayed Idempotency-Key costs no quota and sends nothing: it returns the job it first created.
     """
     if not await rows.key_used(session, who.org_id, key):
-        await limits.check_job_quotas(session, who.org_id, kind, total)
+        with timing.stage("quota"):  # Server-Timing: includes the wait for the organization's quota lock
+            await limits.check_job_quotas(session, who.org_id, kind, total)
     job, created = await rows.submit(session, org_id=who.org_id, kind=kind, payload=payload, total=total,
                                      idempotency_key=key, request_id=request_id_var.get(),
                                      max_attempts=get_settings().job_max_retries + 1, actor=who.actor)
@@ -53,13 +54,15 @@ async def submit(session: AsyncSession, who: Principal, *, kind: JobKind, payloa
 async def commit(session: AsyncSession) -> None:
     """Commit the session, then send the messages of the jobs it submitted and publish `queued` for each."""
     try:
-        await session.commit()  # 1. the rows are durable and visible to workers
+        with timing.stage("commit"):
+            await session.commit()  # 1. the rows are durable and visible to workers
     except BaseException:
         session.info.pop(OUTBOX, None)
         raise
     for job in session.info.pop(OUTBOX, []):
         try:
-            await asyncio.to_thread(queue.send, job.kind, job.id)  # 2. then the message: the job id only
+            with timing.stage("send"):
+                await asyncio.to_thread(queue.send, job.kind, job.id)  # 2. then the message: the job id only
         except infrastructure_errors() as exc:
             # The row is safe; the scheduler re-sends queued jobs whose message never arrived.
             log.warning("job %s stored but not sent yet (%s); the scheduler will send it", job.id, exc)

@@ -128,6 +128,26 @@ async def test_a_tool_call_split_across_chunks_is_assembled_and_writes_a_block_v
     assert job["result"]["content"] == "Noted." and job["result"]["tool_calls"] == 1
 
 
+async def test_each_usage_event_times_the_stages_since_the_one_before(chat, stack):
+    agent = await new_agent(chat)
+    conversation = await new_conversation(chat, agent["id"], user_id=f"timed-{uuid.uuid4().hex[:6]}")
+    mark = marker()
+    await script(stack, mark, [{"tool_calls": [{"name": "memory_search", "arguments": {"query": "the cat"}}]},
+                               {"content": "Nothing found."}])
+    job, events = await turn(chat, conversation["id"], f"{mark} what is my cat called?")
+    assert job["status"] == "succeeded", job
+    first, second = [e.data["data"]["timings"] for e in events if e.event == "usage"]
+    # The first call: the turn's setup with its recall (a search: its query embedded), then the prompt and a
+    # model answer that is a tool call only (no text, so no first token).
+    assert {"setup", "recall", "embed", "checkpoint", "context", "llm"} <= set(first), first
+    assert "llm_first_token" not in first and first["recall"] <= first["setup"]
+    # The second: the checkpoint before the tool, its search, the prompt again and a text answer; the setup
+    # is not counted again.
+    assert {"checkpoint_tools", "embed", "checkpoint", "context", "llm_first_token", "llm"} <= set(second), second
+    assert "setup" not in second and second["llm_first_token"] <= second["llm"]
+    assert all(isinstance(ms, float) and ms >= 0 for ms in [*first.values(), *second.values()])
+
+
 async def test_two_parallel_tool_calls_both_run_and_are_answered(chat, stack):
     agent = await new_agent(chat)
     user = f"parallel-{uuid.uuid4().hex[:6]}"

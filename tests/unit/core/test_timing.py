@@ -48,3 +48,12 @@ def test_a_task_started_within_the_request_records_into_it():
 
 def test_parse_header_reads_other_servers_entries_too():
     assert timing.parse_header('db;dur=53, cache;desc="Cache Read";dur=23.2, miss') == {"db": 53.0, "cache": 23.2}
+
+
+def test_take_gives_the_stages_so_far_rounded_and_starts_over():
+    timings = timing.Timings()
+    timings.add("context", 1.26)
+    timings.add("context", 2.0)
+    assert timings.take() == {"context": 3.3}
+    timings.add("llm", 0.04)
+    assert timings.take() == {"llm": 0.0} and timings.stages == {}
