@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         default="auto", description="Precision of the API's local query model: `auto` is bfloat16 on CPUs that "
                                     "compute it natively (AVX512-BF16, AMX), else float32. Stored embeddings are "
                                     "always float32.")
-    embedding_take_turns: bool = Field(default=True, description="Worker processes on one machine run the local "
+    embedding_take_turns: bool = Field(default=True, description="Worker processes of one deployment run the local "
                                        "model one at a time (avoids CPU oversubscription).")
 
     # Search
