@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Vectors = list[list[float]]
 EncodeFn = Callable[[list[str]], Awaitable[Vectors]]
+QUERY_LANE_MAX = 4  # texts an urgent call may hold to take the query lane (a search embeds one)
 
 
 def local_model_path(name: str) -> str:
@@ -42,8 +43,10 @@ class LocalModel:
 
     def __init__(self) -> None:
         self._model = None
+        self._query_model = None
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self._query_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-query")
 
     def load(self):
         """Load the model (idempotent, thread-safe)."""
@@ -67,12 +70,29 @@ class LocalModel:
                 log.info("loaded embedding model %s (%d dims%s)", path, dim, ", bfloat16" if _query_bfloat16 else "")
         return self._model
 
+    def query_model(self):
+        """A second copy of the model for the query lane: a tokenizer must not serve two threads at once."""
+        with self._lock:
+            if self._query_model is None:
+                import copy
+
+                self._query_model = copy.deepcopy(self._model)
+        return self._query_model
+
     def encode_sync(self, texts: list[str]) -> Vectors:
         """Embed texts on the calling thread; vectors are L2-normalised."""
         model = self.load()
         with _machine_turn():
-            vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
-                                   show_progress_bar=False)
+            return self._encode(model, texts)
+
+    def encode_query_sync(self, texts: list[str]) -> Vectors:
+        """Embed a query or two on the calling thread, with the query lane's copy, without taking turns."""
+        self.load()
+        return self._encode(self.query_model(), texts)
+
+    def _encode(self, model, texts: list[str]) -> Vectors:
+        vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=False)
         if _query_bfloat16:  # normalized in bfloat16 is only roughly unit length: again, in float32
             import numpy as np
 
@@ -83,8 +103,13 @@ class LocalModel:
         """Embed texts on the model thread without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.encode_sync, texts)
 
+    async def encode_query(self, texts: list[str]) -> Vectors:
+        """Embed a query on the query lane's thread: it never waits behind a batch."""
+        return await asyncio.get_running_loop().run_in_executor(self._query_executor, self.encode_query_sync, texts)
+
 
 _turn_path: Path | None = None
+_query_lane = False
 _query_threads = 0
 _query_bfloat16 = False
 
@@ -112,6 +137,19 @@ def embed_queries_with(threads: int, precision: str = "float32") -> None:
     global _query_threads, _query_bfloat16
     _query_threads = threads
     _query_bfloat16 = precision == "bfloat16" or (precision == "auto" and cpu_has_bfloat16())
+
+
+def separate_query_lane() -> None:
+    """Give this process's urgent embeds (search queries) a lane of their own, beside its batches.
+
+    A worker embeds batches for ingest jobs and, in the same process, the queries of agent turns'
+    memory searches: in one lane a query waits behind whole batches (and behind the other worker
+    process's turn at the model), hundreds of ms per query under load. The query lane runs a copy of
+    the model on its own thread and takes no turn: one sentence is short enough to squeeze in. The
+    API embeds nothing but queries, so it keeps one lane, where concurrent queries share calls.
+    """
+    global _query_lane
+    _query_lane = True
 
 
 def take_turns_across_processes(lock_path: Path) -> None:
@@ -179,8 +217,10 @@ class OpenAIModel:
 class BatchingEmbedder:
     """Merge concurrent embed requests of one event loop into batches of up to `batch_size` texts."""
 
-    def __init__(self, encode: EncodeFn, batch_size: int, wait_ms: float) -> None:
+    def __init__(self, encode: EncodeFn, batch_size: int, wait_ms: float,
+                 encode_query: EncodeFn | None = None) -> None:
         self._encode = encode
+        self._encode_query = encode_query
         self.batch_size = batch_size
         self.wait = wait_ms / 1000
         self._pending: deque[tuple[list[str], asyncio.Future]] = deque()
@@ -196,6 +236,8 @@ class BatchingEmbedder:
         """
         if not texts:
             return []
+        if urgent and self._encode_query is not None and len(texts) <= QUERY_LANE_MAX:
+            return await self._encode_query(list(texts))
         loop = asyncio.get_running_loop()
         if self._runner is None or self._runner.done() or self._runner.get_loop() is not loop:
             self._wakeup = asyncio.Event()
@@ -290,8 +332,10 @@ def get_embedder() -> BatchingEmbedder:
     global _embedder
     if _embedder is None:
         settings = get_settings()
-        _embedder = BatchingEmbedder(get_model().encode, settings.embedding_batch_size,
-                                     settings.embedding_batch_wait_ms)
+        model = get_model()
+        quick = model.encode_query if _query_lane and isinstance(model, LocalModel) else None
+        _embedder = BatchingEmbedder(model.encode, settings.embedding_batch_size, settings.embedding_batch_wait_ms,
+                                     encode_query=quick)
     return _embedder
 
 
@@ -300,3 +344,5 @@ def warm_up() -> None:
     model = get_model()
     if isinstance(model, LocalModel):
         model.load()
+        if _query_lane:
+            model.encode_query_sync(["warm up"])

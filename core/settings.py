@@ -221,7 +221,9 @@ class Settings(BaseSettings):
     progress_min_interval_ms: float = 250.0
 
     # Workers and broker
-    worker_threads: int = 8
+    worker_threads: int = Field(default=16, description="Jobs each worker process runs at once. Agent turns and "
+                                "tool runs mostly wait on a model or a sandbox, so a slot is cheap; 8 per process "
+                                "left 20 concurrent conversations queued (pickup p99 1–10 s, bench/agent.py).")
     worker_poll_ms: int = Field(default=25, description="Longest an idle worker waits before polling the queue again.")
     worker_shutdown_timeout_ms: int = 10_000
     broker_heartbeat_timeout_ms: int = 30_000

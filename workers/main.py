@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from core.embedder import take_turns_across_processes
+from core.embedder import separate_query_lane, take_turns_across_processes
 from core.logging import configure_logging
 from core.settings import get_settings
 from pipelines.tools.workspace import check_workspaces
@@ -17,6 +17,7 @@ from pipelines.tools.workspace import check_workspaces
 _settings = get_settings()
 configure_logging(_settings.log_level, _settings.log_json, process="worker")
 check_workspaces()  # refuses to start if another user owns the file tools' workspaces
+separate_query_lane()  # agent turns' memory searches must not wait behind ingest batches
 if _settings.embedding_take_turns:
     # One lock per deployment (its broker): two deployments on one machine (a test run beside `agentmem up`,
     # a niced benchmark) must not make each other's workers wait for their model calls.

@@ -111,12 +111,14 @@ def memory_scope(agent_id: uuid.UUID, user_id: str | None) -> list:
 
 
 async def recall(session: AsyncSession, org_id: uuid.UUID, agent: Agent, user_id: str | None, query: str,
-                 top_k: int) -> list[Recalled]:
-    """The memories most relevant to `query` (hybrid search) in the conversation's memory scope."""
+                 top_k: int, query_vector: list[float] | None = None) -> list[Recalled]:
+    """The memories most relevant to `query` (hybrid search) in the conversation's memory scope;
+    `query_vector`: its embedding, if known (the user message's, embedded when it was posted)."""
     if top_k <= 0 or not query.strip():
         return []
     search = MemorySearchIn(query=query[:MAX_QUERY_CHARS], top_k=top_k)
-    hits, _, _ = await search_memories(session, org_id, search, scope=memory_scope(agent.id, user_id))
+    hits, _, _ = await search_memories(session, org_id, search, scope=memory_scope(agent.id, user_id),
+                                       query_vector=query_vector)
     return [Recalled(h.row.id, h.row.content, round(h.score("hybrid"), 4), h.row.created_at)
             for h in hits if h.row is not None]
 

@@ -7,14 +7,17 @@ previous one wrote. A replayed Idempotency-Key returns the message and turn it f
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import uuid
 
 from sqlalchemy import cast, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import Conflict, InvalidInput
+from core.embedder import get_embedder
+from core.errors import AppError, Conflict, InvalidInput
 from pipelines.agents.store import get_agent
 from pipelines.conversations import store
 from pipelines.jobs import lifecycle
@@ -23,7 +26,9 @@ from schemas.enums import JobKind, JobStatus
 from schemas.permissions import Principal
 from schemas.tables import Conversation, Job, Message
 
+log = logging.getLogger(__name__)
 KEY_NAMESPACE = uuid.UUID("9d5e2b1c-2f4a-4c7e-8b1d-5a6f3e2d1c0b")
+EMBED_AT_POST_SECONDS = 2.0  # longer, and the post goes on without the vector: the turn embeds the message
 
 
 async def active_turn(session: AsyncSession, org_id: uuid.UUID, conversation_id: uuid.UUID) -> Job | None:
@@ -46,6 +51,29 @@ async def _check_tool_answer(session: AsyncSession, conversation: Conversation, 
 async def post_message(session: AsyncSession, who: Principal, conversation_id: uuid.UUID, body: MessageCreate, *,
                        key: str | None) -> tuple[Message, Job | None]:
     """Add the message (and its turn, for a user message that wants an answer) on the caller's session."""
+    wants_turn = body.role == "user" and body.respond
+    # The user's words are embedded while the rows are checked: the turn recalls memories with this
+    # vector (the worker need not embed it), and conversation search finds the message by meaning.
+    embedding = asyncio.ensure_future(_embed(body.content)) if wants_turn else None
+    try:
+        return await _post(session, who, conversation_id, body, key=key, embedding=embedding)
+    finally:
+        if embedding is not None and not embedding.done():
+            embedding.cancel()
+
+
+async def _embed(content: str) -> list[float] | None:
+    """The message's embedding, or None (the worker embeds it) if the model is slow or failing now."""
+    try:
+        [vector] = await asyncio.wait_for(get_embedder().embed([content], urgent=True), EMBED_AT_POST_SECONDS)
+    except (TimeoutError, AppError) as exc:
+        log.info("message not embedded at post (%s); its turn embeds it", exc or "timed out")
+        return None
+    return vector
+
+
+async def _post(session: AsyncSession, who: Principal, conversation_id: uuid.UUID, body: MessageCreate, *,
+                key: str | None, embedding: asyncio.Future | None) -> tuple[Message, Job | None]:
     conversation = await store.get_conversation(session, who.org_id, conversation_id, for_update=True)
     agent = await get_agent(session, who.org_id, conversation.agent_id)
     if body.role == "tool":
@@ -62,6 +90,8 @@ async def post_message(session: AsyncSession, who: Principal, conversation_id: u
                            "it), then post again", code="conversation_busy", details={"job_id": str(busy.id)})
     # The body's hash makes the same key with another message a 409 (the job's request hash covers the payload).
     body_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:32]
+    # Before the quota lock, which is held to the commit: the organization's other posts must not wait on it.
+    vector = await embedding if embedding is not None and replay is None else None
     payload = {"conversation_id": str(conversation.id), "agent_id": str(agent.id), "message_id": str(message_id),
                "max_steps": body.max_steps, "request": body_hash}
     job, created = await lifecycle.submit(session, who, kind=JobKind.AGENT_TURN, payload=payload,
@@ -70,5 +100,5 @@ async def post_message(session: AsyncSession, who: Principal, conversation_id: u
         message = await session.get(Message, uuid.UUID(job.payload["message_id"]))
         return message, job
     message = await store.append_message(session, conversation, id=message_id, job_id=job.id, step_key="input",
-                                         **fields)
+                                         embedding=vector, **fields)
     return message, job

@@ -130,6 +130,12 @@ async def turn_messages(session: AsyncSession, job_id: uuid.UUID) -> list[Messag
                                        .where(Message.job_id == job_id).order_by(Message.seq))).scalars())
 
 
+async def message_embedding(session: AsyncSession, message_id: uuid.UUID) -> list[float] | None:
+    """A message's embedding, if it has one."""
+    vector = (await session.execute(select(Message.embedding).where(Message.id == message_id))).scalar_one_or_none()
+    return None if vector is None else [float(x) for x in vector]
+
+
 async def recent_messages(session: AsyncSession, conversation_id: uuid.UUID, *, after_seq: int,
                           upto_seq: int | None, limit: int) -> list[Message]:
     """Up to `limit` newest live messages with after_seq < seq ≤ upto_seq, oldest first."""

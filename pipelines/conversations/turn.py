@@ -145,8 +145,9 @@ async def _load(ctx: JobContext) -> Turn:
         if not steps:
             raise PermanentJobError("the turn's user message is gone", code="message_gone")
         with timing.stage("recall"):
+            vector = await store.message_embedding(session, steps[0].id)
             memories = await recall(session, job.org_id, agent, conversation.user_id, steps[0].content,
-                                    agent.memory_top_k)
+                                    agent.memory_top_k, query_vector=vector)
     params = chat_params(agent, provider)
     client = LLMClient(replace(provider, model=params.model or provider.model), on_usage=ctx.record_usage)
     return Turn(ctx, agent, conversation, steps, params, client, tools,

@@ -201,6 +201,10 @@ async def _embed_query(query: str) -> list[float]:
     return vector
 
 
+async def _given(vector: list[float]) -> list[float]:
+    return vector
+
+
 def fuse(vector: list[Hit], textual: list[Hit], weights: Weights | None = None,
          fusion: str | None = None) -> list[Hit]:
     """Hybrid fusion with the request's weights and method, else the service's."""
@@ -271,14 +275,19 @@ async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedd
 
 async def rank(session: AsyncSession, corpus: Corpus, org_id: uuid.UUID, text_query: str, mode: str,
                clauses: list, *, whole_org: bool, depth: int, fusing: Fusing = fuse,
-               feedback: tuple[int, float] | None = None) -> tuple[list[Hit], bool]:
+               feedback: tuple[int, float] | None = None,
+               query_vector: list[float] | None = None) -> tuple[list[Hit], bool]:
     """The corpus's rows within `clauses` (which hold `corpus.org_clauses`) ranked for the query in `mode`,
     up to `depth` per side, best first; and whether feedback refined the query. `whole_org`: the clauses
-    narrow the organization's live rows little or not at all, so its size can stand for the scope's."""
+    narrow the organization's live rows little or not at all, so its size can stand for the scope's.
+    `query_vector`: the query's embedding, if the caller has it already."""
     settings = get_settings()
     # The query's embedding is computed on the model thread while the database sizes the scope and
     # ranks by text; the vector side then waits for it.
-    embedding = asyncio.ensure_future(_embed_query(text_query)) if mode != "text" else None
+    embedding = None
+    if mode != "text":
+        embedding = asyncio.ensure_future(_embed_query(text_query) if query_vector is None
+                                          else _given(query_vector))
     try:
         # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF. The
         # vector side alone only needs to know whether the scope is small.
@@ -325,9 +334,11 @@ async def load_rows(session: AsyncSession, corpus: Corpus, hits: list[Hit]) -> l
 
 
 async def search_memories(session: AsyncSession, org_id: uuid.UUID, query: MemorySearchIn, *,
-                          scope: list | None = None) -> tuple[list[Hit], str | None, bool]:
+                          scope: list | None = None,
+                          query_vector: list[float] | None = None) -> tuple[list[Hit], str | None, bool]:
     """One page of hits (with their memories loaded), the cursor of the next page, and whether
-    feedback refined the query. `scope` (SQL clauses) narrows it further, beyond what a request can say."""
+    feedback refined the query. `scope` (SQL clauses) narrows it further, beyond what a request can say;
+    `query_vector` is the query's embedding, if the caller has it."""
     settings = get_settings()
     offset = _decode_cursor(query)
     want = min(MAX_CANDIDATES, offset + query.top_k + 1)  # one more tells whether a next page exists
@@ -335,6 +346,7 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID, query: Memor
     depth = min(MAX_CANDIDATES, max(want, settings.search_candidates))
     hits, refined = await rank(session, MEMORIES, org_id, query.query, query.mode, org_clauses(org_id) + narrowing,
                                whole_org=not narrowing, depth=depth, feedback=feedback_settings(query),
+                               query_vector=query_vector,
                                fusing=lambda vector, textual: fuse(vector, textual, query.weights, query.fusion))
     if query.min_score is not None:
         hits = [h for h in hits if h.score(query.mode) >= query.min_score]

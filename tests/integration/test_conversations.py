@@ -64,7 +64,8 @@ async def messages_of(chat, conversation_id: str) -> list[dict]:
 
 async def turn(chat, conversation_id: str, content: str, **fields) -> tuple[dict, list]:
     posted = await say(chat, conversation_id, content, **fields)
-    events = await follow(chat, posted["job"]["id"])
+    # From the stream's start: a quick turn may have published its first steps before we connect.
+    events = await follow(chat, posted["job"]["id"], last_event_id="0-0")
     job = (await chat.get(f"/api/v1/jobs/{posted['job']['id']}")).json()
     return job, events
 
@@ -137,10 +138,11 @@ async def test_each_usage_event_times_the_stages_since_the_one_before(chat, stac
     job, events = await turn(chat, conversation["id"], f"{mark} what is my cat called?")
     assert job["status"] == "succeeded", job
     first, second = [e.data["data"]["timings"] for e in events if e.event == "usage"]
-    # The first call: the turn's setup with its recall (a search: its query embedded), then the prompt and a
-    # model answer that is a tool call only (no text, so no first token).
-    assert {"setup", "recall", "embed", "checkpoint", "context", "llm"} <= set(first), first
-    assert "llm_first_token" not in first and first["recall"] <= first["setup"]
+    # The first call: the turn's setup with its recall (a search with the vector the API stored when the
+    # message was posted: nothing embedded), then the prompt and a model answer that is a tool call only (no
+    # text, so no first token).
+    assert {"setup", "recall", "vector", "checkpoint", "context", "llm"} <= set(first), first
+    assert "embed" not in first and "llm_first_token" not in first and first["recall"] <= first["setup"]
     # The second: the checkpoint before the tool, its search, the prompt again and a text answer; the setup
     # is not counted again.
     assert {"checkpoint_tools", "embed", "checkpoint", "context", "llm_first_token", "llm"} <= set(second), second
@@ -256,6 +258,25 @@ async def test_memories_of_the_user_are_recalled_into_the_prompt_and_context_sho
     assert [m["role"] for m in context["messages"]] == ["user", "assistant"]
     assert context["tokens"]["total"] <= context["tokens"]["budget"]
     assert context["model"] == "test-chat" and "spicy ramen" in context["system"]
+
+
+async def test_the_user_message_is_embedded_when_posted_and_its_turn_recalls_with_that_vector(chat, stack, db):
+    user = f"vec-{uuid.uuid4().hex[:6]}"
+    stored = await chat.post("/api/v1/memories", json={"items": [
+        {"content": "The user keeps bees on the roof of their flat."},
+        {"content": "The user drives a red hatchback to work."}], "user_id": user})
+    assert (await finish(chat, stored.json()["id"]))["status"] == "succeeded"
+    agent = await new_agent(chat, memory_top_k=1)
+    conversation = await new_conversation(chat, agent["id"], user_id=user)
+    mark = marker()
+    await script(stack, mark, [{"delay": 1.5, "content": "Honey, probably."}])  # the turn is still running
+    posted = await say(chat, conversation["id"], f"{mark} what do my insects make?")
+    [(embedded, status)] = await db("SELECT m.embedding IS NOT NULL, j.status FROM messages m JOIN jobs j "
+                                    "ON j.id = m.job_id WHERE m.id = :id", id=posted["message"]["id"])
+    assert embedded and status in ("queued", "running")  # by the API, before any worker saw the turn
+    await follow(chat, posted["job"]["id"])
+    system = (await chat_requests(stack, mark))[0]["messages"][0]["content"]
+    assert "keeps bees" in system and "hatchback" not in system  # no shared word: found by the posted vector
 
 
 async def test_long_history_is_summarized_never_silently_cut(chat, stack):

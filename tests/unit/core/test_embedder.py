@@ -214,6 +214,33 @@ def test_local_model_path_rejects_unknown_names_as_permanent(name):
     assert exc.value.code == "embedding_model_unknown"
 
 
+async def test_an_urgent_query_takes_the_query_lane_and_never_waits_behind_a_running_batch(make_embedder):
+    release = asyncio.Event()
+    batch_model, query_model = FakeModel(), FakeModel()
+
+    async def slow_batch(texts: list[str]) -> list[list[float]]:
+        await release.wait()  # a big ingest batch, still on the model
+        return await batch_model.encode(texts)
+
+    embedder = BatchingEmbedder(slow_batch, batch_size=128, wait_ms=0, encode_query=query_model.encode)
+    batch = asyncio.ensure_future(embedder.embed(texts_of(1, 64)))
+    await asyncio.sleep(0.01)
+    assert await asyncio.wait_for(embedder.embed(["2:0"], urgent=True), 1.0) == [[2.0, 0.0]]
+    assert query_model.batches == [["2:0"]] and not batch.done()
+    release.set()
+    assert len(await batch) == 64
+    assert batch_model.sizes == [64]
+    embedder._runner.cancel()
+
+
+async def test_without_a_query_lane_or_when_not_urgent_texts_join_the_batches(make_embedder):
+    batch_model, query_model = FakeModel(), FakeModel()
+    embedder = BatchingEmbedder(batch_model.encode, batch_size=128, wait_ms=5, encode_query=query_model.encode)
+    await asyncio.gather(embedder.embed(["1:0"]), embedder.embed(texts_of(2, 5), urgent=True))
+    assert query_model.batches == [] and sum(batch_model.sizes) == 6  # 5 texts is a batch, not a query
+    embedder._runner.cancel()
+
+
 # --- the real bundled model (loads from disk, a few seconds) -------------------------------------
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -243,6 +270,15 @@ async def test_a_bfloat16_query_model_gives_unit_vectors_close_to_the_stored_flo
     for a, b in zip(exact, approximate, strict=True):
         assert math.hypot(*b) == pytest.approx(1.0, abs=1e-5)  # renormalized in float32
         assert 0.99 < cosine(a, b) < 1.0 - 1e-7  # really computed in bfloat16, and still close
+
+
+async def test_the_query_lane_embeds_with_its_own_copy_as_the_batch_lane_does():
+    model = LocalModel()
+    texts = ["Where did my sister move last spring?"]
+    batch_vectors, (query_vector, again) = await asyncio.gather(model.encode(texts), model.encode_query(texts * 2))
+    assert model.query_model() is not model.load()  # a tokenizer serves one thread at a time
+    assert cosine(batch_vectors[0], query_vector) == pytest.approx(1.0, abs=1e-6)
+    assert query_vector == again
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch):
