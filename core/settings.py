@@ -224,7 +224,10 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=16, description="Jobs each worker process runs at once. Agent turns and "
                                 "tool runs mostly wait on a model or a sandbox, so a slot is cheap; 8 per process "
                                 "left 20 concurrent conversations queued (pickup p99 1–10 s, bench/agent.py).")
-    worker_poll_ms: int = Field(default=25, description="Longest an idle worker waits before polling the queue again.")
+    worker_poll_ms: int = Field(default=25, description="A worker whose prefetched messages are all still running "
+                                "waits this long before it looks for room again.")
+    worker_idle_wait_ms: int = Field(default=1000, ge=1, le=4000, description="Longest an idle worker blocks on its "
+                                     "queue's wake-up list before it looks again (an enqueue wakes it at once).")
     worker_shutdown_timeout_ms: int = 10_000
     broker_heartbeat_timeout_ms: int = 30_000
     broker_maintenance_chance: int = 50_000
