@@ -36,7 +36,8 @@ def _cmd_worker(args) -> int:
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
             "--threads", str(args.threads or settings.worker_threads), "--queues", *queue_names(),
             "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms)]
-    # Dramatiq reads its idle poll ceiling from the environment (default 1 s): keep pickup latency low.
+    # Dramatiq reads the consumer's timeout from the environment: here, how long a consumer whose prefetch is
+    # full waits before it looks for room again (an idle one blocks on its wake-up list, core/queue.py).
     env = dict(os.environ, dramatiq_worker_timeout=str(settings.worker_poll_ms))
     os.execve(sys.executable, argv, env)
     return 0  # not reached
