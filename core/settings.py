@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     embedding_take_turns: bool = Field(default=True, description="Worker processes on one machine run the local "
                                        "model one at a time (avoids CPU oversubscription).")
 
+    # Passages (pipelines/memories/passages.py): long memories get several vectors.
+    passage_chars: int = Field(default=900, description="A memory longer than this many characters is embedded "
+                               "as passages of at most this size (the bundled model reads about 256 word pieces).")
+    passage_overlap_chars: int = Field(default=150, description="Sentences repeated from the end of one passage "
+                                       "at the start of the next, up to this many characters.")
+    passage_max: int = Field(default=64, description="Passages embedded per memory at most (the rest of a huge "
+                             "memory is found by its words only).")
+
     # Search
     search_candidates: int = Field(default=50, description="Candidates each side of a hybrid search ranks.")
     search_text_match_budget: int = Field(default=2000, description="Rows a text search may score: its rarest "
@@ -101,6 +109,28 @@ class Settings(BaseSettings):
     search_feedback_docs: int = Field(default=7, description="First-pass hits whose mean embedding refines the query.")
     search_feedback_weight: float = Field(default=0.25, description="Weight of that mean embedding, added to the "
                                           "query's.")
+    search_fusion_adapt: float = Field(default=1.0, description="Convex fusion: each side's weight is scaled by "
+                                       "its decisiveness for the query (its best candidate's standard score) to "
+                                       "this power; 0: fixed weights.")
+    search_text_feedback: bool = Field(default=False, description="Text-side pseudo-relevance feedback (RM3) "
+                                       "in hybrid and text search unless a request says otherwise.")
+    search_text_feedback_docs: int = Field(default=5, description="First-pass hits RM3 reads.")
+    search_text_feedback_terms: int = Field(default=10, description="Words RM3 adds to the query.")
+    search_text_feedback_weight: float = Field(default=0.3, description="Weight of each added word (scaled by "
+                                               "its share of the feedback model) against the query's own (1).")
+    search_passages: bool = Field(default=True, description="Score a long memory by its best passage's vector.")
+    search_recency: bool = Field(default=True, description="Among a hybrid search's best hits, near-duplicates "
+                                 "rank newest first.")
+    search_recency_similarity: float = Field(default=0.85, description="Cosine above which two hits are near-"
+                                             "duplicates for recency.")
+    search_recency_window: int = Field(default=20, description="Best hits of a search reordered by recency.")
+    search_time: Literal["boost", "filter", "off"] = Field(default="boost", description="Time in the query "
+                                                           "(`last week`, `in March`): boost memories of that "
+                                                           "time, keep only them, or ignore it.")
+    search_time_boost: float = Field(default=1.0, description="Standard units added to the fused score of a hit "
+                                     "within the query's time.")
+    search_time_key: str = Field(default="date", description="Metadata key holding a memory's time (ISO 8601); "
+                                 "without it, `created_at`.")
 
     # Summaries
     summary_chunk_chars: int = Field(default=6000, description="Characters of conversation per map step of a "
