@@ -65,7 +65,7 @@ COMPONENTS = {
                                   "text_feedback": False, "recency": False, "time": "off"},
 }
 SWEEP = {f"hybrid t={t} adapt={a}": {"weights": {"vector": 1.0, "text": t, "adapt": a}}
-         for t in (0.25, 0.5, 0.75, 1.0) for a in (0, 0.5, 1, 2)}
+         for t in (0.25, 0.5, 1.0) for a in (0, 1, 2, 4)}
 SWEEP |= {f"hybrid feedback {d}/{w}": {"feedback": {"docs": d, "weight": w}} for d in (3, 7) for w in (0.25, 0.5)}
 CASE_GROUPS = {"base": BASE, "components": COMPONENTS, "sweep": SWEEP}
 

@@ -16,6 +16,7 @@ from datetime import date, timedelta
 
 MONTHS = {name: i + 1 for i, name in enumerate(
     "january february march april may june july august september october november december".split())}
+FULL = frozenset(MONTHS)
 MONTHS |= {name[:3]: n for name, n in list(MONTHS.items())} | {"sept": 9}
 NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
            "eight": 8, "nine": 9, "ten": 10, "couple of": 2, "few": 3, "several": 3}
@@ -32,8 +33,8 @@ _LAST_N = re.compile(rf"\b(?:last|past|previous) {_NUMBER} {_UNIT}\b")
 _LAST = re.compile(r"\b(last|past|previous|this) (week|month|year|weekend)\b")
 _DAY_WORD = re.compile(r"\b(yesterday|today|tonight|this morning|earlier today)\b")
 _ISO = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
-# "in March", "March 3rd", "on 3 March 2024", "March 2024"; a bare "may" or "march" is a verb too, so a
-# month name alone needs a preposition before it or a day or year after it.
+# "in March", "March 3rd", "on 3 March 2024", "March 2024", "December"; "may", "march" and the short forms
+# are words too, so alone they need a preposition before them or a day or year after them.
 _MONTH_DATE = re.compile(rf"\b(?:(in|during|since|before|after|until|by|of|on|early|late|mid)[- ]+)?"
                          rf"(?:(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?)?{_MONTH}\b"
                          rf"(?:[ -](\d{{1,2}})(?:st|nd|rd|th)?\b)?(?:,? (\d{{4}})\b)?")
@@ -111,9 +112,8 @@ def parse(query: str, today: date) -> TimeRef | None:
         return _relative(TimeRef(day, day + timedelta(days=1)), _relation_before(q, m.start()))
     for m in _MONTH_DATE.finditer(q):
         prefix, day_before, name, day_after, year = m.groups()
-        if not (prefix or day_before or day_after or year) or (name in ("may", "mar", "jan", "sep") and not (
-                prefix or year or day_before or day_after)):
-            continue
+        if not (prefix or day_before or day_after or year) and (name in ("may", "march") or name not in FULL):
+            continue  # "may", "march" and abbreviations alone are words too
         day = day_before or day_after
         span = _month_span(MONTHS[name], int(day) if day else None, int(year) if year else None, today)
         if span.start is None:

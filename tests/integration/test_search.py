@@ -64,8 +64,9 @@ async def test_meaning_finds_what_keywords_miss_and_keywords_find_what_meaning_m
     def fused_of_long(result: dict) -> float:
         return next(h["score"] for h in result["hits"] if h["memory"]["content"] == LONG)
 
-    hybrid = await search(client, query=keyword, user_id=scope)
-    without_words = await search(client, query=keyword, user_id=scope, weights={"vector": 1, "text": 0})
+    hybrid = await search(client, query=keyword, user_id=scope, passages=False)
+    without_words = await search(client, query=keyword, user_id=scope, weights={"vector": 1, "text": 0},
+                                 passages=False)
     assert fused_of_long(hybrid) > fused_of_long(without_words)
 
 
@@ -109,7 +110,7 @@ async def test_convex_fusion_mixes_standardized_scores(client, scope):
     await store(client, scope)
     # The fixture's five memories are every candidate, so the page holds both whole lists.
     result = await search(client, query="plumber Zdravko ladder", user_id=scope, top_k=10,
-                          weights={"vector": 1.0, "text": 0.5})
+                          weights={"vector": 1.0, "text": 0.5, "adapt": 0})
     hits = [h["explanation"] for h in result["hits"]]
 
     def standardized(side: str) -> tuple[dict[int, float], float]:
