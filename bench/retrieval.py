@@ -1,7 +1,7 @@
 """Retrieval quality on two development sets, through the real API and workers.
 
-    python bench/retrieval.py --dataset longmemeval|beam [--limit N] [--cases base,components,sweep]
-                              [--data-dir DIR] [--workers 2]
+    python bench/retrieval.py --dataset longmemeval|beam [--stride N] [--limit N] [--cases base,components,sweep]
+                              [--case LABEL]... [--env NAME=VALUE]... [--data-dir DIR] [--workers 2]
     python bench/retrieval.py --combine LME_DIR BEAM_DIR     # both sets' table and the leave-one-dataset-out rows
 
 Each unit of the set (a LongMemEval question's haystack, a BEAM conversation) goes into its own
@@ -191,6 +191,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=7200, help="seconds allowed for ingestion (default 7200)")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir and log")
     parser.add_argument("--data-dir", type=Path, help="keep the data here; reuse its memories if already ingested")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for this run (AGENTMEM_ prefix optional); its cases are saved with it in "
+                             "their label")
     parser.add_argument("--combine", nargs=2, type=Path, metavar="DIR", help="print both sets' saved results")
     args = parser.parse_args()
     if args.combine:
@@ -203,6 +206,11 @@ def main() -> int:
         every = {k: v for group in CASE_GROUPS.values() for k, v in group.items()}
         cases = {label: every[label] for label in args.case}
     system = System.on(args.data_dir, workers=args.workers, keep_data=args.keep_data)
+    settings = dict(item.split("=", 1) for item in args.env)
+    system.env.update({("" if k.startswith("AGENTMEM_") else "AGENTMEM_") + k: v for k, v in settings.items()})
+    if settings:
+        suffix = " [" + ", ".join(f"{k.removeprefix('AGENTMEM_').lower()}={v}" for k, v in settings.items()) + "]"
+        cases = {label + suffix: request for label, request in cases.items()}
     result, failed = run_against(system, lambda: asyncio.run(run(system, dataset, cases, args.timeout)))
     rows, lat_rows, ingest_line = result or ([], [], "")
     if rows:

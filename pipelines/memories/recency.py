@@ -18,11 +18,11 @@ memory was stored, then by its place in its ingest batch.
 
 from __future__ import annotations
 
-import math
 import uuid
 from datetime import date, datetime
 from statistics import NormalDist
 
+import numpy as np
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -96,11 +96,6 @@ def boosted(score: float, boost: float) -> float:
     return _NORMAL.cdf(_NORMAL.inv_cdf(clamped) + boost)
 
 
-def _cosine(a, b) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    return dot / ((math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))) or 1.0)
-
-
 def _newest_first(key: tuple) -> tuple:
     day, created, index = key
     return (day or "", created, -1 if index is None else index)
@@ -128,7 +123,11 @@ async def rerank(session: AsyncSession, hits: list[Hit], *, span: TimeRef | None
 
 def _recent_first(hits: list[Hit], times: dict[uuid.UUID, tuple], window: int, similarity: float) -> list[Hit]:
     top = [h for h in hits[:window] if h.id in times and times[h.id][3] is not None]
-    vectors = {h.id: list(map(float, times[h.id][3])) for h in top}
+    if len(top) < 2:
+        return hits
+    matrix = np.asarray([np.asarray(times[h.id][3], dtype=np.float32) for h in top])
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    similar = matrix @ matrix.T >= similarity
     group = {h.id: h.id for h in top}
 
     def root(x: uuid.UUID) -> uuid.UUID:
@@ -137,10 +136,8 @@ def _recent_first(hits: list[Hit], times: dict[uuid.UUID, tuple], window: int, s
             x = group[x]
         return x
 
-    for i, a in enumerate(top):
-        for b in top[i + 1:]:
-            if _cosine(vectors[a.id], vectors[b.id]) >= similarity:
-                group[root(b.id)] = root(a.id)
+    for i, j in zip(*np.nonzero(np.triu(similar, k=1)), strict=True):
+        group[root(top[j].id)] = root(top[i].id)
     members: dict[uuid.UUID, list[int]] = {}
     for position, hit in enumerate(hits[:window]):
         if hit.id in group:
