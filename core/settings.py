@@ -98,6 +98,8 @@ class Settings(BaseSettings):
                                     "(must match the `fts` column's, set by the migrations).")
     search_bm25_k1: float = 1.2
     search_bm25_b: float = 0.75
+    search_bm25_length: Literal["words", "bytes"] = Field(default="bytes", description="BM25's document length: "
+                                                          "distinct words, or the text's size in bytes.")
     search_rrf_k: float = Field(default=60.0, description="Reciprocal-rank fusion constant.")
     search_fusion: Literal["convex", "rrf"] = Field(default="convex", description="How hybrid search fuses: "
                                                     "standardized scores (convex) or reciprocal ranks (rrf).")
@@ -118,8 +120,11 @@ class Settings(BaseSettings):
     search_text_feedback_terms: int = Field(default=10, description="Words RM3 adds to the query.")
     search_text_feedback_weight: float = Field(default=0.3, description="Weight of each added word (scaled by "
                                                "its share of the feedback model) against the query's own (1).")
-    search_passages: bool = Field(default=True, description="Score a long memory by its best passage's vector.")
-    search_recency: bool = Field(default=True, description="Among a hybrid search's best hits, near-duplicates "
+    search_passages: bool = Field(default=False, description="Score a long memory by its best passage's vector.")
+    search_passage_margin: float = Field(default=0.0, description="Subtracted from a later passage's cosine before "
+                                         "it can stand for its memory (many passages, many chances of a close "
+                                         "one by accident).")
+    search_recency: bool = Field(default=False, description="Among a hybrid search's best hits, near-duplicates "
                                  "rank newest first.")
     search_recency_similarity: float = Field(default=0.85, description="Cosine above which two hits are near-"
                                              "duplicates for recency.")

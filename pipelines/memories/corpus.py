@@ -36,6 +36,10 @@ class Corpus:
         return self.model.id
 
     @property
+    def content(self) -> Any:
+        return self.model.content
+
+    @property
     def embedding(self) -> Any:
         return self.model.embedding
 

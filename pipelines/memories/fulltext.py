@@ -186,7 +186,10 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
     query_words = func.ts_filter(func.setweight(fts, literal_column("'A'::\"char\""), cast(terms, ARRAY(Text))),
                                  literal_column("'{a}'::\"char\"[]"))
     words = func.unnest(query_words).table_valued("lexeme", "positions", "weights").lateral("w")
-    hits = (select(corpus.id.label("id"), func.length(fts).label("len"), words.c.lexeme.label("lexeme"),
+    # A document's length: its distinct words (`length(fts)`), or its size in bytes (read from the
+    # value's header, without decompressing it), which grows with a long reply as its words do not.
+    length = func.length(fts) if settings.search_bm25_length == "words" else func.octet_length(corpus.content)
+    hits = (select(corpus.id.label("id"), length.label("len"), words.c.lexeme.label("lexeme"),
                    func.coalesce(func.array_length(words.c.positions, 1), 1).label("tf"))
             .select_from(corpus.model).join(words, true()).where(*clauses, matches)).cte("hits")
     docs = select(hits.c.id, func.max(hits.c.len).label("len")).group_by(hits.c.id).cte("docs")

@@ -80,9 +80,13 @@ async def vector_neighbours(session: AsyncSession, vector: list[float], clauses:
                                                          corpus=corpus))).all()
     best = {row_id: 1.0 - float(d) for row_id, d in rows}
     if passages and corpus.has_passages:
-        exact = n_scope is not None and n_scope <= get_settings().search_exact_max
+        settings = get_settings()
+        exact = n_scope is not None and n_scope <= settings.search_exact_max
+        # A memory with many passages has many chances to come close to a query by accident: a passage
+        # counts by how far it beats `search_passage_margin`, so short memories are not crowded out.
+        margin = settings.search_passage_margin
         for row_id, d in await session.execute(passage_statement(vector, clauses, limit, exact)):
-            best[row_id] = max(best.get(row_id, -1.0), 1.0 - float(d))
+            best[row_id] = max(best.get(row_id, -1.0), 1.0 - float(d) - margin)
     # relaxed_order may return rows slightly out of order: sort them exactly.
     ranked = sorted(best.items(), key=lambda r: -r[1])[:limit]
     return [Hit(row_id, vector_score=s, vector_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]

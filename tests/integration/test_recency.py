@@ -18,14 +18,15 @@ async def test_near_duplicates_that_disagree_rank_newest_first(client, scope):
     query = "Does my sister Clara live in Paris?"  # the older memory matches it best, by words and meaning
     without = contents(await search(client, query=query, user_id=scope, recency=False))
     assert without[:2] == [PARIS, LYON]
-    assert contents(await search(client, query=query, user_id=scope))[:2] == [LYON, PARIS]  # on by default
-    # A memory that is not a near-duplicate keeps its place.
-    assert contents(await search(client, query=query, user_id=scope))[2] == without[2] == CELLO
+    assert contents(await search(client, query=query, user_id=scope))[:2] == [PARIS, LYON]  # off by default
+    newest = contents(await search(client, query=query, user_id=scope, recency=True))
+    assert newest[:2] == [LYON, PARIS]
+    assert newest[2] == without[2] == CELLO  # a memory that is not a near-duplicate keeps its place
 
 
 async def test_without_dates_the_later_stored_memory_is_the_newer(client, scope):
     await store(client, scope, [{"content": PARIS}, {"content": LYON}])
-    hits = await search(client, query="Does my sister Clara live in Paris?", user_id=scope)
+    hits = await search(client, query="Does my sister Clara live in Paris?", user_id=scope, recency=True)
     assert contents(hits) == [LYON, PARIS]
 
 
