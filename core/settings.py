@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     search_rrf_k: float = Field(default=60.0, description="Reciprocal-rank fusion constant.")
     search_fusion: Literal["convex", "rrf"] = Field(default="convex", description="How hybrid search fuses: "
                                                     "standardized scores (convex) or reciprocal ranks (rrf).")
-    # Chosen with `python bench/retrieval.py --sweep` on LongMemEval dev60, by 2-fold cross-validation (README).
+    # Chosen with `python bench/retrieval.py` on LongMemEval and BEAM, with leave-one-dataset-out rows (README).
     search_vector_weight: float = 1.0
     search_text_weight: float = 0.25
     search_feedback: bool = Field(default=True, description="Hybrid search refines the query's embedding by its "
