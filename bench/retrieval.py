@@ -1,28 +1,25 @@
-"""Retrieval quality: LongMemEval (60-question dev set) through the real API and workers.
+"""Retrieval quality on two development sets, through the real API and workers.
 
-    python bench/retrieval.py [--questions 60] [--workers 2] [--sweep] [--data-dir DIR]
+    python bench/retrieval.py --dataset longmemeval|beam [--stride N] [--limit N] [--cases base,components,sweep]
+                              [--case LABEL]... [--env NAME=VALUE]... [--data-dir DIR] [--workers 2]
+    python bench/retrieval.py --combine LME_DIR BEAM_DIR     # both sets' table and the leave-one-dataset-out rows
 
-Each question's haystack goes into its own namespace (user_id), one memory per turn with metadata
-{session_id, turn, date}, as one ingest job per question (`agentmem up`, embedded default, local
-MiniLM model). Then each question is searched in its namespace in the `vector`, `text` and `hybrid`
-modes, and the ranked hits are scored (higher is better):
-- session recall_any@k: any gold session among the sessions of the top-k hits (sessions deduplicated
-  in rank order); recall_all@5: all gold sessions in the top 5 sessions; nDCG@10 over sessions;
-- turn recall@10: the share of answer turns (has_answer) among the top-10 hits.
-It prints ingest throughput and search latency too, and scores beside the defaults: vector with
-feedback (pseudo-relevance feedback, on request), hybrid without feedback, and hybrid with `fusion:
-rrf`. `--sweep` also scores both fusions under other weights and RRF constants, and feedback with
-other sizes and weights (per request; the defaults are in core/settings.py), then 2-fold
-cross-validates each family's choice: settings picked on half the questions, scored on the other.
-`--data-dir DIR` keeps the system's data in DIR; run again with the same DIR, it skips the
-ingest and scores the searches again (to compare search-side changes without re-embedding).
+Each unit of the set (a LongMemEval question's haystack, a BEAM conversation) goes into its own
+namespace (user_id) as one ingest job, one memory per turn or message with its date in
+`metadata.date` (`bench/retrieval_sets.py`). Then every question is searched in its namespace, at
+its own time (`as_of`), in each case: `vector`, `text`, `hybrid` (the defaults), each search
+component turned off (or on) alone, and with `--cases sweep` other fusion weights and feedback
+settings. The hits are scored per question; the means are printed (per category for BEAM) and
+saved with each question's scores in DIR/retrieval-results.json, so `--combine` can pick
+settings on one set and score them on the other.
+`--data-dir DIR` keeps the system's data in DIR; run again with the same DIR, it skips the ingest and
+scores the searches again (search-side changes compared without re-embedding).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import math
 import sys
@@ -35,7 +32,6 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    LONGMEMEVAL,
     BenchError,
     JobWatcher,
     System,
@@ -45,61 +41,42 @@ from bench.common import (  # noqa: E402
     run_against,
     table,
 )
+from bench.retrieval_sets import DATASETS, Question  # noqa: E402
 
-MODES = ("vector", "text", "hybrid")
-METRICS = ["recall_any@5", "recall_any@10", "recall_all@5", "ndcg@10", "turn_recall@10"]
-MAX_CHARS = 32_000
+RESULTS = "retrieval-results.json"
+HEADLINE = ("recall@10", "ndcg@10")  # what the defaults must win on, on each set
 
-
-def load(questions: int) -> list[dict]:
-    with gzip.open(LONGMEMEVAL, "rt", encoding="utf-8") as fh:
-        return json.load(fh)[:questions]
-
-
-def items_of(record: dict) -> tuple[list[dict], set[tuple[str, int]]]:
-    """One memory per turn, and the (session, turn) keys of the answer turns."""
-    items, answers = [], set()
-    for session_id, date, turns in zip(record["haystack_session_ids"], record["haystack_dates"],
-                                       record["haystack_sessions"], strict=True):
-        for i, turn in enumerate(turns):
-            content = turn["content"].strip()[:MAX_CHARS]
-            if not content:
-                continue
-            items.append({"content": content, "metadata": {"session_id": session_id, "turn": i, "date": date,
-                                                           "role": turn["role"]}})
-            if turn.get("has_answer") and session_id in record["answer_session_ids"]:
-                answers.add((session_id, i))
-    return items, answers
-
-
-def score(hits: list[dict], gold: set[str], answers: set[tuple[str, int]]) -> dict[str, float]:
-    sessions: list[str] = []
-    for hit in hits:
-        sid = hit["memory"]["metadata"]["session_id"]
-        if sid not in sessions:
-            sessions.append(sid)
-    top_turns = {(h["memory"]["metadata"]["session_id"], h["memory"]["metadata"]["turn"]) for h in hits[:10]}
-    dcg = sum(1 / math.log2(i + 2) for i, s in enumerate(sessions[:10]) if s in gold)
-    ideal = sum(1 / math.log2(i + 2) for i in range(min(10, len(gold))))
-    return {
-        "recall_any@5": float(any(s in gold for s in sessions[:5])),
-        "recall_any@10": float(any(s in gold for s in sessions[:10])),
-        "recall_all@5": float(gold <= set(sessions[:5])),
-        "ndcg@10": dcg / ideal if ideal else 0.0,
-        "turn_recall@10": len(top_turns & answers) / len(answers) if answers else float("nan"),
-    }
+# label → request fields beside query/scope/top_k. `hybrid` is the service's defaults.
+BASE = {"vector": {"mode": "vector"}, "text": {"mode": "text"}, "hybrid": {"mode": "hybrid"}}
+COMPONENTS = {
+    "hybrid, passages on": {"passages": True},
+    "vector, passages on": {"mode": "vector", "passages": True},
+    "hybrid, fixed weights (adapt 0)": {"weights": {"vector": 1.0, "text": 0.25, "adapt": 0}},
+    "hybrid, rrf": {"fusion": "rrf"},
+    "hybrid, vector feedback off": {"feedback": False},
+    "hybrid, text feedback off": {"text_feedback": False},
+    "hybrid, text feedback on": {"text_feedback": True},
+    "text, text feedback on": {"mode": "text", "text_feedback": True},
+    "hybrid, recency off": {"recency": False},
+    "hybrid, recency on": {"recency": True},
+    "hybrid, time off": {"time": "off"},
+    "hybrid, time filter": {"time": "filter"},
+    "hybrid, previous defaults": {"passages": False, "weights": {"vector": 1.0, "text": 0.25, "adapt": 0},
+                                  "text_feedback": False, "recency": False, "time": "off"},
+}
+SWEEP = {f"hybrid t={t} adapt={a}": {"weights": {"vector": 1.0, "text": t, "adapt": a}}
+         for t in (0.1, 0.25, 0.5, 1.0) for a in (0, 1, 2)}
+CASE_GROUPS = {"base": BASE, "components": COMPONENTS, "sweep": SWEEP}
 
 
-async def ingest(client: httpx.AsyncClient, records: list[dict], run: str, timeout: float) -> tuple[dict, float, int]:
-    """Submit one job per question; returns the namespaces, the seconds until all succeeded, memory count."""
+async def ingest(client: httpx.AsyncClient, units: dict[str, list[dict]], run: str, timeout: float) -> tuple[dict, str]:
+    """One job per unit; the namespaces, and a line on throughput."""
     namespaces, job_ids, total = {}, [], 0
     async with JobWatcher(client) as watcher:
         t0 = time.monotonic()
-        for record in records:
-            items, answers = items_of(record)
-            namespace = f"lme-{run}-{record['question_id']}"
-            namespaces[record["question_id"]] = (namespace, answers)
-            response = await client.post("/api/v1/memories", json={"items": items, "user_id": namespace})
+        for unit, items in units.items():
+            namespaces[unit] = f"ret-{run}-{unit}"
+            response = await client.post("/api/v1/memories", json={"items": items, "user_id": namespaces[unit]})
             if response.status_code != 202:
                 raise BenchError(f"ingest answered {response.status_code}: {response.text[:300]}")
             job_ids.append(response.json()["id"])
@@ -107,135 +84,139 @@ async def ingest(client: httpx.AsyncClient, records: list[dict], run: str, timeo
         print(f"  {len(job_ids)} jobs, {total} memories submitted in {time.monotonic() - t0:.1f} s; waiting ...",
               flush=True)
         done = await watcher.wait(job_ids, time.monotonic() + timeout)
-    return namespaces, done - t0, total
+    seconds = done - t0
+    return namespaces, f"ingest: {total} memories in {seconds:.1f} s = {total / seconds:.1f} memories/s"
 
 
-async def search_all(client: httpx.AsyncClient, records: list[dict], namespaces: dict, mode: str,
-                     extra: dict | None = None, top_k: int = 100) -> tuple[dict[str, float], list[float], dict]:
-    """Mean metrics over the questions, each search's latency (seconds), and each question's metrics."""
-    sums: dict[str, float] = {}
-    counted: dict[str, int] = {}
-    latencies = []
-    per_question = {}
-    for record in records:
-        namespace, answers = namespaces[record["question_id"]]
-        body = {"query": record["question"], "user_id": namespace, "mode": mode, "top_k": top_k} | (extra or {})
+async def search_all(client: httpx.AsyncClient, dataset, questions: list[Question], namespaces: dict,
+                     request: dict) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """Each question's metrics, and each search's latency (seconds)."""
+    per_question, latencies = {}, []
+    for q in questions:
+        body = {"query": q.text, "user_id": namespaces[q.unit], "top_k": 50, "as_of": q.as_of} | request
         t0 = time.perf_counter()
         response = await client.post("/api/v1/memories/search", json=body)
         latencies.append(time.perf_counter() - t0)
         if response.status_code != 200:
             raise BenchError(f"search answered {response.status_code}: {response.text[:300]}")
-        per_question[record["question_id"]] = score(response.json()["hits"], set(record["answer_session_ids"]), answers)
-        for name, value in per_question[record["question_id"]].items():
-            if not math.isnan(value):
-                sums[name] = sums.get(name, 0.0) + value
-                counted[name] = counted.get(name, 0) + 1
-    return {name: sums[name] / counted[name] for name in sums}, latencies, per_question
+        per_question[q.qid] = dataset.score(q, response.json()["hits"])
+    return per_question, latencies
 
 
-async def run(system: System, records: list[dict], sweep: bool, timeout: float) -> tuple[list, list, str]:
+def mean(per_question: dict[str, dict[str, float]], metric: str, qids=None) -> float:
+    values = [m[metric] for q, m in per_question.items() if (qids is None or q in qids) and not math.isnan(m[metric])]
+    return sum(values) / len(values) if values else float("nan")
+
+
+async def run(system: System, dataset, cases: dict[str, dict], timeout: float) -> tuple[list, list, str]:
     limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
-    saved = system.data_dir / f"retrieval-namespaces-{len(records)}.json"
+    saved = system.data_dir / f"retrieval-namespaces-{dataset.name}-{len(dataset.records)}.json"
+    questions = dataset.questions()
     async with httpx.AsyncClient(base_url=system.url, headers=system.headers, timeout=120, limits=limits) as client:
         if saved.exists():
-            namespaces = {q: (ns, {tuple(a) for a in answers})
-                          for q, (ns, answers) in json.loads(saved.read_text()).items()}
+            namespaces = json.loads(saved.read_text())
             ingest_line = f"ingest: skipped, reusing the memories already in {system.data_dir}"
         else:
-            namespaces, seconds, total = await ingest(client, records, uuid.uuid4().hex[:6], timeout)
-            saved.write_text(json.dumps({q: (ns, sorted(answers)) for q, (ns, answers) in namespaces.items()}))
-            ingest_line = f"ingest: {total} memories in {seconds:.1f} s = {total / seconds:.0f} memories/s"
+            namespaces, ingest_line = await ingest(client, dataset.units(), uuid.uuid4().hex[:6], timeout)
+            saved.write_text(json.dumps(namespaces))
         print(ingest_line, flush=True)
+        results_path = system.data_dir / RESULTS
+        results = json.loads(results_path.read_text()) if results_path.exists() else {}
+        results.setdefault("categories", {q.qid: q.category for q in questions})
+        results.setdefault("cases", {})
         rows, lat_rows = [], []
-        cases = [(mode, None) for mode in MODES] + [("vector", {"feedback": True}), ("hybrid", {"feedback": False}),
-                                                      ("hybrid", {"fusion": "rrf"})]
-        timed = len(cases)
-        if sweep:
-            cases += [("hybrid", {"fusion": "convex", "weights": {"vector": 1.0, "text": t}})
-                      for t in (0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0)]
-            cases += [("hybrid", {"fusion": "rrf", "weights": {"vector": 1.0, "text": t, "rrf_k": k}})
-                      for k in (10, 30, 60, 120) for t in (0.25, 0.35, 0.5, 1.0)]
-            cases += [("hybrid", {"feedback": {"docs": d, "weight": w}})
-                      for d in (3, 5, 7, 10, 15) for w in (0.1, 0.2, 0.25, 0.3, 0.5)]
-        per_case = {}
-        for i, (mode, extra) in enumerate(cases):
-            result, latencies, per_question = await search_all(client, records, namespaces, mode, extra)
-            label = mode if extra is None else label_of(mode, extra)
-            per_case[label] = per_question
-            rows.append([label] + [f"{result[m]:.3f}" for m in METRICS])
-            if i < timed:
-                ms = [t * 1000 for t in latencies]
-                lat_rows.append([label, len(ms), f"{percentile(ms, 50):.1f}", f"{percentile(ms, 99):.1f}",
-                                 f"{len(ms) / sum(latencies):.1f}"])
-            print(f"  {label}: " + ", ".join(f"{m} {result[m]:.3f}" for m in METRICS), flush=True)
-        if sweep:
-            rows += cross_validate(per_case, [r["question_id"] for r in records])
+        for label, request in cases.items():
+            per_question, latencies = await search_all(client, dataset, questions, namespaces, request)
+            results["cases"][label] = {"request": request, "questions": per_question}
+            rows.append([label] + [f"{mean(per_question, m):.3f}" for m in dataset.metrics])
+            ms = [t * 1000 for t in latencies]
+            lat_rows.append([label, len(ms), f"{percentile(ms, 50):.1f}", f"{percentile(ms, 99):.1f}"])
+            print(f"  {label}: " + ", ".join(f"{m} {mean(per_question, m):.3f}" for m in dataset.metrics), flush=True)
+        results_path.write_text(json.dumps(results))
+        if dataset.name == "beam" and "hybrid" in results["cases"]:
+            rows.append([""] * (len(dataset.metrics) + 1))
+            rows += category_rows(results, [c for c in ("vector", "text", "hybrid") if c in results["cases"]],
+                                  dataset.metrics)
         return rows, lat_rows, ingest_line
 
 
-def label_of(mode: str, extra: dict) -> str:
-    """`mode`, then what differs from the service's defaults: `hybrid rrf t=0.35 k=60`, `hybrid feedback 5/0.2`."""
-    parts = [mode]
-    weights = extra.get("weights")
-    if "fusion" in extra:
-        parts.append(extra["fusion"] if weights else f"{extra['fusion']} (service weights)")
-    if weights:
-        parts.append(f"t={weights['text']}" + (f" k={weights['rrf_k']}" if weights.get("rrf_k") else ""))
-    feedback = extra.get("feedback")
-    if isinstance(feedback, dict):
-        parts.append(f"feedback {feedback['docs']}/{feedback['weight']}")
-    elif feedback is not None:
-        parts.append("+ feedback" if feedback else "without feedback")
-    return " ".join(parts)
-
-
-def cross_validate(per_case: dict[str, dict[str, dict[str, float]]], questions: list[str]) -> list[list[str]]:
-    """2-fold cross-validation of the fusion settings swept: pick on one half (by recall_all@5 + nDCG@10),
-    score on the other, and average the two held-out halves. The choice is not scored on its own data."""
-    folds = [set(sorted(questions)[0::2]), set(sorted(questions)[1::2])]
-    swept = [label for label in per_case if label.startswith("hybrid ") and ("=" in label or "/" in label)]
-
-    def mean(label: str, qids: set[str]) -> dict[str, float]:
-        out = {}
-        for metric in METRICS:
-            values = [per_case[label][q][metric] for q in qids if not math.isnan(per_case[label][q][metric])]
-            out[metric] = sum(values) / len(values)
-        return out
-
+def category_rows(results: dict, labels: list[str], metrics: list[str]) -> list[list[str]]:
+    """Per category, each of `labels`' means."""
+    categories = results["categories"]
     rows = []
-    for family in ("convex", "rrf", "feedback"):
-        candidates = [label for label in swept if label.startswith(f"hybrid {family}")]
-        held_out, picks = [], []
-        for i in (0, 1):
-            best = max(candidates,
-                       key=lambda label: (lambda m: m["recall_all@5"] + m["ndcg@10"])(mean(label, folds[i])))
-            picks.append(best.removeprefix(f"hybrid {family} "))
-            held_out.append(mean(best, folds[1 - i]))
-        avg = {m: (held_out[0][m] + held_out[1][m]) / 2 for m in METRICS}
-        rows.append([f"{family}, 2-fold CV (picked {' / '.join(picks)})"] + [f"{avg[m]:.3f}" for m in METRICS])
+    for category in sorted(set(categories.values())):
+        qids = {q for q, c in categories.items() if c == category}
+        for label in labels:
+            per_question = results["cases"][label]["questions"]
+            rows.append([f"{category} ({len(qids)}): {label}"]
+                        + [f"{mean(per_question, m, qids):.3f}" for m in metrics])
     return rows
+
+
+def combine(dirs: list[Path]) -> int:
+    """Both sets side by side (recall@10, nDCG@10), and leave-one-dataset-out: for each swept family, the
+    setting best on one set (by recall@10 + nDCG@10) scored on the other."""
+    sets = [json.loads((d / RESULTS).read_text()) for d in dirs]
+    names = [d.name for d in dirs]
+    labels = [label for label in sets[0]["cases"] if all(label in s["cases"] for s in sets)]
+
+    def score(s: dict, label: str, metric: str) -> float:
+        return mean(s["cases"][label]["questions"], metric)
+
+    rows = [[label] + [f"{score(s, label, m):.3f}" for s in sets for m in HEADLINE] for label in labels]
+    swept = [label for label in labels if label in SWEEP]
+    if swept:
+        rows.append([""] * (1 + 2 * len(HEADLINE)))
+        for i, j in ((0, 1), (1, 0)):
+            pick = max(swept, key=lambda label: sum(score(sets[i], label, m) for m in HEADLINE))
+            cells = ["" for _ in range(2 * len(HEADLINE))]
+            for k, m in enumerate(HEADLINE):
+                cells[j * len(HEADLINE) + k] = f"{score(sets[j], pick, m):.3f}"
+            rows.append([f"LODO: tuned on {names[i]} ({pick}), scored on {names[j]}"] + cells)
+    headers = ["case"] + [f"{n} {m}" for n in names for m in HEADLINE]
+    print(table(headers, rows))
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=int, default=60, help="questions of the dev set to use (default 60)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="longmemeval")
+    parser.add_argument("--limit", type=int, help="only the first N questions (LongMemEval) or conversations (BEAM)")
+    parser.add_argument("--stride", type=int, default=1, help="every Nth question (LongMemEval) or conversation "
+                                                               "(BEAM): 2 gives half the set, every type in it")
+    parser.add_argument("--cases", default="base,components", help="case groups: base, components, sweep")
+    parser.add_argument("--case", action="append", default=[], help="only these case labels (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--sweep", action="store_true", help="also score hybrid with other fusion weights")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for ingestion (default 3600)")
+    parser.add_argument("--timeout", type=float, default=7200, help="seconds allowed for ingestion (default 7200)")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir and log")
     parser.add_argument("--data-dir", type=Path, help="keep the data here; reuse its memories if already ingested")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for this run (AGENTMEM_ prefix optional); its cases are saved with it in "
+                             "their label")
+    parser.add_argument("--combine", nargs=2, type=Path, metavar="DIR", help="print both sets' saved results")
     args = parser.parse_args()
+    if args.combine:
+        return combine(args.combine)
 
     print(f"before: {machine_load()}", flush=True)
-    records = load(args.questions)
+    dataset = DATASETS[args.dataset](args.limit, args.stride)
+    cases = {label: request for group in args.cases.split(",") for label, request in CASE_GROUPS[group].items()}
+    if args.case:
+        every = {k: v for group in CASE_GROUPS.values() for k, v in group.items()}
+        cases = {label: every[label] for label in args.case}
     system = System.on(args.data_dir, workers=args.workers, keep_data=args.keep_data)
-    result, failed = run_against(system, lambda: asyncio.run(run(system, records, args.sweep, args.timeout)))
+    settings = dict(item.split("=", 1) for item in args.env)
+    system.env.update({("" if k.startswith("AGENTMEM_") else "AGENTMEM_") + k: v for k, v in settings.items()})
+    if settings:
+        suffix = " [" + ", ".join(f"{k.removeprefix('AGENTMEM_').lower()}={v}" for k, v in settings.items()) + "]"
+        cases = {label + suffix: request for label, request in cases.items()}
+    result, failed = run_against(system, lambda: asyncio.run(run(system, dataset, cases, args.timeout)))
     rows, lat_rows, ingest_line = result or ([], [], "")
     if rows:
-        print(f"\nLongMemEval dev set, {len(records)} questions; {ingest_line}\n")
-        print(table(["mode", "session R_any@5", "R_any@10", "R_all@5", "nDCG@10", "turn R@10"], rows))
+        print(f"\n{dataset.name}, {len(dataset.questions())} questions; {ingest_line}\n")
+        print(table(["case"] + dataset.headers, rows))
         print()
-        print(table(["mode", "searches", "p50 ms", "p99 ms", "searches/s (1 client)"], lat_rows))
+        print(table(["case", "searches", "p50 ms", "p99 ms"], lat_rows))
     return finish_run(system, failed, [])
 
 

@@ -6,9 +6,10 @@
 PostgreSQL with COPY (the ingest pipeline has its own benchmark, bench/ingest.py): distinct synthetic
 sentences; `--real` of them embedded with the local model, the rest given the embedding of a real
 sentence plus Gaussian noise (σ 0.02 per dimension, re-normalised), so the vectors form realistic
-clusters without embedding 100,000 texts first. Then `--queries` searches (other synthetic
-sentences, each embedded by the API: query embedding included) per mode, org-wide and within one
-user's scope of ~1% of the rows, one client at a time: the table and indexes prewarmed into
+clusters without embedding 100,000 texts first. Every third memory is seeded as a long one with
+passages (`--passages`, noisy copies of its vector), where the schema has them. Then `--queries`
+searches (other synthetic sentences, each embedded by the API: query embedding included) per mode,
+org-wide and within one user's scope of ~1% of the rows, one client at a time: the table and indexes prewarmed into
 PostgreSQL's cache (pg_prewarm), each series after 20 unmeasured warm-up searches. The medians of
 the stages the server reports in its Server-Timing headers (auth, scope, text, embed, vector,
 feedback, load) show where the time goes. Finally EXPLAIN ANALYZE of the statements the pipeline
@@ -79,24 +80,45 @@ def embeddings(texts: list[str], real: int, seed: int = 11) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-async def seed(dsn: str, org_id: str, texts: list[str], vectors: np.ndarray, scoped: int) -> None:
-    """COPY the memories in; the first `scoped` belong to user `bench-scope`, the rest to 100 other users."""
+def _vector(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
+
+
+async def seed(dsn: str, org_id: str, texts: list[str], vectors: np.ndarray, scoped: int, passages: float,
+               seed_: int = 13) -> int:
+    """COPY the memories in; the first `scoped` belong to user `bench-scope`, the rest to 100 other users.
+    Every third memory is a long one with `3 × passages` more passages (noisy copies of its vector, σ 0.03),
+    where the schema has passages; returns how many passages were seeded."""
     import asyncpg
 
+    rng = np.random.default_rng(seed_)
     conn = await asyncpg.connect(dsn)
     try:
-        buffer = io.StringIO()
+        buffer, extra = io.StringIO(), io.StringIO()
+        has_passages = await conn.fetchval("SELECT to_regclass('memory_passages') IS NOT NULL")
+        per_long = round(3 * passages)
+        n_passages = 0
         for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
             user = SCOPE if i < scoped else f"bench-user-{i % 100}"
-            vec = "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
             digest = uuid.uuid5(uuid.NAMESPACE_OID, text).hex
             clean = text.replace("\\", "\\\\").replace("\t", " ").replace("\n", " ")
-            buffer.write(f"{uuid.uuid4()}\t{org_id}\t{user}\t{clean}\t{{\"i\": {i}}}\t{digest}\t{vec}\t{digest}\n")
-        buffer.seek(0)
+            memory_id = uuid.uuid4()
+            buffer.write(f"{memory_id}\t{org_id}\t{user}\t{clean}\t{{\"i\": {i}}}\t{digest}\t{_vector(vector)}\t"
+                         f"{digest}\n")
+            if has_passages and per_long and i % 3 == 0:
+                noisy = vector + rng.normal(0, 0.03, (per_long, vector.shape[0]))
+                for k, p in enumerate(noisy / np.linalg.norm(noisy, axis=1, keepdims=True)):
+                    extra.write(f"{memory_id}\t{k + 1}\t{org_id}\t{digest}\t{_vector(p)}\n")
+                    n_passages += 1
         await conn.copy_to_table("memories", source=io.BytesIO(buffer.getvalue().encode()), columns=[
             "id", "org_id", "user_id", "content", "metadata", "content_hash", "embedding", "embedded_hash"])
+        if n_passages:
+            await conn.copy_to_table("memory_passages", source=io.BytesIO(extra.getvalue().encode()), columns=[
+                "memory_id", "ord", "org_id", "content_hash", "embedding"])
+            await conn.execute("VACUUM ANALYZE memory_passages")
         # As autovacuum would soon after a bulk load (a vacuum running mid-measurement would skew it).
         await conn.execute("VACUUM ANALYZE memories")
+        return n_passages
     finally:
         await conn.close()
 
@@ -109,7 +131,10 @@ async def prewarm(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
-        for relation in ("memories", "ix_memories_embedding", "ix_memories_fts", "ix_memories_org_user"):
+        relations = ["memories", "ix_memories_embedding", "ix_memories_fts", "ix_memories_org_user"]
+        if await conn.fetchval("SELECT to_regclass('memory_passages') IS NOT NULL"):
+            relations += ["memory_passages", "memory_passages_pkey", "ix_memory_passages_embedding"]
+        for relation in relations:
             await conn.execute("SELECT pg_prewarm($1)", relation)
     finally:
         await conn.close()
@@ -146,7 +171,8 @@ async def explain(dsn: str, org_id: str, query_vector: list[float], query_text: 
     return lines
 
 
-STAGES = ("auth", "scope", "text", "embed", "embed_wait", "vector", "feedback", "load", "app")
+STAGES = ("auth", "scope", "text", "embed", "embed_wait", "vector", "feedback", "text_feedback", "recency", "load",
+          "app")
 WARM_UP = 20
 
 
@@ -184,6 +210,8 @@ def main() -> int:
     parser.add_argument("--memories", type=int, default=100_000)
     parser.add_argument("--real", type=int, default=5_000, help="memories embedded for real (default 5000)")
     parser.add_argument("--queries", type=int, default=200, help="searches per mode and scope (default 200)")
+    parser.add_argument("--passages", type=float, default=1.0, help="passages beyond the first per memory, on "
+                        "average (every third memory is long; default 1.0: 100,000 passages at 100,000 memories)")
     parser.add_argument("--keep-data", action="store_true")
     parser.add_argument("--data-dir", type=Path, help="keep the system's data here; run again with the same "
                                                       "DIR to skip embedding and seeding")
@@ -192,7 +220,8 @@ def main() -> int:
     print(f"before: {machine_load()}", flush=True)
     texts = synthetic_corpus(args.memories + args.queries + WARM_UP, seed=23)
     corpus, queries = texts[:args.memories], texts[args.memories:]
-    seeded = args.data_dir / f"search-latency-seeded-{args.memories}-{args.real}" if args.data_dir else None
+    seeded = (args.data_dir / f"search-latency-seeded-{args.memories}-{args.real}-{args.passages}"
+              if args.data_dir else None)
     vectors = None
     if seeded is None or not seeded.exists():
         t0 = time.monotonic()
@@ -210,8 +239,10 @@ def main() -> int:
             print(f"seeding: skipped, reusing the memories already in {system.data_dir}", flush=True)
         else:
             t0 = time.monotonic()
-            asyncio.run(seed(dsn, org_id, corpus, vectors, scoped=max(1, args.memories // 100)))
-            print(f"seeded {args.memories} memories in {time.monotonic() - t0:.0f} s", flush=True)
+            n_passages = asyncio.run(seed(dsn, org_id, corpus, vectors, scoped=max(1, args.memories // 100),
+                                          passages=args.passages))
+            print(f"seeded {args.memories} memories and {n_passages} passages in {time.monotonic() - t0:.0f} s",
+                  flush=True)
             if seeded is not None:
                 seeded.touch()
         asyncio.run(prewarm(dsn))

@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     embedding_take_turns: bool = Field(default=True, description="Worker processes of one deployment run the local "
                                        "model one at a time (avoids CPU oversubscription).")
 
+    # Passages (pipelines/memories/passages.py): long memories get several vectors.
+    passage_embedding: bool = Field(default=False, description="Embed long memories as passages too, at ingest "
+                                    "and on edits (about twice the embedding work on long-text data). Off, a "
+                                    "search with `passages: true` finds passages only of memories stored while it "
+                                    "was on.")
+    passage_chars: int = Field(default=900, description="A memory longer than this many characters is embedded "
+                               "as passages of at most this size (the bundled model reads about 256 word pieces).")
+    passage_overlap_chars: int = Field(default=150, description="Sentences repeated from the end of one passage "
+                                       "at the start of the next, up to this many characters.")
+    passage_max: int = Field(default=64, description="Passages embedded per memory at most (the rest of a huge "
+                             "memory is found by its words only).")
+
     # Search
     search_candidates: int = Field(default=50, description="Candidates each side of a hybrid search ranks.")
     search_text_match_budget: int = Field(default=2000, description="Rows a text search may score: its rarest "
@@ -90,10 +102,12 @@ class Settings(BaseSettings):
                                     "(must match the `fts` column's, set by the migrations).")
     search_bm25_k1: float = 1.2
     search_bm25_b: float = 0.75
+    search_bm25_length: Literal["words", "bytes"] = Field(default="bytes", description="BM25's document length: "
+                                                          "distinct words, or the text's size in bytes.")
     search_rrf_k: float = Field(default=60.0, description="Reciprocal-rank fusion constant.")
     search_fusion: Literal["convex", "rrf"] = Field(default="convex", description="How hybrid search fuses: "
                                                     "standardized scores (convex) or reciprocal ranks (rrf).")
-    # Chosen with `python bench/retrieval.py --sweep` on LongMemEval dev60, by 2-fold cross-validation (README).
+    # Chosen with `python bench/retrieval.py` on LongMemEval and BEAM, with leave-one-dataset-out rows (README).
     search_vector_weight: float = 1.0
     search_text_weight: float = 0.25
     search_feedback: bool = Field(default=True, description="Hybrid search refines the query's embedding by its "
@@ -101,6 +115,31 @@ class Settings(BaseSettings):
     search_feedback_docs: int = Field(default=7, description="First-pass hits whose mean embedding refines the query.")
     search_feedback_weight: float = Field(default=0.25, description="Weight of that mean embedding, added to the "
                                           "query's.")
+    search_fusion_adapt: float = Field(default=1.0, description="Convex fusion: each side's weight is scaled by "
+                                       "its decisiveness for the query (its best candidate's standard score) to "
+                                       "this power; 0: fixed weights.")
+    search_text_feedback: bool = Field(default=False, description="Text-side pseudo-relevance feedback (RM3) "
+                                       "in hybrid and text search unless a request says otherwise.")
+    search_text_feedback_docs: int = Field(default=5, description="First-pass hits RM3 reads.")
+    search_text_feedback_terms: int = Field(default=10, description="Words RM3 adds to the query.")
+    search_text_feedback_weight: float = Field(default=0.3, description="Weight of each added word (scaled by "
+                                               "its share of the feedback model) against the query's own (1).")
+    search_passages: bool = Field(default=False, description="Score a long memory by its best passage's vector.")
+    search_passage_margin: float = Field(default=0.0, description="Subtracted from a later passage's cosine before "
+                                         "it can stand for its memory (many passages, many chances of a close "
+                                         "one by accident).")
+    search_recency: bool = Field(default=False, description="Among a hybrid search's best hits, near-duplicates "
+                                 "rank newest first.")
+    search_recency_similarity: float = Field(default=0.85, description="Cosine above which two hits are near-"
+                                             "duplicates for recency.")
+    search_recency_window: int = Field(default=20, description="Best hits of a search reordered by recency.")
+    search_time: Literal["boost", "filter", "off"] = Field(default="boost", description="Time in the query "
+                                                           "(`last week`, `in March`): boost memories of that "
+                                                           "time, keep only them, or ignore it.")
+    search_time_boost: float = Field(default=1.0, description="Standard units added to the fused score of a hit "
+                                     "within the query's time.")
+    search_time_key: str = Field(default="date", description="Metadata key holding a memory's time (ISO 8601); "
+                                 "without it, `created_at`.")
 
     # Summaries
     summary_chunk_chars: int = Field(default=6000, description="Characters of conversation per map step of a "

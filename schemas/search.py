@@ -78,6 +78,9 @@ class Weights(BaseModel):
     vector: float = Field(ge=0, le=10)
     text: float = Field(ge=0, le=10)
     rrf_k: float | None = Field(default=None, ge=1, le=1000, description="Fusion constant; default the service's.")
+    adapt: float | None = Field(default=None, ge=0, le=4, description="Convex fusion: how strongly each side's "
+                                "weight follows how decisive its scores are for this query (0: fixed weights); "
+                                "default the service's.")
 
 
 class Feedback(BaseModel):
@@ -90,9 +93,21 @@ class Feedback(BaseModel):
                                                                        "the query's; default: the service's.")
 
 
+class TextFeedback(BaseModel):
+    """Text-side pseudo-relevance feedback (RM3): words of the first pass's best hits added to the query's."""
+
+    model_config = ConfigDict(extra="forbid")
+    docs: int | None = Field(default=None, ge=1, le=50, description="First-pass hits read; default the service's.")
+    terms: int | None = Field(default=None, ge=1, le=50, description="Words added; default the service's.")
+    weight: float | None = Field(default=None, ge=0, le=4, description="Weight of the added words against the "
+                                                                       "query's own (1); default the service's.")
+
+
 # An object is read as settings, anything else as on/off: a bad object gets one error, not two.
 FeedbackChoice = Annotated[Annotated[bool, Tag("on_off")] | Annotated[Feedback, Tag("object")],
                            Discriminator(lambda v: "object" if isinstance(v, (dict, Feedback)) else "on_off")]
+TextFeedbackChoice = Annotated[Annotated[bool, Tag("on_off")] | Annotated[TextFeedback, Tag("object")],
+                               Discriminator(lambda v: "object" if isinstance(v, (dict, TextFeedback)) else "on_off")]
 
 
 class MemorySearchIn(BaseModel):
@@ -115,6 +130,22 @@ class MemorySearchIn(BaseModel):
                                   "query's, and the vector side searches again. `true`, `false`, or `{docs, weight}`. "
                                   "Default: on in `hybrid` (the service's settings), off in `vector` (plain nearest "
                                   "neighbours); `text` mode has no embedding to refine.")
+    text_feedback: TextFeedbackChoice | None = Field(
+        default=None, description="Expand the query's words by its first results (RM3): the words most typical of "
+                                  "the best first-pass hits are added, weighted, and the text side searches again. "
+                                  "`true`, `false`, or `{docs, terms, weight}`. Default: the service's.")
+    passages: bool | None = Field(default=None, description="Score a long memory by its best passage (true), or "
+                                                            "by its first only. Default: the service's (true).")
+    recency: bool | None = Field(default=None, description="When near-duplicate hits disagree, rank the newer first "
+                                                           "(by `metadata.date`, else `created_at`). Default: the "
+                                                           "service's.")
+    time: Literal["boost", "filter", "off"] | None = Field(
+        default=None, description="Time in the query (`last week`, `in March`, `before the trip`): `boost` ranks "
+                                  "memories of that time higher, `filter` keeps only them, `off` ignores it. Memory "
+                                  "time: `metadata.date` (ISO 8601) if given, else `created_at`. Default: the "
+                                  "service's.")
+    as_of: datetime | None = Field(default=None, description="When the query is asked: what `last week` is relative "
+                                                             "to. Default: now.")
     user_id: ScopeId | None = None
     agent_id: ScopeId | None = None
     run_id: ScopeId | None = None
@@ -133,6 +164,8 @@ class MemorySearchIn(BaseModel):
             raise ValueError(f"filters may hold at most {MAX_FILTER_NODES} conditions and groups")
         if self.mode == "text" and self.feedback not in (None, False):
             raise ValueError("feedback refines the query's embedding; `text` mode has none (use hybrid or vector)")
+        if self.mode == "vector" and self.text_feedback not in (None, False):
+            raise ValueError("text_feedback expands the query's words; `vector` mode has none (use hybrid or text)")
         return self
 
 

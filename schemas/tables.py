@@ -192,6 +192,18 @@ class Memory(SQLModel, table=True):
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
+class MemoryPassage(SQLModel, table=True):
+    """A later passage of a long memory (its first is the memory's own embedding): pipelines/memories/passages.py."""
+
+    __tablename__ = "memory_passages"
+    memory_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    ord: int = Field(primary_key=True)
+    org_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    # The memory's content hash when this passage was computed: a passage of older content is never read.
+    content_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    embedding: list[float] = Field(sa_column=Column(Vector(), nullable=False))
+
+
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (

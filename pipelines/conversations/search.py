@@ -18,7 +18,8 @@ from core.settings import get_settings
 from pipelines.agents.store import get_agent
 from pipelines.conversations.store import get_conversation
 from pipelines.memories.corpus import Corpus
-from pipelines.memories.search import MAX_CANDIDATES, feedback_for, load_rows, rank
+from pipelines.memories.feedback import feedback_for
+from pipelines.memories.search import MAX_CANDIDATES, Plan, load_rows, rank
 from schemas.conversations import MessageSearchIn
 from schemas.tables import Message
 
@@ -58,6 +59,6 @@ async def search_messages(session: AsyncSession, org_id: uuid.UUID, query: Messa
                  and query.agent_id is None and query.user_id is None and query.conversation_id is None)
     depth = min(MAX_CANDIDATES, max(query.top_k, get_settings().search_candidates))
     hits, _ = await rank(session, MESSAGES, org_id, query.query, query.mode, clauses, whole_org=whole_org,
-                         depth=depth, feedback=feedback_for(query.mode))
+                         depth=depth, plan=Plan(feedback=feedback_for(query.mode)))
     page = await load_rows(session, MESSAGES, hits[:query.top_k])
     return [(hit.row, hit.score(query.mode)) for hit in page]

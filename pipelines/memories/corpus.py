@@ -24,6 +24,7 @@ class Corpus:
     """A searchable table, by its model."""
 
     model: Any
+    has_passages: bool = False  # long rows have more vectors in `memory_passages` (memories only)
 
     @property
     def name(self) -> str:
@@ -33,6 +34,10 @@ class Corpus:
     @property
     def id(self) -> Any:
         return self.model.id
+
+    @property
+    def content(self) -> Any:
+        return self.model.content
 
     @property
     def embedding(self) -> Any:
@@ -47,4 +52,4 @@ class Corpus:
         return [self.model.org_id == org_id, self.model.deleted_at.is_(None)]
 
 
-MEMORIES = Corpus(Memory)
+MEMORIES = Corpus(Memory, has_passages=True)

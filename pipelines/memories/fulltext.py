@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -148,16 +149,18 @@ async def query_terms(session: AsyncSession, query: str) -> list[str]:
 
 
 async def bm25_ranking(session: AsyncSession, query: str, clauses: list, limit: int, n_scope: int, *,
-                       corpus: Corpus = MEMORIES) -> list[tuple[uuid.UUID, float]]:
-    """The `limit` best rows of the corpus for the query's words by BM25, as (id, score), best first."""
-    statement = await bm25_statement(session, query, clauses, limit, n_scope, corpus=corpus)
+                       corpus: Corpus = MEMORIES, extra: dict[str, float] | None = None,
+                       ) -> list[tuple[uuid.UUID, float]]:
+    """The `limit` best rows of the corpus for the query's words by BM25, as (id, score), best first.
+    `extra`: more words (lexemes), each counted with its weight (the query's own count 1)."""
+    statement = await bm25_statement(session, query, clauses, limit, n_scope, corpus=corpus, extra=extra)
     if statement is None:
         return []  # only stop words
     return [(row_id, float(value)) for row_id, value in await session.execute(statement)]
 
 
 async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit: int, n_scope: int, *,
-                         corpus: Corpus = MEMORIES) -> Select | None:
+                         corpus: Corpus = MEMORIES, extra: dict[str, float] | None = None) -> Select | None:
     """The one statement that ranks (None: the query holds only stop words).
 
     The matching rows' term counts, the document frequencies and the scores are all computed in
@@ -165,6 +168,8 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
     """
     settings = get_settings()
     terms = await query_terms(session, query)
+    extra = {t: w for t, w in (extra or {}).items() if t not in terms}
+    terms += list(extra)
     if not terms:
         return None
     stats = await term_statistics(session, corpus)
@@ -181,7 +186,10 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
     query_words = func.ts_filter(func.setweight(fts, literal_column("'A'::\"char\""), cast(terms, ARRAY(Text))),
                                  literal_column("'{a}'::\"char\"[]"))
     words = func.unnest(query_words).table_valued("lexeme", "positions", "weights").lateral("w")
-    hits = (select(corpus.id.label("id"), func.length(fts).label("len"), words.c.lexeme.label("lexeme"),
+    # A document's length: its distinct words (`length(fts)`), or its size in bytes (read from the
+    # value's header, without decompressing it), which grows with a long reply as its words do not.
+    length = func.length(fts) if settings.search_bm25_length == "words" else func.octet_length(corpus.content)
+    hits = (select(corpus.id.label("id"), length.label("len"), words.c.lexeme.label("lexeme"),
                    func.coalesce(func.array_length(words.c.positions, 1), 1).label("tf"))
             .select_from(corpus.model).join(words, true()).where(*clauses, matches)).cte("hits")
     docs = select(hits.c.id, func.max(hits.c.len).label("len")).group_by(hits.c.id).cte("docs")
@@ -199,6 +207,45 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
     df = (select(hits.c.lexeme, func.ln(1 + (n_docs - df_value + 0.5) / (df_value + 0.5)).label("idf"))
           .select_from(hits).join(totals, true()).group_by(hits.c.lexeme, totals.c.n).cte("df"))
     norm = k1 * (1 - b) + totals.c.len_factor * hits.c.len
-    score = func.sum(df.c.idf * hits.c.tf * (k1 + 1) / (hits.c.tf + norm)).label("score")
+    term_weight = case(extra, value=hits.c.lexeme, else_=1.0) if extra else 1.0
+    score = func.sum(term_weight * df.c.idf * hits.c.tf * (k1 + 1) / (hits.c.tf + norm)).label("score")
     return (select(hits.c.id, score).select_from(hits).join(df, df.c.lexeme == hits.c.lexeme).join(totals, true())
             .group_by(hits.c.id).order_by(score.desc(), hits.c.id).limit(limit))
+
+
+async def feedback_terms(session: AsyncSession, query: str, docs: list[tuple[uuid.UUID, float]], n_terms: int, *,
+                         corpus: Corpus = MEMORIES) -> dict[str, float]:
+    """RM3's expansion words: those most typical of the feedback `docs` (id, weight), none of the query's.
+
+    Each word scores Σ_doc weight(doc) · tf(word, doc) / |doc| (the relevance model), times its rarity
+    (the log of its inverse frequency from the planner's statistics), so a word every long reply holds
+    ("use", "also") does not crowd out the ones these hits share. The best `n_terms`, scaled to the
+    best's 1.
+    """
+    if not docs or n_terms <= 0:
+        return {}
+    own = set(await query_terms(session, query))
+    stats = await term_statistics(session, corpus)
+    words = func.unnest(corpus.fts).table_valued("lexeme", "positions", "weights").lateral("w")
+    rows = await session.execute(
+        select(corpus.id, words.c.lexeme, func.coalesce(func.array_length(words.c.positions, 1), 1))
+        .select_from(corpus.model).join(words, true()).where(corpus.id.in_([d for d, _ in docs])))
+    counts: dict[uuid.UUID, dict[str, int]] = {}
+    for row_id, lexeme, tf in rows:
+        counts.setdefault(row_id, {})[lexeme] = tf
+    total_weight = sum(max(w, 0.0) for _, w in docs) or 1.0
+    model: dict[str, float] = {}
+    for row_id, weight in docs:
+        tfs = counts.get(row_id)
+        if not tfs:
+            continue
+        length = sum(tfs.values())
+        for lexeme, tf in tfs.items():
+            if lexeme in own or len(lexeme) < 3 or lexeme.isdigit():
+                continue
+            model[lexeme] = model.get(lexeme, 0.0) + max(weight, 0.0) / total_weight * tf / length
+    floor = max(stats.floor, 1e-4)
+    scored = {t: p * math.log(1.0 / max(stats.frequency(t), floor)) for t, p in model.items()}
+    best = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:n_terms]
+    top = best[0][1] if best and best[0][1] > 0 else 0.0
+    return {t: v / top for t, v in best if v > 0} if top else {}

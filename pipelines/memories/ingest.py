@@ -17,7 +17,7 @@ from core.db import session_scope
 from core.embedder import get_embedder
 from core.settings import get_settings
 from pipelines.jobs.runner import JobContext
-from pipelines.memories import dedup, store
+from pipelines.memories import dedup, passages, store
 from pipelines.memories.store import content_hash, memory_id
 from schemas.tables import Memory
 
@@ -46,7 +46,7 @@ async def ingest_memories(ctx: JobContext) -> dict[str, Any]:
     skipped = 0
 
     def embed(chunk: list[int]) -> asyncio.Task:
-        return asyncio.ensure_future(embedder.embed([items[i]["content"] for i in chunk]))
+        return asyncio.ensure_future(passages.embed_contents(embedder.embed, [items[i]["content"] for i in chunk]))
 
     # Pipelined: the next chunk is embedded while this one is written (the HNSW index update runs
     # in PostgreSQL, so the two overlap instead of adding up).
@@ -54,17 +54,18 @@ async def ingest_memories(ctx: JobContext) -> dict[str, Any]:
     try:
         for n, chunk in enumerate(chunks):
             started = time.perf_counter()
-            vectors = await upcoming
+            embedded = await upcoming
+            vectors = [e.head for e in embedded]
             seconds["embed_wait"] += time.perf_counter() - started
             upcoming = embed(chunks[n + 1]) if n + 1 < len(chunks) else None
             started = time.perf_counter()
-            keep, kept_vectors = chunk, vectors
+            keep, kept_vectors = chunk, embedded
             if deduplicate:
                 found = await _duplicates(job, items, chunk, vectors, get_settings().dedup_similarity)
                 skipped += len(found)
                 duplicates.extend({"index": i, **found[i].as_dict()} for i in chunk if i in found)
                 keep = [i for i in chunk if i not in found]
-                kept_vectors = [v for i, v in zip(chunk, vectors, strict=True) if i not in found]
+                kept_vectors = [e for i, e in zip(chunk, embedded, strict=True) if i not in found]
             if keep:
                 inserted += await _store_chunk(job, items, keep, kept_vectors)
             seconds["store"] += time.perf_counter() - started
@@ -108,18 +109,22 @@ async def _duplicates(job, items: list[dict[str, Any]], chunk: list[int], vector
     return found
 
 
-async def _store_chunk(job, items: list[dict[str, Any]], chunk: list[int], vectors) -> int:
-    """Insert one chunk's memories; rows an earlier attempt stored are left as they are."""
-    rows = []
-    for i, vector in zip(chunk, vectors, strict=True):
+async def _store_chunk(job, items: list[dict[str, Any]], chunk: list[int],
+                       embedded: list[passages.Embedded]) -> int:
+    """Insert one chunk's memories and their passages; rows an earlier attempt stored are left as they are."""
+    rows, passage_rows = [], []
+    for i, vectors in zip(chunk, embedded, strict=True):
         item = items[i]
         digest = content_hash(item["content"])
         rows.append(dict(id=memory_id(job.id, i), org_id=job.org_id, user_id=item.get("user_id"),
                          agent_id=item.get("agent_id"), run_id=item.get("run_id"), content=item["content"],
-                         meta=item.get("metadata") or {}, content_hash=digest, embedding=vector,
+                         meta=item.get("metadata") or {}, content_hash=digest, embedding=vectors.head,
                          embedded_hash=digest, source_job_id=job.id, source_index=i))
+        passage_rows += passages.passage_rows(memory_id(job.id, i), job.org_id, digest, vectors)
     async with session_scope() as session:
         new_ids = await store.add_many(session, rows, job_id=job.id, actor=job.actor, meta={"source": "ingest"})
+        new = set(new_ids)
+        await passages.add_passages(session, [p for p in passage_rows if p["memory_id"] in new])
         await session.commit()
     return len(new_ids)
 
@@ -135,8 +140,11 @@ async def embed_memory(ctx: JobContext) -> dict[str, Any]:
         return {"memory_id": str(memory_id_), "updated": False, "reason": "deleted"}
     if memory.content_hash != expected_hash:
         return {"memory_id": str(memory_id_), "updated": False, "reason": "superseded by a newer edit"}
-    [vector] = await get_embedder().embed([memory.content])
+    [vectors] = await passages.embed_contents(get_embedder().embed, [memory.content])
     async with session_scope() as session:
-        updated = await store.set_embedding(session, memory_id_, expected_hash=expected_hash, embedding=vector)
+        updated = await store.set_embedding(session, memory_id_, expected_hash=expected_hash, embedding=vectors.head)
+        if updated:
+            await passages.replace_passages(
+                session, memory_id_, passages.passage_rows(memory_id_, ctx.job.org_id, expected_hash, vectors))
         await session.commit()
     return {"memory_id": str(memory_id_), "updated": updated}

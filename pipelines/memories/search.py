@@ -25,11 +25,9 @@ import asyncio
 import base64
 import hashlib
 import json
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,26 +37,15 @@ from core import timing
 from core.embedder import get_embedder
 from core.errors import InvalidInput
 from core.settings import get_settings
-from pipelines.memories import fulltext
+from pipelines.memories import fulltext, recency
 from pipelines.memories.corpus import MEMORIES, Corpus
+from pipelines.memories.feedback import embeddings_of, feedback_settings, refine, text_feedback_settings
 from pipelines.memories.filters import narrowing_clauses, org_clauses
-from schemas.search import Feedback, MemorySearchIn, Weights
+from pipelines.memories.fusion import Hit, fuse
+from pipelines.memories.passages import passage_statement
+from schemas.search import MemorySearchIn
 
 MAX_CANDIDATES = 1000
-
-
-@dataclass
-class Hit:
-    id: uuid.UUID
-    vector_score: float | None = None
-    vector_rank: int | None = None
-    text_score: float | None = None
-    text_rank: int | None = None
-    fused_score: float | None = None
-    row: Any = None  # the memory (or message), once loaded
-
-    def score(self, mode: str) -> float:
-        return {"vector": self.vector_score, "text": self.text_score}.get(mode, self.fused_score) or 0.0
 
 
 def _fingerprint(query: MemorySearchIn) -> str:
@@ -85,13 +72,23 @@ def _decode_cursor(query: MemorySearchIn) -> int:
 
 
 async def vector_neighbours(session: AsyncSession, vector: list[float], clauses: list, limit: int,
-                            n_scope: int | None = None, *, corpus: Corpus = MEMORIES) -> list[Hit]:
+                            n_scope: int | None = None, *, corpus: Corpus = MEMORIES,
+                            passages: bool = False) -> list[Hit]:
     """The corpus's rows (memories by default) within `clauses` nearest to an embedding already computed
-    (cosine), best first."""
+    (cosine), best first. With `passages`, a long memory scores its best vector, its own or a passage's."""
     rows = (await session.execute(await vector_statement(session, vector, clauses, limit, n_scope,
                                                          corpus=corpus))).all()
+    best = {row_id: 1.0 - float(d) for row_id, d in rows}
+    if passages and corpus.has_passages:
+        settings = get_settings()
+        exact = n_scope is not None and n_scope <= settings.search_exact_max
+        # A memory with many passages has many chances to come close to a query by accident: a passage
+        # counts by how far it beats `search_passage_margin`, so short memories are not crowded out.
+        margin = settings.search_passage_margin
+        for row_id, d in await session.execute(passage_statement(vector, clauses, limit, exact)):
+            best[row_id] = max(best.get(row_id, -1.0), 1.0 - float(d) - margin)
     # relaxed_order may return rows slightly out of order: sort them exactly.
-    ranked = sorted(((row_id, 1.0 - float(d)) for row_id, d in rows), key=lambda r: -r[1])
+    ranked = sorted(best.items(), key=lambda r: -r[1])[:limit]
     return [Hit(row_id, vector_score=s, vector_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
 
@@ -136,64 +133,6 @@ async def text_candidates(session: AsyncSession, text_query: str, clauses: list,
     return [Hit(row_id, text_score=s, text_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
 
-def _merge(vector: list[Hit], textual: list[Hit]) -> dict[uuid.UUID, Hit]:
-    merged: dict[uuid.UUID, Hit] = {}
-    for hit in vector:
-        merged[hit.id] = Hit(hit.id, vector_score=hit.vector_score, vector_rank=hit.vector_rank)
-    for hit in textual:
-        entry = merged.setdefault(hit.id, Hit(hit.id))
-        entry.text_score, entry.text_rank = hit.text_score, hit.text_rank
-    return merged
-
-
-def _ranked(merged: dict[uuid.UUID, Hit]) -> list[Hit]:
-    # Ties broken by id, so pages are stable.
-    return sorted(merged.values(), key=lambda h: (-h.fused_score, str(h.id)))
-
-
-def fuse_ranks(vector: list[Hit], textual: list[Hit], w_vector: float, w_text: float, rrf_k: float) -> list[Hit]:
-    """Weighted reciprocal-rank fusion: Σ weight / (rrf_k + rank)."""
-    merged = _merge(vector, textual)
-    for entry in merged.values():
-        entry.fused_score = ((w_vector / (rrf_k + entry.vector_rank) if entry.vector_rank else 0.0)
-                             + (w_text / (rrf_k + entry.text_rank) if entry.text_rank else 0.0))
-    return _ranked(merged)
-
-
-def _standardized(scores: dict[uuid.UUID, float]) -> tuple[dict[uuid.UUID, float], float]:
-    """z-scores within one list, and the lowest of them (what a memory missing from the list gets)."""
-    if not scores:
-        return {}, 0.0
-    # Plain floats: `statistics.pstdev` computes exactly, with fractions: 8x slower on 100 candidates.
-    values = list(scores.values())
-    mean = math.fsum(values) / len(values)
-    spread = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
-    if spread <= 1e-12 * max(1.0, abs(mean)):
-        # One candidate (or all equal): no spread to measure by, but being returned still counts:
-        # one standard unit above every memory this side did not return.
-        return dict.fromkeys(scores, 1.0), 0.0
-    z = {row_id: (score - mean) / spread for row_id, score in scores.items()}
-    return z, min(z.values())
-
-
-def fuse_scores(vector: list[Hit], textual: list[Hit], w_vector: float, w_text: float) -> list[Hit]:
-    """Convex fusion of standardized scores: Φ((w_v·z_vector + w_t·z_text) / (w_v + w_t)), in (0, 1).
-
-    Unlike reciprocal ranks, it keeps how far ahead a hit is within each list: a memory far above
-    the rest by meaning is not pulled level with one that merely shares a word. Each side's scores
-    are standardized within its candidates (cosine and BM25 have different scales); a memory one
-    side did not return gets that side's lowest. Φ only maps the result into (0, 1).
-    """
-    merged = _merge(vector, textual)
-    z_vector, floor_vector = _standardized({h.id: h.vector_score for h in vector})
-    z_text, floor_text = _standardized({h.id: h.text_score for h in textual})
-    total = (w_vector + w_text) or 1.0
-    for row_id, entry in merged.items():
-        mixed = (w_vector * z_vector.get(row_id, floor_vector) + w_text * z_text.get(row_id, floor_text)) / total
-        entry.fused_score = 0.5 * (1 + math.erf(mixed / math.sqrt(2)))
-    return _ranked(merged)
-
-
 async def _embed_query(query: str) -> list[float]:
     """The query's embedding; its time (it runs alongside the database work) is reported as `embed`."""
     with timing.stage("embed"):
@@ -205,83 +144,65 @@ async def _given(vector: list[float]) -> list[float]:
     return vector
 
 
-def fuse(vector: list[Hit], textual: list[Hit], weights: Weights | None = None,
-         fusion: str | None = None) -> list[Hit]:
-    """Hybrid fusion with the request's weights and method, else the service's."""
-    settings = get_settings()
-    w_vector = weights.vector if weights else settings.search_vector_weight
-    w_text = weights.text if weights else settings.search_text_weight
-    if (fusion or settings.search_fusion) == "rrf":
-        return fuse_ranks(vector, textual, w_vector, w_text,
-                          (weights.rrf_k if weights else None) or settings.search_rrf_k)
-    return fuse_scores(vector, textual, w_vector, w_text)
-
-
-def feedback_settings(query: MemorySearchIn) -> tuple[int, float] | None:
-    """(docs, weight) of the pseudo-relevance feedback this search uses, or None."""
-    return feedback_for(query.mode, query.feedback)
-
-
-def feedback_for(mode: str, wanted: bool | Feedback | None = None) -> tuple[int, float] | None:
-    """(docs, weight) of the feedback a search in `mode` uses, as asked (`wanted`), else the service's default."""
-    settings = get_settings()
-    if wanted is None:
-        wanted = settings.search_feedback and mode == "hybrid"
-    if wanted is False or mode == "text":
-        return None
-    docs = (wanted.docs if isinstance(wanted, Feedback) else None) or settings.search_feedback_docs
-    weight = wanted.weight if isinstance(wanted, Feedback) and wanted.weight is not None \
-        else settings.search_feedback_weight
-    return (docs, weight) if weight > 0 else None
-
-
-def refine(query_vector: list[float], feedback: list[list[float]], weight: float) -> list[float]:
-    """Rocchio's refinement: the query's embedding plus `weight` × the mean of the feedback embeddings,
-    normalized (cosine ignores length, but it keeps scores comparable)."""
-    n = len(feedback)
-    mixed = [q + weight * sum(column) / n for q, column in zip(query_vector, zip(*feedback, strict=True), strict=True)]
-    norm = math.sqrt(sum(x * x for x in mixed)) or 1.0
-    return [x / norm for x in mixed]
-
-
-async def _embeddings_of(session: AsyncSession, corpus: Corpus, ids: list[uuid.UUID]) -> list[list[float]]:
-    rows = await session.execute(select(corpus.embedding).where(corpus.id.in_(ids), corpus.embedding.is_not(None)))
-    return [list(map(float, vector)) for vector in rows.scalars()]
-
-
 Fusing = Callable[[list[Hit], list[Hit]], list[Hit]]
+
+
+@dataclass
+class Plan:
+    """What a search does beyond its mode: feedback on either side, and passages."""
+
+    feedback: tuple[int, float] | None = None  # vector side (Rocchio): docs, weight
+    text_feedback: tuple[int, int, float] | None = None  # text side (RM3): docs, terms, weight
+    passages: bool = False  # a long memory scores its best passage
 
 
 async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedding: asyncio.Future,
                         textual: list[Hit], clauses: list, depth: int, n_scope: int, fusing: Fusing,
-                        feedback: tuple[int, float] | None) -> tuple[list[Hit], bool]:
+                        plan: Plan) -> tuple[list[Hit], bool]:
     """The vector candidates, and whether feedback refined the query they were found with."""
     with timing.stage("embed_wait"):
         query_vector = await embedding
     with timing.stage("vector"):
-        vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope, corpus=corpus)
-    if feedback is None or not vector:
+        vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope, corpus=corpus,
+                                         passages=plan.passages)
+    if plan.feedback is None or not vector:
         return vector, False
     # The first pass's best hits (fused, in hybrid) pull the query towards what it found.
     with timing.stage("feedback"):
-        docs, weight = feedback
+        docs, weight = plan.feedback
         first = fusing(vector, textual) if mode == "hybrid" else vector
-        found = await _embeddings_of(session, corpus, [h.id for h in first[:docs]])
+        found = await embeddings_of(session, corpus, [h.id for h in first[:docs]])
         if not found:
             return vector, False
         return await vector_neighbours(session, refine(query_vector, found, weight), clauses, depth, n_scope,
-                                       corpus=corpus), True
+                                       corpus=corpus, passages=plan.passages), True
+
+
+async def _expanded_text_side(session: AsyncSession, corpus: Corpus, text_query: str, first: list[Hit],
+                              clauses: list, depth: int, n_scope: int, plan: Plan) -> list[Hit] | None:
+    """The text candidates again, for the query's words and RM3's (None: no words to add)."""
+    assert plan.text_feedback is not None
+    docs, terms, weight = plan.text_feedback
+    with timing.stage("text_feedback"):
+        # Each feedback hit weighs by its rank (1/rank): fused and BM25 scores have no common scale.
+        extra = await fulltext.feedback_terms(session, text_query, [(h.id, 1.0 / (i + 1)) for i, h in
+                                                                    enumerate(first[:docs])], terms, corpus=corpus)
+        if not extra:
+            return None
+        ranked = await fulltext.bm25_ranking(session, text_query, clauses, depth, n_scope, corpus=corpus,
+                                             extra={t: weight * w for t, w in extra.items()})
+    return [Hit(row_id, text_score=s, text_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
 
 async def rank(session: AsyncSession, corpus: Corpus, org_id: uuid.UUID, text_query: str, mode: str,
                clauses: list, *, whole_org: bool, depth: int, fusing: Fusing = fuse,
-               feedback: tuple[int, float] | None = None,
-               query_vector: list[float] | None = None) -> tuple[list[Hit], bool]:
+               plan: Plan | None = None, query_vector: list[float] | None = None) -> tuple[list[Hit], bool]:
     """The corpus's rows within `clauses` (which hold `corpus.org_clauses`) ranked for the query in `mode`,
     up to `depth` per side, best first; and whether feedback refined the query. `whole_org`: the clauses
     narrow the organization's live rows little or not at all, so its size can stand for the scope's.
     `query_vector`: the query's embedding, if the caller has it already."""
     settings = get_settings()
+    plan = plan or Plan()
     # The query's embedding is computed on the model thread while the database sizes the scope and
     # ranks by text; the vector side then waits for it.
     embedding = None
@@ -309,12 +230,16 @@ async def rank(session: AsyncSession, corpus: Corpus, org_id: uuid.UUID, text_qu
         vector, refined = [], False
         if embedding is not None:
             vector, refined = await _meaning_side(session, corpus, mode, embedding, textual, clauses, depth, n_scope,
-                                                  fusing, feedback)
+                                                  fusing, plan)
     finally:
         if embedding is not None and not embedding.done():
             embedding.cancel()
     if mode == "vector":
         return vector, refined
+    if plan.text_feedback is not None and textual:
+        first = fusing(vector, textual) if mode == "hybrid" else textual
+        expanded = await _expanded_text_side(session, corpus, text_query, first, clauses, depth, n_scope, plan)
+        textual = expanded if expanded is not None else textual
     if mode == "text":
         return textual, refined
     return fusing(vector, textual), refined
@@ -344,10 +269,24 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID, query: Memor
     want = min(MAX_CANDIDATES, offset + query.top_k + 1)  # one more tells whether a next page exists
     narrowing = narrowing_clauses(query) + list(scope or [])
     depth = min(MAX_CANDIDATES, max(want, settings.search_candidates))
+    plan = Plan(feedback=feedback_settings(query), text_feedback=text_feedback_settings(query),
+                passages=settings.search_passages if query.passages is None else query.passages)
+    time_use = query.time or settings.search_time
+    span = None
+    if time_use != "off":
+        span = await recency.query_span(session, org_id, query.query, query.as_of, org_clauses(org_id) + narrowing,
+                                        whole_org=not narrowing)
+        if span is not None and time_use == "filter":
+            narrowing += recency.span_clauses(span)
     hits, refined = await rank(session, MEMORIES, org_id, query.query, query.mode, org_clauses(org_id) + narrowing,
-                               whole_org=not narrowing, depth=depth, feedback=feedback_settings(query),
-                               query_vector=query_vector,
+                               whole_org=not narrowing, depth=depth, plan=plan, query_vector=query_vector,
                                fusing=lambda vector, textual: fuse(vector, textual, query.weights, query.fusion))
+    if query.mode == "hybrid":
+        hits = await recency.rerank(session, hits, span=span if time_use == "boost" else None,
+                                    boost=settings.search_time_boost,
+                                    # A query about a time asks what was true then, not what is now.
+                                    recency=(settings.search_recency if query.recency is None else query.recency)
+                                    and span is None)
     if query.min_score is not None:
         hits = [h for h in hits if h.score(query.mode) >= query.min_score]
     page = await load_rows(session, MEMORIES, hits[offset:offset + query.top_k])

@@ -42,12 +42,14 @@ async def _insert(org_id: uuid.UUID, scope: str, contents: list[str]) -> dict[uu
 
 
 async def _reference(org_id: uuid.UUID, scope: str, query: str) -> dict[uuid.UUID, float]:
-    """BM25 computed here from the rows' tsvectors, over the whole scope (k1, b from settings)."""
+    """BM25 computed here from the rows' tsvectors, over the whole scope (k1, b and the length measure from
+    settings: distinct words, or bytes of text)."""
     settings = get_settings()
+    length_sql = "length(m.fts)" if settings.search_bm25_length == "words" else "octet_length(m.content)"
     async with session_scope() as session:
         terms = await fulltext.query_terms(session, query)
         rows = (await session.execute(text(
-            "SELECT m.id, length(m.fts), u.lexeme, coalesce(array_length(u.positions, 1), 1) "
+            f"SELECT m.id, {length_sql}, u.lexeme, coalesce(array_length(u.positions, 1), 1) "
             "FROM memories m LEFT JOIN LATERAL unnest(m.fts) u ON true "
             "WHERE m.org_id = :org AND m.user_id = :scope"), {"org": org_id, "scope": scope})).all()
     length = {r[0]: r[1] for r in rows}

@@ -12,7 +12,8 @@ from core.timing import parse_header
 from tests.support.sse import finish
 
 # The embedding model reads the first 256 word pieces; the name at the end of this long memory is
-# visible to full-text search only, which is how a keyword finds what meaning misses.
+# visible to full-text search and to the memory's last passage only: with `passages: false`, a keyword
+# finds what meaning misses.
 GARDEN = " ".join(
     ["The tomatoes on the balcony grew tall this summer and the basil wanted more water than usual."] * 14)
 LONG = GARDEN + " The plumber Zdravko comes on Tuesday."
@@ -53,7 +54,8 @@ async def test_meaning_finds_what_keywords_miss_and_keywords_find_what_meaning_m
     keyword = "Zdravko"  # past the embedding's reach in the long memory
     by_text = await search(client, query=keyword, user_id=scope, mode="text")
     assert contents(by_text) == [LONG]
-    by_vector = contents(await search(client, query=keyword, user_id=scope, mode="vector"))
+    # The memory's own embedding (its first passage) does not see the name; its last passage does.
+    by_vector = contents(await search(client, query=keyword, user_id=scope, mode="vector", passages=False))
     assert by_vector[0] != LONG, "the embedding should not see the name at the end of the long memory"
     # rrf sees only ranks and puts the one text match first. The default (convex, tuned on questions)
     # weighs meaning four times more: the word lifts the memory, not necessarily to the top.
@@ -62,8 +64,9 @@ async def test_meaning_finds_what_keywords_miss_and_keywords_find_what_meaning_m
     def fused_of_long(result: dict) -> float:
         return next(h["score"] for h in result["hits"] if h["memory"]["content"] == LONG)
 
-    hybrid = await search(client, query=keyword, user_id=scope)
-    without_words = await search(client, query=keyword, user_id=scope, weights={"vector": 1, "text": 0})
+    hybrid = await search(client, query=keyword, user_id=scope, passages=False)
+    without_words = await search(client, query=keyword, user_id=scope, weights={"vector": 1, "text": 0},
+                                 passages=False)
     assert fused_of_long(hybrid) > fused_of_long(without_words)
 
 
@@ -107,7 +110,7 @@ async def test_convex_fusion_mixes_standardized_scores(client, scope):
     await store(client, scope)
     # The fixture's five memories are every candidate, so the page holds both whole lists.
     result = await search(client, query="plumber Zdravko ladder", user_id=scope, top_k=10,
-                          weights={"vector": 1.0, "text": 0.5})
+                          weights={"vector": 1.0, "text": 0.5, "adapt": 0})
     hits = [h["explanation"] for h in result["hits"]]
 
     def standardized(side: str) -> tuple[dict[int, float], float]:

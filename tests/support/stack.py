@@ -129,6 +129,7 @@ TEST_SETTINGS = {
     "AGENTMEM_STALE_QUEUED_SECONDS": "1",
     "AGENTMEM_PROGRESS_MIN_INTERVAL_MS": "0",
     "AGENTMEM_WORKER_THREADS": "4",
+    "AGENTMEM_PASSAGE_EMBEDDING": "true",  # the passage tests need them; off by default (README, Search)
     "AGENTMEM_LOG_JSON": "true",
     "AGENTMEM_JWT_SECRET": TEST_JWT_SECRET,
 }

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from pipelines.memories.search import Hit, feedback_settings, fuse_ranks, fuse_scores, refine
+from pipelines.memories.feedback import feedback_settings, refine
+from pipelines.memories.fusion import Hit, fuse_ranks, fuse_scores
 from schemas.search import MemorySearchIn
 
 A, B, C, D = (uuid.UUID(int=i) for i in range(1, 5))
