@@ -18,7 +18,7 @@ from core.llm import ProviderSettings
 from core.settings import get_settings
 from pipelines.conversations import store
 from pipelines.conversations.context import chat_params
-from pipelines.jobs import lifecycle
+from pipelines.jobs import lifecycle, rows as job_rows
 from pipelines.llm.configs import provider_for
 from schemas.enums import JobKind, MemoryExtraction
 from schemas.permissions import Principal
@@ -67,12 +67,6 @@ def summary_cut(messages: list[Message], budget: int) -> int | None:
     return None
 
 
-def _who(job: Any) -> Principal:
-    from pipelines.conversations.turn import job_principal
-
-    return job_principal(job)
-
-
 async def follow_up(job: Any, agent: Agent, conversation: Conversation, steps: list[Message]) -> None:
     """Embed the turn's messages, then queue what the agent learns and any summary due."""
     try:
@@ -80,7 +74,7 @@ async def follow_up(job: Any, agent: Agent, conversation: Conversation, steps: l
     except AppError as exc:  # the text side still finds them; the next turn tries again
         log.warning("could not embed the turn's messages yet: %s", exc)
     said = [m for m in steps if m.role in ("user", "assistant") and m.content.strip()]
-    who = _who(job)
+    who = job_rows.job_principal(job)
     async with session_scope() as session:
         if agent.memory_extraction == MemoryExtraction.FACTS.value and said:
             payload = {"messages": [{"role": m.role, "content": m.content} for m in said],

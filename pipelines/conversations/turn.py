@@ -38,21 +38,10 @@ from pipelines.jobs.runner import JobContext
 from pipelines.llm.configs import require_provider
 from schemas.conversations import MessageOut
 from schemas.enums import EventType
-from schemas.permissions import ActorType, Principal
 from schemas.tables import Agent, Conversation, Message
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_SECONDS = 0.25
-
-
-def job_principal(job: Any) -> Principal:
-    """Whoever submitted the job, as the principal its writes are recorded under."""
-    kind, _, ident = (job.actor or "system").partition(":")
-    try:
-        actor_type, actor_id = ActorType(kind), uuid.UUID(ident) if ident else None
-    except ValueError:
-        actor_type, actor_id = ActorType.SYSTEM, None
-    return Principal(actor_type=actor_type, actor_id=actor_id, name=job.actor or "system", org_id=job.org_id)
 
 
 class TokenStream:
@@ -106,7 +95,7 @@ class Turn:
 
     def scope(self) -> agent_tools.TurnScope:
         return agent_tools.TurnScope(self.job.id, self.job.org_id, self.agent, self.conversation,
-                                     job_principal(self.job))
+                                     job_rows.job_principal(self.job))
 
     def llm_calls(self) -> int:
         return sum(1 for m in self.steps if m.role == "assistant")

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import Conflict, NotFound
 from pipelines.pages import newest_first
 from schemas.enums import JobKind, JobStatus
+from schemas.permissions import ActorType, Principal
 from schemas.tables import Job
 
 ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -210,3 +211,13 @@ async def counts_by_kind_status(session: AsyncSession) -> list[tuple[str, str, i
     """(kind, status, count) over all jobs, for metrics."""
     rows = await session.execute(text("SELECT kind, status, count(*) FROM jobs GROUP BY kind, status"))
     return [(k, s, n) for k, s, n in rows]
+
+
+def job_principal(job: Any) -> Principal:
+    """Whoever submitted the job, as the principal its writes are recorded under."""
+    kind, _, ident = (job.actor or "system").partition(":")
+    try:
+        actor_type, actor_id = ActorType(kind), uuid.UUID(ident) if ident else None
+    except ValueError:
+        actor_type, actor_id = ActorType.SYSTEM, None
+    return Principal(actor_type=actor_type, actor_id=actor_id, name=job.actor or "system", org_id=job.org_id)
