@@ -87,7 +87,15 @@ def _month_span(month: int, day: int | None, year: int | None, today: date) -> T
 
 
 def parse(query: str, today: date) -> TimeRef | None:
-    """The query's time, relative to `today` (when it is asked), or None."""
+    """The query's time, relative to `today` (when it is asked), or None; also None where the calendar
+    ends (a span past year 9999 or before year 1, from an extreme `as_of`)."""
+    try:
+        return _parse(query, today)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _parse(query: str, today: date) -> TimeRef | None:
     q = " ".join(query.lower().split())
     if m := _AGO.search(q):
         unit = UNIT_DAYS[m.group(2)]

@@ -41,3 +41,10 @@ def test_before_an_event_named_in_words_is_anchored_on_that_event():
     assert ref.around(date(2024, 4, 2)) == TimeRef(None, date(2024, 4, 2))
     after = parse("what did we cook after our move?", TODAY)
     assert after.around(date(2024, 4, 2)) == TimeRef(date(2024, 4, 3), None)
+
+
+@pytest.mark.parametrize("query, today", [("what did I do last week or in March", date(9999, 12, 31)),
+                                          ("what happened 3 days ago", date(1, 1, 1)),
+                                          ("plans for next year", date(9999, 12, 31))])
+def test_a_span_past_the_calendar_is_no_time_rather_than_an_error(query, today):
+    assert parse(query, today) is None
