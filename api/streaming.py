@@ -12,9 +12,11 @@ from pydantic import BaseModel
 
 from core.errors import AppError, infrastructure_errors
 from core.logging import request_id_var
+from core.metrics import OPEN_STREAMS
 from schemas.events import JobEvent
 
 log = logging.getLogger(__name__)
+SSE_STREAMS = OPEN_STREAMS.labels("sse")
 
 
 def streams(endpoint):
@@ -30,7 +32,12 @@ def is_streaming(route) -> bool:
 
 
 def sse_frame(event: JobEvent) -> str:
-    """One SSE message; the stream entry id becomes `id:` so Last-Event-ID resumes after it."""
+    """One SSE message; the stream entry id becomes `id:` so Last-Event-ID resumes after it. Rendered once per
+    event, however many followers it goes to."""
+    return event.rendered("sse", _render_sse)
+
+
+def _render_sse(event: JobEvent) -> str:
     lines = [f"id: {event.id}"] if event.id else []
     lines += [f"event: {event.type.value}", "data: " + json.dumps(event.model_dump(mode="json"), separators=(",", ":"))]
     return "\n".join(lines) + "\n\n"
@@ -47,10 +54,11 @@ async def sse_response(follower: AsyncIterator[JobEvent | None]) -> StreamingRes
     first = await anext(follower)
 
     async def body() -> AsyncIterator[str]:
-        yield "retry: 2000\n\n"
-        if first is not None:
-            yield sse_frame(first)
+        SSE_STREAMS.inc()
         try:
+            yield "retry: 2000\n\n"
+            if first is not None:
+                yield sse_frame(first)
             async for event in follower:
                 yield ": heartbeat\n\n" if event is None else sse_frame(event)
         except (AppError, *infrastructure_errors()) as exc:
@@ -62,6 +70,9 @@ async def sse_response(follower: AsyncIterator[JobEvent | None]) -> StreamingRes
             # A bug, not the client's doing: still an `error` event and a clean end, never a cut stream.
             log.exception("event stream failed")
             yield error_frame("internal_error", "the event stream failed; reconnect with Last-Event-ID to resume")
+        finally:
+            SSE_STREAMS.dec()
+            await follower.aclose()  # leave the event hub now, not when the garbage collector gets to it
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from schemas.enums import EventType
 
@@ -16,3 +17,12 @@ class JobEvent(BaseModel):
     org_id: str
     data: dict[str, Any] = Field(default_factory=dict)
     ts: float = Field(description="Unix time the event was published.")
+    _frames: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def rendered(self, transport: str, render: Callable[[JobEvent], str]) -> str:
+        """`render(self)`, computed once per event object and transport: an event hub hands the same object
+        to every follower of a stream."""
+        frame = self._frames.get(transport)
+        if frame is None:
+            frame = self._frames[transport] = render(self)
+        return frame
