@@ -43,6 +43,13 @@ def _render_sse(event: JobEvent) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def _sse_bytes(event: JobEvent) -> bytes:
+    return sse_frame(event).encode()
+
+
+HEARTBEAT = b": heartbeat\n\n"
+
+
 def error_frame(code: str, message: str) -> str:
     """The last frame of a stream that can't go on: an `error` event with request id (the status is gone)."""
     data = {"code": code, "message": message, "request_id": request_id_var.get()}
@@ -53,14 +60,15 @@ async def sse_response(follower: AsyncIterator[JobEvent | None]) -> StreamingRes
     """Start the follower before answering (so 404/503 are real statuses), then stream it."""
     first = await anext(follower)
 
-    async def body() -> AsyncIterator[str]:
+    async def body() -> AsyncIterator[str | bytes]:
         SSE_STREAMS.inc()
         try:
             yield "retry: 2000\n\n"
             if first is not None:
                 yield sse_frame(first)
             async for event in follower:
-                yield ": heartbeat\n\n" if event is None else sse_frame(event)
+                # Bytes, rendered once per event: Starlette would encode a str again for every follower.
+                yield HEARTBEAT if event is None else event.rendered("sse-bytes", _sse_bytes)
         except (AppError, *infrastructure_errors()) as exc:
             # The status line is gone: say what happened as an event, then close.
             log.warning("event stream ended by error: %s", exc)
