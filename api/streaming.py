@@ -43,10 +43,16 @@ def _render_sse(event: JobEvent) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def _sse_bytes(event: JobEvent) -> bytes:
+def sse_bytes(event: JobEvent) -> bytes:
+    """`sse_frame` encoded, once per event: Starlette would encode a str again for every follower."""
+    return event.rendered("sse-bytes", _encoded_sse_frame)
+
+
+def _encoded_sse_frame(event: JobEvent) -> bytes:
     return sse_frame(event).encode()
 
 
+RETRY = b"retry: 2000\n\n"
 HEARTBEAT = b": heartbeat\n\n"
 
 
@@ -60,24 +66,24 @@ async def sse_response(follower: AsyncIterator[JobEvent | None]) -> StreamingRes
     """Start the follower before answering (so 404/503 are real statuses), then stream it."""
     first = await anext(follower)
 
-    async def body() -> AsyncIterator[str | bytes]:
+    async def body() -> AsyncIterator[bytes]:
         SSE_STREAMS.inc()
         try:
-            yield "retry: 2000\n\n"
+            yield RETRY
             if first is not None:
-                yield sse_frame(first)
+                yield sse_bytes(first)
             async for event in follower:
-                # Bytes, rendered once per event: Starlette would encode a str again for every follower.
-                yield HEARTBEAT if event is None else event.rendered("sse-bytes", _sse_bytes)
+                yield HEARTBEAT if event is None else sse_bytes(event)
         except (AppError, *infrastructure_errors()) as exc:
             # The status line is gone: say what happened as an event, then close.
             log.warning("event stream ended by error: %s", exc)
             code = getattr(exc, "code", "upstream_unavailable")
-            yield error_frame(code, str(exc))
+            yield error_frame(code, str(exc)).encode()
         except Exception:
             # A bug, not the client's doing: still an `error` event and a clean end, never a cut stream.
             log.exception("event stream failed")
-            yield error_frame("internal_error", "the event stream failed; reconnect with Last-Event-ID to resume")
+            yield error_frame("internal_error",
+                              "the event stream failed; reconnect with Last-Event-ID to resume").encode()
         finally:
             SSE_STREAMS.dec()
             await follower.aclose()  # leave the event hub now, not when the garbage collector gets to it
