@@ -33,6 +33,7 @@ from api.routes import (
 )
 from core.db import dispose_engine
 from core.embedder import embed_queries_with, warm_up
+from core.event_hub import close_hub
 from core.redis import close_redis
 from core.security import check_secret_strength
 from core.settings import get_settings
@@ -105,6 +106,7 @@ async def lifespan(app: FastAPI):
     warm = asyncio.create_task(_warm_up())
     yield
     warm.cancel()
+    close_hub()
     await close_redis()
     await dispose_engine()
 

@@ -12,9 +12,11 @@ from pydantic import BaseModel
 
 from core.errors import AppError, infrastructure_errors
 from core.logging import request_id_var
+from core.metrics import OPEN_STREAMS
 from schemas.events import JobEvent
 
 log = logging.getLogger(__name__)
+SSE_STREAMS = OPEN_STREAMS.labels("sse")
 
 
 def streams(endpoint):
@@ -30,10 +32,28 @@ def is_streaming(route) -> bool:
 
 
 def sse_frame(event: JobEvent) -> str:
-    """One SSE message; the stream entry id becomes `id:` so Last-Event-ID resumes after it."""
+    """One SSE message; the stream entry id becomes `id:` so Last-Event-ID resumes after it. Rendered once per
+    event, however many followers it goes to."""
+    return event.rendered("sse", _render_sse)
+
+
+def _render_sse(event: JobEvent) -> str:
     lines = [f"id: {event.id}"] if event.id else []
     lines += [f"event: {event.type.value}", "data: " + json.dumps(event.model_dump(mode="json"), separators=(",", ":"))]
     return "\n".join(lines) + "\n\n"
+
+
+def sse_bytes(event: JobEvent) -> bytes:
+    """`sse_frame` encoded, once per event: Starlette would encode a str again for every follower."""
+    return event.rendered("sse-bytes", _encoded_sse_frame)
+
+
+def _encoded_sse_frame(event: JobEvent) -> bytes:
+    return sse_frame(event).encode()
+
+
+RETRY = b"retry: 2000\n\n"
+HEARTBEAT = b": heartbeat\n\n"
 
 
 def error_frame(code: str, message: str) -> str:
@@ -46,22 +66,27 @@ async def sse_response(follower: AsyncIterator[JobEvent | None]) -> StreamingRes
     """Start the follower before answering (so 404/503 are real statuses), then stream it."""
     first = await anext(follower)
 
-    async def body() -> AsyncIterator[str]:
-        yield "retry: 2000\n\n"
-        if first is not None:
-            yield sse_frame(first)
+    async def body() -> AsyncIterator[bytes]:
+        SSE_STREAMS.inc()
         try:
+            yield RETRY
+            if first is not None:
+                yield sse_bytes(first)
             async for event in follower:
-                yield ": heartbeat\n\n" if event is None else sse_frame(event)
+                yield HEARTBEAT if event is None else sse_bytes(event)
         except (AppError, *infrastructure_errors()) as exc:
             # The status line is gone: say what happened as an event, then close.
             log.warning("event stream ended by error: %s", exc)
             code = getattr(exc, "code", "upstream_unavailable")
-            yield error_frame(code, str(exc))
+            yield error_frame(code, str(exc)).encode()
         except Exception:
             # A bug, not the client's doing: still an `error` event and a clean end, never a cut stream.
             log.exception("event stream failed")
-            yield error_frame("internal_error", "the event stream failed; reconnect with Last-Event-ID to resume")
+            yield error_frame("internal_error",
+                              "the event stream failed; reconnect with Last-Event-ID to resume").encode()
+        finally:
+            SSE_STREAMS.dec()
+            await follower.aclose()  # leave the event hub now, not when the garbage collector gets to it
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

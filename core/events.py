@@ -73,6 +73,12 @@ async def history(key: str, count: int = 50) -> list[JobEvent]:
     return [parse(i, f) for i, f in reversed(entries)]
 
 
+async def read_range(key: str, *, after: str, upto: str, count: int) -> list[JobEvent]:
+    """At most `count` events of a stream after `after` up to and including `upto`, oldest first (no blocking)."""
+    entries = await get_redis().xrange(key, min=f"({after}", max=upto, count=count)
+    return [parse(i, f) for i, f in entries]
+
+
 async def read(positions: dict[str, str], block_ms: int, count: int = 100) -> list[tuple[str, JobEvent]]:
     """Block until events arrive after the given positions (or `block_ms` passes); returns (key, event) pairs."""
     response = await get_stream_redis().xread(positions, count=count, block=block_ms)

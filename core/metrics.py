@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from core.llm_metrics import DURATION_BUCKETS as LLM_DURATION_BUCKETS
@@ -20,6 +20,15 @@ REQUEST_LATENCY = Histogram(
     ["method", "route", "status"], registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+OPEN_STREAMS = Gauge("agentmem_open_streams", "Event streams open on this process, by transport (sse, websocket).",
+                     ["transport"], registry=REGISTRY)
+EVENT_HUB_READERS = Gauge("agentmem_event_hub_readers", "Redis stream readers open in this process's event hub "
+                          "(one per stream key with followers).", registry=REGISTRY)
+EVENT_HUB_FOLLOWERS = Gauge("agentmem_event_hub_followers", "Followers of event streams in this process (SSE "
+                            "responses, WebSocket subscriptions, OpenAI-style streams).", registry=REGISTRY)
+EVENT_FOLLOWER_DETACHMENTS = Counter("agentmem_event_follower_detachments", "Followers that fell a whole buffer "
+                                     "behind and went on reading Redis themselves.", registry=REGISTRY)
 
 JOB_DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 

@@ -280,6 +280,11 @@ class Settings(BaseSettings):
     stream_maxlen_org: int = 10_000
     stream_ttl_seconds: int = 86_400
     sse_heartbeat_seconds: float = 15.0
+    event_hub: bool = Field(default=True, description="Followers of one stream in an API process share one Redis "
+                            "reader (core/event_hub.py); off: each follower blocks on XREAD itself.")
+    stream_follower_buffer: int = Field(default=1000, ge=1, description="Events the hub holds for a follower "
+                                        "that is not keeping up; when it is full the reader adds no more, and "
+                                        "the follower reads its way back from Redis when its client reads again.")
     ws_ping_seconds: float = 20.0
 
     # Timeouts that turn an outage into a 503 rather than a hang

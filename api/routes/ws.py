@@ -32,17 +32,25 @@ from api.routing import CheckedRoute
 from core.db import session_scope
 from core.errors import AppError, Forbidden, infrastructure_errors
 from core.logging import request_id_var
+from core.metrics import OPEN_STREAMS
 from core.settings import get_settings
 from pipelines.accounts import audit, limits
 from pipelines.conversations import messages as posting
 from pipelines.jobs import follow as progress, lifecycle
 from schemas.conversations import MessageOut, SocketSend
+from schemas.events import JobEvent
 from schemas.inputs import InputRejected, strict_json_loads
 from schemas.permissions import Permission, Principal
 from schemas.tables import Job, Message
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=CheckedRoute, tags=["jobs"])
+SOCKETS = OPEN_STREAMS.labels("websocket")
+
+
+def event_message(event: JobEvent) -> str:
+    """An event as the socket sends it: rendered once per event, however many sockets follow its job."""
+    return json.dumps({"type": "event", "event": event.model_dump(mode="json")}, default=str)
 
 
 class Connection:
@@ -54,8 +62,11 @@ class Connection:
         self.subscriptions: dict[uuid.UUID, asyncio.Task] = {}
 
     async def send(self, message: dict) -> None:
+        await self.send_text(json.dumps(message, default=str))
+
+    async def send_text(self, text: str) -> None:
         async with self.lock:
-            await self.ws.send_text(json.dumps(message, default=str))
+            await self.ws.send_text(text)
 
     async def error(self, code: str, message: str, job_id: str | None = None, **extra) -> None:
         await self.send({"type": "error", "code": code, "message": message, "job_id": job_id,
@@ -65,7 +76,7 @@ class Connection:
         try:
             async for event in progress.follow_job(self.who.org_id, job_id, last_event_id):
                 if event is not None:
-                    await self.send({"type": "event", "event": event.model_dump(mode="json")})
+                    await self.send_text(event.rendered("websocket", event_message))
             await self.send({"type": "unsubscribed", "job_id": str(job_id), "reason": "finished"})
         except AppError as exc:
             await self.error(exc.code, exc.message, str(job_id))
@@ -185,6 +196,7 @@ async def job_socket(ws: WebSocket,
         await ws.close(code=4000 + who.status_code, reason=who.code)
         return
     conn = Connection(ws, who)
+    SOCKETS.inc()
     ping_every = get_settings().ws_ping_seconds
 
     async def pinger() -> None:
@@ -199,5 +211,6 @@ async def job_socket(ws: WebSocket,
     except WebSocketDisconnect:
         pass
     finally:
+        SOCKETS.dec()
         pings.cancel()
         await conn.close()

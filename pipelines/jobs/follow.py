@@ -1,8 +1,9 @@
 """Following job progress: the event sequences behind SSE and WebSocket.
 
 A follower gets the job row first (the truth), then the stream's events after a position that
-was read *before* the row, so nothing between the two is missed. `None` items mean "no event for
-a heartbeat interval": the transport sends its keep-alive.
+was read *before* the row, so nothing between the two is missed. Events come through this process's
+event hub (core/event_hub.py): one Redis reader per stream, however many follow it. `None` items mean
+"no event for a heartbeat interval": the transport sends its keep-alive.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
-from core import events
+from core import event_hub, events
 from core.db import session_scope
 from core.errors import InvalidInput
 from core.settings import get_settings
@@ -60,19 +62,17 @@ async def follow_job(org_id: uuid.UUID, job_id: uuid.UUID, last_event_id: str | 
         async for event in _finish_terminal(key, job_out, org_id, last_event_id, position):
             yield event
         return
-    block_ms = int(get_settings().sse_heartbeat_seconds * 1000)
-    while True:
-        batch = await events.read({key: position}, block_ms=block_ms)
-        if not batch:
-            # Quiet for a while: the row may have finished while its event was lost (Redis blip).
-            job_out = await _load(org_id, job_id)
-            if JobStatus(job_out.status).terminal:
-                async for event in _finish_terminal(key, job_out, org_id, None, position):
-                    yield event
-                return
-            yield None
-            continue
-        for _, event in batch:
+    async with aclosing(event_hub.follow(key, position)) as stream:
+        async for event in stream:
+            if event is None:
+                # Quiet for a while: the row may have finished while its event was lost (Redis blip).
+                job_out = await _load(org_id, job_id)
+                if JobStatus(job_out.status).terminal:
+                    async for event in _finish_terminal(key, job_out, org_id, None, position):
+                        yield event
+                    return
+                yield None
+                continue
             position = event.id or position
             yield event
             if event.type.terminal:
@@ -109,13 +109,7 @@ async def follow_org(org_id: uuid.UUID, last_event_id: str | None) -> AsyncItera
     """Every job event of the organization after `last_event_id` (or after now), forever."""
     key = events.org_stream(org_id)
     position = last_event_id or await events.last_id(key)
-    block_ms = int(get_settings().sse_heartbeat_seconds * 1000)
     yield None  # connected: let the client see the response before the first event
-    while True:
-        batch = await events.read({key: position}, block_ms=block_ms)
-        if not batch:
-            yield None
-            continue
-        for _, event in batch:
-            position = event.id or position
+    async with aclosing(event_hub.follow(key, position)) as stream:
+        async for event in stream:
             yield event

@@ -8,9 +8,10 @@ import uuid
 
 import websockets
 
-from core.events import job_stream
+from core.events import job_stream, org_stream, publish
 from core.redis import get_redis
-from tests.support.sse import TERMINAL, follow, sse_stream
+from schemas.enums import EventType
+from tests.support.sse import TERMINAL, follow, read_sse, sse_stream
 
 
 def slow_items(n: int, seconds: float = 0.3) -> list[dict]:
@@ -154,3 +155,112 @@ async def test_websocket_unsubscribe_stops_events_for_that_job(client, stack, sc
         while leftover[-1]["type"] != "pong":
             leftover.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
     assert all(m["type"] == "pong" for m in leftover), leftover
+
+
+def metric(text: str, sample: str) -> float:
+    """A sample's value in a /metrics answer (0 when absent), e.g. `agentmem_open_streams{transport="sse"}`."""
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
+async def hub_figures(client) -> dict[str, float]:
+    text = (await client.get("/metrics")).text
+    return {"readers": metric(text, "agentmem_event_hub_readers"),
+            "followers": metric(text, "agentmem_event_hub_followers"),
+            "sse": metric(text, 'agentmem_open_streams{transport="sse"}'),
+            "websocket": metric(text, 'agentmem_open_streams{transport="websocket"}')}
+
+
+async def blocked_xreads() -> int:
+    """Redis connections blocked in XREAD right now (the API's stream readers; this process makes none)."""
+    return sum(1 for c in await get_redis().client_list() if c["cmd"] == "xread" and "b" in c["flags"])
+
+
+async def eventually(condition, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "not reached before the deadline"
+        await asyncio.sleep(0.05)
+
+
+async def test_many_sse_followers_of_one_stream_share_one_redis_reader_and_each_gets_every_event(
+        owner, tenant):
+    before, blocked_before = await hub_figures(owner), await blocked_xreads()
+    key = org_stream(tenant.org_id)
+    opened = 0
+    received: list[list[str]] = [[] for _ in range(20)]
+
+    async def listen(i: int) -> None:
+        nonlocal opened
+        async with owner.stream("GET", "/api/v1/events") as response:
+            assert response.status_code == 200
+            opened += 1
+            async for event in read_sse(response):
+                received[i].append(event.id)
+                if len(received[i]) == 10:
+                    return
+
+    listeners = [asyncio.create_task(listen(i)) for i in range(20)]
+    try:
+        async def all_following():
+            figures = await hub_figures(owner)
+            return opened == 20 and figures["followers"] >= before["followers"] + 20 and figures["readers"] >= 1
+
+        await eventually(all_following)
+        figures = await hub_figures(owner)
+        assert figures["sse"] >= before["sse"] + 20
+        # Twenty followers of one stream, one reader: one more blocked XREAD at most, not twenty.
+        assert await blocked_xreads() <= blocked_before + 1
+        published = [await publish(EventType.PROGRESS, job_id=uuid.uuid4(), org_id=tenant.org_id,
+                                   data={"done": i}) for i in range(10)]
+        await asyncio.wait_for(asyncio.gather(*listeners), 30)
+    finally:
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+    assert len(published) == 10
+    stored = [entry_id for entry_id, _ in await get_redis().xrange(key)]
+    assert all(ids == stored for ids in received)
+    # Gone with its last follower: the reader stops, and its blocked XREAD with it.
+    async def reader_gone():
+        return await blocked_xreads() <= blocked_before
+
+    await eventually(reader_gone)
+
+
+async def test_websocket_and_sse_followers_of_one_job_share_the_hub_reader(client, stack, scope, main_tenant):
+    job_id = await start(client, scope, n=40, seconds=1.5)  # five quiet chunks: both join while it runs
+    before, blocked_before = await hub_figures(client), await blocked_xreads()
+    url = stack.api_url.replace("http://", "ws://") + "/api/v1/ws"
+    sse_ids: list[str] = []
+
+    async def follow_sse() -> None:
+        async for event in sse_stream(client, f"/api/v1/jobs/{job_id}/events", {"Last-Event-ID": "0-0"}):
+            if event.event != "snapshot":
+                sse_ids.append(event.id)
+            if event.event in TERMINAL:
+                return
+
+    sse = asyncio.create_task(follow_sse())
+    ws_ids: list[str] = []
+    async with websockets.connect(url, additional_headers=main_tenant.headers()) as ws:
+        await ws.send(json.dumps({"action": "subscribe", "job_id": job_id, "last_event_id": "0-0"}))
+
+        async def both_following():
+            figures = await hub_figures(client)
+            return figures["followers"] >= before["followers"] + 2 and figures["websocket"] >= 1
+
+        await eventually(both_following)
+        assert await blocked_xreads() <= blocked_before + 1  # one reader for the socket and the SSE response
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            if message["type"] == "event" and message["event"]["type"] != "snapshot":
+                ws_ids.append(message["event"]["id"])
+                if message["event"]["type"] in TERMINAL:
+                    break
+    await asyncio.wait_for(sse, 60)
+    stored = [entry_id for entry_id, _ in await get_redis().xrange(job_stream(job_id))]
+    assert ws_ids == sse_ids == stored

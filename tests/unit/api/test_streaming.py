@@ -109,3 +109,18 @@ async def test_a_chunk_stream_that_fails_ends_with_an_error_in_the_apis_shape_an
 
     error = json.loads((await _chunks_of(buggy()))[-1].removeprefix("data: "))["error"]
     assert error["code"] == "internal_error" and "internals" not in error["message"]
+
+
+def test_an_event_is_rendered_once_however_many_followers_send_it():
+    event = JobEvent(id="5-0", type=EventType.PROGRESS, job_id="j", org_id="o", data={"done": 1}, ts=1.0)
+    calls = []
+
+    def render(e: JobEvent) -> str:
+        calls.append(e.id)
+        return sse_frame(e)
+
+    frames = {event.rendered("probe", render) for _ in range(1000)}
+    assert calls == ["5-0"] and frames == {sse_frame(event)}
+    assert sse_frame(event) is sse_frame(event)
+    # What the memo holds is no part of the event's data.
+    assert "_frames" not in event.model_dump() and event.model_dump_json().count("probe") == 0

@@ -26,7 +26,7 @@ async def server_body(*items: JobEvent | None) -> bytes:
             yield item
 
     response = await sse_response(follower())
-    return "".join([chunk async for chunk in response.body_iterator]).encode()
+    return b"".join([chunk async for chunk in response.body_iterator])
 
 
 def event_stream(stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> httpx.Response:
