@@ -121,24 +121,31 @@ async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKi
                      limits["batch_items"], 403)
     if kind in MEMORY_WRITING_JOBS:
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"quota:{org_id}"})
+    # Every count in one round trip: jobs queued or running, jobs of the last minute (and when the oldest
+    # of them leaves the window), and for memory-writing jobs the memories stored and in flight.
     active = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
-    running = (await session.execute(select(func.count()).select_from(Job).where(
-        Job.org_id == org_id, Job.status.in_(active)))).scalar_one()
+    window = Job.created_at > func.now() - text("interval '1 minute'")
+    counts = [select(func.count()).select_from(Job).where(Job.org_id == org_id, Job.status.in_(active))
+              .scalar_subquery(),
+              select(func.count()).select_from(Job).where(Job.org_id == org_id, window).scalar_subquery(),
+              select(func.extract("epoch", func.min(Job.created_at) + text("interval '1 minute'") - func.now()))
+              .where(Job.org_id == org_id, window).scalar_subquery()]
+    writes = kind in MEMORY_WRITING_JOBS
+    if writes:
+        counts += _memory_usage_columns(org_id)
+    running, recent, wait, *usage = (await session.execute(select(*counts))).one()
     if running >= limits["concurrent_jobs"]:
         raise _quota("quota_concurrent_jobs", f"{running} jobs are queued or running (limit "
                      f"{limits['concurrent_jobs']}); wait for some to finish", limits["concurrent_jobs"], 429, 5)
     # Retry-After: until the oldest job of the last minute leaves the window.
-    recent, wait = (await session.execute(select(func.count(), func.extract(
-        "epoch", func.min(Job.created_at) + text("interval '1 minute'") - func.now())).where(
-        Job.org_id == org_id, Job.created_at > func.now() - text("interval '1 minute'")))).one()
     if recent >= limits["jobs_per_minute"]:
         raise _quota("quota_jobs_per_minute", f"at most {limits['jobs_per_minute']} jobs per minute",
                      limits["jobs_per_minute"], 429, max(1, math.ceil(float(wait or 0))))
-    if kind in MEMORY_WRITING_JOBS:
+    if writes:
         # Extraction and summaries store an unknown number of memories (a summary: one); they are
         # refused up front only if not even one more fits, and checked again when they write.
         wanted = items if kind is JobKind.INGEST_MEMORIES else 1
-        stored, pending = await _memory_usage(session, org_id)
+        stored, pending = usage
         if stored + pending + wanted > limits["max_memories"]:
             raise _quota("quota_max_memories", f"storing {wanted} more memories would exceed the organization's "
                          f"{limits['max_memories']} ({stored} stored, {pending} in flight)",
@@ -148,14 +155,17 @@ async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKi
 MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.SUMMARIZE)
 
 
-async def _memory_usage(session: AsyncSession, org_id: uuid.UUID) -> tuple[int, int]:
-    stored = (await session.execute(select(func.count()).select_from(Memory).where(
-        Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
+def _memory_usage_columns(org_id: uuid.UUID) -> list:
+    stored = select(func.count()).select_from(Memory).where(Memory.org_id == org_id, Memory.deleted_at.is_(None))
     # Items of ingest jobs still in flight are reserved too, so concurrent batches can't overshoot.
-    pending = (await session.execute(select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
-                                     .where(Job.org_id == org_id,
-                                            Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
-                                            Job.kind == JobKind.INGEST_MEMORIES.value))).scalar_one()
+    pending = (select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
+               .where(Job.org_id == org_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+                      Job.kind == JobKind.INGEST_MEMORIES.value))
+    return [stored.scalar_subquery(), pending.scalar_subquery()]
+
+
+async def _memory_usage(session: AsyncSession, org_id: uuid.UUID) -> tuple[int, int]:
+    stored, pending = (await session.execute(select(*_memory_usage_columns(org_id)))).one()
     return stored, pending
 
 
