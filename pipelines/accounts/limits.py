@@ -89,13 +89,19 @@ async def take(bucket: str, limit: int, *, period_seconds: int = 60, cost: int =
 
 async def organization_limits(session: AsyncSession, org_id: uuid.UUID) -> dict[str, int]:
     """The organization's effective limits: Settings defaults overridden by its own `limits`."""
+    return _effective((await session.execute(_overrides(org_id))).scalar_one_or_none())
+
+
+def _overrides(org_id: uuid.UUID):
+    return select(Organization.limits).where(Organization.id == org_id)
+
+
+def _effective(overrides: dict[str, Any] | None) -> dict[str, int]:
     settings = get_settings()
     defaults: dict[str, Any] = {"max_memories": settings.quota_max_memories,
                                 "jobs_per_minute": settings.quota_jobs_per_minute,
                                 "concurrent_jobs": settings.quota_concurrent_jobs,
                                 "batch_items": settings.quota_batch_items}
-    overrides = (await session.execute(
-        select(Organization.limits).where(Organization.id == org_id))).scalar_one_or_none()
     return defaults | (overrides or {})
 
 
@@ -115,12 +121,6 @@ def _quota(code: str, message: str, limit: int, status: int, retry_after: int | 
 async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKind, items: int) -> None:
     """Refuse a job that would exceed a quota, before anything is written; for a job that stores memories,
     holds the organization's quota lock to the commit."""
-    limits = await organization_limits(session, org_id)
-    if items > limits["batch_items"]:
-        raise _quota("quota_batch_items", f"a batch may hold at most {limits['batch_items']} items; split it",
-                     limits["batch_items"], 403)
-    if kind in MEMORY_WRITING_JOBS:
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"quota:{org_id}"})
     # Every count in one round trip: jobs queued or running, jobs of the last minute (and when the oldest
     # of them leaves the window), and for memory-writing jobs the memories stored and in flight.
     active = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
@@ -132,8 +132,17 @@ async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKi
               .where(Job.org_id == org_id, window).scalar_subquery()]
     writes = kind in MEMORY_WRITING_JOBS
     if writes:
-        counts += _memory_usage_columns(org_id)
-    running, recent, wait, *usage = (await session.execute(select(*counts))).one()
+        # The counts must be taken under the organization's quota lock, after the batch size is known to fit.
+        limits = await organization_limits(session, org_id)
+        _check_batch(limits, items)
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"quota:{org_id}"})
+        running, recent, wait, *usage = (await session.execute(select(*counts, *_memory_usage_columns(org_id)))).one()
+    else:
+        # Nothing to lock: the organization's limits come with the counts, in the same round trip.
+        overrides, running, recent, wait = (await session.execute(
+            select(_overrides(org_id).scalar_subquery(), *counts))).one()
+        limits = _effective(overrides)
+        _check_batch(limits, items)
     if running >= limits["concurrent_jobs"]:
         raise _quota("quota_concurrent_jobs", f"{running} jobs are queued or running (limit "
                      f"{limits['concurrent_jobs']}); wait for some to finish", limits["concurrent_jobs"], 429, 5)
@@ -150,6 +159,12 @@ async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKi
             raise _quota("quota_max_memories", f"storing {wanted} more memories would exceed the organization's "
                          f"{limits['max_memories']} ({stored} stored, {pending} in flight)",
                          limits["max_memories"], 403)
+
+
+def _check_batch(limits: dict[str, int], items: int) -> None:
+    if items > limits["batch_items"]:
+        raise _quota("quota_batch_items", f"a batch may hold at most {limits['batch_items']} items; split it",
+                     limits["batch_items"], 403)
 
 
 MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.SUMMARIZE)
