@@ -1,6 +1,7 @@
 """What the job machinery costs: no-op jobs through the API and workers against bare Dramatiq, same run.
 
     python bench/noop_jobs.py [--jobs 2000] [--clients 8] [--workers 2] [--rounds 2] [--env AGENTMEM_X=Y ...]
+                              [--compare-tree DIR] [--profile DIR]
 
 `agentmem up` runs with AGENTMEM_BENCH_JOBS (an undocumented route for no-op jobs, and the workers
 consume the `bench` queue). Then, alternating, `--rounds` times each:
@@ -12,6 +13,9 @@ consume the `bench` queue). Then, alternating, `--rounds` times each:
   (`POST /api/v1/bench/noop-jobs`: authentication, quota, the job row, its message, its `queued`
   event), each run by the workers (claim, lease, outcome, audit row, events) until terminal, as seen
   on the organization's event stream; timed from the first POST until the last terminal event.
+
+With `--compare-tree DIR` a second system runs another checkout's code (which must have the no-op
+kind), and each round also runs its AgentMem side: old and new code measured alternately, same run.
 
 Printed: each side's rate (jobs/s), the ratio AgentMem ÷ raw (target ≥ 0.5), the CPU each process
 used per side (% of one core), and the resident memory of the API and workers at rest and after.
@@ -41,7 +45,7 @@ from bench.common import (  # noqa: E402
     System,
     finish_run,
     machine_load,
-    run_against,
+    run_against_all,
     table,
 )
 from bench.idle import cpu_seconds, descendants, role, rss_mb  # noqa: E402
@@ -150,25 +154,29 @@ def start_profiles(procs: Processes, out_dir: Path, seconds: float) -> list[subp
             for pid, name in procs.pids.items() if name in ("api", "worker") and rss_mb(pid) > 200]
 
 
-def run(system: System, args: argparse.Namespace) -> dict:
-    procs = Processes(system)
-    rest = procs.rss()
+def run(systems: dict[str, System], args: argparse.Namespace) -> dict:
+    main = systems["this"]
+    procs = {name: Processes(system) for name, system in systems.items()}
+    rest = {name: p.rss() for name, p in procs.items()}
     # A short unmeasured round of each: connections, pools and code paths warm.
-    raw_round(system, 100, args.clients)
-    asyncio.run(agentmem_round(system, 100, args.clients))
-    results: dict[str, list[tuple[float, dict[str, float]]]] = {"raw": [], "agentmem": []}
+    raw_round(main, 100, args.clients)
+    for system in systems.values():
+        asyncio.run(agentmem_round(system, 100, args.clients))
+    results: dict[str, list[tuple[float, dict[str, float]]]] = {"raw": [], **{name: [] for name in systems}}
     for _ in range(args.rounds):
-        procs.mark()
-        seconds = raw_round(system, args.jobs, args.clients)
-        results["raw"].append((args.jobs / seconds, procs.since()))
-        procs.mark()
-        spies = start_profiles(procs, args.profile, args.profile_seconds) if args.profile else []
-        seconds = asyncio.run(agentmem_round(system, args.jobs, args.clients))
-        results["agentmem"].append((args.jobs / seconds, procs.since()))
-        for spy in spies:
-            spy.wait(timeout=args.profile_seconds + 30)
+        procs["this"].mark()
+        seconds = raw_round(main, args.jobs, args.clients)
+        results["raw"].append((args.jobs / seconds, procs["this"].since()))
+        for name, system in systems.items():
+            procs[name].mark()
+            spies = start_profiles(procs[name], args.profile / name.split()[0], args.profile_seconds) \
+                if args.profile else []
+            seconds = asyncio.run(agentmem_round(system, args.jobs, args.clients))
+            results[name].append((args.jobs / seconds, procs[name].since()))
+            for spy in spies:
+                spy.wait(timeout=args.profile_seconds + 30)
         args.profile = None  # the first round only
-    return {"results": results, "rss_rest": rest, "rss_after": procs.rss()}
+    return {"results": results, "rss_rest": rest, "rss_after": {name: p.rss() for name, p in procs.items()}}
 
 
 def main() -> int:
@@ -182,26 +190,41 @@ def main() -> int:
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="the system's data dir (default: a fresh one under /tmp, deleted afterwards)")
+    parser.add_argument("--compare-tree", type=Path, default=None, metavar="DIR",
+                        help="also run a system on this checkout's code, alternating with this one round by round "
+                             "(a same-run baseline of old code)")
     parser.add_argument("--env", action="append", default=[], metavar="AGENTMEM_X=Y",
                         help="a setting for the system (repeatable)")
     args = parser.parse_args()
     print(f"before: {machine_load()}", flush=True)
-    system = System.on(args.data_dir, workers=args.workers)
-    system.env = {"AGENTMEM_BENCH_JOBS": "true", **dict(item.split("=", 1) for item in args.env)}
-    out, failed = run_against(system, lambda: run(system, args))
+    env = {"AGENTMEM_BENCH_JOBS": "true", **dict(item.split("=", 1) for item in args.env)}
+    systems = {"this": System.on(args.data_dir, workers=args.workers)}
+    systems["this"].env = dict(env)
+    if args.compare_tree is not None:
+        other = System(workers=args.workers, repo=args.compare_tree.resolve())
+        other.env = dict(env)
+        systems[f"compared (code of {args.compare_tree})"] = other
+    out, failed = run_against_all(list(systems.values()), lambda: run(systems, args))
     if out:
         rows = []
         roles = ("api", "worker", "postgres", "redis", "scheduler")
-        for side, label in (("raw", "raw Dramatiq (bare actor)"), ("agentmem", "AgentMem no-op jobs")):
+        sides = [("raw", "raw Dramatiq (bare actor)")] + [(name, f"AgentMem no-op jobs: {name}") for name in systems]
+        for side, label in sides:
             for i, (rate, cpu) in enumerate(out["results"][side], 1):
                 rows.append([label, i, f"{rate:.0f}", *(f"{cpu.get(r, 0.0):.0f}" for r in roles)])
-        print(f"\n{args.jobs} per round, {args.clients} clients, {args.workers} workers:")
+        print(f"\n{args.jobs} per round, {args.clients} clients, {args.workers} workers (postgres CPU: its "
+              f"processes are not children of the system, so not counted):")
         print(table(["side", "round", "jobs/s", *(f"{r} CPU%" for r in roles)], rows))
         raw = max(r for r, _ in out["results"]["raw"])
-        ours = max(r for r, _ in out["results"]["agentmem"])
-        print(f"\nbest of rounds: raw {raw:.0f}/s, AgentMem {ours:.0f}/s, ratio {ours / raw:.2f} (target >= 0.5)")
-        print("RSS MB at rest: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(out["rss_rest"].items()))
-              + "; after: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(out["rss_after"].items())))
+        for name in systems:
+            ours = max(r for r, _ in out["results"][name])
+            print(f"best of rounds, {name}: raw {raw:.0f}/s, AgentMem {ours:.0f}/s, ratio {ours / raw:.3f} "
+                  f"(target >= 0.5)")
+            print("  RSS MB at rest: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(out["rss_rest"][name].items()))
+                  + "; after: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(out["rss_after"][name].items())))
+    for system in list(systems.values())[1:]:
+        system.cleanup(failed)
+    system = systems["this"]
     return finish_run(system, failed, [])
 
 
