@@ -118,5 +118,7 @@ def create_app() -> FastAPI:
     for router in ROUTERS:
         document_permissions(router.routes)
         app.include_router(router)
+    if get_settings().bench_jobs:
+        app.include_router(jobs.bench_router)
     install_middleware(app)
     return app

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from core import timing
-from core.db import sessionmaker
+from core.db import autocommit_scope, sessionmaker
 from core.errors import AppError, Forbidden, NotFound, Unauthorized, infrastructure_errors
 from core.security import API_KEY_PREFIX, api_key_prefix
 from pipelines.accounts import auth, limits
@@ -90,8 +90,9 @@ class Allow:
 
     async def _authenticate(self, conn: HTTPConnection, credential: str | None, stream_token: str | None,
                             hint: uuid.UUID | None) -> Principal:
-        # A short-lived session of its own: streaming routes must not hold a connection for hours.
-        async with sessionmaker()() as session:
+        # A short-lived session of its own: streaming routes must not hold a connection for hours. Reads (and
+        # a key's once-a-minute `last_used_at`) need no transaction: no BEGIN and COMMIT round trips.
+        async with autocommit_scope() as session:
             if credential:
                 # Anything shaped `amk_…` is meant as a key: a mangled one is an invalid key, not a bad JWT.
                 if credential.startswith(API_KEY_PREFIX):

@@ -60,6 +60,7 @@ class System:
     process: subprocess.Popen | None = None
     api_key: str = ""
     env: dict[str, str] = field(default_factory=dict)  # AGENTMEM_* settings for this run, over the defaults below
+    repo: Path = REPO  # the checkout whose code the system runs (another one: a same-run baseline of old code)
 
     @classmethod
     def on(cls, data_dir: Path | None, workers: int, keep_data: bool = False) -> System:
@@ -87,6 +88,8 @@ class System:
                    AGENTMEM_RATE_LIMIT_OWNER="10000000", AGENTMEM_RATE_LIMIT_ADMIN="10000000",
                    AGENTMEM_RATE_LIMIT_MEMBER="10000000", AGENTMEM_RATE_LIMIT_VIEWER="10000000")
         env.update(self.env)
+        if self.repo != REPO:
+            env["PYTHONPATH"] = str(self.repo)
         agentmem = shutil.which("agentmem", path=str(Path(sys.executable).parent)) or "agentmem"
         cmd = [agentmem, "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
                "--workers", str(self.workers)]
@@ -94,7 +97,7 @@ class System:
         # 0600: the log holds the owner key `agentmem up` prints.
         log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
         # Own session: a Ctrl-C on the benchmark reaches the system only through stop(), once.
-        self.process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        self.process = subprocess.Popen(cmd, cwd=self.repo, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         started = time.monotonic()
@@ -460,6 +463,26 @@ def run_against(system: System, work) -> tuple[object, bool]:
     finally:
         system.stop()
         report_problems(system)
+    return None, True
+
+
+def run_against_all(systems: Sequence[System], work) -> tuple[object, bool]:
+    """`run_against` for systems run side by side (a same-run comparison): start each, wait for each to be
+    warm, run `work()`, always stop them all; (result, failed)."""
+    try:
+        for system in systems:
+            system.start()
+            print(f"warm-up: {asyncio.run(warm_up(system)):.1f} s", flush=True)
+        return work(), False
+    except BenchError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+    except Exception:
+        traceback.print_exc()
+        print("\nFAILED: unexpected error (above)", file=sys.stderr)
+    finally:
+        for system in systems:
+            system.stop()
+            report_problems(system)
     return None, True
 
 

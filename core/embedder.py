@@ -218,11 +218,15 @@ class BatchingEmbedder:
     """Merge concurrent embed requests of one event loop into batches of up to `batch_size` texts."""
 
     def __init__(self, encode: EncodeFn, batch_size: int, wait_ms: float,
-                 encode_query: EncodeFn | None = None) -> None:
+                 encode_query: EncodeFn | None = None, urgent_wait_ms: float = 0.0, urgent_max: int = 1) -> None:
         self._encode = encode
         self._encode_query = encode_query
         self.batch_size = batch_size
         self.wait = wait_ms / 1000
+        # Urgent calls (search queries, without a query lane: the API) wait this long for others to join,
+        # unless `urgent_max` are already waiting: a micro-batch of concurrent searches' queries.
+        self.urgent_wait = urgent_wait_ms / 1000
+        self.urgent_max = urgent_max
         self._pending: deque[tuple[list[str], asyncio.Future]] = deque()
         self._urgent = 0
         self._wakeup: asyncio.Event | None = None
@@ -259,7 +263,11 @@ class BatchingEmbedder:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                if not self._urgent and sum(len(t) for t, _ in self._pending) < self.batch_size and self.wait > 0:
+                if self._urgent:
+                    if self.urgent_wait > 0 and len(self._pending) < self.urgent_max:
+                        # Concurrent searches' queries: a millisecond or two to share one forward pass.
+                        await asyncio.sleep(self.urgent_wait)
+                elif sum(len(t) for t, _ in self._pending) < self.batch_size and self.wait > 0:
                     # Give concurrent callers a moment to join this batch.
                     await asyncio.sleep(self.wait)
                 batch: list[tuple[list[str], asyncio.Future]] = []
@@ -335,7 +343,8 @@ def get_embedder() -> BatchingEmbedder:
         model = get_model()
         quick = model.encode_query if _query_lane and isinstance(model, LocalModel) else None
         _embedder = BatchingEmbedder(model.encode, settings.embedding_batch_size, settings.embedding_batch_wait_ms,
-                                     encode_query=quick)
+                                     encode_query=quick, urgent_wait_ms=settings.embedding_query_wait_ms,
+                                     urgent_max=settings.search_concurrency)
     return _embedder
 
 

@@ -41,18 +41,25 @@ async def publish(type_: EventType, *, job_id: Any, org_id: Any, data: dict[str,
                   to_org: bool = True) -> str:
     """Append an event to the job's stream and (unless `to_org` is false: token deltas) the organization's;
     returns the job stream entry id."""
+    async with get_redis().pipeline(transaction=False) as pipe:
+        add_publish(pipe, type_, job_id=job_id, org_id=org_id, data=data, to_org=to_org)
+        job_entry_id, *_ = await pipe.execute()
+    return job_entry_id
+
+
+def add_publish(pipe: Any, type_: EventType, *, job_id: Any, org_id: Any, data: dict[str, Any] | None = None,
+                to_org: bool = True) -> int:
+    """Queue `publish`'s commands on a Redis pipeline (to share its round trip); returns how many were queued."""
     settings = get_settings()
     fields = {"type": type_.value, "job_id": str(job_id), "org_id": str(org_id),
               "data": json.dumps(data or {}, default=str), "ts": repr(time.time())}
     job_key, org_key = job_stream(job_id), org_stream(org_id)
-    async with get_redis().pipeline(transaction=False) as pipe:
-        pipe.xadd(job_key, fields, maxlen=settings.stream_maxlen_job, approximate=True)
-        pipe.expire(job_key, settings.stream_ttl_seconds)
-        if to_org:
-            pipe.xadd(org_key, fields, maxlen=settings.stream_maxlen_org, approximate=True)
-            pipe.expire(org_key, settings.stream_ttl_seconds)
-        job_entry_id, *_ = await pipe.execute()
-    return job_entry_id
+    pipe.xadd(job_key, fields, maxlen=settings.stream_maxlen_job, approximate=True)
+    pipe.expire(job_key, settings.stream_ttl_seconds)
+    if to_org:
+        pipe.xadd(org_key, fields, maxlen=settings.stream_maxlen_org, approximate=True)
+        pipe.expire(org_key, settings.stream_ttl_seconds)
+    return 4 if to_org else 2
 
 
 def parse(entry_id: str, fields: dict[str, str]) -> JobEvent:

@@ -44,12 +44,15 @@ QUEUES: dict[JobKind, str] = {
     # Turns have a queue of their own: a user waits on each, so a long ingest must not stand in front of one.
     JobKind.AGENT_TURN: "agent",
     JobKind.SUMMARIZE_CONVERSATION: "llm",
+    JobKind.NOOP: "bench",
 }
+BENCH_QUEUE = "bench"  # consumed only with AGENTMEM_BENCH_JOBS: no-op jobs and the bare Dramatiq actor beside them
 
 
 def queue_names() -> list[str]:
-    """Every queue of the table, once each: what a worker consumes."""
-    return list(dict.fromkeys(QUEUES.values()))
+    """Every queue of the table, once each: what a worker consumes (the bench queue only when benchmarking)."""
+    names = list(dict.fromkeys(QUEUES.values()))
+    return names if get_settings().bench_jobs else [n for n in names if n != BENCH_QUEUE]
 
 
 class WakingConsumer(_RedisConsumer):
@@ -120,6 +123,20 @@ class JobBroker(RedisBroker):
         self.emit_after("enqueue", message, delay)
         return message
 
+    def enqueue_commands(self, message: Message) -> list[tuple]:
+        """The Redis commands `enqueue` runs for a message (no delay), for a caller that sends them on its own
+        connection alongside others: its dispatch script as EVAL, and the wake-up token.
+
+        Call `_max_unpack_size()` once beforehand off the event loop: its first call asks Redis.
+        """
+        message = message.copy(options={"redis_message_id": message.message_id})
+        args = ["enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
+                self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
+                message.options["redis_message_id"], message.encode()]
+        wake = self.wake_key(message.queue_name)
+        return [("EVAL", self.scripts["dispatch"].script, 1, self.namespace, *args),
+                ("LPUSH", wake, 1), ("LTRIM", wake, 0, WAKE_TOKENS_KEPT - 1)]
+
     def has_message(self, queue_name: str, message_id: str, *, overdue_ms: int) -> bool:
         """Whether a message is queued, delayed for retry, or being processed (not yet acked).
 
@@ -185,6 +202,23 @@ def job_message(kind: JobKind | str, job_id: object) -> Message:
 def send(kind: JobKind | str, job_id: object) -> None:
     """Enqueue the message of a committed job row (blocking: one Redis round trip)."""
     get_broker().enqueue(job_message(kind, job_id))
+
+
+def send_commands(kind: JobKind | str, job_id: object) -> list[tuple]:
+    """The Redis commands that enqueue a committed job's message, to send in one round trip with others
+    (pipelines/jobs/lifecycle.py sends them with the jobs' `queued` events). Blocks on first use (see
+    `prepare_send`)."""
+    return get_broker().enqueue_commands(job_message(kind, job_id))
+
+
+def prepare_send() -> None:
+    """Ask Redis, once per process, what `send_commands` needs to know (blocking: call it off the event loop)."""
+    get_broker()._max_unpack_size()
+
+
+def send_ready() -> bool:
+    """Whether `send_commands` can run without a blocking call."""
+    return JobBroker._max_unpack_size_val is not None
 
 
 def in_broker(kind: JobKind | str, job_id: object) -> bool:

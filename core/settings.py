@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         default="auto", description="Precision of the API's local query model: `auto` is bfloat16 on CPUs that "
                                     "compute it natively (AVX512-BF16, AMX), else float32. Stored embeddings are "
                                     "always float32.")
+    embedding_query_wait_ms: float = Field(default=0.0, ge=0, le=50, description="How long the API's first "
+                                           "search query waits for concurrent searches' queries to share its "
+                                           "model call (queries arriving while the model runs share the next "
+                                           "call anyway); 0: no wait.")
     embedding_take_turns: bool = Field(default=True, description="Worker processes of one deployment run the local "
                                        "model one at a time (avoids CPU oversubscription).")
 
@@ -258,6 +262,8 @@ class Settings(BaseSettings):
     job_max_backoff_ms: int = 60_000
     stale_queued_seconds: float = 30.0
     progress_min_interval_ms: float = 250.0
+    bench_jobs: bool = Field(default=False, description="Benchmarks only: accept no-op jobs at an undocumented "
+                             "route and have workers consume the `bench` queue (bench/noop_jobs.py).")
 
     # Workers and broker
     worker_threads: int = Field(default=16, description="Jobs each worker process runs at once. Agent turns and "

@@ -24,6 +24,12 @@ class JobKind(StrEnum):
     EXECUTE_TOOL = "execute_tool"
     AGENT_TURN = "agent_turn"
     SUMMARIZE_CONVERSATION = "summarize_conversation"
+    # Benchmarks only (AGENTMEM_BENCH_JOBS): a job that does nothing, to measure what the job machinery costs.
+    NOOP = "noop"
+
+
+# The kinds the API documents and accepts in filters: NOOP is internal (benchmarks).
+PUBLIC_JOB_KINDS = tuple(k.value for k in JobKind if k is not JobKind.NOOP)
 
 
 class EventType(StrEnum):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
-from schemas.enums import JobKind, JobStatus
+from schemas.enums import PUBLIC_JOB_KINDS, JobKind, JobStatus
+
+# A job kind as the API documents it: internal kinds (benchmarks' no-op) are left out of the schema.
+PublicJobKind = Annotated[str, PlainValidator(JobKind), PlainSerializer(str),
+                          WithJsonSchema({"type": "string", "enum": list(PUBLIC_JOB_KINDS), "title": "JobKind"})]
 
 
 class JobProgress(BaseModel):
@@ -39,7 +43,7 @@ class JobOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
-    kind: JobKind
+    kind: PublicJobKind
     status: JobStatus
     progress: JobProgress
     result: dict[str, Any] | None = None

@@ -12,10 +12,11 @@ import dramatiq
 
 import workers.broker  # noqa: F401  (makes the worker's broker Dramatiq's, before the actors below declare on it)
 from core.errors import PermanentJobError
-from core.queue import QUEUES
+from core.queue import BENCH_QUEUE, QUEUES
 from core.settings import get_settings
 from pipelines.blocks import rewrite as block_rewrite
 from pipelines.conversations import summary as conversation_summary, turn
+from pipelines.jobs.noop import noop as noop_handler
 from pipelines.jobs.runner import run_job
 from pipelines.memories import extraction, ingest as embedding
 from pipelines.summaries import summarize as summarization
@@ -89,6 +90,17 @@ async def summarize_conversation(job_id: str) -> None:
     await run_job(uuid.UUID(job_id), conversation_summary.summarize_conversation)
 
 
+@dramatiq.actor(actor_name=JobKind.NOOP.value, queue_name=QUEUES[JobKind.NOOP], **_options)
+async def noop(job_id: str) -> None:
+    """Benchmarks only: a job that does nothing (the job machinery's own cost)."""
+    await run_job(uuid.UUID(job_id), noop_handler)
+
+
+@dramatiq.actor(actor_name="bench_bare_noop", queue_name=BENCH_QUEUE, **_options)
+async def bench_bare_noop() -> None:
+    """Benchmarks only: a bare Dramatiq actor that does nothing and has no job row (the baseline)."""
+
+
 ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.INGEST_MEMORIES: ingest_memories,
     JobKind.EMBED_MEMORY: embed_memory,
@@ -98,4 +110,5 @@ ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.EXECUTE_TOOL: execute_tool,
     JobKind.AGENT_TURN: agent_turn,
     JobKind.SUMMARIZE_CONVERSATION: summarize_conversation,
+    JobKind.NOOP: noop,
 }

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.middleware.base import Middleware, on_response_start
-from core.db import session_scope
+from core.db import autocommit_scope
 from core.errors import infrastructure_errors
 from core.logging import request_id_var
 from pipelines.accounts import audit
@@ -182,7 +182,7 @@ async def write_audit(scope, description: Description | None, status_code: int) 
     described = description or Description(*_by_path(scope))
     client = scope.get("client")
     try:
-        async with session_scope() as session:
+        async with autocommit_scope() as session:  # one INSERT: no BEGIN and COMMIT round trips
             await audit.record(session, org_id=described.org_id or (principal.org_id if principal else None),
                                actor=described.actor or (principal.actor if principal else "anonymous"),
                                action=getattr(route, "name", None) or "unmatched",

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import Allow, AllowStream, SessionDep, can_follow
+from api.deps import Allow, AllowStream, IdempotencyKey, SessionDep, can_follow
 from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
@@ -18,7 +18,7 @@ from pipelines.accounts import auth
 from pipelines.jobs import follow as progress, lifecycle, rows as jobs
 from schemas.common import ErrorOut, Page
 from schemas.enums import JobKind, JobStatus
-from schemas.jobs import JobOut
+from schemas.jobs import JobOut, PublicJobKind
 from schemas.organizations import StreamTokenIn, StreamTokenOut
 from schemas.permissions import Permission as P, Principal
 
@@ -35,11 +35,25 @@ SSE_DOC = {200: {"content": {"text/event-stream": {}}, "description": "A stream 
 @router.get("/jobs", response_model=Page[JobOut])
 async def list_jobs(session: SessionDep, who: Reader,
                     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-                    kind: JobKind | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                    kind: PublicJobKind | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                     cursor: Annotated[str | None, Query(max_length=500)] = None) -> Page[JobOut]:
     """List your organization's jobs, newest first, filtered by status and kind."""
     rows, next_cursor = await jobs.list_jobs(session, who.org_id, status=status_, kind=kind, limit=limit, cursor=cursor)
     return Page[JobOut](items=[JobOut.from_row(j) for j in rows], next_cursor=next_cursor)
+
+
+# Benchmarks only: included by create_app when AGENTMEM_BENCH_JOBS is on, and never documented.
+bench_router = APIRouter(route_class=CheckedRoute, prefix="/api/v1", include_in_schema=False)
+
+
+@bench_router.post("/bench/noop-jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+@audited("job", target=lambda result: result.id)
+async def submit_noop_job(session: SessionDep, who: Annotated[Principal, Depends(Allow(P.MEMORIES_WRITE))],
+                          key: IdempotencyKey = None) -> JobOut:
+    """A job that does nothing, through the whole job path (bench/noop_jobs.py)."""
+    job, _ = await lifecycle.submit(session, who, kind=JobKind.NOOP, payload={}, total=1, key=key)
+    await lifecycle.commit(session)
+    return JobOut.from_row(job)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, case, cast, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipelines.pages import newest_first
@@ -38,6 +38,20 @@ async def record_job_outcome(session: AsyncSession, job: Job) -> None:
     await record(session, org_id=job.org_id, actor=job.actor or "system", action=f"job.{job.status}",
                  result="success" if job.status == "succeeded" else "failure", target_type="job",
                  target_id=str(job.id), request_id=job.request_id, details=details)
+
+
+def job_outcome_insert(finished):
+    """`record_job_outcome` as an INSERT … SELECT over `finished` (jobs rows, e.g. an UPDATE … RETURNING
+    CTE), so a job's terminal state and its audit row are written by one statement."""
+    details = func.jsonb_build_object("kind", finished.c.kind, "attempts", finished.c.attempts).op("||")(
+        case((finished.c.error_code.is_not(None), func.jsonb_build_object("error_code", finished.c.error_code)),
+             else_=literal({}, AuditLog.__table__.c.details.type)))
+    columns = ["id", "org_id", "actor", "action", "result", "target_type", "target_id", "request_id", "details"]
+    return insert(AuditLog).from_select(columns, select(
+        func.gen_random_uuid(), finished.c.org_id, func.coalesce(finished.c.actor, "system"),
+        literal("job.") + finished.c.status,
+        case((finished.c.status == "succeeded", "success"), else_="failure"), literal("job"),
+        cast(finished.c.id, String), finished.c.request_id, details))
 
 
 async def list_audit_logs(session: AsyncSession, org_id: uuid.UUID, *, limit: int, cursor: str | None,

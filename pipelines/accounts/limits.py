@@ -89,13 +89,19 @@ async def take(bucket: str, limit: int, *, period_seconds: int = 60, cost: int =
 
 async def organization_limits(session: AsyncSession, org_id: uuid.UUID) -> dict[str, int]:
     """The organization's effective limits: Settings defaults overridden by its own `limits`."""
+    return _effective((await session.execute(_overrides(org_id))).scalar_one_or_none())
+
+
+def _overrides(org_id: uuid.UUID):
+    return select(Organization.limits).where(Organization.id == org_id)
+
+
+def _effective(overrides: dict[str, Any] | None) -> dict[str, int]:
     settings = get_settings()
     defaults: dict[str, Any] = {"max_memories": settings.quota_max_memories,
                                 "jobs_per_minute": settings.quota_jobs_per_minute,
                                 "concurrent_jobs": settings.quota_concurrent_jobs,
                                 "batch_items": settings.quota_batch_items}
-    overrides = (await session.execute(
-        select(Organization.limits).where(Organization.id == org_id))).scalar_one_or_none()
     return defaults | (overrides or {})
 
 
@@ -115,47 +121,66 @@ def _quota(code: str, message: str, limit: int, status: int, retry_after: int | 
 async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKind, items: int) -> None:
     """Refuse a job that would exceed a quota, before anything is written; for a job that stores memories,
     holds the organization's quota lock to the commit."""
-    limits = await organization_limits(session, org_id)
-    if items > limits["batch_items"]:
-        raise _quota("quota_batch_items", f"a batch may hold at most {limits['batch_items']} items; split it",
-                     limits["batch_items"], 403)
-    if kind in MEMORY_WRITING_JOBS:
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"quota:{org_id}"})
+    # Every count in one round trip: jobs queued or running, jobs of the last minute (and when the oldest
+    # of them leaves the window), and for memory-writing jobs the memories stored and in flight.
     active = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
-    running = (await session.execute(select(func.count()).select_from(Job).where(
-        Job.org_id == org_id, Job.status.in_(active)))).scalar_one()
+    window = Job.created_at > func.now() - text("interval '1 minute'")
+    counts = [select(func.count()).select_from(Job).where(Job.org_id == org_id, Job.status.in_(active))
+              .scalar_subquery(),
+              select(func.count()).select_from(Job).where(Job.org_id == org_id, window).scalar_subquery(),
+              select(func.extract("epoch", func.min(Job.created_at) + text("interval '1 minute'") - func.now()))
+              .where(Job.org_id == org_id, window).scalar_subquery()]
+    writes = kind in MEMORY_WRITING_JOBS
+    if writes:
+        # The counts must be taken under the organization's quota lock, after the batch size is known to fit.
+        limits = await organization_limits(session, org_id)
+        _check_batch(limits, items)
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"quota:{org_id}"})
+        running, recent, wait, *usage = (await session.execute(select(*counts, *_memory_usage_columns(org_id)))).one()
+    else:
+        # Nothing to lock: the organization's limits come with the counts, in the same round trip.
+        overrides, running, recent, wait = (await session.execute(
+            select(_overrides(org_id).scalar_subquery(), *counts))).one()
+        limits = _effective(overrides)
+        _check_batch(limits, items)
     if running >= limits["concurrent_jobs"]:
         raise _quota("quota_concurrent_jobs", f"{running} jobs are queued or running (limit "
                      f"{limits['concurrent_jobs']}); wait for some to finish", limits["concurrent_jobs"], 429, 5)
     # Retry-After: until the oldest job of the last minute leaves the window.
-    recent, wait = (await session.execute(select(func.count(), func.extract(
-        "epoch", func.min(Job.created_at) + text("interval '1 minute'") - func.now())).where(
-        Job.org_id == org_id, Job.created_at > func.now() - text("interval '1 minute'")))).one()
     if recent >= limits["jobs_per_minute"]:
         raise _quota("quota_jobs_per_minute", f"at most {limits['jobs_per_minute']} jobs per minute",
                      limits["jobs_per_minute"], 429, max(1, math.ceil(float(wait or 0))))
-    if kind in MEMORY_WRITING_JOBS:
+    if writes:
         # Extraction and summaries store an unknown number of memories (a summary: one); they are
         # refused up front only if not even one more fits, and checked again when they write.
         wanted = items if kind is JobKind.INGEST_MEMORIES else 1
-        stored, pending = await _memory_usage(session, org_id)
+        stored, pending = usage
         if stored + pending + wanted > limits["max_memories"]:
             raise _quota("quota_max_memories", f"storing {wanted} more memories would exceed the organization's "
                          f"{limits['max_memories']} ({stored} stored, {pending} in flight)",
                          limits["max_memories"], 403)
 
 
+def _check_batch(limits: dict[str, int], items: int) -> None:
+    if items > limits["batch_items"]:
+        raise _quota("quota_batch_items", f"a batch may hold at most {limits['batch_items']} items; split it",
+                     limits["batch_items"], 403)
+
+
 MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.SUMMARIZE)
 
 
-async def _memory_usage(session: AsyncSession, org_id: uuid.UUID) -> tuple[int, int]:
-    stored = (await session.execute(select(func.count()).select_from(Memory).where(
-        Memory.org_id == org_id, Memory.deleted_at.is_(None)))).scalar_one()
+def _memory_usage_columns(org_id: uuid.UUID) -> list:
+    stored = select(func.count()).select_from(Memory).where(Memory.org_id == org_id, Memory.deleted_at.is_(None))
     # Items of ingest jobs still in flight are reserved too, so concurrent batches can't overshoot.
-    pending = (await session.execute(select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
-                                     .where(Job.org_id == org_id,
-                                            Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
-                                            Job.kind == JobKind.INGEST_MEMORIES.value))).scalar_one()
+    pending = (select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
+               .where(Job.org_id == org_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+                      Job.kind == JobKind.INGEST_MEMORIES.value))
+    return [stored.scalar_subquery(), pending.scalar_subquery()]
+
+
+async def _memory_usage(session: AsyncSession, org_id: uuid.UUID) -> tuple[int, int]:
+    stored, pending = (await session.execute(select(*_memory_usage_columns(org_id)))).one()
     return stored, pending
 
 

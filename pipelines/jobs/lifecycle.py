@@ -17,14 +17,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import queue, timing
-from core.db import session_scope
+from core import events, queue, timing
+from core.db import autocommit_scope
 from core.errors import infrastructure_errors
 from core.logging import request_id_var
+from core.redis import get_redis
 from core.settings import get_settings
 from pipelines.accounts import audit, limits
 from pipelines.jobs import rows
-from pipelines.jobs.events import publish_event, publish_outcome
+from pipelines.jobs.events import publish_outcome
 from schemas.enums import EventType, JobKind, JobStatus
 from schemas.permissions import Principal
 from schemas.tables import Job
@@ -59,14 +60,32 @@ async def commit(session: AsyncSession) -> None:
     except BaseException:
         session.info.pop(OUTBOX, None)
         raise
-    for job in session.info.pop(OUTBOX, []):
-        try:
-            with timing.stage("send"):
-                await asyncio.to_thread(queue.send, job.kind, job.id)  # 2. then the message: the job id only
-        except infrastructure_errors() as exc:
-            # The row is safe; the scheduler re-sends queued jobs whose message never arrived.
-            log.warning("job %s stored but not sent yet (%s); the scheduler will send it", job.id, exc)
-        await publish_event(EventType.QUEUED, job, {"kind": job.kind, "total": job.progress_total})
+    outbox = session.info.pop(OUTBOX, [])
+    if outbox:
+        await _send(outbox)
+
+
+async def _send(outbox: list[Job]) -> None:
+    """The jobs' messages and their `queued` events, all in one Redis round trip (2. the message: the job id only)."""
+    try:
+        if not queue.send_ready():
+            await asyncio.to_thread(queue.prepare_send)
+        with timing.stage("send"):
+            async with get_redis().pipeline(transaction=False) as pipe:
+                for job in outbox:
+                    # The event first: a worker's `started` can't overtake it.
+                    events.add_publish(pipe, EventType.QUEUED, job_id=job.id, org_id=job.org_id,
+                                       data={"kind": job.kind, "total": job.progress_total})
+                    for command in queue.send_commands(job.kind, job.id):
+                        pipe.execute_command(*command)
+                # Each command's own error (a failed script) is checked below, not raised here.
+                results = await pipe.execute(raise_on_error=False)
+        failed = next((r for r in results if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
+    except infrastructure_errors() as exc:
+        # The rows are safe; the scheduler re-sends queued jobs whose message never arrived.
+        log.warning("%d job(s) stored but not sent yet (%s); the scheduler will send them", len(outbox), exc)
 
 
 async def conclude(session: AsyncSession, job: Job) -> None:
@@ -87,10 +106,13 @@ async def cancel(session: AsyncSession, org_id: uuid.UUID, job_id: uuid.UUID) ->
 
 
 async def finish(job_id: uuid.UUID, status: JobStatus, **fields: Any) -> Job | None:
-    """Move a running job to `status` and conclude it; None if it was no longer running."""
-    async with session_scope() as session:
-        row = await rows.finish(session, job_id, status, **fields)
-        if row is None:
-            return None
-        await conclude(session, row)
+    """Move a running job to `status` and conclude it; None if it was no longer running.
+
+    The row and its audit row are one statement in one round trip (no BEGIN/COMMIT): the whole of a
+    small job's conclusion. A finished job submits nothing, so there is no outbox to send.
+    """
+    async with autocommit_scope() as session:
+        row = await rows.finish_recorded(session, job_id, status, record=audit.job_outcome_insert, **fields)
+    if row is not None:
+        await publish_outcome(row)
     return row

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from core.errors import Conflict, NotFound
 from pipelines.pages import newest_first
@@ -139,10 +141,15 @@ async def record_progress(session: AsyncSession, job_id: uuid.UUID, *, done: int
     return row is None or bool(row[0])
 
 
-async def finish(session: AsyncSession, job_id: uuid.UUID, status: JobStatus, *, result: dict[str, Any] | None = None,
-                 error_code: str | None = None, error_message: str | None = None,
-                 drop_payload_keys: tuple[str, ...] = (), usage: dict[str, Any] | None = None) -> Job | None:
+async def finish(session: AsyncSession, job_id: uuid.UUID, status: JobStatus, **fields: Any) -> Job | None:
     """Move a running job to a terminal state; None if it was not running (someone else finished it)."""
+    return (await session.execute(_finish_statement(job_id, status, **fields).returning(Job))
+            ).scalar_one_or_none()
+
+
+def _finish_statement(job_id: uuid.UUID, status: JobStatus, *, result: dict[str, Any] | None = None,
+                            error_code: str | None = None, error_message: str | None = None,
+                            drop_payload_keys: tuple[str, ...] = (), usage: dict[str, Any] | None = None):
     values: dict[str, Any] = dict(status=status.value, finished_at=text("now()"), updated_at=text("now()"),
                                   lease_expires_at=None, result=result, error_code=error_code,
                                   error_message=error_message)
@@ -155,9 +162,15 @@ async def finish(session: AsyncSession, job_id: uuid.UUID, status: JobStatus, *,
         payload = payload.op("-")(key)
     if drop_payload_keys:
         values["payload"] = payload
-    return (await session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
-        .returning(Job))).scalar_one_or_none()
+    return update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
+
+
+async def finish_recorded(session: AsyncSession, job_id: uuid.UUID, status: JobStatus, *,
+                          record: Callable[[Any], Any], **fields: Any) -> Job | None:
+    """`finish`, and in the same statement the INSERT `record(finished_rows)` gives (its audit row)."""
+    finishing = _finish_statement(job_id, status, **fields).returning(*Job.__table__.c).cte("finished")
+    recorded = record(finishing).cte("recorded")
+    return (await session.execute(select(aliased(Job, finishing)).add_cte(recorded))).scalar_one_or_none()
 
 
 async def release_for_retry(session: AsyncSession, job_id: uuid.UUID, *, error_code: str, error_message: str,

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.db import session_scope
+from core.db import autocommit_scope, session_scope
 from core.errors import (
     AppError,
     JobCancelled,
@@ -104,9 +104,8 @@ async def _finish(job: Job, status: JobStatus, **fields: Any) -> None:
 async def run_job(job_id: uuid.UUID, handler: Handler, *, drop_payload_keys: tuple[str, ...] = ()) -> None:
     """Run `handler` for the job if it can be claimed; raises RetryLater for the broker on transient failure."""
     settings = get_settings()
-    async with session_scope() as session:
+    async with autocommit_scope() as session:  # one statement, one round trip
         job = await jobs.claim(session, job_id, settings.job_lease_seconds, f"{socket.gethostname()}:{os.getpid()}")
-        await session.commit()
     if job is None:
         await _settle_unclaimable(job_id)
         return

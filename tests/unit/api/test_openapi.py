@@ -77,3 +77,30 @@ def test_request_integers_are_bounded_by_their_columns():
         for parameter in operation.get("parameters", []):
             walk(parameter.get("schema", {}), f"{method} {path} ?{parameter['name']}")
     assert not unbounded, unbounded
+
+
+def test_the_benchmarks_no_op_job_kind_is_neither_documented_nor_routed_by_default():
+    import json
+
+    assert "noop" not in json.dumps(SPEC)  # not a kind a client can see, filter by or submit
+    assert not any("/bench/" in path for path in _paths(create_app()))
+
+
+def test_with_bench_jobs_on_the_no_op_route_exists_but_stays_out_of_the_document(override_settings):
+    import json
+
+    override_settings(bench_jobs=True)
+    app = create_app()
+    assert "/api/v1/bench/noop-jobs" in _paths(app)
+    assert "noop" not in json.dumps(app.openapi())
+
+
+def _paths(app) -> set[str]:
+    """Every routed path of the app, through its included routers."""
+    found: set[str] = set()
+    for route in app.routes:
+        router = getattr(route, "original_router", None)
+        for inner in (router.routes if router is not None else [route]):
+            if hasattr(inner, "path"):
+                found.add(inner.path)
+    return found

@@ -241,6 +241,34 @@ async def test_without_a_query_lane_or_when_not_urgent_texts_join_the_batches(ma
     embedder._runner.cancel()
 
 
+async def test_concurrent_urgent_queries_share_one_model_call_and_each_gets_its_own_vector():
+    model = FakeModel()
+    embedder = BatchingEmbedder(model.encode, batch_size=128, wait_ms=0, urgent_wait_ms=50, urgent_max=8)
+    got = await asyncio.gather(*(embedder.embed([f"{c}:0"], urgent=True) for c in range(3)))
+    assert got == [[[0.0, 0.0]], [[1.0, 0.0]], [[2.0, 0.0]]]
+    assert model.sizes == [3]  # one forward pass for the three searches
+    embedder._runner.cancel()
+
+
+async def test_a_failed_shared_query_call_fails_every_caller_of_it_and_the_next_call_works():
+    model = FakeModel(fail_calls=(1,))
+    embedder = BatchingEmbedder(model.encode, batch_size=128, wait_ms=0, urgent_wait_ms=50, urgent_max=8)
+    got = await asyncio.gather(*(embedder.embed([f"{c}:0"], urgent=True) for c in range(3)), return_exceptions=True)
+    assert [type(g) for g in got] == [ModelDown] * 3
+    assert await embedder.embed(["7:1"], urgent=True) == [[7.0, 1.0]]
+    embedder._runner.cancel()
+
+
+async def test_urgent_queries_wait_for_company_only_until_urgent_max_are_waiting():
+    model = FakeModel()
+    # A wait far longer than any test: the call goes at once because the batch is full, or never.
+    embedder = BatchingEmbedder(model.encode, batch_size=128, wait_ms=0, urgent_wait_ms=50, urgent_max=2)
+    embedder.urgent_wait = 3600.0
+    got = await asyncio.wait_for(asyncio.gather(*(embedder.embed([f"{c}:0"], urgent=True) for c in range(2))), 30)
+    assert got == [[[0.0, 0.0]], [[1.0, 0.0]]] and model.sizes == [2]
+    embedder._runner.cancel()
+
+
 # --- the real bundled model (loads from disk, a few seconds) -------------------------------------
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -294,3 +322,24 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     assert embedder._query_bfloat16 is True
     embedder.embed_queries_with(0, "float32")
     assert embedder._query_bfloat16 is False and embedder._query_threads == 0
+
+
+async def test_queries_embedded_together_get_the_vectors_each_would_get_alone():
+    model = LocalModel()
+    queries = ["Where does my sister live now?", "peanuts", "What did Tara say about the half marathon in Riga "
+               "next June, and how many times a week does she run?", "cello lessons"]
+    alone = [(await model.encode([q]))[0] for q in queries]
+    embedder = BatchingEmbedder(model.encode, batch_size=128, wait_ms=0, urgent_wait_ms=200, urgent_max=len(queries))
+    calls: list[int] = []
+    encode = embedder._encode
+
+    async def counted(texts: list[str]) -> list[list[float]]:
+        calls.append(len(texts))
+        return await encode(texts)
+
+    embedder._encode = counted
+    together = await asyncio.gather(*(embedder.embed([q], urgent=True) for q in queries))
+    embedder._runner.cancel()
+    assert calls == [len(queries)]  # one forward pass, padded to the longest query
+    for (vector,), single in zip(together, alone, strict=True):
+        assert max(abs(a - b) for a, b in zip(vector, single, strict=True)) < 1e-5

@@ -140,13 +140,13 @@ def rows(monkeypatch) -> list[dict]:
             pass
 
     @asynccontextmanager
-    async def session_scope():
+    async def autocommit_scope():
         yield Session()
 
     async def record(session, **row) -> None:
         recorded.append(row)
 
-    monkeypatch.setattr(audit_middleware, "session_scope", session_scope)
+    monkeypatch.setattr(audit_middleware, "autocommit_scope", autocommit_scope)
     monkeypatch.setattr(audit_middleware.audit, "record", record)
     return recorded
 
