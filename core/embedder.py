@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,11 +52,6 @@ class LocalModel:
         """Load the model (idempotent, thread-safe)."""
         with self._lock:
             if self._model is None:
-                # Idle torch threads sleep instead of spinning (read once, when torch loads its OpenMP
-                # runtime). Spinning wastes the core a spinning thread holds: on a busy 2-core machine
-                # one text cost 307 ms of CPU spinning and 41 ms sleeping, a batch of 16 56 and 24 ms
-                # per text; jobs of one memory make many such small calls.
-                os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
                 import torch
                 from sentence_transformers import SentenceTransformer
 

@@ -105,8 +105,10 @@ class JobBatcher:
         await asyncio.gather(*alone)
 
     async def _run_together(self, jobs: list[Job], futures: dict[uuid.UUID, list[asyncio.Future]]) -> None:
-        for job in jobs:
+        for job in jobs:  # the events a job run alone publishes before its work
             await publish_event(EventType.STARTED, job, {"attempt": job.attempts, "max_attempts": job.max_attempts})
+            await publish_event(EventType.PROGRESS, job, {"done": 0, "total": job.progress_total,
+                                                          "message": "embedding"})
         try:
             async with asyncio.timeout(get_settings().job_time_limit_seconds):
                 async with session_scope() as session:
