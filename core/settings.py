@@ -55,8 +55,10 @@ class Settings(BaseSettings):
 
     # Quotas per organization (an organization's `limits` may override each).
     quota_max_memories: int = 1_000_000
-    quota_jobs_per_minute: int = 1200
-    quota_concurrent_jobs: int = 500
+    # Sized for an organization of many agents each adding one memory at a time: 8 clients in flight
+    # submit well over 100 jobs a second, and the queue may briefly hold thousands.
+    quota_jobs_per_minute: int = 60_000
+    quota_concurrent_jobs: int = 10_000
     quota_batch_items: int = 10_000
 
     # Embeddings
@@ -255,6 +257,11 @@ class Settings(BaseSettings):
 
     # Jobs
     ingest_chunk_size: int = 256
+    ingest_coalesce_items: int = Field(default=16, ge=0, description="Ingest jobs of at most this many items that "
+                                       "reach a worker process together run as one batch (one claim, model call "
+                                       "and commit); 0 runs every job alone.")
+    ingest_coalesce_wait_ms: float = Field(default=5.0, ge=0, description="How long a worker process collects small "
+                                           "ingest jobs before it runs them together.")
     job_lease_seconds: float = 60.0
     job_time_limit_seconds: float = 1800.0
     job_max_retries: int = 5

@@ -16,6 +16,7 @@ from core.queue import BENCH_QUEUE, QUEUES
 from core.settings import get_settings
 from pipelines.blocks import rewrite as block_rewrite
 from pipelines.conversations import summary as conversation_summary, turn
+from pipelines.jobs.batch import JobBatcher
 from pipelines.jobs.noop import noop as noop_handler
 from pipelines.jobs.runner import run_job
 from pipelines.memories import extraction, ingest as embedding
@@ -37,10 +38,16 @@ _options = dict(
 )
 
 
+# Ingest jobs of a few items that reach this process together are claimed, embedded, stored and finished together.
+_small_ingests = JobBatcher(JobKind.INGEST_MEMORIES, embedding.ingest_memories, embedding.ingest_jobs,
+                            max_items=_settings.ingest_coalesce_items, wait_ms=_settings.ingest_coalesce_wait_ms,
+                            drop_payload_keys=("items",), fits=embedding.coalescable)
+
+
 @dramatiq.actor(actor_name=JobKind.INGEST_MEMORIES.value, queue_name=QUEUES[JobKind.INGEST_MEMORIES], **_options)
 async def ingest_memories(job_id: str) -> None:
     """Embed and store a batch of memories."""
-    await run_job(uuid.UUID(job_id), embedding.ingest_memories, drop_payload_keys=("items",))
+    await _small_ingests.run(uuid.UUID(job_id))
 
 
 @dramatiq.actor(actor_name=JobKind.EMBED_MEMORY.value, queue_name=QUEUES[JobKind.EMBED_MEMORY], **_options)

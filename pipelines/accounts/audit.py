@@ -32,12 +32,19 @@ async def record(session: AsyncSession, *, org_id: uuid.UUID | None, actor: str,
 
 async def record_job_outcome(session: AsyncSession, job: Job) -> None:
     """The audit row for a job reaching a terminal state, attributed to whoever submitted it."""
-    details: dict[str, Any] = {"kind": job.kind, "attempts": job.attempts}
-    if job.error_code:
-        details["error_code"] = job.error_code
-    await record(session, org_id=job.org_id, actor=job.actor or "system", action=f"job.{job.status}",
-                 result="success" if job.status == "succeeded" else "failure", target_type="job",
-                 target_id=str(job.id), request_id=job.request_id, details=details)
+    await record_job_outcomes(session, [job])
+
+
+async def record_job_outcomes(session: AsyncSession, jobs: list[Job]) -> None:
+    """`record_job_outcome` for several jobs, in one flush."""
+    for job in jobs:
+        details: dict[str, Any] = {"kind": job.kind, "attempts": job.attempts}
+        if job.error_code:
+            details["error_code"] = job.error_code
+        session.add(AuditLog(org_id=job.org_id, actor=job.actor or "system", action=f"job.{job.status}",
+                             result="success" if job.status == "succeeded" else "failure", target_type="job",
+                             target_id=str(job.id), request_id=job.request_id, details=_clean(details)))
+    await session.flush()
 
 
 def job_outcome_insert(finished):

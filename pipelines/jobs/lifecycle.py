@@ -95,6 +95,14 @@ async def conclude(session: AsyncSession, job: Job) -> None:
     await publish_outcome(job)
 
 
+async def conclude_many(session: AsyncSession, jobs: list[Job]) -> None:
+    """`conclude` for several jobs just moved to a terminal state on this session: one flush, one commit."""
+    await audit.record_job_outcomes(session, jobs)
+    await commit(session)
+    for job in jobs:
+        await publish_outcome(job)
+
+
 async def cancel(session: AsyncSession, org_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     """Cancel a queued job at once (concluded), or ask a running one to stop at its next checkpoint."""
     job, cancelled_now = await rows.cancel(session, org_id, job_id)

@@ -117,6 +117,41 @@ async def claim(session: AsyncSession, job_id: uuid.UUID, lease_seconds: float, 
         .returning(Job))).scalar_one_or_none()
 
 
+async def claim_many(session: AsyncSession, job_ids: list[uuid.UUID], lease_seconds: float, worker: str, *,
+                     kind: JobKind, max_items: int) -> list[Job]:
+    """`claim` for several jobs at once: those of `kind` with at most `max_items` items; the others stay as they are."""
+    lease = timedelta(seconds=lease_seconds)
+    return list((await session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.kind == kind.value, Job.progress_total <= max_items,
+               Job.cancel_requested.is_(False),
+               or_(Job.status == JobStatus.QUEUED.value,
+                   and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < text("now()"))))
+        .values(status=JobStatus.RUNNING.value, attempts=Job.attempts + 1, updated_at=text("now()"),
+                started_at=text("coalesce(started_at, now())"), lease_expires_at=func.now() + lease, worker=worker)
+        .returning(Job))).scalars())
+
+
+_SUCCEED_MANY = text("""
+UPDATE jobs AS j SET status = 'succeeded', finished_at = now(), updated_at = now(), lease_expires_at = NULL,
+       result = v.result::jsonb, error_code = NULL, error_message = NULL, progress_done = j.progress_total,
+       payload = j.payload - CAST(:drop AS text[])
+FROM unnest(CAST(:ids AS uuid[]), CAST(:results AS text[])) AS v(id, result)
+WHERE j.id = v.id AND j.status = 'running'
+RETURNING j.*""")
+
+
+async def succeed_many(session: AsyncSession, results: dict[uuid.UUID, dict[str, Any]], *,
+                       drop_payload_keys: tuple[str, ...] = ()) -> list[Job]:
+    """`finish` as succeeded for several running jobs in one statement, each with its result; the jobs moved."""
+    if not results:
+        return []
+    ids = list(results)
+    return list((await session.execute(select(Job).from_statement(_SUCCEED_MANY), {
+        "ids": ids, "results": [json.dumps(results[i], default=str) for i in ids],
+        "drop": list(drop_payload_keys)})).scalars())
+
+
 async def extend_lease(session: AsyncSession, job_id: uuid.UUID, lease_seconds: float) -> bool:
     """Keep the lease of a running job alive; False once it is no longer running."""
     row = (await session.execute(

@@ -105,16 +105,32 @@ async def run_job(job_id: uuid.UUID, handler: Handler, *, drop_payload_keys: tup
     """Run `handler` for the job if it can be claimed; raises RetryLater for the broker on transient failure."""
     settings = get_settings()
     async with autocommit_scope() as session:  # one statement, one round trip
-        job = await jobs.claim(session, job_id, settings.job_lease_seconds, f"{socket.gethostname()}:{os.getpid()}")
+        job = await jobs.claim(session, job_id, settings.job_lease_seconds, worker_name())
     if job is None:
-        await _settle_unclaimable(job_id)
+        await settle_unclaimable(job_id)
         return
+    await run_claimed(job, handler, drop_payload_keys=drop_payload_keys)
+
+
+def worker_name() -> str:
+    """Who holds a job's lease: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_claimed(job: Job, handler: Handler, *, drop_payload_keys: tuple[str, ...] = (),
+                      announce: bool = True) -> None:
+    """Run `handler` for a job this process has claimed and record its outcome; RetryLater on transient failure.
+
+    `announce`: publish `started` (False when the caller already has).
+    """
+    settings = get_settings()
     job_token, request_token = job_id_var.set(str(job.id)), request_id_var.set(job.request_id)
     lease = asyncio.create_task(_keep_lease(job.id, settings.job_lease_seconds))
     ctx = JobContext(job)
     try:
         log.info("job started", extra={"kind": job.kind, "status": "running"})
-        await publish_event(EventType.STARTED, job, {"attempt": job.attempts, "max_attempts": job.max_attempts})
+        if announce:
+            await publish_event(EventType.STARTED, job, {"attempt": job.attempts, "max_attempts": job.max_attempts})
         try:
             async with asyncio.timeout(settings.job_time_limit_seconds):
                 result = await handler(ctx)
@@ -130,7 +146,7 @@ async def run_job(job_id: uuid.UUID, handler: Handler, *, drop_payload_keys: tup
             await _finish(job, JobStatus.FAILED, error_code=exc.code, error_message=exc.message,
                           usage=ctx.usage_total())
         except (TransientJobError, UpstreamUnavailable, *infrastructure_errors()) as exc:
-            await _retry_or_fail(job, exc, usage=ctx.usage_total())
+            await retry_or_fail(job, exc, usage=ctx.usage_total())
         except Exception as exc:  # a bug: fail with a clear code rather than retrying it
             log.exception("job handler crashed")
             await _finish(job, JobStatus.FAILED, error_code="internal_error",
@@ -146,7 +162,7 @@ async def run_job(job_id: uuid.UUID, handler: Handler, *, drop_payload_keys: tup
         request_id_var.reset(request_token)
 
 
-async def _retry_or_fail(job: Job, exc: BaseException, *, usage: dict[str, Any] | None = None) -> None:
+async def retry_or_fail(job: Job, exc: BaseException, *, usage: dict[str, Any] | None = None) -> None:
     code = exc.code if isinstance(exc, AppError) else "infrastructure_unavailable"
     message = exc.message if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
     if job.attempts >= job.max_attempts:
@@ -164,7 +180,7 @@ async def _retry_or_fail(job: Job, exc: BaseException, *, usage: dict[str, Any] 
     raise RetryLater(code, message) from exc
 
 
-async def _settle_unclaimable(job_id: uuid.UUID) -> None:
+async def settle_unclaimable(job_id: uuid.UUID) -> None:
     """A message for a job we can't claim: finished, cancelled, or alive elsewhere. Nothing to do but log."""
     async with session_scope() as session:
         job = await session.get(Job, job_id)

@@ -109,9 +109,9 @@ async def _duplicates(job, items: list[dict[str, Any]], chunk: list[int], vector
     return found
 
 
-async def _store_chunk(job, items: list[dict[str, Any]], chunk: list[int],
-                       embedded: list[passages.Embedded]) -> int:
-    """Insert one chunk's memories and their passages; rows an earlier attempt stored are left as they are."""
+def _memory_rows(job, items: list[dict[str, Any]], chunk: list[int],
+                 embedded: list[passages.Embedded]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The memory rows and passage rows of some of a job's items."""
     rows, passage_rows = [], []
     for i, vectors in zip(chunk, embedded, strict=True):
         item = items[i]
@@ -121,12 +121,50 @@ async def _store_chunk(job, items: list[dict[str, Any]], chunk: list[int],
                          meta=item.get("metadata") or {}, content_hash=digest, embedding=vectors.head,
                          embedded_hash=digest, source_job_id=job.id, source_index=i))
         passage_rows += passages.passage_rows(memory_id(job.id, i), job.org_id, digest, vectors)
+    return rows, passage_rows
+
+
+async def _store_rows(session, job, rows: list[dict[str, Any]], passage_rows: list[dict[str, Any]]) -> int:
+    new = set(await store.add_many(session, rows, job_id=job.id, actor=job.actor, meta={"source": "ingest"}))
+    await passages.add_passages(session, [p for p in passage_rows if p["memory_id"] in new])
+    return len(new)
+
+
+async def _store_chunk(job, items: list[dict[str, Any]], chunk: list[int],
+                       embedded: list[passages.Embedded]) -> int:
+    """Insert one chunk's memories and their passages; rows an earlier attempt stored are left as they are."""
     async with session_scope() as session:
-        new_ids = await store.add_many(session, rows, job_id=job.id, actor=job.actor, meta={"source": "ingest"})
-        new = set(new_ids)
-        await passages.add_passages(session, [p for p in passage_rows if p["memory_id"] in new])
+        inserted = await _store_rows(session, job, *_memory_rows(job, items, chunk, embedded))
         await session.commit()
-    return len(new_ids)
+    return inserted
+
+
+def coalescable(job) -> bool:
+    """Whether a small ingest job may run in a batch with others (`deduplicate` compares item by item: alone)."""
+    return not job.payload.get("deduplicate")
+
+
+async def ingest_jobs(jobs: list, session) -> dict[uuid.UUID, dict[str, Any]]:
+    """Several small ingest jobs at once: their items embedded in one call, stored in the caller's transaction.
+
+    Rows an earlier attempt stored are left as they are (counted as `already_stored`), as in `ingest_memories`.
+    """
+    texts = [item["content"] for job in jobs for item in job.payload["items"]]
+    started = time.perf_counter()
+    embedded = await passages.embed_contents(get_embedder().embed, texts)
+    embed_wait = time.perf_counter() - started
+    results, at = {}, 0
+    for job in jobs:
+        items = job.payload["items"]
+        started = time.perf_counter()
+        mine = list(range(len(items)))
+        inserted = await _store_rows(session, job, *_memory_rows(job, items, mine, embedded[at:at + len(items)]))
+        at += len(items)
+        results[job.id] = {"memories": len(items), "inserted": inserted, "already_stored": len(items) - inserted,
+                           "first_memory_id": str(memory_id(job.id, 0)),
+                           "seconds": {"embed_wait": round(embed_wait, 3),
+                                       "store": round(time.perf_counter() - started, 3)}}
+    return results
 
 
 async def embed_memory(ctx: JobContext) -> dict[str, Any]:
