@@ -212,7 +212,7 @@ async def test_a_query_of_stop_words_finds_nothing_by_text_but_still_by_meaning(
     assert (await search(client, query="the and of", user_id=scope, mode="vector"))["hits"]
 
 
-async def test_feedback_refines_the_query_in_hybrid_by_default_and_in_vector_on_request(client, scope):
+async def test_feedback_refines_the_query_on_request_in_vector_and_hybrid(client, scope):
     await store(client, scope)
     query = "what food makes me ill"
     plain = await search(client, query=query, user_id=scope, mode="vector")
@@ -226,14 +226,15 @@ async def test_feedback_refines_the_query_in_hybrid_by_default_and_in_vector_on_
     top_two = [h["memory"]["id"] for h in plain["hits"][:2]]
     assert all(moved[i] > cosine[i] for i in top_two)
 
-    hybrid = await search(client, query=query, user_id=scope)
+    hybrid = await search(client, query=query, user_id=scope, feedback=True)
     assert hybrid["refined"] is True
-    off = await search(client, query=query, user_id=scope, feedback=False)
+    off = await search(client, query=query, user_id=scope)  # off by default (chosen on both development sets)
     assert off["refined"] is False
+    assert (await search(client, query=query, user_id=scope, feedback=False))["refined"] is False
     # Without feedback, hybrid's vector side is the plain cosine.
     assert all(h["explanation"]["vector_score"] == pytest.approx(cosine[h["memory"]["id"]])
                for h in off["hits"] if h["explanation"]["vector_score"] is not None)
-    assert (await search(client, query=query, user_id=scope, feedback={"weight": 0}))["refined"] is False
+    assert (await search(client, query=query, user_id=scope, feedback={"docs": 2, "weight": 0}))["refined"] is False
 
 
 @pytest.mark.parametrize("body, code", [
