@@ -128,9 +128,9 @@ class MemorySearchIn(BaseModel):
         default=None, description="Refine the query by its first results (pseudo-relevance feedback): the mean "
                                   "embedding of the best first-pass hits (fused ones, in `hybrid`) is added to the "
                                   "query's, and the vector side searches again. `true`, `false`, or `{docs, weight}`. "
-                                  "Default: the service's setting in `hybrid` (off unless `AGENTMEM_SEARCH_FEEDBACK` is "
-                                  "on), off in `vector` (plain nearest neighbours); `text` mode has no embedding to "
-                                  "refine.")
+                                  "Default: the service's setting in `hybrid` (off unless "
+                                  "`AGENTMEM_SEARCH_FEEDBACK` is on), off in `vector` (plain nearest neighbours); "
+                                  "`text` mode has no embedding to refine.")
     text_feedback: TextFeedbackChoice | None = Field(
         default=None, description="Expand the query's words by its first results (RM3): the words most typical of "
                                   "the best first-pass hits are added, weighted, and the text side searches again. "
