@@ -65,7 +65,8 @@ def test_refine_adds_the_weighted_mean_of_the_feedback_and_normalizes():
 
 
 @pytest.mark.parametrize("body, expected", [
-    ({}, (7, 0.25)),                                           # hybrid: on, the service's settings
+    ({}, None),                                                # hybrid: off by default (the service's setting)
+    ({"feedback": True}, (7, 0.25)),                           # on request, the service's docs and weight
     ({"mode": "vector"}, None),                                # vector: plain nearest neighbours
     ({"mode": "vector", "feedback": True}, (7, 0.25)),
     ({"feedback": False}, None),
@@ -74,8 +75,17 @@ def test_refine_adds_the_weighted_mean_of_the_feedback_and_normalizes():
     ({"feedback": {"weight": 0}}, None),                       # nothing to add
     ({"mode": "text"}, None),
 ])
-def test_feedback_is_on_for_hybrid_by_default_and_configurable_per_request(body, expected):
+def test_feedback_is_off_by_default_and_configurable_per_request(body, expected):
     assert feedback_settings(MemorySearchIn(query="q", **body)) == expected
+
+
+def test_the_feedback_setting_turns_it_on_for_hybrid(monkeypatch):
+    from core.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "search_feedback", True)
+    assert feedback_settings(MemorySearchIn(query="q")) == (7, 0.25)
+    assert feedback_settings(MemorySearchIn(query="q", feedback=False)) is None
+    assert feedback_settings(MemorySearchIn(query="q", mode="vector")) is None
 
 
 def test_text_mode_refuses_feedback_it_cannot_use():
