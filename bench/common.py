@@ -41,6 +41,25 @@ class BenchError(Exception):
 
 # --- the system under test -------------------------------------------------------------------------
 
+def run_child_json(cmd: list[str], what: str, timeout: float) -> dict:
+    """Run a benchmark's child process, which writes its figures as JSON to the path `cmd` ends with; read them.
+
+    `cmd`'s last element is replaced by a fresh temporary file; `what` names the run in errors.
+    """
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out = Path(fh.name)
+    env = dict(os.environ, HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
+    try:
+        subprocess.run([*cmd, str(out)], check=True, timeout=timeout, env=env)
+        return json.loads(out.read_text())
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"{what} did not finish within {timeout:.0f} s") from exc
+    except subprocess.CalledProcessError as exc:
+        raise BenchError(f"{what} failed with exit code {exc.returncode}") from exc
+    finally:
+        out.unlink(missing_ok=True)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:

@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -37,6 +34,7 @@ from bench.common import (  # noqa: E402
     finish_run,
     machine_load,
     run_against,
+    run_child_json,
     table,
 )
 
@@ -63,20 +61,8 @@ def measure_raw(texts: list[str]) -> dict:
 
 def run_raw_in_subprocess(args: argparse.Namespace, timeout: float) -> dict:
     """Run the raw baseline in a child process so its memory and threads are gone before the system starts."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
-        out = Path(fh.name)
-    cmd = [sys.executable, __file__, "--n", str(args.n), "--corpus", args.corpus, "--seed", str(args.seed),
-           "--raw-only", str(out)]
-    try:
-        env = dict(os.environ, HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
-        subprocess.run(cmd, check=True, timeout=timeout, env=env)
-        return json.loads(out.read_text())
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"raw embedder baseline did not finish within {timeout:.0f} s") from exc
-    except subprocess.CalledProcessError as exc:
-        raise BenchError(f"raw embedder baseline failed with exit code {exc.returncode}") from exc
-    finally:
-        out.unlink(missing_ok=True)
+    return run_child_json([sys.executable, __file__, "--n", str(args.n), "--corpus", args.corpus, "--seed",
+                           str(args.seed), "--raw-only"], "raw embedder baseline", timeout)
 
 
 async def post_batches(client: httpx.AsyncClient, batches: list[list[dict]], concurrency: int) -> list[str]:

@@ -49,6 +49,7 @@ from bench.common import (  # noqa: E402
     finish_run,
     machine_load,
     run_against,
+    run_child_json,
     synthetic_corpus,
     table,
 )
@@ -117,20 +118,8 @@ def measure_mem0(texts: list[str], clients: int) -> dict:
 
 def run_mem0(python: str, args: argparse.Namespace, timeout: float) -> dict:
     """`measure_mem0` in `python` (mem0's own virtualenv), in a child process."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
-        out = Path(fh.name)
-    cmd = [python, __file__, "--n", str(args.n), "--clients", str(args.clients), "--seed", str(args.seed),
-           "--mem0-only", str(out)]
-    env = dict(os.environ, HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
-    try:
-        subprocess.run(cmd, check=True, timeout=timeout, env=env)
-        return json.loads(out.read_text())
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"mem0 did not finish within {timeout:.0f} s") from exc
-    except subprocess.CalledProcessError as exc:
-        raise BenchError(f"mem0 run failed with exit code {exc.returncode}") from exc
-    finally:
-        out.unlink(missing_ok=True)
+    return run_child_json([python, __file__, "--n", str(args.n), "--clients", str(args.clients), "--seed",
+                           str(args.seed), "--mem0-only"], "mem0 run", timeout)
 
 
 # --- AgentMem ----------------------------------------------------------------------------------------

@@ -49,7 +49,11 @@ def _read_items(path: Path) -> tuple[list[dict], list[str]]:
                 item = MemoryIn.model_validate_json(line)
             except ValidationError as exc:
                 first = exc.errors()[0]
-                problems.append(f"line {number}: {'.'.join(map(str, first['loc'])) or 'line'}: {first['msg']}")
+                if first["type"] in ("json_invalid", "model_type"):
+                    problems.append(f"line {number}: not a JSON object; each line must be one memory such as "
+                                    '{"content": "…", "user_id": "alice"}')
+                else:
+                    problems.append(f"line {number}: {'.'.join(map(str, first['loc'])) or 'line'}: {first['msg']}")
                 continue
             items.append(item.model_dump(exclude_none=True))
     return items, problems
