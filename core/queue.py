@@ -45,6 +45,8 @@ QUEUES: dict[JobKind, str] = {
     JobKind.AGENT_TURN: "agent",
     JobKind.SUMMARIZE_CONVERSATION: "llm",
     JobKind.NOOP: "bench",
+    JobKind.MCP_TEST: "tools",
+    JobKind.MCP_CALL: "tools",
 }
 BENCH_QUEUE = "bench"  # consumed only with AGENTMEM_BENCH_JOBS: no-op jobs and the bare Dramatiq actor beside them
 

@@ -256,6 +256,29 @@ class Settings(BaseSettings):
     tool_workspace_file_max_bytes: int = Field(default=1048576, description="Largest file `file_save` writes "
                                                "and `file_read` returns.")
 
+    # MCP servers (AgentMem as an MCP client): pipelines/mcp/, README "MCP servers (AgentMem as a client)"
+    mcp_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of an MCP tool call when the "
+                                       "server's configuration gives none (`mcp_timeout`).")
+    mcp_timeout_max_seconds: float = Field(default=300.0, gt=0, description="Longest call timeout a server's "
+                                           "configuration may ask for.")
+    mcp_connect_timeout_seconds: float = Field(default=30.0, gt=0, description="Time an MCP server has to start "
+                                               "and answer `initialize` (`mcp_connect_failed` past it).")
+    mcp_http_retries: int = Field(default=3, ge=0, le=10, description="Retries of a streamable-HTTP server's "
+                                  "transient failures (connection errors, 429, 5xx), with backoff.")
+    mcp_stdio_pool_size: int = Field(default=8, ge=1, description="stdio MCP servers kept running per worker "
+                                     "process (the least recently used one stops beyond it).")
+    mcp_stdio_idle_seconds: float = Field(default=300.0, gt=0, description="A pooled stdio MCP server unused for "
+                                          "this long is stopped.")
+    mcp_stdio_memory_mb: int = Field(default=1024, ge=64, description="Address-space limit (RLIMIT_AS) of a "
+                                     "stdio MCP server process.")
+    mcp_stdio_cpu_seconds: int = Field(default=600, ge=1, description="CPU time a stdio MCP server process may "
+                                       "use in its life (RLIMIT_CPU); past it, it dies and is restarted.")
+    mcp_stdio_paths: str | None = Field(default=None, description="Comma-separated host folders shown read-only "
+                                        "to stdio MCP servers in the sandbox (where their code is installed, "
+                                        "e.g. /opt/mcp); the system folders are always shown.")
+    mcp_tools_refresh_seconds: float = Field(default=0.0, ge=0, description="The scheduler refreshes servers' "
+                                             "cached tool lists older than this (0: only `POST …/test` does).")
+
     # Jobs
     ingest_chunk_size: int = 256
     ingest_coalesce_items: int = Field(default=16, ge=0, description="Ingest jobs of at most this many items that "

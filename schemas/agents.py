@@ -42,6 +42,9 @@ CHAT_FIELDS = {
                                "memories)."),
     "tool_ids": Field(default=None, max_length=50, description="Registered tools the agent may call (the memory "
                       "and file tools are always available)."),
+    "mcp_server_ids": Field(default=None, max_length=20, description="MCP servers whose tools (as of each "
+                            "server's last test) the agent may call; the model sees them as "
+                            "`mcp__<server name>__<tool name>`."),
 }
 
 
@@ -64,12 +67,15 @@ class AgentCreate(BaseModel):
     memory_top_k: int | None = CHAT_FIELDS["memory_top_k"]
     memory_extraction: MemoryExtraction | None = CHAT_FIELDS["memory_extraction"]
     tool_ids: list[uuid.UUID] | None = CHAT_FIELDS["tool_ids"]
+    mcp_server_ids: list[uuid.UUID] | None = CHAT_FIELDS["mcp_server_ids"]
 
     @model_validator(mode="after")
     def _unique(self) -> AgentCreate:
         self.block_ids = list(dict.fromkeys(self.block_ids))
         if self.tool_ids is not None:
             self.tool_ids = list(dict.fromkeys(self.tool_ids))
+        if self.mcp_server_ids is not None:
+            self.mcp_server_ids = list(dict.fromkeys(self.mcp_server_ids))
         return self
 
 
@@ -87,11 +93,12 @@ class AgentUpdate(BaseModel):
     memory_top_k: int | None = CHAT_FIELDS["memory_top_k"]
     memory_extraction: MemoryExtraction | None = CHAT_FIELDS["memory_extraction"]
     tool_ids: list[uuid.UUID] | None = CHAT_FIELDS["tool_ids"]
+    mcp_server_ids: list[uuid.UUID] | None = CHAT_FIELDS["mcp_server_ids"]
 
     @model_validator(mode="after")
     def _not_null(self) -> AgentUpdate:
         for name in ("name", "system", "metadata", "llm", "max_steps", "memory_top_k", "memory_extraction",
-                     "tool_ids"):
+                     "tool_ids", "mcp_server_ids"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"`{name}` can't be null")
         if not self.model_fields_set:
@@ -112,6 +119,7 @@ class AgentOut(BaseModel):
     memory_top_k: int
     memory_extraction: MemoryExtraction
     tool_ids: list[uuid.UUID]
+    mcp_server_ids: list[uuid.UUID]
     created_at: datetime
     updated_at: datetime
 
@@ -122,6 +130,7 @@ class AgentOut(BaseModel):
                    blocks=[BlockOut.from_row(b) for b in blocks], llm=AgentLLM.model_validate(row.llm or {}),
                    max_steps=row.max_steps, memory_top_k=row.memory_top_k,
                    memory_extraction=row.memory_extraction, tool_ids=list(row.tool_ids or []),
+                   mcp_server_ids=list(row.mcp_server_ids or []),
                    created_at=row.created_at, updated_at=row.updated_at)
 
 

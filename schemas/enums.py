@@ -26,6 +26,9 @@ class JobKind(StrEnum):
     SUMMARIZE_CONVERSATION = "summarize_conversation"
     # Benchmarks only (AGENTMEM_BENCH_JOBS): a job that does nothing, to measure what the job machinery costs.
     NOOP = "noop"
+    # MCP servers of an organization (AgentMem as an MCP client): connect and list tools; call one tool.
+    MCP_TEST = "mcp_test"
+    MCP_CALL = "mcp_call"
 
 
 # The kinds the API documents and accepts in filters: NOOP is internal (benchmarks).

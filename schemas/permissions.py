@@ -36,6 +36,11 @@ class Permission(StrEnum):
     CONVERSATIONS_WRITE = "conversations:write"
     # Not granted by any organization role: only service administrators (users.is_superuser).
     USERS_ADMIN = "users:admin"
+    # MCP servers: as tools, reading for everyone, calling for members, configuring (a stdio command runs
+    # on the workers) for admins and owners.
+    MCP_READ = "mcp:read"
+    MCP_WRITE = "mcp:write"
+    MCP_EXECUTE = "mcp:execute"
 
 
 class Role(StrEnum):
@@ -53,10 +58,11 @@ ROLE_ORDER = [Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER]
 
 P = Permission
 _VIEWER = frozenset({P.ORG_READ, P.MEMBERS_READ, P.MEMORIES_READ, P.JOBS_READ, P.AGENTS_READ, P.BLOCKS_READ,
-                     P.TOOLS_READ, P.CONVERSATIONS_READ})
+                     P.TOOLS_READ, P.CONVERSATIONS_READ, P.MCP_READ})
 _MEMBER = _VIEWER | {P.MEMORIES_WRITE, P.MEMORIES_DELETE, P.JOBS_CANCEL, P.AGENTS_WRITE, P.BLOCKS_WRITE,
-                     P.TOOLS_EXECUTE, P.CONVERSATIONS_WRITE}
-_ADMIN = _MEMBER | {P.ORG_MANAGE, P.MEMBERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.TOOLS_WRITE, P.LLM_MANAGE}
+                     P.TOOLS_EXECUTE, P.CONVERSATIONS_WRITE, P.MCP_EXECUTE}
+_ADMIN = _MEMBER | {P.ORG_MANAGE, P.MEMBERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.TOOLS_WRITE, P.LLM_MANAGE,
+                    P.MCP_WRITE}
 _OWNER = _ADMIN | {P.ORG_DELETE}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

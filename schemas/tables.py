@@ -109,6 +109,8 @@ class Agent(SQLModel, table=True):
     memory_extraction: str = Field(default="off", sa_column=Column(String(10), nullable=False, server_default="off"))
     tool_ids: list[uuid.UUID] = Field(default_factory=list, sa_column=Column(ARRAY(UUID(as_uuid=True)),
                                                                              nullable=False, server_default="{}"))
+    mcp_server_ids: list[uuid.UUID] = Field(default_factory=list, sa_column=Column(
+        ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}"))
     created_at: datetime = _now_column()
     updated_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
@@ -351,4 +353,34 @@ class Message(SQLModel, table=True):
     step_key: str | None = Field(default=None, sa_column=Column(String(200)))
     embedding: list[float] | None = Field(default=None, sa_column=Column(Vector()))
     created_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class McpServer(SQLModel, table=True):
+    """An organization's MCP server: a stdio command or a streamable-HTTP URL; env and headers stored encrypted."""
+
+    __tablename__ = "mcp_servers"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    name: str = Field(sa_column=Column(String(40), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    transport: str = Field(sa_column=Column(String(20), nullable=False))
+    command: str | None = Field(default=None, sa_column=Column(String(500)))
+    args: list[str] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False, server_default="[]"))
+    env_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    env_keys: list[str] = Field(default_factory=list, sa_column=Column(ARRAY(String(100)), nullable=False,
+                                                                        server_default="{}"))
+    url: str | None = Field(default=None, sa_column=Column(String(2000)))
+    headers_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    header_names: list[str] = Field(default_factory=list, sa_column=Column(ARRAY(String(100)), nullable=False,
+                                                                            server_default="{}"))
+    network: bool = False
+    timeout_seconds: float | None = None
+    # Bumped by every change: worker pools key running stdio servers by (id, version).
+    version: int = 1
+    server_info: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    tools: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSONB))
+    tools_refreshed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

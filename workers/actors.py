@@ -19,6 +19,7 @@ from pipelines.conversations import summary as conversation_summary, turn
 from pipelines.jobs.batch import JobBatcher
 from pipelines.jobs.noop import noop as noop_handler
 from pipelines.jobs.runner import run_job
+from pipelines.mcp import call as mcp
 from pipelines.memories import extraction, ingest as embedding
 from pipelines.summaries import summarize as summarization
 from pipelines.tools import execute
@@ -108,6 +109,20 @@ async def bench_bare_noop() -> None:
     """Benchmarks only: a bare Dramatiq actor that does nothing and has no job row (the baseline)."""
 
 
+@dramatiq.actor(actor_name=JobKind.MCP_TEST.value, queue_name=QUEUES[JobKind.MCP_TEST], **_options)
+async def mcp_test(job_id: str) -> None:
+    """Connect to an MCP server, initialize, and cache its tool list."""
+    await run_job(uuid.UUID(job_id), mcp.test_mcp_server)
+
+
+@dramatiq.actor(actor_name=JobKind.MCP_CALL.value, queue_name=QUEUES[JobKind.MCP_CALL],
+                **{**_options, "time_limit": int((max(_settings.job_time_limit_seconds,
+                                                      _settings.mcp_timeout_max_seconds) + 60) * 1000)})
+async def mcp_call(job_id: str) -> None:
+    """Call one tool of an MCP server (a pooled stdio process, or over streamable HTTP)."""
+    await run_job(uuid.UUID(job_id), mcp.call_mcp_tool)
+
+
 ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.INGEST_MEMORIES: ingest_memories,
     JobKind.EMBED_MEMORY: embed_memory,
@@ -118,4 +133,6 @@ ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.AGENT_TURN: agent_turn,
     JobKind.SUMMARIZE_CONVERSATION: summarize_conversation,
     JobKind.NOOP: noop,
+    JobKind.MCP_TEST: mcp_test,
+    JobKind.MCP_CALL: mcp_call,
 }

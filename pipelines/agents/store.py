@@ -21,7 +21,7 @@ from pipelines.blocks import store as block_rows
 from pipelines.llm.configs import get_config
 from pipelines.pages import newest_first
 from schemas.agents import AgentCreate, AgentUpdate
-from schemas.tables import Agent, AgentBlock, Block, Tool
+from schemas.tables import Agent, AgentBlock, Block, McpServer, Tool
 
 
 async def get_agent(session: AsyncSession, org_id: uuid.UUID, agent_id: uuid.UUID, *,
@@ -50,7 +50,7 @@ async def blocks_of(session: AsyncSession, agent_ids: list[uuid.UUID]) -> dict[u
     return found
 
 
-CHAT_SETTINGS = ("llm", "max_steps", "memory_top_k", "memory_extraction", "tool_ids")
+CHAT_SETTINGS = ("llm", "max_steps", "memory_top_k", "memory_extraction", "tool_ids", "mcp_server_ids")
 
 
 def chat_columns(fields: dict) -> dict:
@@ -64,10 +64,17 @@ def chat_columns(fields: dict) -> dict:
 
 
 async def check_chat(session: AsyncSession, org_id: uuid.UUID, tool_ids: list[uuid.UUID] | None,
-                     config_id: uuid.UUID | None) -> None:
-    """Refuse tools and an LLM config that are not the organization's own live ones (404)."""
+                     config_id: uuid.UUID | None, mcp_server_ids: list[uuid.UUID] | None = None) -> None:
+    """Refuse tools, MCP servers and an LLM config that are not the organization's own live ones (404)."""
     if config_id is not None:
         await get_config(session, org_id, config_id)
+    if mcp_server_ids:
+        found = set((await session.execute(select(McpServer.id).where(
+            McpServer.id.in_(mcp_server_ids), McpServer.org_id == org_id, McpServer.deleted_at.is_(None)))).scalars())
+        missing = [str(s) for s in mcp_server_ids if s not in found]
+        if missing:
+            raise NotFound(f"MCP server {missing[0]} not found in your organization", code="mcp_server_not_found",
+                           details={"mcp_server_ids": missing})
     if not tool_ids:
         return
     found = set((await session.execute(select(Tool.id).where(
@@ -83,7 +90,7 @@ async def create_agent(session: AsyncSession, org_id: uuid.UUID, data: AgentCrea
     if data.prompt_template is not None:
         validate_template(data.prompt_template)
     chat = chat_columns(data.model_dump(exclude_none=True, include=set(CHAT_SETTINGS)))
-    await check_chat(session, org_id, data.tool_ids, data.llm.config_id if data.llm else None)
+    await check_chat(session, org_id, data.tool_ids, data.llm.config_id if data.llm else None, data.mcp_server_ids)
     agent = Agent(org_id=org_id, name=data.name, description=data.description, system=data.system,
                   prompt_template=data.prompt_template, meta=data.metadata, **chat)
     session.add(agent)
@@ -111,7 +118,8 @@ async def update_agent(session: AsyncSession, org_id: uuid.UUID, agent_id: uuid.
         validate_template(fields["prompt_template"])
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
-    await check_chat(session, org_id, fields.get("tool_ids"), change.llm.config_id if change.llm else None)
+    await check_chat(session, org_id, fields.get("tool_ids"), change.llm.config_id if change.llm else None,
+                     fields.get("mcp_server_ids"))
     fields = chat_columns(fields)
     return (await session.execute(
         update(Agent).where(Agent.id == agent.id).values(**fields, updated_at=text("now()"))

@@ -6,6 +6,8 @@
   `conversation_search` recall memories and past messages.
 - The file tools (`file_save`, `file_read`, `file_search`) on the organization's workspace.
 - The registered tools the agent lists (`tool_ids`), run in the sandbox.
+- The cached tools of the MCP servers the agent lists (`mcp_server_ids`), as `mcp__<server>__<tool>`,
+  called through the worker's pooled stdio process or over streamable HTTP (pipelines/mcp/call.py).
 
 A memory tool's write commits in the same transaction as the tool message recording its result, so a
 turn resumed after a crash sees either both or neither: the write happens once. A call the model got
@@ -17,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -29,12 +32,14 @@ from core.errors import AppError, PermanentJobError
 from pipelines.agents.store import blocks_of
 from pipelines.blocks import rewrite, store as blocks
 from pipelines.conversations.context import recall
+from pipelines.mcp import call as mcp_call
+from pipelines.mcp.servers import LIVE as LIVE_MCP
 from pipelines.memories.store import add_many, content_hash
 from pipelines.tools import execute, registry, workspace
 from schemas.blocks import BlockUpdate
 from schemas.conversations import MessageSearchIn
 from schemas.permissions import Principal
-from schemas.tables import Agent, Conversation, Message, Tool
+from schemas.tables import Agent, Conversation, McpServer, Message, Tool
 
 MEMORY_NAMESPACE = uuid.UUID("3b0f6a52-6b6e-4b8e-9a36-1f6d1b1c7e21")
 SEARCH_TOP_K = 5
@@ -73,12 +78,18 @@ class ToolCallError(Exception):
     """The call can't be carried out as the model wrote it; the message goes back to the model."""
 
 
+# What a model may call a function: OpenAI's rule, which MCP names (server and tool) must fit together.
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 @dataclass
 class TurnTools:
-    """What a turn may call: the request's `tools` and the registered tools behind them by name."""
+    """What a turn may call: the request's `tools`, the registered tools behind them by name, and the MCP
+    tools by function name (server id, tool name)."""
 
     definitions: list[dict[str, Any]]
     registered: dict[str, Tool]
+    mcp: dict[str, tuple[uuid.UUID, str]] = field(default_factory=dict)
 
 
 def _function(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +110,38 @@ async def turn_tools(session: AsyncSession, agent: Agent) -> TurnTools:
             registered[row.name] = row
             definitions.append(_function(row.name, row.description or row.name,
                                          row.json_schema or {"type": "object", "properties": {}}))
-    return TurnTools(definitions, registered)
+    turn = TurnTools(definitions, registered)
+    await _add_mcp_tools(session, agent, turn)
+    return turn
+
+
+def mcp_function_name(server: str, tool: str) -> str | None:
+    """How a model calls an MCP tool, or None when the names don't fit a function name."""
+    name = f"mcp__{server}__{tool}"
+    return name if FUNCTION_NAME.match(name) else None
+
+
+async def _add_mcp_tools(session: AsyncSession, agent: Agent, turn: TurnTools) -> None:
+    if not agent.mcp_server_ids:
+        return
+    rows = (await session.execute(select(McpServer).where(
+        McpServer.id.in_(agent.mcp_server_ids), McpServer.org_id == agent.org_id, LIVE_MCP)
+        .order_by(McpServer.name))).scalars()
+    for row in rows:
+        for tool in row.tools or []:
+            name = mcp_function_name(row.name, tool["name"])
+            if name is None:
+                continue
+            turn.mcp[name] = (row.id, tool["name"])
+            description = tool.get("description") or tool.get("title") or tool["name"]
+            turn.definitions.append(_function(name, f"[MCP server {row.name}] {description}"[:1024],
+                                              tool.get("input_schema") or {"type": "object", "properties": {}}))
+
+
+async def run_mcp(org_id: uuid.UUID, target: tuple[uuid.UUID, str], arguments: dict[str, Any],
+                  checkpoint: Any) -> dict[str, Any]:
+    """An MCP tool's call for the model: its output, or what went wrong (a timeout, a dead server)."""
+    return await mcp_call.call_for_agent(org_id, target[0], target[1], arguments, checkpoint)
 
 
 def parse_arguments(text: str) -> dict[str, Any]:

@@ -285,12 +285,15 @@ async def _run_call(turn: Turn, call: dict[str, Any]) -> None:
         elif name in turn.tools.registered:
             result = await agent_tools.run_registered(turn.tools.registered[name], arguments,
                                                       lambda: _tool_checkpoint(turn))
+        elif name in turn.tools.mcp:
+            result = await agent_tools.run_mcp(turn.job.org_id, turn.tools.mcp[name], arguments,
+                                               lambda: _tool_checkpoint(turn))
         else:
             raise agent_tools.ToolCallError(f"there is no tool called {name!r}")
     except agent_tools.ToolCallError as exc:
         await _store_result(turn, call, {"error": str(exc)}, ok=False)
         return
-    await _store_result(turn, call, result, ok=result.get("reason", "exited") == "exited"
+    await _store_result(turn, call, result, ok=result.get("reason", "exited") in ("exited", "returned")
                         and not result.get("exit_code"))
 
 

@@ -159,9 +159,15 @@ def _under(path: Path, folders: list[Path]) -> bool:
 
 
 def bwrap_argv(bwrap: str, *, root: bool, scratch_mb: int, runtimes: tuple[str, ...] = (),
-               workdir: Path | None = None, hidden: tuple[Path, ...] = ()) -> list[str]:
-    """The bwrap command line (up to the command itself) of one execution: namespaces, then mounts in order."""
-    argv = [bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
+               workdir: Path | None = None, hidden: tuple[Path, ...] = (), read_only: tuple[Path, ...] = (),
+               network: bool = False) -> list[str]:
+    """The bwrap command line (up to the command itself) of one execution: namespaces, then mounts in order.
+
+    `read_only`: more host folders shown read-only (an MCP server's installation); `network`: keep the
+    host's network (and show /etc/resolv.conf) instead of a namespace without one.
+    """
+    argv = [bwrap, *([] if network else ["--unshare-net"]), "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--hostname", "sandbox",
             "--die-with-parent", "--new-session", "--chdir", "/"]
     # As root no user namespace (its uid 0 would map to the real root): the launcher inside keeps only what
     # it needs to drop to the sandbox uid. Not root: a user namespace, and none nested in it.
@@ -197,6 +203,15 @@ def bwrap_argv(bwrap: str, *, root: bool, scratch_mb: int, runtimes: tuple[str, 
         for entry in sorted(Path("/etc").glob(pattern)):
             mount(entry, "--ro-bind", str(entry))
             visible.append(entry)
+    for entry in ([Path("/etc/resolv.conf")] if network else []):
+        if entry.exists():
+            mount(entry, "--ro-bind", str(entry))
+            visible.append(entry)
+    for folder in read_only:
+        folder = Path(folder)
+        if folder.is_dir() and not _under(folder, visible):
+            mount(folder, "--ro-bind", str(folder))
+            visible.append(folder)
     for runtime in runtimes:
         real = Path(runtime).resolve()
         if not _under(real, visible):  # installed elsewhere (/opt/node/bin/node): its installation too

@@ -13,7 +13,8 @@ for none), to set the limits and drop to the sandbox uid. Steps, in order:
    tool does, which makes the kernel kill whatever the tool left behind (a fork bomb included).
 3. In the tool's process: resource limits, no supplementary groups, the sandbox gid and uid, then exec.
 4. The tool's raw wait status is written to the status pipe (`status_fd`), so the worker can tell a
-   signal from an exit code without trusting anything the tool printed.
+   signal from an exit code without trusting anything the tool printed (null: no pipe, for a
+   long-lived MCP server whose end the worker sees on its stdout).
 
 Exit code 125 with a `sandbox:` line on stderr means a step failed before the tool started.
 """
@@ -82,7 +83,8 @@ def _limit(spec: dict) -> None:
 def _exec_tool(spec: dict, status_fd: int) -> None:
     """In the tool's own process: limits, identity, exec. Never returns."""
     try:
-        os.close(status_fd)
+        if status_fd is not None:
+            os.close(status_fd)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         _limit(spec)
@@ -91,7 +93,9 @@ def _exec_tool(spec: dict, status_fd: int) -> None:
             os.setgid(spec["gid"])
             os.setuid(spec["uid"])
         os.chdir(spec["cwd"])
-        os.execve(spec["argv"][0], spec["argv"], spec["env"])
+        # Secrets (an MCP server's env) come through the launcher's own environment, not the command line.
+        env = {**spec["env"], **{k: os.environ[k] for k in spec.get("inherit_env", ()) if k in os.environ}}
+        os.execve(spec["argv"][0], spec["argv"], env)
     except OSError as exc:
         _fail(f"could not start the tool: {exc}")
 
