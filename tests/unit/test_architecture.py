@@ -30,7 +30,9 @@ FORBIDDEN_IMPORTS: dict[str, frozenset[str]] = {
 
 # Only core/settings.py reads the environment; cli/up.py and cli/main.py copy it whole into the
 # child processes they start (servers, the dramatiq worker).
-ENVIRONMENT_READERS_ALLOWED = {"core/settings.py", "cli/up.py", "cli/main.py"}
+# The sandbox launcher is a process of its own, never imported: it passes an MCP server the secrets it was
+# given in its environment (so they stay off command lines), and reads no settings.
+ENVIRONMENT_READERS_ALLOWED = {"core/settings.py", "cli/up.py", "cli/main.py", "pipelines/tools/sandbox_exec.py"}
 
 
 def source_files(package: str) -> list[Path]:
@@ -274,7 +276,8 @@ def test_every_openapi_operation_has_a_description(app):
 
 
 # Features: one name in every layer where they appear (STYLE: a newcomer finds a feature by its name).
-FEATURE_PACKAGES = {"accounts", "agents", "blocks", "conversations", "jobs", "llm", "memories", "summaries", "tools"}
+FEATURE_PACKAGES = {"accounts", "agents", "blocks", "conversations", "jobs", "llm", "mcp", "memories", "summaries",
+                    "tools"}
 SHARED_PIPELINE_MODULES = {"pages.py", "splitting.py"}
 
 
