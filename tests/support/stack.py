@@ -145,10 +145,11 @@ class Stack:
     procs: dict[str, Proc] = field(default_factory=dict)
     api_url: str = ""
     model_url: str = ""
+    mcp_port: int = 0  # for the tests' streamable-HTTP MCP server: allowed by the outbound policy
 
     def start(self, workers: int = 2) -> Stack:
         base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")}
-        model_port = free_port()
+        model_port, self.mcp_port = free_port(), free_port()
         self.model_url = f"http://127.0.0.1:{model_port}"
         self.env = base | TEST_SETTINGS | {
             "AGENTMEM_DATABASE_URL": self.services.database_url,
@@ -157,8 +158,10 @@ class Stack:
             "AGENTMEM_EMBEDDING_PROVIDER": "openai",
             "AGENTMEM_EMBEDDING_BASE_URL": self.model_url + "/v1",
             "AGENTMEM_EMBEDDING_API_KEY": "test-key",
-            # The tests' model server is the one internal address organizations' LLM configs may use.
-            "AGENTMEM_OUTBOUND_ALLOW": f"127.0.0.1:{model_port}",
+            # The tests' model server and MCP server are the internal addresses organizations' URLs may use.
+            "AGENTMEM_OUTBOUND_ALLOW": f"127.0.0.1:{model_port},127.0.0.1:{self.mcp_port}",
+            # What the tests' stdio MCP server needs to see in the sandbox: the SDK, and its script.
+            "AGENTMEM_MCP_STDIO_PATHS": f"{sys.prefix},{ROOT / 'tests' / 'support'}",
             "PYTHONUNBUFFERED": "1",
         }
         model = self.spawn("model-server", ["-m", "tests.support.openai_server", "--port", str(model_port)])
