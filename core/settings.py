@@ -276,8 +276,6 @@ class Settings(BaseSettings):
     mcp_stdio_paths: str | None = Field(default=None, description="Comma-separated host folders shown read-only "
                                         "to stdio MCP servers in the sandbox (where their code is installed, "
                                         "e.g. /opt/mcp); the system folders are always shown.")
-    mcp_tools_refresh_seconds: float = Field(default=0.0, ge=0, description="The scheduler refreshes servers' "
-                                             "cached tool lists older than this (0: only `POST …/test` does).")
 
     # Jobs
     ingest_chunk_size: int = 256

@@ -25,7 +25,7 @@ router = APIRouter(route_class=CheckedRoute, prefix="/api/v1/mcp/servers", tags=
 Reader = Annotated[Principal, Depends(Allow(P.MCP_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.MCP_WRITE))]
 Executor = Annotated[Principal, Depends(Allow(P.MCP_EXECUTE))]
-ToolName = Annotated[str, Path(min_length=1, max_length=200, description="The tool's name, as the server lists it.")]
+ToolName = Annotated[str, Path(min_length=1, max_length=128, description="The tool's name, as the server lists it.")]
 NOT_FOUND = {404: {"model": ErrorOut, "description": "`mcp_server_not_found`: no such server in your organization"}}
 INVALID = {422: {"model": ErrorOut, "description": "Invalid input, `url_not_allowed` (the outbound policy), "
                                                    "`url_unresolvable` or `limit_exceeds_maximum`"}}
@@ -83,7 +83,9 @@ async def delete_mcp_server(server_id: uuid.UUID, session: SessionDep, who: Writ
 
 
 @router.post("/{server_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
-             responses={**NOT_FOUND, 429: {"model": ErrorOut, "description": "Rate limit or a job quota reached"}})
+             responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "Idempotency-Key reused with another "
+                                                                             "request"},
+                        429: {"model": ErrorOut, "description": "Rate limit or a job quota reached"}})
 @audited("job", target=lambda result: result.id, details=lambda server_id: {"server_id": str(server_id)})
 async def test_mcp_server(server_id: uuid.UUID, session: SessionDep, who: Writer, response: Response,
                           key: IdempotencyKey = None) -> JobOut:
@@ -115,8 +117,8 @@ async def list_mcp_server_tools(server_id: uuid.UUID, session: SessionDep, who: 
                         422: {"model": ErrorOut, "description": "`arguments_invalid` (`details.errors` name each "
                                                                 "failing path) or `arguments_too_large`"},
                         429: {"model": ErrorOut, "description": "Rate limit or a job quota reached"}})
-@audited("job", target=lambda result: result.id,
-         details=lambda server_id, tool_name: {"server_id": str(server_id), "tool_name": tool_name})
+@audited("mcp_server", target=lambda server_id: server_id, failed_too=True,
+         details=lambda tool_name: {"tool_name": tool_name[:200]})
 async def call_mcp_tool(server_id: uuid.UUID, tool_name: ToolName, body: McpToolCall, session: SessionDep,
                         who: Executor, response: Response, key: IdempotencyKey = None) -> JobOut:
     """Call a tool of the server with `arguments` as an `mcp_call` job.

@@ -24,6 +24,7 @@ UNION ALL SELECT 'llm_config', to_jsonb(c)::text FROM llm_configs c WHERE c.org_
 UNION ALL SELECT 'agent', to_jsonb(g)::text FROM agents g WHERE g.org_id = :org
 UNION ALL SELECT 'block', to_jsonb(b)::text FROM blocks b WHERE b.org_id = :org
 UNION ALL SELECT 'tool', to_jsonb(t)::text FROM tools t WHERE t.org_id = :org
+UNION ALL SELECT 'mcp_server', to_jsonb(m)::text FROM mcp_servers m WHERE m.org_id = :org
 UNION ALL SELECT 'count', (SELECT count(*) FROM organizations)::text || '/' || (SELECT count(*) FROM users)::text
 ORDER BY 1, 2
 """

@@ -109,6 +109,7 @@ UNION ALL SELECT 'block_version', to_jsonb(v)::text FROM block_versions v WHERE 
 UNION ALL SELECT 'agent_block', to_jsonb(ab)::text FROM agent_blocks ab WHERE ab.org_id = :org
 UNION ALL SELECT 'conversation', to_jsonb(c)::text FROM conversations c WHERE c.org_id = :org
 UNION ALL SELECT 'message', (to_jsonb(x) - 'embedding')::text FROM messages x WHERE x.org_id = :org
+UNION ALL SELECT 'mcp_server', to_jsonb(m)::text FROM mcp_servers m WHERE m.org_id = :org
 ORDER BY 1, 2
 """
 

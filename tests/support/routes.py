@@ -63,6 +63,11 @@ BODIES: dict[str, Any] = {
     "POST /v1/chat/completions": {"model": "{agent_id}", "messages": [{"role": "user", "content": "hi, matrix"}]},
     "PATCH /api/v1/admin/users/{user_id}": {"is_active": False},
     "PATCH /api/v1/admin/organizations/{organization_id}/limits": {"rate_limit_per_minute": 5},
+    # A public address literal again: the outbound policy passes it without DNS, and nothing calls it here.
+    "POST /api/v1/mcp/servers": {"name": "{new_name}", "transport": "streamable_http",
+                                 "url": "http://93.184.216.34:9/mcp", "headers": {"Authorization": "Bearer matrix"}},
+    "PATCH /api/v1/mcp/servers/{server_id}": {"description": "changed by the route matrix"},
+    "POST /api/v1/mcp/servers/{server_id}/tools/{tool_name}/call": {"arguments": {"text": "route matrix"}},
 }
 
 
@@ -150,7 +155,7 @@ def fresh_ids(**ids: Any) -> dict[str, Any]:
     return {"memory_id": uuid.uuid4(), "job_id": uuid.uuid4(), "key_id": uuid.uuid4(), "org_id": uuid.uuid4(),
             "user_id": uuid.uuid4(), "organization_id": uuid.uuid4(), "username": f"nobody-{uuid.uuid4().hex[:10]}",
             "config_id": uuid.uuid4(), "agent_id": uuid.uuid4(), "block_id": uuid.uuid4(),
-            "tool_id": uuid.uuid4(), "conversation_id": uuid.uuid4(),
+            "tool_id": uuid.uuid4(), "conversation_id": uuid.uuid4(), "server_id": uuid.uuid4(), "tool_name": "echo",
             "new_name": f"renamed-{uuid.uuid4().hex[:10]}", "scope": f"matrix-{uuid.uuid4().hex[:10]}",
             "query": "what does this organization remember?"} | ids
 
