@@ -172,7 +172,8 @@ def _by_path(scope) -> tuple[str | None, str | None]:
     if scope.get("route") is None or not params:
         return None, None
     name = list(params)[-1]
-    return name.removesuffix("_id"), str(params[name])
+    # As sent, so maybe refused for a NUL or its length (a file path): kept to what the column holds.
+    return name.removesuffix("_id"), str(params[name]).replace("\x00", "\\0")[:100]
 
 
 async def write_audit(scope, description: Description | None, status_code: int) -> None:
