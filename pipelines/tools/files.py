@@ -107,7 +107,9 @@ def _commit(root: Path, path: str, tmp: str, size: int) -> tuple[FileInfo, bool]
         try:
             make_dirs(target.parent)
         except (NotADirectoryError, FileExistsError):
-            raise Conflict(f"a folder of {path!r} is a file", code="not_a_directory", details={"path": path}) from None
+            pass  # told below
+        if not target.parent.is_dir():
+            raise Conflict(f"a folder of {path!r} is a file", code="not_a_directory", details={"path": path})
         target = _place(root, path)  # a symlink planted meanwhile among the new folders is caught here
         created = not os.path.lexists(target)
         os.replace(tmp, target)  # replaces a symlink itself rather than following it
@@ -156,12 +158,11 @@ def open_file(org_id: uuid.UUID, path: str) -> tuple[FileInfo, BinaryIO]:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)  # resolved already: a symlink now is a swap
     except OSError:  # missing, a folder, a component that is a file, a symlink swapped in (ELOOP)
         raise FileNotFound(f"no file {path!r} in the workspace", details={"path": path}) from None
-    handle = os.fdopen(fd, "rb")
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        handle.close()
+    if not stat.S_ISREG(info.st_mode):  # a folder opens too
+        os.close(fd)
         raise FileNotFound(f"no file {path!r} in the workspace", details={"path": path})
-    return _info(str(PurePosixPath(path)), info), handle
+    return _info(str(PurePosixPath(path)), info), os.fdopen(fd, "rb")
 
 
 def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
@@ -172,13 +173,13 @@ def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
 
 
 def _encode_cursor(path: str) -> str:
-    return base64.urlsafe_b64encode(path.encode("utf-8", "surrogateescape")).decode().rstrip("=")
+    return base64.urlsafe_b64encode(path.encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8", "surrogateescape")
-    except ValueError as exc:
+        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise InvalidInput("cursor is not one this API issued", code="invalid_cursor",
                            details={"cursor": cursor[:100]}) from exc
 

@@ -182,7 +182,10 @@ def file_save(root: Path, path: str, content: str, *, max_bytes: int) -> dict[st
         raise WorkspaceFileError(f"{path!r} is a folder", code="is_a_directory", details={"path": path})
     with quota.locked(root):
         quota.check(root, target, len(data), get_settings().workspace_quota_bytes)
-        make_dirs(target.parent)
+        with contextlib.suppress(NotADirectoryError, FileExistsError):
+            make_dirs(target.parent)
+        if not target.parent.is_dir():
+            raise WorkspaceFileError(f"a folder of {path!r} is a file", code="not_a_directory", details={"path": path})
         resolve(root, path)  # the folders just made can't have moved it, but a symlink in between could
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=quota.TEMP_PREFIX)
         try:

@@ -146,7 +146,10 @@ class Stack:
     api_url: str = ""
     model_url: str = ""
 
-    def start(self, workers: int = 2) -> Stack:
+    def start(self, workers: int = 2, extra_env: dict[str, str] | None = None) -> Stack:
+        """Start the model server, the API and `workers` workers; `extra_env` is added to their settings (its
+        AGENTMEM_OUTBOUND_ALLOW entries to the model server's)."""
+        extra = dict(extra_env or {})
         base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")}
         model_port = free_port()
         self.model_url = f"http://127.0.0.1:{model_port}"
@@ -158,9 +161,10 @@ class Stack:
             "AGENTMEM_EMBEDDING_BASE_URL": self.model_url + "/v1",
             "AGENTMEM_EMBEDDING_API_KEY": "test-key",
             # The tests' model server is the one internal address organizations' LLM configs may use.
-            "AGENTMEM_OUTBOUND_ALLOW": f"127.0.0.1:{model_port}",
+            "AGENTMEM_OUTBOUND_ALLOW": ",".join(filter(None, [f"127.0.0.1:{model_port}",
+                                                              extra.pop("AGENTMEM_OUTBOUND_ALLOW", "")])),
             "PYTHONUNBUFFERED": "1",
-        }
+        } | extra
         model = self.spawn("model-server", ["-m", "tests.support.openai_server", "--port", str(model_port)])
         api_port = free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
