@@ -20,6 +20,7 @@ from api.routes import (
     auth,
     blocks,
     conversations,
+    files,
     health,
     jobs,
     llm,
@@ -81,13 +82,14 @@ TAGS = [
     {"name": "audit", "description": "Who did what, when, from where."},
     {"name": "admin", "description": "Service administration (superusers)."},
     {"name": "operations", "description": "Health, readiness and metrics."},
+    {"name": "files", "description": "Files of your organization's workspace, shared with the built-in file tools."},
 ]
 
 
 ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, summaries.router, jobs.router,
            llm.router, agents.router, conversations.router, messages.router,
            openai_compat.router, blocks.router, tools.router,
-           ws.router, audit.router, admin.router, health.router, mcp_servers.router)
+           ws.router, audit.router, admin.router, health.router, mcp_servers.router, files.router)
 
 
 async def _warm_up() -> None:

@@ -23,6 +23,8 @@ from core.errors import InvalidInput
 from schemas.inputs import InputRejected, nul_rejected, strict_json_loads
 
 JSON_TYPES = ("application/json",)
+# A route documenting its body as this media type reads the bytes itself, as a stream (uploads).
+RAW_BODY = "application/octet-stream"
 
 
 class StrictRequest(Request):
@@ -44,16 +46,17 @@ def _rejected(exc: InputRejected) -> InvalidInput:
                         details=[exc.detail()])
 
 
-async def check_request(request: StrictRequest) -> None:
+async def check_request(request: StrictRequest, *, raw_body: bool = False) -> None:
     """Refuse NUL anywhere in the path, query or form, and a JSON body that isn't strictly acceptable.
 
-    Bodies are checked by their content type, also on routes that read them themselves (sign-in)."""
+    Bodies are checked by their content type, also on routes that read them themselves (sign-in); not
+    on a route whose body is raw bytes (`raw_body`: a file upload, streamed, whatever its content type)."""
     if "\x00" in request.url.path:
         raise _rejected(nul_rejected(("path",)))
     for key, value in request.query_params.multi_items():
         if "\x00" in key or "\x00" in value:
             raise _rejected(nul_rejected(("query", key.replace("\x00", "\\u0000"))))
-    if request.method in ("GET", "HEAD", "OPTIONS"):
+    if request.method in ("GET", "HEAD", "OPTIONS") or raw_body:
         return
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/x-www-form-urlencoded"):
@@ -115,10 +118,12 @@ class CheckedRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        body = (self.openapi_extra or {}).get("requestBody", {}).get("content", {})
+        raw_body = RAW_BODY in body
 
         async def checked(request: Request) -> Response:
             strict = StrictRequest(request.scope, request.receive)
-            await check_request(strict)
+            await check_request(strict, raw_body=raw_body)
             return await handler(strict)
 
         return checked

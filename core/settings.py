@@ -255,6 +255,23 @@ class Settings(BaseSettings):
                                             "of the built-in file tools; unset: `<data_dir>/workspaces`.")
     tool_workspace_file_max_bytes: int = Field(default=1048576, description="Largest file `file_save` writes "
                                                "and `file_read` returns.")
+    # Workspace files over HTTP (pipelines/tools/files.py) and the quota every write to a workspace obeys
+    workspace_quota_bytes: int = Field(default=1_073_741_824, ge=0, description="Most bytes of files one "
+                                       "organization's workspace may hold; an upload or `file_save` past it is "
+                                       "refused (`workspace_quota_exceeded`).")
+    workspace_upload_max_bytes: int = Field(default=16_777_216, ge=0, description="Largest file uploaded at "
+                                            "`PUT /api/v1/files/{path}` (`file_too_large`); a body over "
+                                            "`AGENTMEM_MAX_BODY_BYTES` is refused before that.")
+    # The `web_search` built-in tool (pipelines/tools/web_search.py): off without an endpoint
+    web_search_url: str | None = Field(default=None, description="Base URL of a SearxNG instance with its JSON "
+                                       "API on (`GET {url}/search?q=…&format=json`); unset: no `web_search` "
+                                       "tool. Checked by the outbound policy at each call.")
+    web_search_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one request to the "
+                                              "search endpoint.")
+    web_search_attempts: int = Field(default=3, ge=1, le=10, description="Tries of a search whose endpoint "
+                                     "times out, can't be reached or answers 429/5xx, with backoff.")
+    web_search_max_results: int = Field(default=10, ge=1, le=50, description="Most results a search returns, "
+                                        "whatever the call asks.")
 
     # MCP servers (AgentMem as an MCP client): pipelines/mcp/, README "MCP servers (AgentMem as a client)"
     mcp_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of an MCP tool call when the "

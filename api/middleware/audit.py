@@ -172,8 +172,8 @@ def _by_path(scope) -> tuple[str | None, str | None]:
     if scope.get("route") is None or not params:
         return None, None
     name = list(params)[-1]
-    # As sent, so possibly long (a refused request too is audited): cut to what the column holds.
-    return name.removesuffix("_id"), str(params[name])[:100]
+    # As sent, so possibly long or holding a NUL (a refused request too is audited): kept to what the column holds.
+    return name.removesuffix("_id"), str(params[name]).replace("\x00", "\\0")[:100]
 
 
 async def write_audit(scope, description: Description | None, status_code: int) -> None:

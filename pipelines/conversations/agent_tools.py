@@ -4,7 +4,8 @@
   the agent's blocks as new versions (a write past the block's rewrite threshold queues a rewrite),
   `memory_insert` stores a memory in the conversation's scope, `memory_search` and
   `conversation_search` recall memories and past messages.
-- The file tools (`file_save`, `file_read`, `file_search`) on the organization's workspace.
+- The file tools (`file_save`, `file_read`, `file_search`) on the organization's workspace, and
+  `web_search` when the operator configured a search endpoint.
 - The registered tools the agent lists (`tool_ids`), run in the sandbox.
 - The cached tools of the MCP servers the agent lists (`mcp_server_ids`), as `mcp__<server>__<tool>`,
   called through the worker's pooled stdio process or over streamable HTTP (pipelines/mcp/call.py).
@@ -97,9 +98,9 @@ def _function(name: str, description: str, parameters: dict[str, Any]) -> dict[s
 
 
 async def turn_tools(session: AsyncSession, agent: Agent) -> TurnTools:
-    """The memory tools, the file tools and the agent's live registered tools (a deleted one drops out)."""
+    """The memory tools, the built-ins that are on and the agent's live registered tools (a deleted one drops out)."""
     definitions = [_function(name, spec["description"], spec["parameters"]) for name, spec in MEMORY_TOOLS.items()]
-    definitions += [_function(b.name, b.description, b.json_schema) for b in workspace.BUILTINS.values()]
+    definitions += [_function(b.name, b.description, b.json_schema) for b in workspace.enabled_builtins()]
     registered: dict[str, Tool] = {}
     if agent.tool_ids:
         rows = (await session.execute(select(Tool).where(Tool.id.in_(agent.tool_ids), Tool.org_id == agent.org_id,
@@ -268,6 +269,14 @@ def is_memory_tool(name: str) -> bool:
     return name in MEMORY_TOOLS
 
 
-async def to_thread_file_tool(org_id: uuid.UUID, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """`run_file_tool` off the event loop."""
-    return await asyncio.to_thread(run_file_tool, org_id, name, arguments)
+async def run_builtin_tool(org_id: uuid.UUID, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A built-in tool the model called: a file tool off the event loop, `web_search` (if it is on) on it."""
+    if not workspace.builtin_enabled(name):
+        raise ToolCallError(f"there is no tool called {name!r}")
+    if name != "web_search":
+        return await asyncio.to_thread(run_file_tool, org_id, name, arguments)
+    _check(workspace.BUILTINS[name].json_schema, arguments)
+    try:
+        return await execute.run_builtin(org_id, name, arguments)
+    except (AppError, PermanentJobError) as exc:
+        raise ToolCallError(exc.message) from None

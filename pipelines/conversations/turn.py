@@ -281,7 +281,7 @@ async def _run_call(turn: Turn, call: dict[str, Any]) -> None:
             await _run_memory_call(turn, call, arguments)
             return
         if name in agent_tools.workspace.BUILTINS:
-            result = await agent_tools.to_thread_file_tool(turn.job.org_id, name, arguments)
+            result = await agent_tools.run_builtin_tool(turn.job.org_id, name, arguments)
         elif name in turn.tools.registered:
             result = await agent_tools.run_registered(turn.tools.registered[name], arguments,
                                                       lambda: _tool_checkpoint(turn))

@@ -1,5 +1,5 @@
 """The `execute_tool` job: run a tool as it is when the job starts, a registered tool in the sandbox
-(`pipelines.tools.sandbox`), a built-in file tool in the worker (`pipelines.tools.workspace`).
+(`pipelines.tools.sandbox`), a built-in in the worker (`pipelines.tools.workspace`, `.web_search`).
 
 Output is streamed as `progress` events (`data.output.stdout` / `.stderr` chunks, at most the kept cap)
 while it runs. A redelivered job runs the tool again: a tool's effects are confined to a working
@@ -27,7 +27,7 @@ from core.errors import PermanentJobError, TransientJobError
 from core.settings import get_settings
 from pipelines.jobs.events import publish_event
 from pipelines.jobs.runner import JobContext
-from pipelines.tools import sandbox, workspace
+from pipelines.tools import sandbox, web_search, workspace
 from pipelines.tools.registry import LIMIT_FIELDS, LIVE
 from pipelines.tools.workspace import BUILTIN_IDS
 from schemas.enums import EventType
@@ -98,8 +98,7 @@ async def execute_tool(ctx: JobContext) -> dict[str, Any]:
     tool_id = uuid.UUID(payload["tool_id"])
     head = {"tool_id": str(tool_id), "tool_name": payload["tool_name"]}
     if payload.get("builtin"):
-        name = BUILTIN_IDS[tool_id].name
-        output = await asyncio.to_thread(workspace.run_builtin, job.org_id, name, payload["arguments"])
+        output = await run_builtin(job.org_id, BUILTIN_IDS[tool_id].name, payload["arguments"])
         return {**head, "builtin": True, "reason": "exited", "exit_code": 0, "output": output}
     await check_isolation()
     async with session_scope() as session:
@@ -129,6 +128,13 @@ async def execute_tool(ctx: JobContext) -> dict[str, Any]:
     result = await run_in_sandbox(row, payload["arguments"], sink=buffer.add, checkpoint=checkpoint)
     await flush()
     return {**head, "builtin": False, **result}
+
+
+async def run_builtin(org_id: uuid.UUID, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A built-in tool's output: `web_search` on the event loop, a file tool in a thread (its I/O blocks)."""
+    if name == "web_search":
+        return await web_search.web_search(arguments["query"], arguments.get("max_results"))
+    return await asyncio.to_thread(workspace.run_builtin, org_id, name, arguments)
 
 
 async def check_isolation() -> None:

@@ -20,6 +20,7 @@ from core.errors import (
 )
 from core.settings import get_settings
 from pipelines.tools import workspace
+from pipelines.tools.web_search import WebSearchNotConfigured
 from pipelines.tools.workspace import BUILTIN_IDS, BUILTINS, Builtin
 from schemas.tables import Tool
 from schemas.tools import (
@@ -80,7 +81,7 @@ def check_limits(timeout_seconds: float | None, limits: ToolLimits) -> None:
 def builtin_out(builtin: Builtin) -> ToolOut:
     """A built-in tool as the API lists it."""
     return ToolOut(id=builtin.id, name=builtin.name, description=builtin.description, json_schema=builtin.json_schema,
-                   language="builtin", source=None, tags=["builtin", "files"], timeout_seconds=None,
+                   language="builtin", source=None, tags=list(builtin.tags), timeout_seconds=None,
                    limits=ToolLimits(), builtin=True, created_at=None, updated_at=None)
 
 
@@ -121,7 +122,7 @@ async def list_tools(session: AsyncSession, org_id: uuid.UUID, *, tag: str | Non
     query = select(Tool).where(Tool.org_id == org_id, LIVE).order_by(func.lower(Tool.name), Tool.id)
     if tag is not None:
         query = query.where(Tool.tags.any(tag))
-    builtins = [builtin_out(b) for b in BUILTINS.values() if tag is None or tag in ("builtin", "files")]
+    builtins = [builtin_out(b) for b in workspace.enabled_builtins() if tag is None or tag in b.tags]
     return builtins + [ToolOut.from_row(r) for r in (await session.execute(query)).scalars()]
 
 
@@ -136,7 +137,7 @@ async def get_tool(session: AsyncSession, org_id: uuid.UUID, tool_id: uuid.UUID)
 
 async def get_tool_out(session: AsyncSession, org_id: uuid.UUID, tool_id: uuid.UUID) -> ToolOut:
     """A built-in or organization tool as the API shows it."""
-    if tool_id in BUILTIN_IDS:
+    if tool_id in BUILTIN_IDS and workspace.builtin_enabled(BUILTIN_IDS[tool_id].name):
         return builtin_out(BUILTIN_IDS[tool_id])
     return ToolOut.from_row(await get_tool(session, org_id, tool_id))
 
@@ -182,6 +183,9 @@ async def execute_payload(session: AsyncSession, org_id: uuid.UUID, tool_id: uui
     """Check an execution request (the tool exists, its arguments fit its schema) and return the job payload."""
     if tool_id in BUILTIN_IDS:
         builtin = BUILTIN_IDS[tool_id]
+        if not workspace.builtin_enabled(builtin.name):
+            raise WebSearchNotConfigured(f"{builtin.name} is off: the operator has not set AGENTMEM_WEB_SEARCH_URL",
+                                         details={"tool_id": str(tool_id)})
         check_arguments(builtin.json_schema, body.arguments)
         workspace.check_arguments(builtin.name, body.arguments)
         return {"tool_id": str(tool_id), "tool_name": builtin.name, "builtin": True, "arguments": body.arguments}

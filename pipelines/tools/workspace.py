@@ -13,6 +13,7 @@ the root and the organizations' folders when it starts (`check_workspaces`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -24,6 +25,7 @@ from typing import Any
 
 from core.errors import InvalidInput, PermanentJobError
 from core.settings import get_settings
+from pipelines.tools import quota
 
 log = logging.getLogger(__name__)
 MAX_RESULTS = 100
@@ -47,6 +49,7 @@ class Builtin:
     name: str
     description: str
     json_schema: dict[str, Any]
+    tags: tuple[str, ...] = ("builtin", "files")
 
     @property
     def id(self) -> uuid.UUID:
@@ -67,8 +70,26 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
                 "glob": {"type": "string", "minLength": 1, "maxLength": 200, "default": "**/*"},
                 "query": {"type": "string", "minLength": 1, "maxLength": 1000}},
              "additionalProperties": False}),
+    # Carried out by pipelines/tools/web_search.py; there only when AGENTMEM_WEB_SEARCH_URL is set.
+    Builtin("web_search", "Search the web; the results' titles, URLs and snippets.",
+            {"type": "object", "properties": {
+                "query": {"type": "string", "minLength": 1, "maxLength": 500},
+                "max_results": {"type": "integer", "minimum": 1, "maximum": 50,
+                                "description": "How many results at most (the service may cap it lower)."}},
+             "required": ["query"], "additionalProperties": False}, tags=("builtin", "web")),
 )}
+FILE_TOOLS = frozenset({"file_save", "file_read", "file_search"})
 BUILTIN_IDS: dict[uuid.UUID, Builtin] = {b.id: b for b in BUILTINS.values()}
+
+
+def builtin_enabled(name: str) -> bool:
+    """Whether a built-in is on in this process: the file tools always, `web_search` when an endpoint is set."""
+    return name in FILE_TOOLS or (name == "web_search" and bool(get_settings().web_search_url))
+
+
+def enabled_builtins() -> list[Builtin]:
+    """The built-in tools that are on, in their listing order."""
+    return [b for b in BUILTINS.values() if builtin_enabled(b.name)]
 
 
 class WorkspaceUnsafe(RuntimeError):
@@ -138,7 +159,8 @@ def check_arguments(name: str, arguments: dict[str, Any]) -> None:
         check_relative(arguments.get("glob", "**/*"), "glob")
 
 
-def _resolve(root: Path, path: str) -> Path:
+def resolve(root: Path, path: str) -> Path:
+    """The file `path` names in `root`, symlinks followed; PathOutsideWorkspace if that is outside `root`."""
     pure = check_relative(path)
     base = root.resolve()
     target = (base / pure).resolve()  # follows symlinks: one pointing out is caught here
@@ -149,27 +171,37 @@ def _resolve(root: Path, path: str) -> Path:
 
 
 def file_save(root: Path, path: str, content: str, *, max_bytes: int) -> dict[str, Any]:
-    """Write `content` at `path` atomically (a temporary file renamed over it)."""
+    """Write `content` at `path` atomically (a temporary file renamed over it), within the workspace's quota."""
     data = content.encode()
     if len(data) > max_bytes:
         raise WorkspaceFileError(f"content is {len(data)} bytes; the most is {max_bytes}", code="file_too_large",
                                  details={"bytes": len(data), "max_bytes": max_bytes})
     make_dirs(root)
-    target = _resolve(root, path)
+    target = resolve(root, path)
     if target.is_dir():
         raise WorkspaceFileError(f"{path!r} is a folder", code="is_a_directory", details={"path": path})
-    make_dirs(target.parent)
-    _resolve(root, path)  # the folders just made can't have moved it, but a symlink in between could
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".save-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, target)  # replaces a symlink itself rather than following it
+    with quota.locked(root):
+        quota.check(root, target, len(data), get_settings().workspace_quota_bytes)
+        with contextlib.suppress(NotADirectoryError, FileExistsError):
+            make_dirs(target.parent)
+        if not target.parent.is_dir():
+            raise WorkspaceFileError(f"a folder of {path!r} is a file", code="not_a_directory", details={"path": path})
+        resolve(root, path)  # the folders just made can't have moved it, but a symlink in between could
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=quota.TEMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)  # replaces a symlink itself rather than following it
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     return {"path": str(PurePosixPath(path)), "bytes": len(data)}
 
 
 def file_read(root: Path, path: str, *, max_bytes: int) -> dict[str, Any]:
     """The text of the file at `path` (undecodable bytes replaced)."""
-    target = _resolve(root, path)
+    target = resolve(root, path)
     try:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
     except (FileNotFoundError, NotADirectoryError):
@@ -199,7 +231,7 @@ def file_search(root: Path, *, glob: str = "**/*", query: str | None = None, max
         if candidate.is_symlink() or not candidate.is_file() or not candidate.resolve().is_relative_to(base):
             continue
         rel = candidate.relative_to(base).as_posix()
-        if rel.startswith(".save-") or "/.save-" in rel:
+        if rel.startswith(quota.TEMP_PREFIX) or "/" + quota.TEMP_PREFIX in rel:
             continue
         if needle is None:
             matches.append({"path": rel, "bytes": candidate.stat().st_size})

@@ -29,6 +29,9 @@ PUBLIC_SKIP = "public route: serves no organization's data"
 CREDENTIALS = ["owner key", "owner user"]
 # Routes to one thing of the caller's organization that it may not have yet: B, fresh, gets their own 404.
 SINGLETONS = {"GET /api/v1/llm/configs/default": "no_default_llm_config"}
+# Routes whose path names a place in the caller's own namespace (a workspace file): B writing at A's path
+# writes B's own file there, and A's stays as it was.
+OWN_NAMESPACE = {"PUT /api/v1/files/{path}": 201}
 
 
 @dataclass
@@ -46,12 +49,13 @@ class World:
     agent_id: str = ""
     block_id: str = ""
     conversation_id: str = ""
+    file_path: str = ""
 
     def ids(self) -> dict:
         return fresh_ids(memory_id=self.memory_id, job_id=self.job_id, key_id=self.tenant.key_ids[Role.MEMBER],
                          org_id=self.tenant.org_id, organization_id=self.tenant.org_id, user_id=self.member.id,
                          username=self.member.username, config_id=self.config_id, agent_id=self.agent_id,
-                         block_id=self.block_id, conversation_id=self.conversation_id)
+                         block_id=self.block_id, conversation_id=self.conversation_id, path=self.file_path)
 
     def secrets(self) -> set[str]:
         """Everything of A's that could show up in a response."""
@@ -88,10 +92,13 @@ async def org_a(stack) -> World:
         said = await client.post(f"/api/v1/conversations/{conversation.json()['id']}/messages",
                                  json={"content": f"Remember {marker}", "respond": False})
         assert said.status_code == 201, said.text
+        file_path = f"iso/{marker}.txt"
+        uploaded = await client.put(f"/api/v1/files/{file_path}", content=f"The file knows {marker}".encode())
+        assert uploaded.status_code == 201, uploaded.text
     member = await make_user("iso-member", org_id=tenant.org_id, role=Role.MEMBER)
     return World(tenant, member, memory["id"], job["id"], marker, scope, config.json()["id"], provider_key,
                  agent_id=agent.json()["id"], block_id=block.json()["id"],
-                 conversation_id=conversation.json()["id"])
+                 conversation_id=conversation.json()["id"], file_path=file_path)
 
 
 STATE_SQL = """
@@ -112,6 +119,13 @@ UNION ALL SELECT 'message', (to_jsonb(x) - 'embedding')::text FROM messages x WH
 UNION ALL SELECT 'mcp_server', to_jsonb(m)::text FROM mcp_servers m WHERE m.org_id = :org
 ORDER BY 1, 2
 """
+
+
+async def files_of(stack, world: World) -> dict[str, bytes]:
+    """Organization A's workspace files and their bytes, read from the disk."""
+    root = stack.services.data_dir / "workspaces" / str(world.tenant.org_id)
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".save-")}
 
 
 async def state_of(db, org_id) -> list:
@@ -169,13 +183,18 @@ async def test_other_org_gets_404_for_every_route_with_an_id(endpoint, as_b, org
         assert reply.frames[-1]["code"] == "not_found" and reply.frames[-1]["job_id"] == org_a.job_id
         assert reply.close_code is None
         text, sent = str(reply.frames), org_a.job_id
+    elif endpoint.id in OWN_NAMESPACE:
+        reply = await call(as_b.client, endpoint, ids)
+        assert reply.status == OWN_NAMESPACE[endpoint.id], reply.text
+        text, sent = reply.text, endpoint.url(ids)
     else:
         reply = await call(as_b.client, endpoint, ids)
-        # `not_found`, or the resource's own code (`conversation_not_found`, `model_not_found`).
+        # `not_found`, or the resource's own code (`conversation_not_found`, `model_not_found`, `file_not_found`).
         assert reply.status == 404 and reply.code is not None and reply.code.endswith("not_found"), reply.text
         text, sent = reply.text, endpoint.url(ids) + str(endpoint.body(ids))
     assert not leaked(text, org_a, sent)
     assert await state_of(db, org_a.tenant.org_id) == before
+    assert await files_of(stack, org_a) == {org_a.file_path: f"The file knows {org_a.marker}".encode()}
 
 
 @pytest.mark.parametrize("as_b", CREDENTIALS, indirect=True)

@@ -157,7 +157,7 @@ def fresh_ids(**ids: Any) -> dict[str, Any]:
             "config_id": uuid.uuid4(), "agent_id": uuid.uuid4(), "block_id": uuid.uuid4(),
             "tool_id": uuid.uuid4(), "conversation_id": uuid.uuid4(), "server_id": uuid.uuid4(), "tool_name": "echo",
             "new_name": f"renamed-{uuid.uuid4().hex[:10]}", "scope": f"matrix-{uuid.uuid4().hex[:10]}",
-            "query": "what does this organization remember?"} | ids
+            "query": "what does this organization remember?", "path": f"matrix/{uuid.uuid4().hex[:10]}.txt"} | ids
 
 
 @dataclass

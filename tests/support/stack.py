@@ -147,7 +147,10 @@ class Stack:
     model_url: str = ""
     mcp_port: int = 0  # for the tests' streamable-HTTP MCP server: allowed by the outbound policy
 
-    def start(self, workers: int = 2) -> Stack:
+    def start(self, workers: int = 2, extra_env: dict[str, str] | None = None) -> Stack:
+        """Start the model server, the API and `workers` workers; `extra_env` is added to their settings (its
+        AGENTMEM_OUTBOUND_ALLOW entries to the model server's)."""
+        extra = dict(extra_env or {})
         base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")}
         model_port, self.mcp_port = free_port(), free_port()
         self.model_url = f"http://127.0.0.1:{model_port}"
@@ -159,11 +162,12 @@ class Stack:
             "AGENTMEM_EMBEDDING_BASE_URL": self.model_url + "/v1",
             "AGENTMEM_EMBEDDING_API_KEY": "test-key",
             # The tests' model server and MCP server are the internal addresses organizations' URLs may use.
-            "AGENTMEM_OUTBOUND_ALLOW": f"127.0.0.1:{model_port},127.0.0.1:{self.mcp_port}",
+            "AGENTMEM_OUTBOUND_ALLOW": ",".join(filter(None, [f"127.0.0.1:{model_port}", f"127.0.0.1:{self.mcp_port}",
+                                                              extra.pop("AGENTMEM_OUTBOUND_ALLOW", "")])),
             # What the tests' stdio MCP server needs to see in the sandbox: the SDK, and its script.
             "AGENTMEM_MCP_STDIO_PATHS": f"{sys.prefix},{ROOT / 'tests' / 'support'}",
             "PYTHONUNBUFFERED": "1",
-        }
+        } | extra
         model = self.spawn("model-server", ["-m", "tests.support.openai_server", "--port", str(model_port)])
         api_port = free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"

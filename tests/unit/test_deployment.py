@@ -67,6 +67,16 @@ def test_workers_share_one_workspace_volume_at_the_configured_path():
     assert mounts[path] in COMPOSE["volumes"], "a named volume, shared by every worker replica"
 
 
+def test_the_api_sees_the_workers_workspaces_for_files_over_http():
+    worker, api = SERVICES["worker"], SERVICES["api"]
+    path = api["environment"]["AGENTMEM_TOOL_WORKSPACE_DIR"]
+    assert path == worker["environment"]["AGENTMEM_TOOL_WORKSPACE_DIR"]
+    mounts = dict(reversed(volume.split(":")[:2]) for volume in api.get("volumes", []))
+    worker_mounts = dict(reversed(volume.split(":")[:2]) for volume in worker["volumes"])
+    assert mounts.get(path) == worker_mounts[path], ("/api/v1/files reads and writes the workspaces the file "
+                                                     "tools use: the api service needs the workers' volume")
+
+
 def test_the_worker_may_make_the_sandbox_namespaces_and_nothing_else_may():
     # bwrap as root: CAP_SYS_ADMIN for the namespaces and mounts, CAP_NET_ADMIN to bring up the sandbox's
     # loopback; Docker's default seccomp profile has no pivot_root and its AppArmor profile denies mount.
