@@ -70,7 +70,12 @@ class McpEndpoint:
         self.server = server
         self.manager: StreamableHTTPSessionManager = server.session_manager
 
+        self.route = Route(PATH, endpoint=self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+
     async def __call__(self, scope, receive, send) -> None:
+        # FastAPI names the matched route in the scope for its own routes only; the audit and access-log
+        # middleware read it there.
+        scope["route"] = self.route
         await identify(HTTPConnection(scope))  # 401 in the API's shape, rendered by its error handler
         await self.manager.handle_request(scope, receive, send)
 
@@ -79,8 +84,7 @@ def mount_mcp(app: FastAPI) -> None:
     """Serve the MCP tools at /mcp (left out of the OpenAPI document: it is JSON-RPC, see the README)."""
     endpoint = McpEndpoint(build_server(_forwarding_client(app)))
     app.state.mcp = endpoint
-    app.router.routes.append(Route(PATH, endpoint=endpoint, methods=["GET", "POST", "DELETE"],
-                                   include_in_schema=False))
+    app.router.routes.append(endpoint.route)
 
 
 @asynccontextmanager

@@ -187,6 +187,16 @@ async def test_a_viewer_key_reads_but_every_write_is_refused_as_on_rest(connect,
     assert [j["id"] for j in jobs] == [stored.json()["id"]]
 
 
+async def test_a_tools_write_is_audited_as_its_rest_request_and_the_mcp_traffic_is_not(connect, tenant, owner, scope):
+    async with connect(Role.MEMBER) as client:
+        await call(client, "list_memories", user_id=scope)
+        job = await call(client, "add_memories", items=[{"content": "audited"}], user_id=scope)
+    # Requests only: the worker audits the job's end too (`job.succeeded`), whenever it comes.
+    entries = [e for e in (await owner.get("/api/v1/audit-logs")).json()["items"] if not e["action"].startswith("job.")]
+    assert [(e["action"], e["actor"], e["target_id"]) for e in entries] == [
+        ("ingest_memories", f"api_key:{tenant.key_ids[Role.MEMBER]}", job["id"])]
+
+
 async def test_another_organizations_ids_are_not_found_and_left_alone(connect, owner, other_tenant, scope):
     job = (await owner.post("/api/v1/memories", json={"items": [{"content": "ours alone"}], "user_id": scope})).json()
     block = (await owner.post("/api/v1/blocks", json={"label": "human", "value": "ours"})).json()
