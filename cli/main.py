@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.set_defaults(func=_cmd_watch)
 
     mcp = sub.add_parser("mcp", help="serve AgentMem's MCP tools over stdio (for desktop clients)")
-    mcp.add_argument("--api-url", default=default_api, help=f"the API (default: $AGENTMEM_API_URL or {default_api})")
+    mcp.add_argument("--api-url", default=default_api, help=f"the API (default: {default_api})")
     mcp.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
     mcp.set_defaults(func=_cmd_mcp)
 

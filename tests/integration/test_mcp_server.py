@@ -230,11 +230,16 @@ async def test_mcp_over_http_needs_credentials_as_rest_does(stack, tenant):
         anonymous = await http.post("/mcp", json=initialize, headers=headers)
         wrong = await http.post("/mcp", json=initialize, headers=headers | {"Authorization": "Bearer amk_nope"})
         signed = await http.post("/mcp", json=initialize, headers=headers | tenant.headers(Role.VIEWER))
+        # The README's curl: stateless, so a request needs no handshake before it.
+        listed = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                 headers=headers | tenant.headers(Role.VIEWER))
         openapi = (await http.get("/openapi.json")).json()
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
     assert anonymous.json()["error"]["code"] == "not_authenticated"
     assert (wrong.status_code, wrong.json()["error"]["code"]) == (401, "api_key_invalid")
     assert signed.status_code == 200, signed.text
+    assert listed.status_code == 200 and listed.text.startswith("event: message")
+    assert '"name":"add_memories"' in listed.text
     assert "/mcp" not in openapi["paths"]
 
 
