@@ -66,7 +66,9 @@ class McpEndpoint:
 
     def __init__(self, server: MCPServer) -> None:
         # Built once per app: the manager runs (in the app's lifespan) once per instance.
-        server.streamable_http_app(streamable_http_path=PATH, stateless_http=True, transport_security=_security())
+        # The body limit is the API's own (api/middleware/request_limits.py answers 413 in its shape first).
+        server.streamable_http_app(streamable_http_path=PATH, stateless_http=True, transport_security=_security(),
+                                   max_request_body_size=get_settings().max_body_bytes)
         self.server = server
         self.manager: StreamableHTTPSessionManager = server.session_manager
 

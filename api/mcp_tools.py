@@ -133,8 +133,7 @@ async def resource_text(client: httpx.AsyncClient, path: str, field: str) -> str
 
 def build_server(client_for: ClientFor) -> MCPServer:
     """The MCP server: AgentMem's tools and resources over the REST client `client_for` gives each call."""
-    server = MCPServer("agentmem", title="AgentMem", version="0.1.0", instructions=INSTRUCTIONS,
-                       warn_on_duplicate_tools=False)
+    server = MCPServer("agentmem", title="AgentMem", version="0.1.0", instructions=INSTRUCTIONS)
 
     def tool(annotations: ToolAnnotations):
         def register(fn):

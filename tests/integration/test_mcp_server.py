@@ -168,6 +168,23 @@ async def test_send_message_runs_an_agent_turn_and_answers_with_its_reply(connec
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
 
 
+async def test_a_turn_longer_than_the_wait_answers_its_running_job_and_get_job_waits_for_the_rest(
+        connect, llm_tenant, owner, stack):
+    agent = (await owner.post("/api/v1/agents", json={"name": f"mcp-{uuid.uuid4().hex[:8]}"})).json()
+    mark = f"zq{uuid.uuid4().hex[:10]}"
+    async with httpx.AsyncClient() as http:
+        scripted = await http.post(f"{stack.model_url}/scripts", json={"marker": mark, "responses": [
+            {"delay": 3, "content": f"late answer {mark}"}]})
+        scripted.raise_for_status()
+    async with connect() as client:
+        early = await call(client, "send_message", agent_id=agent["id"], content=f"take your time {mark}",
+                           wait_seconds=0.5)
+        assert early["job"]["status"] in ("queued", "running") and early["answer"] is None
+        finished = await call(client, "get_job", job_id=early["job"]["id"], wait_seconds=60)
+    assert finished["status"] == "succeeded"
+    assert finished["result"]["content"] == f"late answer {mark}"
+
+
 async def test_a_viewer_key_reads_but_every_write_is_refused_as_on_rest(connect, as_role, scope):
     owner = as_role(Role.OWNER)
     stored = await owner.post("/api/v1/memories", json={"items": [{"content": "kept"}], "user_id": scope})

@@ -4,8 +4,10 @@ only as long as allowed, and a failed job is a tool error."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
+import anyio
 import httpx
 import pytest
 
@@ -93,3 +95,23 @@ def test_a_failed_job_is_a_tool_error_with_the_jobs_code():
 def test_a_list_answer_is_structured_as_items():
     assert ok([1, 2]).structured_content == {"items": [1, 2]}
     assert json.loads(ok({"a": 1}).content[0].text) == {"a": 1}
+
+
+async def test_a_stream_that_outlasts_the_wait_is_left_and_the_row_read():
+    queued = job("running")
+    never = anyio.Event()
+
+    async def endless():
+        yield b": heartbeat\n\n"
+        await never.wait()  # a job that does not finish within the wait
+        yield b""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, content=endless(), headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json=queued)
+
+    started = time.monotonic()
+    async with client(answer) as http:
+        assert await wait_for_job(http, queued, 0.3) == queued
+    assert time.monotonic() - started < 5
