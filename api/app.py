@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from api.deps import document_permissions
 from api.errors import install_error_handlers
+from api.mcp import mount_mcp, serving_mcp
 from api.middleware import install_middleware
 from api.routes import (
     admin,
@@ -107,7 +108,8 @@ async def lifespan(app: FastAPI):
     # search does not pay for it.
     embed_queries_with(get_settings().embedding_query_threads, get_settings().embedding_query_precision)
     warm = asyncio.create_task(_warm_up())
-    yield
+    async with serving_mcp(app):
+        yield
     warm.cancel()
     close_hub()
     await close_redis()
@@ -123,5 +125,6 @@ def create_app() -> FastAPI:
         app.include_router(router)
     if get_settings().bench_jobs:
         app.include_router(jobs.bench_router)
+    mount_mcp(app)
     install_middleware(app)
     return app

@@ -65,6 +65,44 @@ def _org_hint(conn: HTTPConnection, header: str | None) -> uuid.UUID | None:
         raise NotFound(f"organization {str(raw)[:64]!r} not found") from None
 
 
+async def _principal(session: AsyncSession, credential: str | None, stream_token: str | None,
+                     hint: uuid.UUID | None) -> Principal:
+    if credential:
+        # Anything shaped `amk_…` is meant as a key: a mangled one is an invalid key, not a bad JWT.
+        if credential.startswith(API_KEY_PREFIX):
+            principal = await auth.principal_from_api_key(session, credential)
+            if hint is not None and hint != principal.org_id:
+                raise NotFound(f"organization {hint} not found")
+            return principal
+        return await auth.principal_from_access_token(session, credential, hint)
+    if stream_token:
+        principal = await auth.principal_from_stream_token(session, stream_token)
+        if hint is not None and hint != principal.org_id:
+            raise NotFound(f"organization {hint} not found")
+        return principal
+    raise Unauthorized("send an API key (Authorization: Bearer amk_… or X-API-Key) or an access token",
+                       code="not_authenticated")
+
+
+def header_credential(conn: HTTPConnection) -> str | None:
+    """The API key or access token in `X-API-Key` or `Authorization: Bearer`, for endpoints FastAPI doesn't
+    resolve dependencies for (WebSocket, /mcp)."""
+    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+    return conn.headers.get("x-api-key") or (value.strip() if scheme.lower() == "bearer" else None) or None
+
+
+async def identify(conn: HTTPConnection) -> Principal:
+    """Who the request's headers name, checked as `Allow` checks them (401 codes, `X-Organization-Id`), but
+    neither charged to the rate limit nor checked for a permission: for /mcp, whose work is REST requests
+    that are each charged and checked."""
+    hint = _org_hint(conn, conn.headers.get("x-organization-id"))
+    async with autocommit_scope() as session:
+        principal = await _principal(session, header_credential(conn), None, hint)
+        await session.commit()
+    conn.state.principal = principal
+    return principal
+
+
 class Allow:
     """Authenticate the caller and require `permission` in the organization it acts for."""
 
@@ -93,21 +131,7 @@ class Allow:
         # A short-lived session of its own: streaming routes must not hold a connection for hours. Reads (and
         # a key's once-a-minute `last_used_at`) need no transaction: no BEGIN and COMMIT round trips.
         async with autocommit_scope() as session:
-            if credential:
-                # Anything shaped `amk_…` is meant as a key: a mangled one is an invalid key, not a bad JWT.
-                if credential.startswith(API_KEY_PREFIX):
-                    principal = await auth.principal_from_api_key(session, credential)
-                    if hint is not None and hint != principal.org_id:
-                        raise NotFound(f"organization {hint} not found")
-                else:
-                    principal = await auth.principal_from_access_token(session, credential, hint)
-            elif stream_token:
-                principal = await auth.principal_from_stream_token(session, stream_token)
-                if hint is not None and hint != principal.org_id:
-                    raise NotFound(f"organization {hint} not found")
-            else:
-                raise Unauthorized("send an API key (Authorization: Bearer amk_… or X-API-Key) or an access token",
-                                   code="not_authenticated")
+            principal = await _principal(session, credential, stream_token, hint)
             conn.state.principal = principal  # who acted, for the audit log (api.middleware.audit)
             # Charged before the permission check: refused requests cost the caller too.
             try:
@@ -161,8 +185,7 @@ class AllowSocket(AllowStream):
     async def __call__(self, conn: HTTPConnection) -> Principal | AppError:  # type: ignore[override]
         # The HTTP security helpers don't run on WebSocket routes (and sockets aren't in OpenAPI):
         # read the same headers here.
-        scheme, _, value = conn.headers.get("authorization", "").partition(" ")
-        credential = conn.headers.get("x-api-key") or (value if scheme.lower() == "bearer" else None)
+        credential = header_credential(conn)
         token = conn.query_params.get("token")
         try:
             if token and api_key_prefix(token):

@@ -86,6 +86,12 @@ def _cmd_watch(args) -> int:
     return watch_job(args.job_id, api_url=args.api_url, api_key=args.api_key)
 
 
+def _cmd_mcp(args) -> int:
+    from cli.mcp_stdio import serve_stdio
+
+    return serve_stdio(args.api_url, args.api_key)
+
+
 def _cmd_admin(args) -> int:
     from cli import admin
     from schemas.permissions import Permission, Role
@@ -103,7 +109,7 @@ def _cmd_admin(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     settings = get_settings()
-    default_api = f"http://{settings.host}:{settings.port}"
+    default_api = settings.api_url or f"http://{settings.host}:{settings.port}"
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     parser = argparse.ArgumentParser(prog="agentmem", description="Long-term memory for AI agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
     watch.set_defaults(func=_cmd_watch)
 
+    mcp = sub.add_parser("mcp", help="serve AgentMem's MCP tools over stdio (for desktop clients)")
+    mcp.add_argument("--api-url", default=default_api, help=f"the API (default: {default_api})")
+    mcp.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
+    mcp.set_defaults(func=_cmd_mcp)
+
     admin = sub.add_parser("admin", help="create organizations, users and API keys (talks to the database)")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     org = admin_sub.add_parser("create-org", help="create an organization")
@@ -170,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = get_settings()
-    interactive = args.command in ("up", "ingest", "jobs", "migrate", "admin")
+    # `mcp` logs plain lines to stderr too (its stdout is the protocol): a desktop client shows them as they are.
+    interactive = args.command in ("up", "ingest", "jobs", "migrate", "admin", "mcp")
     configure_logging(settings.log_level, json_lines=settings.log_json and not interactive, process=args.command)
     sys.exit(args.func(args))
 

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     stream_token_seconds: int = Field(default=300, description="Lifetime of query-string tokens for SSE/WebSocket.")
     password_reset_minutes: int = 60
     api_key: SecretStr | None = Field(default=None, description="API key the `agentmem` CLI sends to the API.")
+    api_url: str | None = Field(default=None, description="The API the `agentmem` CLI talks to (`ingest`, "
+                                "`jobs watch`, `mcp`); unset: http://{host}:{port}.")
 
     # Rate limits: requests per minute per API key or user, by role (an organization may override).
     rate_limit_owner: int = 3000
@@ -360,6 +362,17 @@ class Settings(BaseSettings):
     search_queue_seconds: float = Field(default=1.0, description="Longest a search waits for a slot before "
                                         "it is refused with 503 `overloaded`.")
     overload_retry_after_seconds: int = Field(default=1, description="`Retry-After` of a 503 `overloaded`.")
+
+    # AgentMem as an MCP server (/mcp and `agentmem mcp`; api/mcp.py, api/mcp_tools.py)
+    mcp_max_wait_seconds: float = Field(default=60.0, ge=0, description="Longest an MCP tool call waits for its job "
+                                        "(`wait_seconds` of add_memories, get_job, send_message); then it "
+                                        "answers with the job as it stands.")
+    mcp_allowed_hosts: str | None = Field(default=None, description="Host header values /mcp accepts, separated "
+                                          "by commas (`host:*` for any port): the SDK's DNS-rebinding check. "
+                                          "Unset: any host (every request needs an API key in a header anyway).")
+    mcp_allowed_origins: str | None = Field(default=None, description="Origin header values /mcp accepts when "
+                                            "`mcp_allowed_hosts` is set (`http://host:*` for any port); a request "
+                                            "without Origin is always accepted.")
 
     log_level: str = "INFO"
     log_json: bool = True
