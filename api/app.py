@@ -27,6 +27,7 @@ from api.routes import (
     messages,
     openai_compat,
     organizations,
+    sources,
     summaries,
     tools,
     ws,
@@ -86,7 +87,7 @@ TAGS = [
 ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, summaries.router, jobs.router,
            llm.router, agents.router, conversations.router, messages.router,
            openai_compat.router, blocks.router, tools.router,
-           ws.router, audit.router, admin.router, health.router)
+           ws.router, audit.router, admin.router, health.router, sources.router)
 
 
 async def _warm_up() -> None:

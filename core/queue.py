@@ -45,6 +45,7 @@ QUEUES: dict[JobKind, str] = {
     JobKind.AGENT_TURN: "agent",
     JobKind.SUMMARIZE_CONVERSATION: "llm",
     JobKind.NOOP: "bench",
+    JobKind.INGEST_SOURCE: "embedding",
 }
 BENCH_QUEUE = "bench"  # consumed only with AGENTMEM_BENCH_JOBS: no-op jobs and the bare Dramatiq actor beside them
 

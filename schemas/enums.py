@@ -26,6 +26,7 @@ class JobKind(StrEnum):
     SUMMARIZE_CONVERSATION = "summarize_conversation"
     # Benchmarks only (AGENTMEM_BENCH_JOBS): a job that does nothing, to measure what the job machinery costs.
     NOOP = "noop"
+    INGEST_SOURCE = "ingest_source"
 
 
 # The kinds the API documents and accepts in filters: NOOP is internal (benchmarks).
@@ -76,3 +77,13 @@ class MemoryExtraction(StrEnum):
     OFF = "off"
     FACTS = "facts"
     TURNS = "turns"
+
+
+class SourceStatus(StrEnum):
+    """Where an uploaded document stands: its `ingest_source` job queued, running, done or not."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
