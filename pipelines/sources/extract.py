@@ -241,10 +241,10 @@ def extract_docx(data: bytes) -> Document:
             continue
         style = item.style.name if item.style is not None else ""
         heading = _HEADING_STYLE.match(style or "")
-        if style == "Title":
+        if style == "Title":  # above every Heading N
             builder.heading(item.text, 1)
         elif heading:
-            builder.heading(item.text, int(heading.group(1)))
+            builder.heading(item.text, int(heading.group(1)) + 1)
         else:
             builder.paragraph(item.text)
     return builder.document
