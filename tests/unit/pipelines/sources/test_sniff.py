@@ -43,7 +43,7 @@ def test_utf16_with_a_byte_order_mark_is_text():
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",                 # an image
     b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)),        # an executable
     b"\xff\xd8\xff\xe0" + b"\x00" * 64,                    # a JPEG
-    "valid text with a NUL \x00 inside".encode(),         # text no column can hold
+    b"valid text with a NUL \x00 inside",         # text no column can hold
     b"\xc3\x28 invalid utf-8",                              # not UTF-8
 ], ids=["png", "elf", "jpeg", "nul", "bad-utf8"])
 def test_binary_junk_is_415_naming_the_accepted_types(data):
