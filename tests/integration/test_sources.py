@@ -9,7 +9,7 @@ import pytest
 
 from schemas.permissions import Role
 from tests.support import documents
-from tests.support.sse import finish
+from tests.support.sse import finish, follow
 
 BILLING = "Invoices are emailed on the first business day of each month, with the usage of the month before."
 REFUNDS = "A refund reaches the customer's bank account within five working days of the approval."
@@ -52,7 +52,7 @@ async def live_memories(db, job_id: str) -> int:
 
 
 async def search(client: httpx.AsyncClient, query: str, scope: str) -> list[dict]:
-    response = await client.post("/api/v1/memories/search", json={"query": query, "user_id": scope, "limit": 3})
+    response = await client.post("/api/v1/memories/search", json={"query": query, "user_id": scope, "top_k": 3})
     assert response.status_code == 200, response.text
     return response.json()["hits"]
 
@@ -86,8 +86,14 @@ async def test_each_type_is_ingested_and_a_passage_is_found_by_meaning(kind, own
 
 async def test_progress_is_reported_per_batch_of_chunks(owner, scope):
     text = "\n\n".join(f"Paragraph {n} says something about topic number {n}." for n in range(30))
-    source, job = await ingested(owner, "many.txt", text.encode(), user_id=scope, chunk_size=100, chunk_overlap=0)
-    assert job["status"] == "succeeded" and job["progress"]["done"] == job["progress"]["total"] == 30, job
+    response = await upload(owner, "many.txt", text.encode(), user_id=scope, chunk_size=100, chunk_overlap=0)
+    events = await follow(owner, response.json()["job_id"])
+    job = (await owner.get(f"/api/v1/jobs/{response.json()['job_id']}")).json()
+    chunks = job["result"]["chunks"]
+    assert job["status"] == "succeeded" and job["progress"]["done"] == job["progress"]["total"] == chunks > 16, job
+    # The stack embeds 8 chunks a step (AGENTMEM_INGEST_CHUNK_SIZE): one event after extracting, then one a step.
+    done = [e.data["data"]["done"] for e in events if e.event == "progress"]
+    assert done[0] == 0 and done[-1] == chunks and len(done) >= 1 + chunks // 8, done
 
 
 async def test_a_corrupt_pdf_fails_clearly_and_stores_nothing(owner, scope, db):
