@@ -7,6 +7,8 @@ import uuid
 import httpx
 import pytest
 
+from core import queue
+from schemas.enums import JobKind
 from schemas.permissions import Role
 from tests.support import documents
 from tests.support.sse import finish, follow
@@ -94,6 +96,20 @@ async def test_progress_is_reported_per_batch_of_chunks(owner, scope):
     # The stack embeds 8 chunks a step (AGENTMEM_INGEST_CHUNK_SIZE): one event after extracting, then one a step.
     done = [e.data["data"]["done"] for e in events if e.event == "progress"]
     assert done[0] == 0 and done[-1] == chunks and len(done) >= 1 + chunks // 8, done
+
+
+async def test_a_redelivered_job_stores_each_chunk_once(owner, scope, db):
+    filename, data = handbook("md")
+    source, job = await ingested(owner, filename, data, user_id=scope, chunk_size=150)
+    assert job["status"] == "succeeded" and job["result"]["inserted"] == 3
+    # As if the worker died after storing but before recording the outcome: the row runnable, the message again.
+    await db("UPDATE jobs SET status = 'queued', finished_at = NULL, result = NULL WHERE id = :j", j=job["id"])
+    queue.send(JobKind.INGEST_SOURCE, job["id"])
+    again = await finish(owner, job["id"])
+    assert again["status"] == "succeeded" and again["attempts"] == 2, again
+    assert (again["result"]["inserted"], again["result"]["already_stored"]) == (0, 3)
+    assert await live_memories(db, job["id"]) == 3
+    assert (await owner.get(f"/api/v1/sources/{source['id']}")).json()["status"] == "ready"
 
 
 async def test_a_corrupt_pdf_fails_clearly_and_stores_nothing(owner, scope, db):
