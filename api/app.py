@@ -30,6 +30,7 @@ from api.routes import (
     messages,
     openai_compat,
     organizations,
+    sources,
     summaries,
     tools,
     ws,
@@ -90,7 +91,8 @@ TAGS = [
 ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, summaries.router, jobs.router,
            llm.router, agents.router, conversations.router, messages.router,
            openai_compat.router, blocks.router, tools.router,
-           ws.router, audit.router, admin.router, health.router, mcp_servers.router, files.router)
+           ws.router, audit.router, admin.router, health.router, mcp_servers.router, files.router,
+           sources.router)
 
 
 async def _warm_up() -> None:

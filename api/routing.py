@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.datastructures import UploadFile
 
 from core.errors import InvalidInput
 from schemas.inputs import InputRejected, nul_rejected, strict_json_loads
@@ -63,6 +64,8 @@ async def check_request(request: StrictRequest, *, raw_body: bool = False) -> No
         for key, value in parse_qsl((await request.body()).decode("latin-1"), keep_blank_values=True):
             if "\x00" in key or "\x00" in value:
                 raise _rejected(nul_rejected(("body", key.replace("\x00", "\\u0000"))))
+    elif content_type.startswith("multipart/form-data"):
+        await _check_multipart(request)
     elif (not content_type or _is_json(content_type)) and await request.body():
         try:
             await request.json()
@@ -70,6 +73,17 @@ async def check_request(request: StrictRequest, *, raw_body: bool = False) -> No
             raise _rejected(exc) from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass  # FastAPI decodes again and answers 400 `malformed_json`, as it always did
+
+
+async def _check_multipart(request: StrictRequest) -> None:
+    """NUL in a multipart form's field names, text fields or file names (file contents are the route's to judge).
+
+    The form is parsed once here (files spool to disk past 1 MiB) and kept on the request for the route."""
+    form = await request.form()  # a malformed body: Starlette's 400
+    for key, value in form.multi_items():
+        name = (value.filename or "") if isinstance(value, UploadFile) else value
+        if "\x00" in key or "\x00" in name:
+            raise _rejected(nul_rejected(("body", key.replace("\x00", "\\u0000"))))
 
 
 BODY_ERRORS = {

@@ -47,6 +47,7 @@ QUEUES: dict[JobKind, str] = {
     JobKind.NOOP: "bench",
     JobKind.MCP_TEST: "tools",
     JobKind.MCP_CALL: "tools",
+    JobKind.INGEST_SOURCE: "embedding",
 }
 BENCH_QUEUE = "bench"  # consumed only with AGENTMEM_BENCH_JOBS: no-op jobs and the bare Dramatiq actor beside them
 

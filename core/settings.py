@@ -296,6 +296,17 @@ class Settings(BaseSettings):
                                         "to stdio MCP servers in the sandbox (where their code is installed, "
                                         "e.g. /opt/mcp); the system folders are always shown.")
 
+    # Documents (sources): uploads whose text becomes memories
+    source_max_bytes: int = Field(default=26_214_400, ge=1, description="Largest document `POST /api/v1/sources` "
+                                  "accepts; a larger one is refused with 413 `payload_too_large` while it is read.")
+    source_chunk_chars: int = Field(default=1000, ge=100, le=8000, description="Default size of a document's "
+                                    "chunks in characters (an upload's `chunk_size` overrides it).")
+    source_chunk_overlap_chars: int = Field(default=150, ge=0, le=4000, description="Default characters of "
+                                            "sentences a chunk repeats from the one before it in its section "
+                                            "(an upload's `chunk_overlap` overrides it).")
+    source_max_chunks: int = Field(default=20_000, ge=1, description="Most chunks one document may make; a "
+                                   "longer one fails with `source_too_long` and stores nothing.")
+
     # Jobs
     ingest_chunk_size: int = 256
     ingest_coalesce_items: int = Field(default=16, ge=0, description="Ingest jobs of at most this many items that "

@@ -29,6 +29,7 @@ class JobKind(StrEnum):
     # MCP servers of an organization (AgentMem as an MCP client): connect and list tools; call one tool.
     MCP_TEST = "mcp_test"
     MCP_CALL = "mcp_call"
+    INGEST_SOURCE = "ingest_source"
 
 
 # The kinds the API documents and accepts in filters: NOOP is internal (benchmarks).
@@ -79,3 +80,13 @@ class MemoryExtraction(StrEnum):
     OFF = "off"
     FACTS = "facts"
     TURNS = "turns"
+
+
+class SourceStatus(StrEnum):
+    """Where an uploaded document stands: its `ingest_source` job queued, running, done or not."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    CANCELLED = "cancelled"

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import ARRAY, Column, DateTime, Index, String, Text, UniqueConstraint, func
+from sqlalchemy import ARRAY, Column, DateTime, Index, LargeBinary, String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -384,3 +384,37 @@ class McpServer(SQLModel, table=True):
     created_at: datetime = _now_column()
     updated_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+class Source(SQLModel, table=True):
+    """An uploaded document; its text becomes memories (`source_job_id` = `job_id`) by an `ingest_source` job."""
+
+    __tablename__ = "sources"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    user_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    agent_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    run_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    filename: str = Field(sa_column=Column(String(255), nullable=False))
+    media_type: str = Field(sa_column=Column(String(100), nullable=False))
+    size_bytes: int
+    sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False))
+    chunk_size: int
+    chunk_overlap: int
+    status: str = Field(sa_column=Column(String(20), nullable=False))
+    chunks: int | None = None
+    pages: int | None = None
+    error_code: str | None = Field(default=None, sa_column=Column(String(100)))
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    actor: str | None = Field(default=None, sa_column=Column(String(100)))
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class SourceBlob(SQLModel, table=True):
+    """An upload's bytes, apart from its row so that lists never read them; dropped when the source is deleted."""
+
+    __tablename__ = "source_blobs"
+    source_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

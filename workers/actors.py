@@ -21,6 +21,7 @@ from pipelines.jobs.noop import noop as noop_handler
 from pipelines.jobs.runner import run_job
 from pipelines.mcp import call as mcp
 from pipelines.memories import extraction, ingest as embedding
+from pipelines.sources import ingest as sources
 from pipelines.summaries import summarize as summarization
 from pipelines.tools import execute
 from schemas.enums import JobKind
@@ -104,6 +105,12 @@ async def noop(job_id: str) -> None:
     await run_job(uuid.UUID(job_id), noop_handler)
 
 
+@dramatiq.actor(actor_name=JobKind.INGEST_SOURCE.value, queue_name=QUEUES[JobKind.INGEST_SOURCE], **_options)
+async def ingest_source(job_id: str) -> None:
+    """Turn an uploaded document into memories: extract, chunk, embed, store (all or nothing)."""
+    await run_job(uuid.UUID(job_id), sources.ingest_source)
+
+
 @dramatiq.actor(actor_name="bench_bare_noop", queue_name=BENCH_QUEUE, **_options)
 async def bench_bare_noop() -> None:
     """Benchmarks only: a bare Dramatiq actor that does nothing and has no job row (the baseline)."""
@@ -135,4 +142,5 @@ ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.NOOP: noop,
     JobKind.MCP_TEST: mcp_test,
     JobKind.MCP_CALL: mcp_call,
+    JobKind.INGEST_SOURCE: ingest_source,
 }

@@ -31,7 +31,8 @@ def install_middleware(app: FastAPI) -> None:
     """Add the stack to the app, in the order of this module's docstring."""
     settings = get_settings()
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes,
-                       max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers)
+                       max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers,
+                       upload_limits={"/api/v1/sources": settings.source_max_bytes})
     outermost_first = [RequestId, AccessLog, AuditLog, *([ServerTiming] if settings.server_timing else []),
                        RateLimitHeaders, UnhandledErrors]
     for middleware in reversed(outermost_first):  # the last one added is the outermost

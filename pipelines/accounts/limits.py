@@ -151,7 +151,7 @@ async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKi
         raise _quota("quota_jobs_per_minute", f"at most {limits['jobs_per_minute']} jobs per minute",
                      limits["jobs_per_minute"], 429, max(1, math.ceil(float(wait or 0))))
     if writes:
-        # Extraction and summaries store an unknown number of memories (a summary: one); they are
+        # Extraction, summaries and documents store an unknown number of memories (a summary: one); they are
         # refused up front only if not even one more fits, and checked again when they write.
         wanted = items if kind is JobKind.INGEST_MEMORIES else 1
         stored, pending = usage
@@ -167,7 +167,7 @@ def _check_batch(limits: dict[str, int], items: int) -> None:
                      limits["batch_items"], 403)
 
 
-MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.SUMMARIZE)
+MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.SUMMARIZE, JobKind.INGEST_SOURCE)
 
 
 def _memory_usage_columns(org_id: uuid.UUID) -> list:

@@ -109,8 +109,8 @@ async def _duplicates(job, items: list[dict[str, Any]], chunk: list[int], vector
     return found
 
 
-def _memory_rows(job, items: list[dict[str, Any]], chunk: list[int],
-                 embedded: list[passages.Embedded]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def memory_rows(job, items: list[dict[str, Any]], chunk: list[int],
+                embedded: list[passages.Embedded]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The memory rows and passage rows of some of a job's items."""
     rows, passage_rows = [], []
     for i, vectors in zip(chunk, embedded, strict=True):
@@ -134,7 +134,7 @@ async def _store_chunk(job, items: list[dict[str, Any]], chunk: list[int],
                        embedded: list[passages.Embedded]) -> int:
     """Insert one chunk's memories and their passages; rows an earlier attempt stored are left as they are."""
     async with session_scope() as session:
-        inserted = await _store_rows(session, job, *_memory_rows(job, items, chunk, embedded))
+        inserted = await _store_rows(session, job, *memory_rows(job, items, chunk, embedded))
         await session.commit()
     return inserted
 
@@ -158,7 +158,7 @@ async def ingest_jobs(jobs: list, session) -> dict[uuid.UUID, dict[str, Any]]:
         items = job.payload["items"]
         started = time.perf_counter()
         mine = list(range(len(items)))
-        inserted = await _store_rows(session, job, *_memory_rows(job, items, mine, embedded[at:at + len(items)]))
+        inserted = await _store_rows(session, job, *memory_rows(job, items, mine, embedded[at:at + len(items)]))
         at += len(items)
         results[job.id] = {"memories": len(items), "inserted": inserted, "already_stored": len(items) - inserted,
                            "first_memory_id": str(memory_id(job.id, 0)),

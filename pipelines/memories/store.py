@@ -8,6 +8,7 @@ extraction, summaries and the REST routes all write through the functions below.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from typing import Any
 
@@ -155,6 +156,26 @@ async def soft_delete(session: AsyncSession, memory_id_: uuid.UUID, *, org_id: u
                           .values(deleted_at=text("now()"), updated_at=text("now()")))
     await history.record_change(session, memory_id=memory_id_, org_id=org_id, event=MemoryEvent.DELETE,
                                 old_content=old_content, new_content=None, job_id=job_id, actor=actor, meta=meta)
+
+
+_DELETE_JOB_MEMORIES = text("""
+WITH gone AS (
+    UPDATE memories SET deleted_at = now(), updated_at = now()
+    WHERE org_id = :org AND source_job_id = :source_job AND deleted_at IS NULL
+    RETURNING id, org_id, content)
+INSERT INTO memory_history (id, memory_id, org_id, version, event, old_content, new_content, metadata, job_id, actor)
+SELECT gen_random_uuid(), g.id, g.org_id,
+       coalesce((SELECT max(h.version) FROM memory_history h WHERE h.memory_id = g.id), 0) + 1,
+       'DELETE', g.content, NULL, CAST(:meta AS jsonb), NULL, :actor
+FROM gone g""")
+
+
+async def soft_delete_from_job(session: AsyncSession, org_id: uuid.UUID, source_job_id: uuid.UUID, *,
+                               actor: str | None, meta: dict[str, Any]) -> int:
+    """Soft-delete every live memory a job stored, each with its DELETE version, in one statement; how many."""
+    result = await session.execute(_DELETE_JOB_MEMORIES, {"org": org_id, "source_job": source_job_id,
+                                                          "meta": json.dumps(meta), "actor": actor})
+    return result.rowcount
 
 
 async def set_embedding(session: AsyncSession, memory_id_: uuid.UUID, *, expected_hash: str,

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from schemas.inputs import INT32_MAX
-from tests.support.bad_inputs import NUL, field_cases, query_parameters, request_schema
-from tests.support.routes import WEBSOCKET, endpoints, fresh_ids
+from tests.support.bad_inputs import NUL, field_cases, form_cases, query_parameters, request_schema
+from tests.support.routes import WEBSOCKET, Multipart, endpoints, fresh_ids, send_body
 
 STATE_SQL = """
 SELECT 'memory', (to_jsonb(x) - 'embedding')::text FROM memories x WHERE x.org_id = :org
@@ -25,6 +25,7 @@ UNION ALL SELECT 'agent', to_jsonb(g)::text FROM agents g WHERE g.org_id = :org
 UNION ALL SELECT 'block', to_jsonb(b)::text FROM blocks b WHERE b.org_id = :org
 UNION ALL SELECT 'tool', to_jsonb(t)::text FROM tools t WHERE t.org_id = :org
 UNION ALL SELECT 'mcp_server', to_jsonb(m)::text FROM mcp_servers m WHERE m.org_id = :org
+UNION ALL SELECT 'source', to_jsonb(s)::text FROM sources s WHERE s.org_id = :org
 UNION ALL SELECT 'count', (SELECT count(*) FROM organizations)::text || '/' || (SELECT count(*) FROM users)::text
 ORDER BY 1, 2
 """
@@ -47,7 +48,14 @@ def body_endpoints() -> list:
     """Routes whose body has a field that could hold a bad value (not only booleans and enums)."""
     return [pytest.param(e, id=e.id) for e in endpoints()
             if e.method != WEBSOCKET and not e.public and getattr(e.route, "body_field", None) is not None
+            and not isinstance(e.template, Multipart)
             and field_cases(e.body(fresh_ids()), request_schema(e.method, e.path))]
+
+
+def form_endpoints() -> list:
+    """Routes that take a multipart form (uploads)."""
+    return [pytest.param(e, id=e.id) for e in endpoints()
+            if e.method != WEBSOCKET and not e.public and isinstance(e.template, Multipart)]
 
 
 def query_endpoints() -> list:
@@ -87,6 +95,23 @@ async def test_every_body_field_refuses_unstorable_values_and_changes_nothing(en
     assert await state_of(db, tenant.org_id) == before
 
 
+@pytest.mark.parametrize("endpoint", form_endpoints())
+async def test_every_form_field_refuses_unstorable_values_and_changes_nothing(endpoint, owner, tenant, db):
+    ids = fresh_ids()
+    template = endpoint.body(ids)
+    cases = form_cases(template.data, request_schema(endpoint.method, endpoint.path, form=True))
+    assert cases, f"{endpoint.id}: no text or number field found in its form"
+    before = await state_of(db, tenant.org_id)
+    problems = []
+    for field, label, data in cases:
+        response = await owner.request(endpoint.method, endpoint.url(ids), data=data, files=template.files)
+        problem = refusal_problem(response, label)
+        if problem:
+            problems.append(f"{field} = {label}: {problem}")
+    assert not problems, "\n".join(problems)
+    assert await state_of(db, tenant.org_id) == before
+
+
 @pytest.mark.parametrize("endpoint", query_endpoints())
 async def test_every_query_parameter_refuses_nul(endpoint, owner, tenant, db):
     ids = fresh_ids()
@@ -95,7 +120,7 @@ async def test_every_query_parameter_refuses_nul(endpoint, owner, tenant, db):
     for parameter in query_parameters(endpoint.method, endpoint.path):
         body = endpoint.body(ids)
         async with owner.stream(endpoint.method, endpoint.url(ids), params={parameter["name"]: NUL},
-                                **({"json": body} if body is not None else {})) as response:
+                                **send_body(body)) as response:
             await response.aread()
         if response.status_code != 422 or response.json()["error"]["details"][0]["type"] != "string_contains_nul":
             problems.append(f"?{parameter['name']}=%00: {response.status_code} {response.text[:200]}")

@@ -50,19 +50,21 @@ class World:
     block_id: str = ""
     conversation_id: str = ""
     file_path: str = ""
+    source_id: str = ""
 
     def ids(self) -> dict:
         return fresh_ids(memory_id=self.memory_id, job_id=self.job_id, key_id=self.tenant.key_ids[Role.MEMBER],
                          org_id=self.tenant.org_id, organization_id=self.tenant.org_id, user_id=self.member.id,
                          username=self.member.username, config_id=self.config_id, agent_id=self.agent_id,
-                         block_id=self.block_id, conversation_id=self.conversation_id, path=self.file_path)
+                         block_id=self.block_id, conversation_id=self.conversation_id, path=self.file_path,
+                         source_id=self.source_id)
 
     def secrets(self) -> set[str]:
         """Everything of A's that could show up in a response."""
         keys = self.tenant.keys.values()
         return ({self.memory_id, self.job_id, str(self.tenant.org_id), self.tenant.name, str(self.member.id),
                  self.member.username, self.marker, self.scope, self.config_id, self.provider_key,
-                 self.agent_id, self.block_id, self.conversation_id}
+                 self.agent_id, self.block_id, self.conversation_id, self.source_id}
                 | {str(k) for k in self.tenant.key_ids.values()} | {k.split("_")[1] for k in keys} | set(keys))
 
 
@@ -95,10 +97,14 @@ async def org_a(stack) -> World:
         file_path = f"iso/{marker}.txt"
         uploaded = await client.put(f"/api/v1/files/{file_path}", content=f"The file knows {marker}".encode())
         assert uploaded.status_code == 201, uploaded.text
+        source = await client.post("/api/v1/sources", data={"user_id": scope}, files={
+            "file": ("vault.md", f"# Vault\n\nThe vault combination is {marker}.".encode(), "text/markdown")})
+        assert source.status_code == 202, source.text
+        assert (await finish(client, source.json()["job_id"]))["status"] == "succeeded"
     member = await make_user("iso-member", org_id=tenant.org_id, role=Role.MEMBER)
     return World(tenant, member, memory["id"], job["id"], marker, scope, config.json()["id"], provider_key,
                  agent_id=agent.json()["id"], block_id=block.json()["id"],
-                 conversation_id=conversation.json()["id"], file_path=file_path)
+                 conversation_id=conversation.json()["id"], file_path=file_path, source_id=source.json()["id"])
 
 
 STATE_SQL = """
@@ -117,6 +123,7 @@ UNION ALL SELECT 'agent_block', to_jsonb(ab)::text FROM agent_blocks ab WHERE ab
 UNION ALL SELECT 'conversation', to_jsonb(c)::text FROM conversations c WHERE c.org_id = :org
 UNION ALL SELECT 'message', (to_jsonb(x) - 'embedding')::text FROM messages x WHERE x.org_id = :org
 UNION ALL SELECT 'mcp_server', to_jsonb(m)::text FROM mcp_servers m WHERE m.org_id = :org
+UNION ALL SELECT 'source', to_jsonb(s)::text FROM sources s WHERE s.org_id = :org
 ORDER BY 1, 2
 """
 

@@ -35,11 +35,31 @@ def _resolve(schema: dict) -> dict:
     return schema
 
 
-def request_schema(method: str, path: str) -> dict | None:
+def request_schema(method: str, path: str, *, form: bool = False) -> dict | None:
     operation = openapi()["paths"][path][method.lower()]
     content = operation.get("requestBody", {}).get("content", {})
-    media = content.get("application/json") or content.get("application/x-www-form-urlencoded")
+    media = (content.get("multipart/form-data") if form
+             else content.get("application/json") or content.get("application/x-www-form-urlencoded"))
     return _resolve(media["schema"]) if media else None
+
+
+def form_cases(template: dict[str, str], schema: dict) -> list[tuple[str, str, dict[str, str]]]:
+    """One bad multipart form per (text or integer field, bad value): (field, label, form fields).
+
+    Files are left as the template has them; a form sends text, so numbers are only too large."""
+    cases = []
+    for name, prop in schema.get("properties", {}).items():
+        kinds = _kinds(prop)
+        if any(k.get("format") in ("binary", "base64") or k.get("contentMediaType") for k in kinds):
+            continue
+        for kind in kinds:
+            if kind.get("type") == "string":
+                cases.append((name, "NUL", template | {name: NUL}))
+                if kind.get("maxLength") is not None:
+                    cases.append((name, "over maxLength", template | {name: "x" * (kind["maxLength"] + 1)}))
+            elif kind.get("type") == "integer":
+                cases.append((name, "2^31", template | {name: str(2**31)}))
+    return cases
 
 
 def query_parameters(method: str, path: str) -> list[dict]:

@@ -28,6 +28,14 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 ROW_IDS = frozenset({"memory_id", "job_id", "key_id", "org_id", "user_id", "organization_id", "username",
                      "config_id"})
 
+@dataclass(frozen=True)
+class Multipart:
+    """A multipart/form-data body: text fields (placeholders filled like a JSON body's) and files."""
+
+    data: dict[str, str]
+    files: dict[str, tuple[str, bytes, str]]
+
+
 # The smallest valid body of each route that takes one; "{name}" is filled from the ids the test passes.
 BODIES: dict[str, Any] = {
     "POST /api/v1/auth/logout": {},
@@ -68,10 +76,14 @@ BODIES: dict[str, Any] = {
                                  "url": "http://93.184.216.34:9/mcp", "headers": {"Authorization": "Bearer matrix"}},
     "PATCH /api/v1/mcp/servers/{server_id}": {"description": "changed by the route matrix"},
     "POST /api/v1/mcp/servers/{server_id}/tools/{tool_name}/call": {"arguments": {"text": "route matrix"}},
+    "POST /api/v1/sources": Multipart(data={"user_id": "{scope}"}, files={
+        "file": ("matrix.txt", b"A document uploaded by the route matrix.", "text/plain")}),
 }
 
 
 def _placeholders(value: Any) -> set[str]:
+    if isinstance(value, Multipart):
+        return _placeholders(value.data)
     if isinstance(value, str):
         return set(PLACEHOLDER.findall(value))
     if isinstance(value, dict):
@@ -82,6 +94,8 @@ def _placeholders(value: Any) -> set[str]:
 
 
 def _fill(value: Any, ids: dict[str, Any]) -> Any:
+    if isinstance(value, Multipart):
+        return Multipart(_fill(value.data, ids), value.files)
     if isinstance(value, str):
         return PLACEHOLDER.sub(lambda m: str(ids[m.group(1)]), value)
     if isinstance(value, dict):
@@ -156,8 +170,18 @@ def fresh_ids(**ids: Any) -> dict[str, Any]:
             "user_id": uuid.uuid4(), "organization_id": uuid.uuid4(), "username": f"nobody-{uuid.uuid4().hex[:10]}",
             "config_id": uuid.uuid4(), "agent_id": uuid.uuid4(), "block_id": uuid.uuid4(),
             "tool_id": uuid.uuid4(), "conversation_id": uuid.uuid4(), "server_id": uuid.uuid4(), "tool_name": "echo",
+            "source_id": uuid.uuid4(),
             "new_name": f"renamed-{uuid.uuid4().hex[:10]}", "scope": f"matrix-{uuid.uuid4().hex[:10]}",
             "query": "what does this organization remember?", "path": f"matrix/{uuid.uuid4().hex[:10]}.txt"} | ids
+
+
+def send_body(body: Any) -> dict[str, Any]:
+    """httpx's keyword arguments that send a template's body: JSON, a multipart form, or nothing."""
+    if body is None:
+        return {}
+    if isinstance(body, Multipart):
+        return {"data": body.data, "files": body.files}
+    return {"json": body}
 
 
 @dataclass
@@ -177,8 +201,7 @@ async def call(client: httpx.AsyncClient, endpoint: Endpoint, ids: dict[str, Any
                headers: dict[str, str] | None = None) -> Reply:
     """Call an HTTP endpoint with `ids` in its path and body; an event stream is closed once its status is known."""
     body = endpoint.body(ids)
-    async with client.stream(endpoint.method, endpoint.url(ids), headers=headers,
-                             **({"json": body} if body is not None else {})) as response:
+    async with client.stream(endpoint.method, endpoint.url(ids), headers=headers, **send_body(body)) as response:
         if response.headers.get("content-type", "").startswith("text/event-stream"):
             return Reply(response.status_code, "")
         await response.aread()
