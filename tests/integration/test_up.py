@@ -24,8 +24,10 @@ from tests.support.stack import ROOT, free_port
 class Up:
     """`agentmem up` in the background, its output read line by line."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")} | {"PYTHONUNBUFFERED": "1"}
+    def __init__(self, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
+        """`env`: AGENTMEM_* settings of this run (none of the test process's own reach it)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")} | {"PYTHONUNBUFFERED": "1"} | (
+            env or {})
         self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(port), "--data-dir",
                                       str(data_dir), "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
