@@ -295,6 +295,9 @@ class Settings(BaseSettings):
     mcp_stdio_paths: str | None = Field(default=None, description="Comma-separated host folders shown read-only "
                                         "to stdio MCP servers in the sandbox (where their code is installed, "
                                         "e.g. /opt/mcp); the system folders are always shown.")
+    mcp_tools_refresh_seconds: float = Field(default=21_600.0, ge=0, description="The scheduler re-lists the tools "
+                                             "of an MCP server whose cached list is older than this (an `mcp_test` "
+                                             "job); 0 turns the refresh off.")
 
     # Documents (sources): uploads whose text becomes memories
     source_max_bytes: int = Field(default=26_214_400, ge=1, description="Largest document `POST /api/v1/sources` "

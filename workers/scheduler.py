@@ -4,7 +4,8 @@ Each pass (one scheduler at a time: a pass holds an advisory lock from start to 
 connection of its own, while its changes commit one job at a time on another):
 - a queued job whose message is not in the broker (a crash between commit and send) is re-sent;
 - a running job whose lease expired (its worker died) is re-sent unless the broker still holds its
-  message (Dramatiq re-delivers a dead worker's messages itself), or cancelled if cancel was asked.
+  message (Dramatiq re-delivers a dead worker's messages itself), or cancelled if cancel was asked;
+- an MCP server whose cached tool list is older than `mcp_tools_refresh_seconds` gets an `mcp_test` job.
 Each re-send is also a compare-and-swap on the row as the pass read it, so a job that moved on
 meanwhile (picked up, finished, re-sent) is left alone.
 """
@@ -21,7 +22,8 @@ from core.db import session_scope
 from core.errors import infrastructure_errors
 from core.settings import get_settings
 from pipelines.jobs import lifecycle, rows as jobs
-from schemas.enums import JobStatus
+from pipelines.mcp import servers as mcp_servers
+from schemas.enums import JobKind, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ SCHEDULER_LOCK = 7_310_002
 async def maintain_once() -> dict[str, int]:
     """One maintenance pass; returns what it did (all zeros when another scheduler's pass is running)."""
     settings = get_settings()
-    report = {"resent": 0, "cancelled": 0, "in_broker": 0}
+    report = {"resent": 0, "cancelled": 0, "in_broker": 0, "mcp_refreshes": 0}
     async with session_scope() as lock_session:
         # Held until this transaction ends, after the whole pass: commits below happen on `session`.
         locked = (await lock_session.execute(text(f"SELECT pg_try_advisory_xact_lock({SCHEDULER_LOCK})"))).scalar()
@@ -55,8 +57,26 @@ async def maintain_once() -> dict[str, int]:
                 log.info("re-sent %s job %s (%s)", job.kind, job.id, job.status)
                 report["resent"] += 1
             await session.commit()
+            if settings.mcp_tools_refresh_seconds > 0:
+                report["mcp_refreshes"] = await refresh_mcp_tools(session, settings.mcp_tools_refresh_seconds)
         await lock_session.commit()
     return report
+
+
+async def refresh_mcp_tools(session, older_than_seconds: float) -> int:
+    """Queue an `mcp_test` job for each MCP server whose tool list is stale; how many were queued."""
+    queued = 0
+    for server in await mcp_servers.due_for_refresh(session, older_than_seconds):
+        # One key per server and cache age: a pass that runs again before the job finishes finds the same job.
+        stamp = (server.tools_refreshed_at or server.created_at).isoformat()
+        _, created = await lifecycle.submit_scheduled(session, server.org_id, kind=JobKind.MCP_TEST,
+                                                      payload={"server_id": str(server.id)},
+                                                      key=f"scheduler:mcp-refresh:{server.id}:{stamp}")
+        queued += created
+    await lifecycle.commit(session)
+    if queued:
+        log.info("queued %d MCP tool-list refreshes", queued)
+    return queued
 
 
 async def run_scheduler(stop: asyncio.Event) -> None:
@@ -66,7 +86,7 @@ async def run_scheduler(stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             report = await maintain_once()
-            if report["resent"] or report["cancelled"]:
+            if report["resent"] or report["cancelled"] or report["mcp_refreshes"]:
                 log.info("maintenance pass: %s", report)
         except infrastructure_errors() as exc:
             log.warning("maintenance pass skipped, infrastructure unavailable: %s", exc)

@@ -52,6 +52,18 @@ async def submit(session: AsyncSession, who: Principal, *, kind: JobKind, payloa
     return job, created
 
 
+async def submit_scheduled(session: AsyncSession, org_id: uuid.UUID, *, kind: JobKind, payload: dict[str, Any],
+                           key: str) -> tuple[Job, bool]:
+    """A job the service starts itself (scheduled maintenance) for an organization: like `submit`, without the
+    quotas a request is held to, its actor `scheduler`; `key` makes a repeated pass find the same job."""
+    job, created = await rows.submit(session, org_id=org_id, kind=kind, payload=payload, total=1, idempotency_key=key,
+                                     request_id=None, max_attempts=get_settings().job_max_retries + 1,
+                                     actor="scheduler")
+    if created:
+        session.info.setdefault(OUTBOX, []).append(job)
+    return job, created
+
+
 async def commit(session: AsyncSession) -> None:
     """Commit the session, then send the messages of the jobs it submitted and publish `queued` for each."""
     try:

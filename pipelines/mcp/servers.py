@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,8 +23,9 @@ from core.errors import AppError, Conflict, InvalidInput, NotFound, PermanentJob
 from core.outbound import check_url
 from core.settings import get_settings
 from pipelines.tools.registry import check_arguments
+from schemas.enums import JobKind, JobStatus
 from schemas.mcp import McpServerCreate, McpServerUpdate, McpToolCall, McpToolOut
-from schemas.tables import McpServer
+from schemas.tables import Job, McpServer
 
 LIVE = McpServer.deleted_at.is_(None)
 
@@ -216,3 +218,17 @@ async def live_spec(session: AsyncSession, org_id: uuid.UUID, server_id: uuid.UU
         raise PermanentJobError(f"MCP server {server_id} was deleted before the job ran",
                                 code="mcp_server_not_found") from exc
     return row, spec_of(row)
+
+
+async def due_for_refresh(session: AsyncSession, older_than_seconds: float, limit: int = 100) -> list[McpServer]:
+    """Live servers whose tool list is older than `older_than_seconds` (or was never fetched since they were
+    made that long ago) and that have no test job waiting or running: the scheduler refreshes them."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+    pending = (select(Job.id).where(Job.kind == JobKind.MCP_TEST.value, Job.org_id == McpServer.org_id,
+                                    Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+                                    Job.payload["server_id"].astext == func.cast(McpServer.id, String))
+               .exists())
+    query = (select(McpServer).where(LIVE, func.coalesce(McpServer.tools_refreshed_at, McpServer.created_at) < cutoff,
+                                     ~pending)
+             .order_by(func.coalesce(McpServer.tools_refreshed_at, McpServer.created_at)).limit(limit))
+    return list((await session.execute(query)).scalars())

@@ -20,6 +20,7 @@ from pipelines.tools.sandbox import processes_of
 from schemas.permissions import Role
 from tests.support.sse import finish, follow
 from tests.support.stack import ROOT
+from workers import scheduler
 
 SCRIPT = str(ROOT / "tests" / "support" / "mcp_servers.py")
 TOOLS = {"echo", "add", "fail", "hang", "die", "whoami", "slow"}
@@ -316,3 +317,21 @@ async def test_an_agent_turn_calls_an_mcp_tool(stack, llm_tenant, mcp_http):
             requests = (await http.get(f"{stack.model_url}/chat/requests", params={"contains": mark})).json()
         offered = {t["function"]["name"] for t in requests[0]["tools"]}
         assert {f"mcp__{server['name']}__{tool}" for tool in TOOLS} <= offered
+
+
+async def test_the_scheduler_refreshes_a_stale_tool_list_once(owner, db, mcp_http):
+    server, _ = await made_and_tested(owner, http_body(mcp_http))
+    await db("UPDATE mcp_servers SET tools_refreshed_at = now() - interval '1 day' WHERE id = :id", id=server["id"])
+    first, second = await scheduler.maintain_once(), await scheduler.maintain_once()
+    assert first["mcp_refreshes"] >= 1 and second["mcp_refreshes"] == 0  # the job is pending: not queued again
+    jobs = await db("SELECT id, actor FROM jobs WHERE kind = 'mcp_test' AND payload->>'server_id' = :id "
+                    "AND actor = 'scheduler'", id=server["id"])
+    assert len(jobs) == 1
+    job = await finish(owner, str(jobs[0][0]))
+    assert job["status"] == "succeeded" and set(job["result"]["tools"]) == TOOLS, job
+    fresh = await db("SELECT tools_refreshed_at > now() - interval '1 minute' AS fresh FROM mcp_servers "
+                     "WHERE id = :id", id=server["id"])
+    assert fresh[0][0] is True
+    await scheduler.maintain_once()
+    assert len(await db("SELECT id FROM jobs WHERE kind = 'mcp_test' AND payload->>'server_id' = :id "
+                        "AND actor = 'scheduler'", id=server["id"])) == 1
