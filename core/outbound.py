@@ -32,6 +32,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 import httpcore
@@ -296,6 +297,31 @@ async def check_url(url: str, *, policy: OutboundPolicy | None = None) -> None:
                               details={"host": host}) from exc
 
 
+async def connect_checked(core: Any, policy: OutboundPolicy, inner: Any, host: str, port: int, timeout: float | None,
+                          local_address: str | None, socket_options: Iterable | None) -> Any:
+    """Resolve `host` once through `policy`, then connect `inner` (a network backend) to the first reachable
+    admitted address. `core` is the httpcore module the caller's client uses (httpcore, or httpcore2 for the
+    MCP SDK's httpx2): its connection errors are the ones raised."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        addresses = await policy.addresses(host, port, timeout=RESOLVE_SECONDS if timeout is None else timeout)
+    except URLUnresolvable as exc:
+        raise core.ConnectError(exc.message) from exc
+    except TimeoutError as exc:
+        raise core.ConnectTimeout(f"resolving {host} timed out") from exc
+    failure: Exception = core.ConnectTimeout(f"connecting to {host} timed out")
+    for address in addresses:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        try:
+            return await inner.connect_tcp(str(address), port, timeout=remaining, local_address=local_address,
+                                           socket_options=socket_options)
+        except (core.ConnectError, core.ConnectTimeout) as exc:
+            failure = exc
+    raise failure
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """An httpcore network backend that resolves each host once, checks it, and connects to a checked address.
 
@@ -310,25 +336,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
         """Connect to the first reachable address of `host`, all of which the policy admits."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        policy = self._policy or current_policy()
-        try:
-            addresses = await policy.addresses(host, port, timeout=RESOLVE_SECONDS if timeout is None else timeout)
-        except URLUnresolvable as exc:
-            raise httpcore.ConnectError(exc.message) from exc
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
-        failure: Exception = httpcore.ConnectTimeout(f"connecting to {host} timed out")
-        for address in addresses:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            try:
-                return await self._inner.connect_tcp(str(address), port, timeout=remaining,
-                                                     local_address=local_address, socket_options=socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        raise failure
+        return await connect_checked(httpcore, self._policy or current_policy(), self._inner, host, port, timeout,
+                                     local_address, socket_options)
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:

@@ -7,14 +7,12 @@ connects to a checked address; no redirects, no proxies or .netrc from the envir
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 import httpcore2
 import httpx2
 
-from core.errors import URLUnresolvable
-from core.outbound import LIMITS, RESOLVE_SECONDS, OutboundPolicy, current_policy
+from core.outbound import LIMITS, OutboundPolicy, connect_checked, current_policy
 
 
 class GuardedBackend2(httpcore2.AsyncNetworkBackend):
@@ -27,25 +25,8 @@ class GuardedBackend2(httpcore2.AsyncNetworkBackend):
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options: Iterable | None = None) -> httpcore2.AsyncNetworkStream:
         """Connect to the first reachable address of `host`, all of which the policy admits."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        policy = self._policy or current_policy()
-        try:
-            addresses = await policy.addresses(host, port, timeout=RESOLVE_SECONDS if timeout is None else timeout)
-        except URLUnresolvable as exc:
-            raise httpcore2.ConnectError(exc.message) from exc
-        except TimeoutError as exc:
-            raise httpcore2.ConnectTimeout(f"resolving {host} timed out") from exc
-        failure: Exception = httpcore2.ConnectTimeout(f"connecting to {host} timed out")
-        for address in addresses:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            try:
-                return await self._inner.connect_tcp(str(address), port, timeout=remaining,
-                                                     local_address=local_address, socket_options=socket_options)
-            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
-                failure = exc
-        raise failure
+        return await connect_checked(httpcore2, self._policy or current_policy(), self._inner, host, port, timeout,
+                                     local_address, socket_options)
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Iterable | None = None) -> httpcore2.AsyncNetworkStream:

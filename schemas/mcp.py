@@ -66,7 +66,31 @@ def _check_args(args: list[str] | None) -> list[str] | None:
     return args
 
 
-class McpServerCreate(BaseModel):
+class _CheckedFields(BaseModel):
+    """The checks a server's env, headers, URL and arguments pass, on a create and on an update alike."""
+
+    @field_validator("env", check_fields=False)
+    @classmethod
+    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_env(value)
+
+    @field_validator("headers", check_fields=False)
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_headers(value)
+
+    @field_validator("url", check_fields=False)
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value)
+
+    @field_validator("args", check_fields=False)
+    @classmethod
+    def _args(cls, value: list[str] | None) -> list[str] | None:
+        return _check_args(value)
+
+
+class McpServerCreate(_CheckedFields):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=SERVER_NAME, description="Unique in the organization (case-insensitive); letters, "
                       "digits, `_` and `-`. An agent's model sees the server's tools as `mcp__<name>__<tool>`.")
@@ -87,26 +111,6 @@ class McpServerCreate(BaseModel):
     timeout_seconds: float | None = Field(default=None, gt=0, description="Timeout of a tool call (default "
                                           "`AGENTMEM_MCP_TIMEOUT_SECONDS`, at most `…_MAX_SECONDS`).")
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_env(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_headers(value)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return _check_url(value)
-
-    @field_validator("args")
-    @classmethod
-    def _args(cls, value: list[str] | None) -> list[str] | None:
-        return _check_args(value)
-
     @model_validator(mode="after")
     def _fits_transport(self) -> McpServerCreate:
         if self.transport == "stdio":
@@ -122,7 +126,7 @@ class McpServerCreate(BaseModel):
         return self
 
 
-class McpServerUpdate(BaseModel):
+class McpServerUpdate(_CheckedFields):
     """Fields to change; omitted ones stay. `env` and `headers` replace the stored ones whole (null: none);
     `timeout_seconds: null` returns to the default. The transport can't change."""
 
@@ -136,26 +140,6 @@ class McpServerUpdate(BaseModel):
     url: str | None = Field(default=None, max_length=2000)
     headers: dict[str, str] | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_env(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_headers(value)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return _check_url(value)
-
-    @field_validator("args")
-    @classmethod
-    def _args(cls, value: list[str] | None) -> list[str] | None:
-        return _check_args(value)
 
     @model_validator(mode="after")
     def _not_null(self) -> McpServerUpdate:
