@@ -17,6 +17,7 @@ import json
 import math
 import unicodedata
 from typing import Annotated, Any
+from urllib.parse import urlparse
 
 from pydantic import AfterValidator, Field
 
@@ -42,6 +43,16 @@ class InputRejected(ValueError):
     def detail(self) -> dict[str, Any]:
         """In the shape of a validation error's details entry."""
         return {"loc": list(self.loc), "msg": self.message, "type": self.kind}
+
+
+def check_http_url(value: str | None) -> str | None:
+    """An http:// or https:// URL with a host, as given (None passes): where the server may be told to connect."""
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
 
 
 def _no_constants(name: str) -> Any:

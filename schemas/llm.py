@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from schemas.inputs import display_name
+from schemas.inputs import check_http_url, display_name
 
 ConfigName = display_name(100)
 ProviderKind = Literal["openai", "azure", "openai_compatible"]
@@ -50,12 +49,8 @@ def _limit_field(name: str) -> Any:
 
 
 def _check_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
+    value = check_http_url(value)
+    return None if value is None else value.rstrip("/")
 
 
 class LlmConfigCreate(BaseModel):

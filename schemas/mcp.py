@@ -7,9 +7,10 @@ import re
 import uuid
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.inputs import check_http_url
 
 Transport = Literal["stdio", "streamable_http"]
 # A server's name is part of what a model calls its tools: mcp__<server>__<tool>.
@@ -51,15 +52,6 @@ def _check_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return headers
 
 
-def _check_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError("must be an http:// or https:// URL")
-    return value
-
-
 def _check_args(args: list[str] | None) -> list[str] | None:
     if args is not None and any(len(a) > 4000 or "\x00" in a for a in args):
         raise ValueError("each argument is at most 4000 characters, without NUL")
@@ -82,7 +74,7 @@ class _CheckedFields(BaseModel):
     @field_validator("url", check_fields=False)
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return _check_url(value)
+        return check_http_url(value)
 
     @field_validator("args", check_fields=False)
     @classmethod
