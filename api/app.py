@@ -25,6 +25,7 @@ from api.routes import (
     health,
     jobs,
     llm,
+    maintenance,
     mcp_servers,
     memories,
     messages,
@@ -84,6 +85,7 @@ TAGS = [
     {"name": "audit", "description": "Who did what, when, from where."},
     {"name": "admin", "description": "Service administration (superusers)."},
     {"name": "operations", "description": "Health, readiness and metrics."},
+    {"name": "maintenance", "description": "Maintenance tasks (integrity checks, …) run now, as jobs."},
     {"name": "files", "description": "Files of your organization's workspace, shared with the built-in file tools."},
 ]
 
@@ -92,7 +94,7 @@ ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, 
            llm.router, agents.router, conversations.router, messages.router,
            openai_compat.router, blocks.router, tools.router,
            ws.router, audit.router, admin.router, health.router, mcp_servers.router, files.router,
-           sources.router)
+           sources.router, maintenance.router)
 
 
 async def _warm_up() -> None:

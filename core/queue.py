@@ -48,6 +48,7 @@ QUEUES: dict[JobKind, str] = {
     JobKind.MCP_TEST: "tools",
     JobKind.MCP_CALL: "tools",
     JobKind.INGEST_SOURCE: "embedding",
+    JobKind.MAINTENANCE: "maintenance",
 }
 BENCH_QUEUE = "bench"  # consumed only with AGENTMEM_BENCH_JOBS: no-op jobs and the bare Dramatiq actor beside them
 

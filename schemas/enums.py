@@ -30,6 +30,8 @@ class JobKind(StrEnum):
     MCP_TEST = "mcp_test"
     MCP_CALL = "mcp_call"
     INGEST_SOURCE = "ingest_source"
+    # A maintenance task (pipelines/maintenance): run now through the API or by a schedule.
+    MAINTENANCE = "maintenance"
 
 
 # The kinds the API documents and accepts in filters: NOOP is internal (benchmarks).

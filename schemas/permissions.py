@@ -41,6 +41,8 @@ class Permission(StrEnum):
     MCP_READ = "mcp:read"
     MCP_WRITE = "mcp:write"
     MCP_EXECUTE = "mcp:execute"
+    # Maintenance tasks (re-embedding, purging, consolidating…) run now: admins and owners.
+    MAINTENANCE_RUN = "maintenance:run"
 
 
 class Role(StrEnum):
@@ -62,7 +64,7 @@ _VIEWER = frozenset({P.ORG_READ, P.MEMBERS_READ, P.MEMORIES_READ, P.JOBS_READ, P
 _MEMBER = _VIEWER | {P.MEMORIES_WRITE, P.MEMORIES_DELETE, P.JOBS_CANCEL, P.AGENTS_WRITE, P.BLOCKS_WRITE,
                      P.TOOLS_EXECUTE, P.CONVERSATIONS_WRITE, P.MCP_EXECUTE}
 _ADMIN = _MEMBER | {P.ORG_MANAGE, P.MEMBERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.TOOLS_WRITE, P.LLM_MANAGE,
-                    P.MCP_WRITE}
+                    P.MCP_WRITE, P.MAINTENANCE_RUN}
 _OWNER = _ADMIN | {P.ORG_DELETE}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

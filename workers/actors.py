@@ -19,6 +19,7 @@ from pipelines.conversations import summary as conversation_summary, turn
 from pipelines.jobs.batch import JobBatcher
 from pipelines.jobs.noop import noop as noop_handler
 from pipelines.jobs.runner import run_job
+from pipelines.maintenance.registry import run_maintenance
 from pipelines.mcp import call as mcp
 from pipelines.memories import extraction, ingest as embedding
 from pipelines.sources import ingest as sources
@@ -130,6 +131,12 @@ async def mcp_call(job_id: str) -> None:
     await run_job(uuid.UUID(job_id), mcp.call_mcp_tool)
 
 
+@dramatiq.actor(actor_name=JobKind.MAINTENANCE.value, queue_name=QUEUES[JobKind.MAINTENANCE], **_options)
+async def maintenance(job_id: str) -> None:
+    """Run a maintenance task (its payload names it) in checkpointed batches."""
+    await run_job(uuid.UUID(job_id), run_maintenance)
+
+
 ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.INGEST_MEMORIES: ingest_memories,
     JobKind.EMBED_MEMORY: embed_memory,
@@ -143,4 +150,5 @@ ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.MCP_TEST: mcp_test,
     JobKind.MCP_CALL: mcp_call,
     JobKind.INGEST_SOURCE: ingest_source,
+    JobKind.MAINTENANCE: maintenance,
 }

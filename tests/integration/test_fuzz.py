@@ -32,7 +32,9 @@ def schemathesis(stack, headers: dict[str, str], *extra: str, leave_out: tuple[s
     (name, value), = headers.items()
     args = [sys.executable, "-m", "schemathesis.cli", "run", f"{stack.api_url}/openapi.json",
             "--checks", CHECKS, "--max-examples", "6", "--phases", "coverage,fuzzing", "--workers", "2",
-            "--no-shrink", "--request-timeout", "60", "--seed", "20261205", "--header", f"{name}: {value}",
+            "--no-shrink", "--request-timeout", "60",
+            # Hypothesis' "too slow" health check measures data generation on a busy 2-core machine, not the API.
+            "--suppress-health-check", "too_slow", "--seed", "20261205", "--header", f"{name}: {value}",
             "--exclude-path-regex", f"({'|'.join(leave_out)})$", "--warnings", "off", *extra]
     return subprocess.run(args, capture_output=True, text=True, timeout=900)
 
@@ -43,13 +45,22 @@ def passed(result: subprocess.CompletedProcess) -> bool:
     return result.returncode == 0
 
 
+def findings(result: subprocess.CompletedProcess) -> str:
+    """Schemathesis' own FAILURES and ERRORS sections, for the assertion message (CI shows it in the summary)."""
+    out = result.stdout
+    start = min((i for i in (out.find("= FAILURES ="), out.find("= ERRORS =")) if i >= 0), default=-1)
+    end = out.find("= SUMMARY =", max(start, 0))
+    end = end if end >= 0 else len(out)
+    return out[start:end][-4_000:] if start >= 0 else out[-4_000:]
+
+
 async def test_fuzzing_every_safe_operation_as_an_owner_key_finds_nothing(stack, tenant):
     result = schemathesis(stack, tenant.headers(Role.OWNER), "--exclude-method", "DELETE",
                           leave_out=(*LEFT_OUT, "/leave"))
-    assert passed(result), "schemathesis found failures (above)"
+    assert passed(result), findings(result)
 
 
 async def test_fuzzing_every_operation_as_a_signed_in_superuser_of_another_org_finds_nothing(stack, other_tenant):
     admin = await make_user("fuzz-admin", superuser=True, org_id=other_tenant.org_id, role=Role.OWNER)
     result = schemathesis(stack, access_headers(admin.id, other_tenant.org_id))
-    assert passed(result), "schemathesis found failures (above)"
+    assert passed(result), findings(result)

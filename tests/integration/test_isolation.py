@@ -29,9 +29,9 @@ PUBLIC_SKIP = "public route: serves no organization's data"
 CREDENTIALS = ["owner key", "owner user"]
 # Routes to one thing of the caller's organization that it may not have yet: B, fresh, gets their own 404.
 SINGLETONS = {"GET /api/v1/llm/configs/default": "no_default_llm_config"}
-# Routes whose path names a place in the caller's own namespace (a workspace file): B writing at A's path
-# writes B's own file there, and A's stays as it was.
-OWN_NAMESPACE = {"PUT /api/v1/files/{path}": 201}
+# Routes whose path names a place in the caller's own namespace (a workspace file, a maintenance task):
+# B writing at A's path writes B's own file there, and A's stays as it was; B runs a task for itself.
+OWN_NAMESPACE = {"PUT /api/v1/files/{path}": 201, "POST /api/v1/maintenance/{task}": 202}
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 
 from pipelines.tools import sandbox
 from pipelines.tools.sandbox import processes_of
-from pipelines.tools.workspace import BUILTINS
+from pipelines.tools.workspace import BUILTINS, FILE_TOOLS
 from tests.support.sse import finish, follow
 from tests.support.stack import TEST_JWT_SECRET
 
@@ -75,7 +75,8 @@ async def test_create_read_update_delete_a_tool(client):
     got = (await client.get(f"/api/v1/tools/{tool['id']}")).json()
     assert got["source"] == "print(args)" and got["tags"] == ["demo"]
     listed = (await client.get("/api/v1/tools")).json()
-    assert {b for b in BUILTINS} <= {t["name"] for t in listed if t["builtin"]}
+    # The file tools always; web_search only where AGENTMEM_WEB_SEARCH_URL is set (not in this stack).
+    assert {t["name"] for t in listed if t["builtin"]} == set(FILE_TOOLS)
     assert tool["id"] in {t["id"] for t in listed}
     assert tool["id"] in {t["id"] for t in (await client.get("/api/v1/tools", params={"tag": "demo"})).json()}
     patched = await client.patch(f"/api/v1/tools/{tool['id']}", json={"description": "prints its arguments"})

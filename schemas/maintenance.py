@@ -1,0 +1,23 @@
+"""Maintenance tasks as the API shows them, and a request to run one now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MaintenanceTaskOut(BaseModel):
+    """A maintenance task: what it does and the parameters it takes (a JSON Schema)."""
+
+    name: str = Field(examples=["integrity"])
+    description: str
+    params_schema: dict[str, Any]
+
+
+class MaintenanceRunIn(BaseModel):
+    """Run a maintenance task now, with these parameters (see the task's `params_schema`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] = Field(default_factory=dict, examples=[{}])
