@@ -153,8 +153,8 @@ class Allow:
         if self.permission is None:
             return
         if self.permission is not Permission.USERS_ADMIN and principal.org_id is None:
-            raise Forbidden("you are not acting for an organization: create one, or send X-Organization-Id",
-                            code="no_organization")
+            raise Forbidden("you are not acting for an organization: create one, or send X-Organization-Id to "
+                            "pick one of yours", code="no_organization")
         if not principal.can(self.permission):
             raise Forbidden(f"this needs the {self.permission.value!r} permission", code="permission_denied",
                             details={"permission": self.permission.value,

@@ -68,7 +68,8 @@ async def membership_role(session: AsyncSession, org_id: uuid.UUID, user_id: uui
 
 
 async def principal_from_access_token(session: AsyncSession, token: str, org_hint: uuid.UUID | None) -> Principal:
-    """Resolve a user's access token, acting in `org_hint` (path or header) or the token's organization."""
+    """Resolve a user's access token, acting in `org_hint` (path or header), the token's organization, or for a
+    token issued before the user had one, the user's only organization."""
     claims = decode_token(token, "access")
     if await is_token_revoked(claims["jti"]):
         raise Unauthorized("the token was revoked (signed out)", code="token_revoked")
@@ -82,6 +83,13 @@ async def principal_from_access_token(session: AsyncSession, token: str, org_hin
     elif claims.get("org"):
         found = await membership(session, uuid.UUID(claims["org"]), user.id)
         org_id = uuid.UUID(claims["org"]) if found else None
+    else:
+        # A token issued before the user had an organization: the one they have since created or joined acts,
+        # so the organization is usable at once. With several, the caller names one (X-Organization-Id).
+        mine = await organizations.list_for_user(session, user.id)
+        if len(mine) == 1:
+            org_id = mine[0][0].id
+            found = await membership(session, org_id, user.id)
     role, limits = found if found else (None, {})
     return Principal(ActorType.USER, user.id, user.username, org_id=org_id, role=role,
                      permissions=permissions_for(role) if role else frozenset(), user_id=user.id,

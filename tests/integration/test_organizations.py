@@ -133,8 +133,22 @@ async def test_a_member_acts_in_the_organization_with_their_role_enforced(anonym
     assert error["details"] == {"permission": "memories:write", "role": "viewer"}
     assert await my_orgs(anonymous, viewer) == {org["id"]: "viewer"}
 
-    # Without the header the token acts for no organization: it was issued before the user joined one.
-    assert_error(await anonymous.get("/api/v1/memories", headers=viewer.headers()), 403, "no_organization")
+    # Without the header, a token issued before the user joined acts for their only organization, as a viewer.
+    assert (await anonymous.get("/api/v1/memories", headers=viewer.headers())).status_code == 200
+    assert_error(await ingest(anonymous, viewer.headers(), scope), 403, "permission_denied")
+
+
+async def test_a_new_organization_is_usable_at_once_with_the_token_that_created_it(anonymous, scope):
+    founder = await signed_in(anonymous, "founder")  # signed in with no organization yet
+    assert_error(await anonymous.get("/api/v1/memories", headers=founder.headers()), 403, "no_organization")
+    await create_org(anonymous, founder)
+
+    assert (await ingest(anonymous, founder.headers(), scope)).status_code == 202
+
+    # In two organizations that token no longer guesses: the caller names one.
+    second = await create_org(anonymous, founder)
+    assert_error(await anonymous.get("/api/v1/memories", headers=founder.headers()), 403, "no_organization")
+    assert (await anonymous.get("/api/v1/memories", headers=founder.headers(second["id"]))).status_code == 200
 
 
 async def test_a_role_change_takes_effect_on_the_next_request(anonymous, scope):
