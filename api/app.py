@@ -110,7 +110,9 @@ async def lifespan(app: FastAPI):
     check_secret_strength()  # refuse to serve with a missing or placeholder signing key
     # Nothing connects at import; load the embedding model in the background so the first
     # search does not pay for it.
-    embed_queries_with(get_settings().embedding_query_threads, get_settings().embedding_query_precision)
+    settings = get_settings()
+    embed_queries_with(settings.embedding_query_threads, settings.embedding_query_precision,
+                       settings.embedding_query_runtime)
     warm = asyncio.create_task(_warm_up())
     async with serving_mcp(app):
         yield
