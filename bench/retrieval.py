@@ -66,7 +66,9 @@ COMPONENTS = {
 }
 SWEEP = {f"hybrid t={t} adapt={a}": {"weights": {"vector": 1.0, "text": t, "adapt": a}}
          for t in (0.1, 0.25, 0.5, 1.0) for a in (0, 1, 2)} | {
-    f"hybrid feedback {d}/{w}": {"feedback": {"docs": d, "weight": w}} for d, w in ((3, 0.1), (7, 0.1), (7, 0.25))}
+    f"hybrid feedback {d}/{w}": {"feedback": {"docs": d, "weight": w}} for d, w in ((3, 0.1), (7, 0.1), (7, 0.25))} | {
+    f"hybrid feedback {d}/{w} contrast {c}": {"feedback": {"docs": d, "weight": w, "contrast": c}}
+    for d, w, c in ((7, 0.25, 0.5), (7, 0.25, 1.0), (7, 0.5, 1.0), (10, 0.5, 1.0))}
 CASE_GROUPS = {"base": BASE, "components": COMPONENTS, "sweep": SWEEP}
 
 

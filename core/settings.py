@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     search_feedback_docs: int = Field(default=7, description="First-pass hits whose mean embedding refines the query.")
     search_feedback_weight: float = Field(default=0.25, description="Weight of that mean embedding, added to the "
                                           "query's.")
+    search_feedback_contrast: float = Field(default=0.0, description="Weight of the mean embedding of all the "
+                                            "first pass's vector candidates, subtracted (with the feedback weight) "
+                                            "from the refinement: Rocchio's non-relevant term.")
     search_fusion_adapt: float = Field(default=1.0, description="Convex fusion: each side's weight is scaled by "
                                        "its decisiveness for the query (its best candidate's standard score) to "
                                        "this power; 0: fixed weights.")

@@ -91,6 +91,10 @@ class Feedback(BaseModel):
                                                                      "refine the query; default: the service's.")
     weight: float | None = Field(default=None, ge=0, le=4, description="Weight of their mean embedding, added to "
                                                                        "the query's; default: the service's.")
+    contrast: float | None = Field(default=None, ge=0, le=4, description="Rocchio's negative term: this times "
+                                   "the mean embedding of all the first pass's vector candidates is subtracted "
+                                   "with the best hits' mean, so what they share with everything found (a "
+                                   "conversation's own topic) pulls nothing; default: the service's.")
 
 
 class TextFeedback(BaseModel):

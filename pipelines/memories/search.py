@@ -39,7 +39,13 @@ from core.errors import InvalidInput
 from core.settings import get_settings
 from pipelines.memories import fulltext, recency
 from pipelines.memories.corpus import MEMORIES, Corpus
-from pipelines.memories.feedback import embeddings_of, feedback_settings, refine, text_feedback_settings
+from pipelines.memories.feedback import (
+    VectorFeedback,
+    embeddings_by_id,
+    feedback_settings,
+    refine,
+    text_feedback_settings,
+)
 from pipelines.memories.filters import narrowing_clauses, org_clauses
 from pipelines.memories.fusion import Hit, fuse
 from pipelines.memories.passages import passage_statement
@@ -151,7 +157,7 @@ Fusing = Callable[[list[Hit], list[Hit]], list[Hit]]
 class Plan:
     """What a search does beyond its mode: feedback on either side, and passages."""
 
-    feedback: tuple[int, float] | None = None  # vector side (Rocchio): docs, weight
+    feedback: VectorFeedback | None = None  # vector side (Rocchio): docs, weight, contrast
     text_feedback: tuple[int, int, float] | None = None  # text side (RM3): docs, terms, weight
     passages: bool = False  # a long memory scores its best passage
 
@@ -169,13 +175,17 @@ async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedd
         return vector, False
     # The first pass's best hits (fused, in hybrid) pull the query towards what it found.
     with timing.stage("feedback"):
-        docs, weight = plan.feedback
+        docs, weight, contrast = plan.feedback
         first = fusing(vector, textual) if mode == "hybrid" else vector
-        found = await embeddings_of(session, corpus, [h.id for h in first[:docs]])
+        best = [h.id for h in first[:docs]]
+        pool_ids = [h.id for h in vector] if contrast > 0 else []
+        vectors = await embeddings_by_id(session, corpus, list(dict.fromkeys(best + pool_ids)))
+        found = [vectors[i] for i in best if i in vectors]
         if not found:
             return vector, False
-        return await vector_neighbours(session, refine(query_vector, found, weight), clauses, depth, n_scope,
-                                       corpus=corpus, passages=plan.passages), True
+        pool = [vectors[i] for i in pool_ids if i in vectors]
+        return await vector_neighbours(session, refine(query_vector, found, weight, pool, contrast), clauses, depth,
+                                       n_scope, corpus=corpus, passages=plan.passages), True
 
 
 async def _expanded_text_side(session: AsyncSession, corpus: Corpus, text_query: str, first: list[Hit],

@@ -64,14 +64,28 @@ def test_refine_adds_the_weighted_mean_of_the_feedback_and_normalizes():
     assert refine(query, [[0.0, 1.0, 0.0]], weight=0.0) == pytest.approx(query)
 
 
+def test_contrast_subtracts_what_the_best_hits_share_with_every_candidate():
+    query = [1.0, 0.0, 0.0]
+    topic = [0.0, 1.0, 0.0]  # the conversation's own subject: every candidate has it
+    best = [[0.0, 0.6, 0.8]]  # mostly the detail, partly the topic every candidate shares
+    pool = [topic, topic, [0.0, 0.6, 0.8]]
+    plain = refine(query, best, weight=1.0)
+    contrasted = refine(query, best, weight=1.0, pool=pool, contrast=1.0)
+    # The pool's mean is [0, 0.8667, 0.2667]: subtracted, the topic pulls away and the detail remains.
+    assert contrasted[1] < 0 < plain[1]
+    assert contrasted[2] > 0 and contrasted[2] / contrasted[0] == pytest.approx(0.5333, abs=1e-3)
+    assert refine(query, best, weight=1.0, pool=pool, contrast=0.0) == pytest.approx(plain)
+
+
 @pytest.mark.parametrize("body, expected", [
     ({}, None),                                                # hybrid: off by default (the service's setting)
-    ({"feedback": True}, (7, 0.25)),                           # on request, the service's docs and weight
+    ({"feedback": True}, (7, 0.25, 0.0)),                      # on request, the service's docs and weight
     ({"mode": "vector"}, None),                                # vector: plain nearest neighbours
-    ({"mode": "vector", "feedback": True}, (7, 0.25)),
+    ({"mode": "vector", "feedback": True}, (7, 0.25, 0.0)),
     ({"feedback": False}, None),
-    ({"feedback": {"docs": 3}}, (3, 0.25)),
-    ({"mode": "vector", "feedback": {"weight": 1.5}}, (7, 1.5)),
+    ({"feedback": {"docs": 3}}, (3, 0.25, 0.0)),
+    ({"mode": "vector", "feedback": {"weight": 1.5}}, (7, 1.5, 0.0)),
+    ({"feedback": {"contrast": 1}}, (7, 0.25, 1.0)),
     ({"feedback": {"weight": 0}}, None),                       # nothing to add
     ({"mode": "text"}, None),
 ])
@@ -83,7 +97,7 @@ def test_the_feedback_setting_turns_it_on_for_hybrid(monkeypatch):
     from core.settings import get_settings
 
     monkeypatch.setattr(get_settings(), "search_feedback", True)
-    assert feedback_settings(MemorySearchIn(query="q")) == (7, 0.25)
+    assert feedback_settings(MemorySearchIn(query="q")) == (7, 0.25, 0.0)
     assert feedback_settings(MemorySearchIn(query="q", feedback=False)) is None
     assert feedback_settings(MemorySearchIn(query="q", mode="vector")) is None
 
