@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
 import tarfile
 
+from cli.exports import export_to_file, import_file
 from schemas.permissions import Role
 from tests.support.sse import finish
 
@@ -206,3 +208,22 @@ async def test_deleting_a_scope_leaves_nothing_of_it_searchable_and_others_untou
 
     again = await finish(owner, (await owner.delete("/api/v1/memories", params={"user_id": scope})).json()["id"])
     assert again["status"] == "succeeded" and again["result"]["deleted"] == 0
+
+
+async def test_the_cli_exports_to_a_file_and_imports_it_elsewhere(stack, as_role, tenant, other_tenant, scope,
+                                                                   tmp_path, capsys):
+    source, target = as_role(Role.OWNER), as_role(Role.OWNER, of=other_tenant)
+    await _ingest(source, FACTS, user_id=scope)
+    archive = tmp_path / "alice.tar.gz"
+    code = await asyncio.to_thread(export_to_file, archive, api_url=stack.api_url, api_key=tenant.keys[Role.OWNER],
+                                   scope="user", scope_id=scope, include=["memories", "history"], vectors=True)
+    assert code == 0 and archive.stat().st_size > 0
+    assert "wrote" in capsys.readouterr().out
+    code = await asyncio.to_thread(import_file, archive, api_url=stack.api_url,
+                                   api_key=other_tenant.keys[Role.OWNER], id_mode="remap")
+    assert code == 0
+    assert await _ranked(target, QUERIES[0], scope) == await _ranked(source, QUERIES[0], scope)
+    archive.write_bytes(archive.read_bytes()[:100])
+    failed = await asyncio.to_thread(import_file, archive, api_url=stack.api_url,
+                                     api_key=other_tenant.keys[Role.OWNER], id_mode="remap")
+    assert failed == 1
