@@ -173,6 +173,7 @@ async def import_archive(ctx: JobContext) -> dict[str, Any]:
                 await ctx.progress(done, job.progress_total, kind.name)
     embedded = await _embed_missing(ctx, batch) if not keep_vectors and "memories" in manifest["members"] else 0
     async with session_scope() as session:
+        await storage.drop(session, archive_id)  # its rows are stored: the upload has served
         await storage.purge_expired(session)
         await session.commit()
     counts = {k.name: manifest["members"][k.name]["count"] for k in kinds}

@@ -109,6 +109,12 @@ async def spool(archive_id: uuid.UUID, path: Path) -> int:
     return size
 
 
+async def drop(session: AsyncSession, archive_id: uuid.UUID) -> None:
+    """Drop an archive's bytes now (an import that succeeded needs its upload no more); the row stays, purged."""
+    await session.execute(delete(ArchiveChunk).where(ArchiveChunk.archive_id == archive_id))
+    await session.execute(update(Archive).where(Archive.id == archive_id).values(purged_at=text("now()")))
+
+
 async def purge_expired(session: AsyncSession, *, limit: int = 100) -> int:
     """Drop the bytes of up to `limit` archives past their retention (rows stay, marked purged); how many."""
     ids = list((await session.execute(

@@ -227,3 +227,29 @@ async def test_the_cli_exports_to_a_file_and_imports_it_elsewhere(stack, as_role
     failed = await asyncio.to_thread(import_file, archive, api_url=stack.api_url,
                                      api_key=other_tenant.keys[Role.OWNER], id_mode="remap")
     assert failed == 1
+
+
+async def test_user_and_agent_scopes_take_only_their_rows_and_an_agents_memories_follow_it(
+        as_role, other_tenant, scope):
+    source, target = as_role(Role.OWNER), as_role(Role.OWNER, of=other_tenant)
+    seeded = await _seed_org(source, scope)
+    await _ingest(source, ["Somebody else entirely likes tea."], user_id=scope + "-other")
+    agent_id = seeded["agent"]["id"]
+    await _ingest(source, ["The exporter agent answers in French."], agent_id=agent_id)
+
+    user, _ = await _export(source, {"scope": "user", "scope_id": scope})
+    counts = {name: m["count"] for name, m in user["manifest"]["members"].items()}
+    assert counts["memories"] == len(FACTS) and counts["blocks"] == 1 and counts["tools"] == 0
+    assert counts["conversations"] == 1 and counts["messages"] == 1 and counts["agents"] == 1
+
+    agent, data = await _export(source, {"scope": "agent", "scope_id": agent_id})
+    counts = {name: m["count"] for name, m in agent["manifest"]["members"].items()}
+    assert counts["memories"] == 1 and counts["agents"] == 1 and counts["tools"] == 1
+    assert counts["conversations"] == 1 and counts["blocks"] == 0
+    job = await _import(target, data)
+    assert job["status"] == "succeeded", job
+    [imported] = (await target.get("/api/v1/agents")).json()["items"]
+    memories = (await target.get("/api/v1/memories", params={"agent_id": imported["id"]})).json()["items"]
+    assert [m["content"] for m in memories] == ["The exporter agent answers in French."]
+    upload = await source.get(f"/api/v1/exports/{job['id']}")  # an import's id is no export
+    assert upload.status_code == 404
