@@ -59,6 +59,15 @@ def vectors_usable(manifest: dict[str, Any]) -> bool:
         and embedding.get("dims") == settings.embedding_dim
 
 
+# A reference column → the kind whose rows it names. A row naming a row the archive doesn't hold is skipped:
+# it could only fail (no such row here) or, with ids kept, reach another organization's row.
+PARENTS = {"memory_id": "memories", "block_id": "blocks", "agent_id": "agents", "conversation_id": "conversations"}
+
+
+def _orphan(kind: Kind, doc: dict[str, Any], ids: _Ids) -> bool:
+    return any(doc.get(c) not in ids.seen.get(PARENTS[c], ()) for c in kind.refs)
+
+
 def _transform(kind: Kind, doc: dict[str, Any], ids: _Ids, keep_vectors: bool) -> dict[str, Any]:
     row = {c: doc.get(c) for c in kind.columns}
     row["org_id"] = str(ids.org_id)
@@ -162,11 +171,13 @@ async def import_archive(ctx: JobContext) -> dict[str, Any]:
         await ctx.progress(0, job.progress_total, "validated")
         ids, done = _Ids(job.org_id, keep), 0
         inserted: dict[str, int] = {}
+        skipped: dict[str, int] = {}
         versions_follow = "memory_history" in manifest["members"]
         for kind in kinds:
             inserted[kind.name] = 0
             for rows in archive.read_rows(path, kind, batch):
-                docs = [_transform(kind, r, ids, keep_vectors) for r in rows]
+                docs = [_transform(kind, r, ids, keep_vectors) for r in rows if not _orphan(kind, r, ids)]
+                skipped[kind.name] = skipped.get(kind.name, 0) + len(rows) - len(docs)
                 inserted[kind.name] += await _insert(kind, docs, versions_follow=versions_follow, actor=job.actor,
                                                      job_id=job.id)
                 done += len(rows)
@@ -179,5 +190,6 @@ async def import_archive(ctx: JobContext) -> dict[str, Any]:
     counts = {k.name: manifest["members"][k.name]["count"] for k in kinds}
     return {"archive_id": str(archive_id), "id_mode": "keep" if keep else "remap",
             "source": manifest.get("source"), "vectors": "kept" if keep_vectors else "recomputed",
-            "inserted": inserted, "already_present": {k: counts[k] - inserted[k] for k in counts},
+            "inserted": inserted, "orphans_skipped": {k: n for k, n in skipped.items() if n},
+            "already_present": {k: counts[k] - inserted[k] - skipped.get(k, 0) for k in counts},
             "embedded": embedded}

@@ -131,8 +131,11 @@ BY_NAME = {k.name: k for k in KINDS}
 
 def selected(groups: list[str], *, vectors: bool) -> list[Kind]:
     """The kinds an export of these groups writes, in the order an import must insert them (parents first)."""
-    chosen = [k for k in KINDS if k.group in groups]
-    if "conversations" in groups and "agents" not in groups:
-        # A conversation belongs to an agent: without it, no import could store the conversation.
-        chosen = [k for k in KINDS if k.name == "agents"] + chosen
+    groups = list(groups)
+    # A conversation belongs to an agent, a version to a memory: without them an import could store neither.
+    for group, needs in (("conversations", "agents"), ("history", "memories")):
+        if group in groups and needs not in groups:
+            groups.append(needs)
+    # An attachment of a block to an agent needs both.
+    chosen = [k for k in KINDS if k.group in groups and (k.name != "agent_blocks" or "blocks" in groups)]
     return [k for k in chosen if vectors or k.name != "memory_passages"]
