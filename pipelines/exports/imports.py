@@ -26,8 +26,9 @@ from core.db import session_scope
 from core.embedder import get_embedder
 from core.errors import PermanentJobError
 from core.settings import get_settings
+from pipelines.accounts import limits
 from pipelines.exports import archive, storage
-from pipelines.exports.kinds import KINDS, Kind
+from pipelines.exports.kinds import BY_NAME, KINDS, Kind
 from pipelines.jobs.runner import JobContext
 from pipelines.memories import passages, store
 
@@ -105,6 +106,20 @@ async def _check_conflicts(path: Path, kinds: list[Kind], org_id: uuid.UUID, bat
                                  "id_mode remap", details={"kind": kind.name, "id": str(clash[0])})
 
 
+async def _check_quota(path: Path, ids: _Ids, batch: int) -> None:
+    """Fail before writing (`quota_max_memories`) if the memories this import would add don't fit the quota."""
+    new = 0
+    for rows in archive.read_rows(path, BY_NAME["memories"], batch):
+        wanted = [ids.map(r["id"]) for r in rows]
+        async with session_scope() as session:
+            present = (await session.execute(text(
+                "SELECT count(*) FROM memories WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": wanted})).scalar_one()
+        new += len(wanted) - int(present)
+    async with session_scope() as session:
+        await limits.reserve_memories(session, ids.org_id, new)
+        await session.commit()
+
+
 async def _insert(kind: Kind, rows: list[dict[str, Any]], *, versions_follow: bool, actor: str | None,
                   job_id: uuid.UUID) -> int:
     """Insert a batch in one transaction, skipping rows already there; how many were new. Memories and their
@@ -166,6 +181,8 @@ async def import_archive(ctx: JobContext) -> dict[str, Any]:
             kinds = [k for k in kinds if k.name != "memory_passages"]
         if keep:
             await _check_conflicts(path, kinds, job.org_id, batch)
+        if "memories" in manifest["members"]:
+            await _check_quota(path, _Ids(job.org_id, keep), batch)
         total = sum(manifest["members"][k.name]["count"] for k in kinds)
         job.progress_total = max(total, 1)
         await ctx.progress(0, job.progress_total, "validated")

@@ -253,3 +253,14 @@ async def test_user_and_agent_scopes_take_only_their_rows_and_an_agents_memories
     assert [m["content"] for m in memories] == ["The exporter agent answers in French."]
     upload = await source.get(f"/api/v1/exports/{job['id']}")  # an import's id is no export
     assert upload.status_code == 404
+
+
+async def test_an_import_past_the_memory_quota_fails_before_writing(as_role, other_tenant, scope, db):
+    source, target = as_role(Role.OWNER), as_role(Role.OWNER, of=other_tenant)
+    await _ingest(source, FACTS, user_id=scope)
+    _, data = await _export(source, {"include": ["memories"]})
+    await db("UPDATE organizations SET limits = CAST(:l AS jsonb) WHERE id = :o", l='{"max_memories": 3}',
+             o=other_tenant.org_id)
+    job = await _import(target, data)
+    assert job["status"] == "failed" and job["error"]["code"] == "quota_max_memories", job
+    assert (await target.get("/api/v1/memories")).json()["items"] == []
