@@ -94,8 +94,21 @@ class ArchiveWriter:
 READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError)
 
 
-def _lines(handle: IO[bytes]) -> Iterator[bytes]:
-    for line in handle:
+# A longer line (or manifest) is refused rather than held in memory: no row comes near it.
+MAX_LINE_BYTES = 64 << 20
+MAX_MANIFEST_BYTES = 16 << 20
+
+
+def _raw_lines(handle: IO[bytes], member: str) -> Iterator[bytes]:
+    """Every line of a member, each at most MAX_LINE_BYTES (else ArchiveCorrupt)."""
+    while line := handle.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise ArchiveCorrupt(f"{member} has a line over {MAX_LINE_BYTES} bytes", details={"member": member})
+        yield line
+
+
+def _lines(handle: IO[bytes], member: str) -> Iterator[bytes]:
+    for line in _raw_lines(handle, member):
         if line.strip():
             yield line
 
@@ -133,7 +146,9 @@ def validate(path: Path) -> dict[str, Any]:
             for info in tar:
                 if info.name == MANIFEST:
                     handle = tar.extractfile(info)
-                    manifest = json.loads(handle.read()) if handle else None
+                    if handle is None or info.size > MAX_MANIFEST_BYTES:
+                        raise ArchiveCorrupt("manifest.json is not a readable file of at most 16 MiB")
+                    manifest = json.loads(handle.read())
                     continue
                 kind = next((k for k in BY_NAME.values() if k.member == info.name), None)
                 handle = tar.extractfile(info) if info.isfile() else None
@@ -141,7 +156,7 @@ def validate(path: Path) -> dict[str, Any]:
                     raise ArchiveCorrupt(f"unexpected member {info.name!r} in the archive",
                                          details={"member": info.name[:200]})
                 digest, count = hashlib.sha256(), 0
-                for line in handle:
+                for line in _raw_lines(handle, kind.member):
                     digest.update(line)
                     if line.strip():
                         count += 1
@@ -175,7 +190,7 @@ def read_rows(path: Path, kind: Kind, batch: int) -> Iterator[list[dict[str, Any
         if handle is None:
             return
         rows: list[dict[str, Any]] = []
-        for line in _lines(handle):
+        for line in _lines(handle, kind.member):
             rows.append(json.loads(line))
             if len(rows) >= batch:
                 yield rows

@@ -87,3 +87,10 @@ def test_conversations_bring_their_agents_and_no_vectors_means_no_passages():
     assert names == ["agents", "conversations", "messages"]
     assert "memory_passages" not in [k.name for k in selected(["memories"], vectors=False)]
     assert [k.name for k in selected(["memories"], vectors=True)] == ["memories", "memory_passages"]
+
+
+def test_a_line_too_long_to_be_a_row_is_refused_without_being_held(tmp_path, monkeypatch):
+    monkeypatch.setattr("pipelines.exports.archive.MAX_LINE_BYTES", 100)
+    path, _ = _write(tmp_path, [MEMORY | {"content": "x" * 200}])
+    with pytest.raises(ArchiveCorrupt, match="over 100 bytes"):
+        validate(path)
