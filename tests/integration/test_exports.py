@@ -8,9 +8,12 @@ import io
 import json
 import tarfile
 
+import httpx
+
 from cli.exports import export_to_file, import_file
 from schemas.permissions import Role
 from tests.support.sse import finish
+from tests.support.stack import free_port, wait_http
 
 FACTS = ["Alice's favourite fruit is the mango, ripe and yellow.",
          "Alice works as a structural engineer on bridges in Lisbon.",
@@ -264,3 +267,27 @@ async def test_an_import_past_the_memory_quota_fails_before_writing(as_role, oth
     job = await _import(target, data)
     assert job["status"] == "failed" and job["error"]["code"] == "quota_max_memories", job
     assert (await target.get("/api/v1/memories")).json()["items"] == []
+
+
+async def test_an_upload_over_the_import_limit_is_refused_while_read_and_leaves_nothing(stack, tenant, db):
+    port = free_port()
+    api = stack.spawn("api-small-imports", ["-m", "cli.main", "api", "--port", str(port)],
+                      env=stack.env | {"AGENTMEM_IMPORT_MAX_BYTES": "4096"})
+    try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/healthz", 60, api)
+        before = (await db("SELECT count(*) FROM archives WHERE org_id = :o", o=tenant.org_id))[0][0]
+
+        async def chunked():  # no Content-Length: refused while streaming, not from the header
+            for _ in range(64):
+                yield b"x" * 1024
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                     headers=tenant.headers(Role.OWNER)) as c:
+            response = await c.post("/api/v1/imports", content=chunked())
+            assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+            announced = await c.post("/api/v1/imports", content=b"x" * 200_000)
+            assert announced.status_code == 413
+        after = (await db("SELECT count(*) FROM archives WHERE org_id = :o", o=tenant.org_id))[0][0]
+        assert after == before
+    finally:
+        api.stop()
