@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.enums import JobStatus
 from schemas.jobs import JobError, JobProgress
 
 Group = Literal["memories", "history", "blocks", "agents", "tools", "conversations"]
@@ -45,7 +46,7 @@ class ExportOut(BaseModel):
     """An export: its job's state and, once it succeeded, its archive."""
 
     id: uuid.UUID = Field(description="The export's id, also its job's (`GET /api/v1/jobs/{id}/events`).")
-    status: str
+    status: JobStatus
     progress: JobProgress
     error: JobError | None = None
     scope: str

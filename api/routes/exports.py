@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 
 from api.deps import Allow, IdempotencyKey, SessionDep
 from api.errors import error_responses
@@ -18,7 +19,8 @@ from core.errors import Conflict, Gone, InvalidInput, NotFound
 from core.settings import get_settings
 from pipelines.exports import storage
 from pipelines.jobs import lifecycle
-from schemas.common import ErrorOut
+from pipelines.pages import newest_first
+from schemas.common import ErrorOut, Page
 from schemas.enums import JobKind, JobStatus
 from schemas.exports import ExportIn, ExportOut
 from schemas.jobs import JobError, JobOut, JobProgress
@@ -79,6 +81,18 @@ async def create_export(body: ExportIn, session: SessionDep, who: Writer, respon
     await lifecycle.commit(session)
     response.headers["Location"] = f"/api/v1/exports/{job.id}"
     return _out(job, None, False)
+
+
+@router.get("/api/v1/exports", response_model=Page[ExportOut])
+async def list_exports(session: SessionDep, who: Reader, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                       cursor: Annotated[str | None, Query(max_length=500)] = None) -> Page[ExportOut]:
+    """Your organization's exports, newest first, with their state, and expiry once written."""
+    query = select(Job).where(Job.org_id == who.org_id, Job.kind == JobKind.EXPORT.value)
+    rows, next_cursor = await newest_first(session, query, Job, limit=limit, cursor=cursor)
+    archives = {a.id: a for a in await storage.get_many(session, who.org_id, [j.id for j in rows])}
+    expired = await storage.expired_ids(session, list(archives))
+    return Page[ExportOut](items=[_out(j, archives.get(j.id), j.id in expired) for j in rows],
+                           next_cursor=next_cursor)
 
 
 @router.get("/api/v1/exports/{export_id}", response_model=ExportOut, responses=NOT_FOUND)

@@ -80,6 +80,22 @@ async def get(session: AsyncSession, org_id: uuid.UUID, archive_id: uuid.UUID) -
             ).scalar_one_or_none()
 
 
+async def get_many(session: AsyncSession, org_id: uuid.UUID, archive_ids: list[uuid.UUID]) -> list[Archive]:
+    """The organization's archives among these ids."""
+    if not archive_ids:
+        return []
+    return list((await session.execute(select(Archive).where(Archive.id.in_(archive_ids),
+                                                             Archive.org_id == org_id))).scalars())
+
+
+async def expired_ids(session: AsyncSession, archive_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of these archives past their retention or purged, by the database's clock."""
+    if not archive_ids:
+        return set()
+    return set((await session.execute(select(Archive.id).where(
+        Archive.id.in_(archive_ids), (Archive.expires_at <= func.now()) | Archive.purged_at.is_not(None)))).scalars())
+
+
 async def is_expired(session: AsyncSession, archive_id: uuid.UUID) -> bool:
     """Whether the archive is past its retention or purged, by the database's clock."""
     return bool((await session.execute(select((Archive.expires_at <= func.now()) | Archive.purged_at.is_not(None))

@@ -182,10 +182,14 @@ async def test_exports_are_the_organizations_own_admins_only_and_expire(as_role,
     invalid = await owner.post("/api/v1/exports", json={"scope": "user"})
     assert invalid.status_code == 422
 
+    listed = (await owner.get("/api/v1/exports")).json()["items"]
+    assert [e["id"] for e in listed] == [export["id"]] and listed[0]["download_url"]
+    assert (await stranger.get("/api/v1/exports")).json()["items"] == []
     await db("UPDATE archives SET expires_at = now() - interval '1 second' WHERE id = :id", id=export["id"])
     gone = await owner.get(f"/api/v1/exports/{export['id']}/download")
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "export_expired"
     assert (await owner.get(f"/api/v1/exports/{export['id']}")).json()["expired"] is True
+    assert (await owner.get("/api/v1/exports")).json()["items"][0]["download_url"] is None
 
 
 async def test_deleting_a_scope_leaves_nothing_of_it_searchable_and_others_untouched(owner, scope):
