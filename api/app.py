@@ -21,6 +21,7 @@ from api.routes import (
     auth,
     blocks,
     conversations,
+    exports,
     files,
     health,
     jobs,
@@ -94,7 +95,7 @@ ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, 
            llm.router, agents.router, conversations.router, messages.router,
            openai_compat.router, blocks.router, tools.router,
            ws.router, audit.router, admin.router, health.router, mcp_servers.router, files.router,
-           sources.router, maintenance.router)
+           sources.router, maintenance.router, exports.router)
 
 
 async def _warm_up() -> None:

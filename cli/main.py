@@ -80,6 +80,19 @@ def _cmd_ingest(args) -> int:
                        wait=args.wait)
 
 
+def _cmd_export(args) -> int:
+    from cli.exports import export_to_file
+
+    return export_to_file(args.output, api_url=args.api_url, api_key=args.api_key, scope=args.scope,
+                          scope_id=args.scope_id, include=args.include, vectors=not args.no_vectors)
+
+
+def _cmd_import(args) -> int:
+    from cli.exports import import_file
+
+    return import_file(args.file, api_url=args.api_url, api_key=args.api_key, id_mode=args.id_mode)
+
+
 def _cmd_watch(args) -> int:
     from cli.client import watch_job
 
@@ -143,6 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--wait", action="store_true", help="wait until every job has finished")
     ingest.set_defaults(func=_cmd_ingest)
 
+    export = sub.add_parser("export", help="export a scope to an archive file (waits, downloads, checks its sha256)")
+    export.add_argument("-o", "--output", type=Path, required=True, help="the archive to write (.tar.gz)")
+    export.add_argument("--scope", default="organization", choices=["organization", "user", "agent"])
+    export.add_argument("--scope-id", default=None, help="the user's or agent's id (with --scope user|agent)")
+    export.add_argument("--include", action="append", choices=["memories", "history", "blocks", "agents", "tools",
+                                                               "conversations"],
+                        help="a kind of rows to include (repeatable; default: all)")
+    export.add_argument("--no-vectors", action="store_true", help="leave embeddings out (an import embeds again)")
+    export.add_argument("--api-url", default=default_api)
+    export.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
+    export.set_defaults(func=_cmd_export)
+
+    imp = sub.add_parser("import", help="import an archive made by `agentmem export` (uploads, follows the job)")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--id-mode", default="remap", choices=["remap", "keep"],
+                     help="remap (default): new ids, a second import changes nothing; keep: the archive's ids")
+    imp.add_argument("--api-url", default=default_api)
+    imp.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
+    imp.set_defaults(func=_cmd_import)
+
     jobs = sub.add_parser("jobs", help="work with jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     watch = jobs_sub.add_parser("watch", help="follow a job's progress live")
@@ -182,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     # `mcp` logs plain lines to stderr too (its stdout is the protocol): a desktop client shows them as they are.
-    interactive = args.command in ("up", "ingest", "jobs", "migrate", "admin", "mcp")
+    interactive = args.command in ("up", "ingest", "export", "import", "jobs", "migrate", "admin", "mcp")
     configure_logging(settings.log_level, json_lines=settings.log_json and not interactive, process=args.command)
     sys.exit(args.func(args))
 

@@ -46,6 +46,12 @@ class NotFound(AppError):
     status_code, code = 404, "not_found"
 
 
+class Gone(AppError):
+    """It existed, and is no more (an expired export's archive)."""
+
+    status_code, code = 410, "gone"
+
+
 class Conflict(AppError):
     status_code, code = 409, "conflict"
 

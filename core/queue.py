@@ -49,6 +49,9 @@ QUEUES: dict[JobKind, str] = {
     JobKind.MCP_CALL: "tools",
     JobKind.INGEST_SOURCE: "embedding",
     JobKind.MAINTENANCE: "maintenance",
+    JobKind.EXPORT: "maintenance",
+    JobKind.IMPORT: "maintenance",
+    JobKind.DELETE_MEMORIES: "maintenance",
 }
 BENCH_QUEUE = "bench"  # consumed only with AGENTMEM_BENCH_JOBS: no-op jobs and the bare Dramatiq actor beside them
 

@@ -318,6 +318,14 @@ class Settings(BaseSettings):
     source_max_chunks: int = Field(default=20_000, ge=1, description="Most chunks one document may make; a "
                                    "longer one fails with `source_too_long` and stores nothing.")
 
+    # Export and import (pipelines/exports/): archives live in the database, in chunks
+    export_retention_hours: float = Field(default=168, gt=0, description="How long an export's archive (and an "
+                                          "uploaded import's) is kept; after that a download answers 410 "
+                                          "`export_expired` and the bytes are dropped.")
+    import_max_bytes: int = Field(default=1_073_741_824, ge=1, description="Largest archive `POST /api/v1/imports` "
+                                  "accepts; a larger one is refused with 413 `payload_too_large` while it is read.")
+    export_batch_rows: int = Field(default=500, ge=1, le=10_000, description="Rows an export or import job reads "
+                                   "or writes per batch (a progress event and, for imports, a commit each).")
     # Jobs
     ingest_chunk_size: int = 256
     ingest_coalesce_items: int = Field(default=16, ge=0, description="Ingest jobs of at most this many items that "

@@ -32,6 +32,10 @@ class JobKind(StrEnum):
     INGEST_SOURCE = "ingest_source"
     # A maintenance task (pipelines/maintenance): run now through the API or by a schedule.
     MAINTENANCE = "maintenance"
+    # Export a scope to an archive, import one, delete a scope's memories (pipelines/exports, pipelines/memories).
+    EXPORT = "export"
+    IMPORT = "import"
+    DELETE_MEMORIES = "delete_memories"
 
 
 # The kinds the API documents and accepts in filters: NOOP is internal (benchmarks).

@@ -418,3 +418,30 @@ class SourceBlob(SQLModel, table=True):
     __tablename__ = "source_blobs"
     source_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
     content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Archive(SQLModel, table=True):
+    """An export's archive (written by its job) or an uploaded import's; the bytes are in `archive_chunks`."""
+
+    __tablename__ = "archives"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    purpose: str = Field(sa_column=Column(String(10), nullable=False))
+    job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    size_bytes: int = 0
+    sha256: str | None = Field(default=None, sa_column=Column(String(64)))
+    manifest: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # False while the bytes are being written: nothing reads an incomplete archive.
+    complete: bool = False
+    created_at: datetime = _now_column()
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    purged_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class ArchiveChunk(SQLModel, table=True):
+    """One piece (about a mebibyte) of an archive's bytes, in order of `seq`."""
+
+    __tablename__ = "archive_chunks"
+    archive_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    seq: int = Field(primary_key=True)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

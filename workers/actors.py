@@ -16,12 +16,13 @@ from core.queue import BENCH_QUEUE, QUEUES
 from core.settings import get_settings
 from pipelines.blocks import rewrite as block_rewrite
 from pipelines.conversations import summary as conversation_summary, turn
+from pipelines.exports import export as exports, imports
 from pipelines.jobs.batch import JobBatcher
 from pipelines.jobs.noop import noop as noop_handler
 from pipelines.jobs.runner import run_job
 from pipelines.maintenance.registry import run_maintenance
 from pipelines.mcp import call as mcp
-from pipelines.memories import extraction, ingest as embedding
+from pipelines.memories import deletion, extraction, ingest as embedding
 from pipelines.sources import ingest as sources
 from pipelines.summaries import summarize as summarization
 from pipelines.tools import execute
@@ -137,6 +138,24 @@ async def maintenance(job_id: str) -> None:
     await run_job(uuid.UUID(job_id), run_maintenance)
 
 
+@dramatiq.actor(actor_name=JobKind.EXPORT.value, queue_name=QUEUES[JobKind.EXPORT], **_options)
+async def export(job_id: str) -> None:
+    """Write a scope's rows to a compressed archive stored for download."""
+    await run_job(uuid.UUID(job_id), exports.export)
+
+
+@dramatiq.actor(actor_name=JobKind.IMPORT.value, queue_name=QUEUES[JobKind.IMPORT], **_options)
+async def import_archive(job_id: str) -> None:
+    """Validate an uploaded archive whole, then store its rows (idempotent)."""
+    await run_job(uuid.UUID(job_id), imports.import_archive)
+
+
+@dramatiq.actor(actor_name=JobKind.DELETE_MEMORIES.value, queue_name=QUEUES[JobKind.DELETE_MEMORIES], **_options)
+async def delete_memories(job_id: str) -> None:
+    """Soft-delete every memory of a scope, in batches."""
+    await run_job(uuid.UUID(job_id), deletion.delete_memories)
+
+
 ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.INGEST_MEMORIES: ingest_memories,
     JobKind.EMBED_MEMORY: embed_memory,
@@ -151,4 +170,7 @@ ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.MCP_CALL: mcp_call,
     JobKind.INGEST_SOURCE: ingest_source,
     JobKind.MAINTENANCE: maintenance,
+    JobKind.EXPORT: export,
+    JobKind.IMPORT: import_archive,
+    JobKind.DELETE_MEMORIES: delete_memories,
 }

@@ -32,7 +32,8 @@ def install_middleware(app: FastAPI) -> None:
     settings = get_settings()
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes,
                        max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers,
-                       upload_limits={"/api/v1/sources": settings.source_max_bytes})
+                       upload_limits={"/api/v1/sources": settings.source_max_bytes,
+                                      "/api/v1/imports": settings.import_max_bytes})
     outermost_first = [RequestId, AccessLog, AuditLog, *([ServerTiming] if settings.server_timing else []),
                        RateLimitHeaders, UnhandledErrors]
     for middleware in reversed(outermost_first):  # the last one added is the outermost

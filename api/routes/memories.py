@@ -12,6 +12,7 @@ from api.deps import Allow, IdempotencyKey, SessionDep
 from api.errors import error_responses
 from api.middleware.audit import audited, not_audited
 from api.routing import CheckedRoute
+from core.errors import InvalidInput
 from pipelines.jobs import lifecycle, rows as jobs
 from pipelines.llm.configs import require_provider
 from pipelines.memories import history, search, store as memories
@@ -98,6 +99,31 @@ async def list_memories(session: SessionDep, who: Reader, user_id: ScopeQuery = 
     rows, next_cursor = await memories.list_memories(session, who.org_id, user_id=user_id, agent_id=agent_id,
                                                      run_id=run_id, limit=limit, cursor=cursor)
     return Page[MemoryOut](items=[MemoryOut.from_row(m) for m in rows], next_cursor=next_cursor)
+
+
+@router.delete("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses={
+    409: {"model": ErrorOut, "description": "Idempotency-Key reused with another scope"},
+    422: {"model": ErrorOut, "description": "`scope_required`: no `user_id`, `agent_id` or `run_id` was given"}})
+@audited("job", target=lambda result: result.id,
+         details=lambda user_id, agent_id, run_id: {"user_id": user_id, "agent_id": agent_id, "run_id": run_id})
+async def delete_memories(session: SessionDep, who: Deleter, response: Response, user_id: ScopeQuery = None,
+                          agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
+                          key: IdempotencyKey = None) -> JobOut:
+    """Delete every memory of a scope: all live memories whose `user_id`, `agent_id` and `run_id` match
+    those given (at least one; there is no "delete everything").
+
+    Answers `202` with a `delete_memories` job that soft-deletes them in batches, each with its DELETE
+    version in the memory's history as a single delete records; follow its progress at
+    `GET /api/v1/jobs/{id}/events`. When it has succeeded, nothing of the scope is listed or found by
+    search, including memories stored into the scope while it ran. Running it again deletes nothing more.
+    """
+    scope = {k: v for k, v in (("user_id", user_id), ("agent_id", agent_id), ("run_id", run_id)) if v is not None}
+    if not scope:
+        raise InvalidInput("name the scope to delete: user_id, agent_id and/or run_id", code="scope_required")
+    job, _ = await lifecycle.submit(session, who, kind=JobKind.DELETE_MEMORIES, payload=scope, total=1, key=key)
+    await lifecycle.commit(session)
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return JobOut.from_row(job)
 
 
 @router.get("/{memory_id}", response_model=MemoryOut, responses={404: {"model": ErrorOut}})

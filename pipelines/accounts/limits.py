@@ -167,7 +167,8 @@ def _check_batch(limits: dict[str, int], items: int) -> None:
                      limits["batch_items"], 403)
 
 
-MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.SUMMARIZE, JobKind.INGEST_SOURCE)
+MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.SUMMARIZE, JobKind.INGEST_SOURCE,
+                       JobKind.IMPORT)
 
 
 def _memory_usage_columns(org_id: uuid.UUID) -> list:

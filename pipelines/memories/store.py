@@ -22,7 +22,7 @@ from pipelines.memories import history
 from pipelines.pages import newest_first
 from schemas.enums import MemoryEvent
 from schemas.memories import MemoryBatchIn, MemoryUpdate
-from schemas.tables import Memory
+from schemas.tables import Memory, MemoryHistory
 
 
 def content_hash(content: str) -> str:
@@ -126,6 +126,34 @@ async def add_many(session: AsyncSession, rows: list[dict[str, Any]], *, job_id:
     return inserted
 
 
+def _from_json(table: str, columns: list[str]) -> str:
+    names = ", ".join(columns)
+    return (f"INSERT INTO {table} ({names}) SELECT {names} FROM jsonb_populate_recordset(NULL::{table}, "
+            f"CAST(:docs AS jsonb)) ON CONFLICT DO NOTHING")
+
+
+async def add_imported(session: AsyncSession, docs: list[dict[str, Any]], *, versions_follow: bool,
+                       job_id: uuid.UUID | None, actor: str | None) -> int:
+    """Insert memories read from an export archive (JSON-ready rows, every column of the table); how many were
+    new. Rows already there are skipped. Unless the archive's own versions follow (`versions_follow`), each
+    new memory gets its version 1 (ADD) here."""
+    if not docs:
+        return 0
+    sql = _from_json("memories", [c.name for c in Memory.__table__.columns]) + " RETURNING id, org_id, content"
+    added = [dict(r._mapping) for r in await session.execute(text(sql), {"docs": json.dumps(docs)})]
+    if not versions_follow:
+        await history.record_added(session, added, job_id=job_id, actor=actor, meta={"source": "import"})
+    return len(added)
+
+
+async def add_imported_versions(session: AsyncSession, docs: list[dict[str, Any]]) -> int:
+    """Insert memory versions read from an export archive (their memories imported before); how many were new."""
+    if not docs:
+        return 0
+    sql = _from_json("memory_history", [c.name for c in MemoryHistory.__table__.columns])
+    return (await session.execute(text(sql), {"docs": json.dumps(docs)})).rowcount
+
+
 async def replace_content(session: AsyncSession, memory_id_: uuid.UUID, *, org_id: uuid.UUID, old_content: str,
                           content: str, embedding: list[float] | None = None,
                           metadata: dict[str, Any] | None = None, job_id: uuid.UUID | None, actor: str | None,
@@ -175,6 +203,36 @@ async def soft_delete_from_job(session: AsyncSession, org_id: uuid.UUID, source_
     """Soft-delete every live memory a job stored, each with its DELETE version, in one statement; how many."""
     result = await session.execute(_DELETE_JOB_MEMORIES, {"org": org_id, "source_job": source_job_id,
                                                           "meta": json.dumps(meta), "actor": actor})
+    return result.rowcount
+
+
+_DELETE_SCOPE_BATCH = text("""
+WITH picked AS (
+    SELECT id FROM memories
+    WHERE org_id = :org AND deleted_at IS NULL
+      AND (CAST(:user_id AS varchar) IS NULL OR user_id = :user_id)
+      AND (CAST(:agent_id AS varchar) IS NULL OR agent_id = :agent_id)
+      AND (CAST(:run_id AS varchar) IS NULL OR run_id = :run_id)
+    ORDER BY id LIMIT :limit FOR UPDATE),
+gone AS (
+    UPDATE memories m SET deleted_at = now(), updated_at = now() FROM picked
+    WHERE m.id = picked.id
+    RETURNING m.id, m.org_id, m.content)
+INSERT INTO memory_history (id, memory_id, org_id, version, event, old_content, new_content, metadata, job_id, actor)
+SELECT gen_random_uuid(), g.id, g.org_id,
+       coalesce((SELECT max(h.version) FROM memory_history h WHERE h.memory_id = g.id), 0) + 1,
+       'DELETE', g.content, NULL, CAST(:meta AS jsonb), :job_id, :actor
+FROM gone g""")
+
+
+async def soft_delete_scope_batch(session: AsyncSession, org_id: uuid.UUID, *, user_id: str | None,
+                                  agent_id: str | None, run_id: str | None, limit: int, job_id: uuid.UUID | None,
+                                  actor: str | None, meta: dict[str, Any]) -> int:
+    """Soft-delete up to `limit` live memories of a scope (every given field must match), each with its DELETE
+    version, in one statement; how many."""
+    result = await session.execute(_DELETE_SCOPE_BATCH, {
+        "org": org_id, "user_id": user_id, "agent_id": agent_id, "run_id": run_id, "limit": limit,
+        "job_id": job_id, "actor": actor, "meta": json.dumps(meta)})
     return result.rowcount
 
 

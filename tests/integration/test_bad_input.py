@@ -90,7 +90,7 @@ async def test_bad_requests_get_a_clear_error_and_change_nothing(client, db, nam
 
 
 @pytest.mark.parametrize("method,path,allowed", [
-    ("PUT", "/api/v1/memories", "GET, HEAD, POST"),
+    ("PUT", "/api/v1/memories", "DELETE, GET, HEAD, POST"),
     ("PATCH", "/api/v1/memories/search", "POST"),
     ("PUT", f"/api/v1/blocks/{UNKNOWN}", "DELETE, GET, HEAD, PATCH"),
 ])
