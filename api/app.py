@@ -34,6 +34,7 @@ from api.routes import (
     sources,
     summaries,
     tools,
+    webhooks,
     ws,
 )
 from core.db import dispose_engine
@@ -94,7 +95,7 @@ ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, 
            llm.router, agents.router, conversations.router, messages.router,
            openai_compat.router, blocks.router, tools.router,
            ws.router, audit.router, admin.router, health.router, mcp_servers.router, files.router,
-           sources.router, maintenance.router)
+           sources.router, maintenance.router, webhooks.router)
 
 
 async def _warm_up() -> None:

@@ -49,6 +49,9 @@ QUEUES: dict[JobKind, str] = {
     JobKind.MCP_CALL: "tools",
     JobKind.INGEST_SOURCE: "embedding",
     JobKind.MAINTENANCE: "maintenance",
+    # Deliveries wait on receivers (up to the webhook timeout each): a queue of their own, so a slow receiver
+    # holds up other deliveries only.
+    JobKind.WEBHOOK_DELIVERY: "webhooks",
 }
 BENCH_QUEUE = "bench"  # consumed only with AGENTMEM_BENCH_JOBS: no-op jobs and the bare Dramatiq actor beside them
 

@@ -32,6 +32,8 @@ class JobKind(StrEnum):
     INGEST_SOURCE = "ingest_source"
     # A maintenance task (pipelines/maintenance): run now through the API or by a schedule.
     MAINTENANCE = "maintenance"
+    # One event POSTed to one webhook (pipelines/webhooks): retried with backoff, each attempt logged.
+    WEBHOOK_DELIVERY = "webhook_delivery"
 
 
 # The kinds the API documents and accepts in filters: NOOP is internal (benchmarks).
@@ -54,6 +56,8 @@ class EventType(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     ERROR = "error"
+    # On the organization's stream only: a webhook was disabled after a run of failed deliveries.
+    WEBHOOK_DISABLED = "webhook.disabled"
 
     @property
     def terminal(self) -> bool:

@@ -43,6 +43,10 @@ class Permission(StrEnum):
     MCP_EXECUTE = "mcp:execute"
     # Maintenance tasks (re-embedding, purging, consolidating…) run now: admins and owners.
     MAINTENANCE_RUN = "maintenance:run"
+    # Webhooks: admins and owners only, reading too: a webhook URL often carries a credential (a Slack-style
+    # path token), and the delivery log shows what the receiver answered.
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
 
 
 class Role(StrEnum):
@@ -64,7 +68,7 @@ _VIEWER = frozenset({P.ORG_READ, P.MEMBERS_READ, P.MEMORIES_READ, P.JOBS_READ, P
 _MEMBER = _VIEWER | {P.MEMORIES_WRITE, P.MEMORIES_DELETE, P.JOBS_CANCEL, P.AGENTS_WRITE, P.BLOCKS_WRITE,
                      P.TOOLS_EXECUTE, P.CONVERSATIONS_WRITE, P.MCP_EXECUTE}
 _ADMIN = _MEMBER | {P.ORG_MANAGE, P.MEMBERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.TOOLS_WRITE, P.LLM_MANAGE,
-                    P.MCP_WRITE, P.MAINTENANCE_RUN}
+                    P.MCP_WRITE, P.MAINTENANCE_RUN, P.WEBHOOKS_READ, P.WEBHOOKS_WRITE}
 _OWNER = _ADMIN | {P.ORG_DELETE}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -25,6 +25,7 @@ from pipelines.memories import extraction, ingest as embedding
 from pipelines.sources import ingest as sources
 from pipelines.summaries import summarize as summarization
 from pipelines.tools import execute
+from pipelines.webhooks.deliver import deliver_webhook
 from schemas.enums import JobKind
 
 _settings = get_settings()
@@ -137,6 +138,14 @@ async def maintenance(job_id: str) -> None:
     await run_job(uuid.UUID(job_id), run_maintenance)
 
 
+@dramatiq.actor(actor_name=JobKind.WEBHOOK_DELIVERY.value, queue_name=QUEUES[JobKind.WEBHOOK_DELIVERY],
+                **{**_options, "max_retries": _settings.webhook_max_attempts + 3,
+                   "min_backoff": _settings.webhook_min_backoff_ms, "max_backoff": _settings.webhook_max_backoff_ms})
+async def webhook_delivery(job_id: str) -> None:
+    """POST one event to one webhook, signed (Standard Webhooks); each attempt logged, retried with backoff."""
+    await run_job(uuid.UUID(job_id), deliver_webhook)
+
+
 ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.INGEST_MEMORIES: ingest_memories,
     JobKind.EMBED_MEMORY: embed_memory,
@@ -151,4 +160,5 @@ ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.MCP_CALL: mcp_call,
     JobKind.INGEST_SOURCE: ingest_source,
     JobKind.MAINTENANCE: maintenance,
+    JobKind.WEBHOOK_DELIVERY: webhook_delivery,
 }
