@@ -88,6 +88,8 @@ TAGS = [
     {"name": "operations", "description": "Health, readiness and metrics."},
     {"name": "maintenance", "description": "Maintenance tasks (integrity checks, …) run now, as jobs."},
     {"name": "files", "description": "Files of your organization's workspace, shared with the built-in file tools."},
+    {"name": "webhooks", "description": "Endpoints that receive your organization's events, signed (Standard "
+                                        "Webhooks); their delivery log and redelivery."},
 ]
 
 

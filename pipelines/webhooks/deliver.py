@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import func, insert, update
+from sqlalchemy import func, insert, select, update
 
 from core import events
 from core.crypto import decrypt_secret
 from core.db import session_scope
-from core.errors import PermanentJobError, TransientJobError, URLNotAllowed
+from core.errors import AppError, PermanentJobError, TransientJobError, URLNotAllowed
 from core.outbound import guarded_client
 from core.settings import get_settings
 from pipelines.accounts import audit
@@ -73,8 +73,8 @@ async def post_event(url: str, body: bytes, headers: dict[str, str]) -> Attempt:
                         excerpt += chunk
                         if len(excerpt) >= settings.webhook_response_max_bytes:
                             break
-                    attempt.response_excerpt = bytes(excerpt[:settings.webhook_response_max_bytes]).decode(
-                        "utf-8", "replace")
+                    attempt.response_excerpt = _storable(bytes(excerpt[:settings.webhook_response_max_bytes])
+                                                         .decode("utf-8", "replace"))
         if 300 <= attempt.status_code < 400:
             attempt.error_code = "redirect_not_followed"
             where = response.headers.get("location", "nowhere")[:200]
@@ -88,11 +88,16 @@ async def post_event(url: str, body: bytes, headers: dict[str, str]) -> Attempt:
         attempt.error_code = "timeout"
         attempt.error_message = f"no complete answer within {settings.webhook_timeout_seconds:g} s"
     except httpx.ConnectError as exc:
-        attempt.error_code, attempt.error_message = "connect_failed", f"could not connect: {exc}"[:1000]
+        attempt.error_code, attempt.error_message = "connect_failed", _storable(f"could not connect: {exc}"[:1000])
     except httpx.HTTPError as exc:
-        attempt.error_code, attempt.error_message = "http_error", f"{type(exc).__name__}: {exc}"[:1000]
+        attempt.error_code, attempt.error_message = "http_error", _storable(f"{type(exc).__name__}: {exc}"[:1000])
     attempt.duration_ms = round((time.monotonic() - started) * 1000, 3)
     return attempt
+
+
+def _storable(text: str) -> str:
+    """Text PostgreSQL can keep: a receiver may answer with anything, NUL included."""
+    return text.replace("\x00", "\ufffd")
 
 
 def event_body(event: dict[str, Any]) -> bytes:
@@ -110,10 +115,14 @@ async def deliver_webhook(ctx: JobContext) -> dict[str, Any]:
         raise PermanentJobError("the webhook was deleted", code="webhook_not_found")
     if not hook.enabled:
         raise PermanentJobError("the webhook is disabled", code="webhook_disabled")
+    try:
+        secret = decrypt_secret(hook.secret_encrypted)
+    except AppError as exc:  # the encryption key changed: only a new secret (rotate) helps
+        raise PermanentJobError(exc.message, code=exc.code) from exc
     body = event_body(event)
     # identity: the answer is read raw up to a byte cap, never inflated (a small gzip can hold gigabytes).
     headers = {"content-type": "application/json", "user-agent": USER_AGENT, "accept-encoding": "identity",
-               **signed_headers(decrypt_secret(hook.secret_encrypted), event["id"], int(time.time()), body)}
+               **signed_headers(secret, event["id"], int(time.time()), body)}
     attempt = await post_event(hook.url, body, headers)
     final = attempt.succeeded or attempt.permanent or job.attempts >= job.max_attempts
     disabled = await record_attempt(job.id, job.org_id, hook.id, event, job.attempts, attempt, final=final)
@@ -133,6 +142,10 @@ async def record_attempt(job_id: uuid.UUID, org_id: uuid.UUID, webhook_id: uuid.
     `webhook.disabled` event says if this delivery disabled the webhook, else None."""
     settings = get_settings()
     async with session_scope() as session:
+        # Locked: a delete waits for this attempt's row (which it then removes with the rest of the log).
+        locked = select(Webhook.id).where(Webhook.id == webhook_id).with_for_update()
+        if (await session.execute(locked)).first() is None:
+            raise PermanentJobError("the webhook was deleted", code="webhook_not_found")
         await session.execute(insert(WebhookDelivery).values(
             id=uuid.uuid4(), org_id=org_id, webhook_id=webhook_id, job_id=job_id, event_id=event["id"],
             event_type=event["type"], attempt=number, succeeded=attempt.succeeded, status_code=attempt.status_code,

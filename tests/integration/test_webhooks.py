@@ -10,6 +10,7 @@ import pytest
 
 from core.events import history, org_stream
 from core.settings import get_settings
+from pipelines.webhooks.deliver import post_event
 from schemas.permissions import Role
 from tests.support.sse import finish
 from tests.support.webhook_receiver import Receiver, verify
@@ -198,3 +199,29 @@ async def test_bad_input_permissions_and_other_organizations(as_role, other_tena
     assert (await owner.get(f"/api/v1/webhooks/{hook['id']}")).json()["enabled"] is True
     assert (await owner.delete(f"/api/v1/webhooks/{hook['id']}")).status_code == 204
     assert (await owner.get(f"/api/v1/webhooks/{hook['id']}")).status_code == 404
+
+
+async def test_an_attempt_follows_no_redirect_reads_a_capped_answer_and_times_out(receiver, stack, monkeypatch):
+    # The delivery's HTTP step, run here against the real receiver (this process allows its port too).
+    settings = get_settings()
+    redirect = f"/redirect-{uuid.uuid4().hex[:8]}"
+    receiver.script(redirect, "", [307], location="http://93.184.216.34:9/elsewhere")
+    moved = await post_event(receiver.url(redirect), b"{}", {"content-type": "application/json"})
+    assert moved.status_code == 307 and moved.error_code == "redirect_not_followed" and not moved.permanent
+    assert len(receiver.deliveries[redirect]) == 1  # and nothing followed it anywhere
+
+    big = f"/big-{uuid.uuid4().hex[:8]}"
+    receiver.script(big, "", [200], body=b"\x00" + b"x" * (5 * settings.webhook_response_max_bytes))
+    answered = await post_event(receiver.url(big), b"{}", {})
+    assert answered.succeeded and len(answered.response_excerpt) == settings.webhook_response_max_bytes
+    assert "\x00" not in answered.response_excerpt  # storable as text
+
+    slow = f"/slow-{uuid.uuid4().hex[:8]}"
+    receiver.script(slow, "", [200], delay=3)
+    monkeypatch.setattr(settings, "webhook_timeout_seconds", 0.5)
+    late = await post_event(receiver.url(slow), b"{}", {})
+    assert late.error_code == "timeout" and late.status_code is None
+
+    unlisted = 1 if stack.webhook_port != 1 else 2
+    refused = await post_event(f"http://127.0.0.1:{unlisted}/x", b"{}", {})
+    assert refused.error_code == "url_not_allowed" and refused.permanent

@@ -57,15 +57,18 @@ class Receiver:
     deliveries: dict[str, list[Delivery]] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     statuses: dict[str, list[int]] = field(default_factory=dict)
+    # Per path, what else an answer does: {"location": …, "body": bytes, "delay": seconds before answering}.
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     changed: threading.Condition = field(default_factory=threading.Condition)
     server: ThreadingHTTPServer | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def script(self, path: str, secret: str, statuses: list[int] | None = None) -> None:
+    def script(self, path: str, secret: str, statuses: list[int] | None = None, **extras: Any) -> None:
         with self.changed:
             self.secrets[path], self.statuses[path] = secret, list(statuses or [200])
+            self.extras[path] = extras
 
     def received(self, path: str, body: bytes, headers: dict[str, str]) -> int:
         with self.changed:
@@ -91,8 +94,13 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 status = receiver.received(self.path, body, {k.lower(): v for k, v in self.headers.items()})
-                answer = json.dumps({"received": True, "status": status}).encode()
+                extras = receiver.extras.get(self.path, {})
+                if extras.get("delay"):
+                    time.sleep(extras["delay"])  # a receiver that is slow to answer
+                answer = extras.get("body") or json.dumps({"received": True, "status": status}).encode()
                 self.send_response(status)
+                if extras.get("location"):
+                    self.send_header("location", extras["location"])
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(answer)))
                 self.end_headers()
