@@ -225,3 +225,21 @@ async def test_an_attempt_follows_no_redirect_reads_a_capped_answer_and_times_ou
     unlisted = 1 if stack.webhook_port != 1 else 2
     refused = await post_event(f"http://127.0.0.1:{unlisted}/x", b"{}", {})
     assert refused.error_code == "url_not_allowed" and refused.permanent
+
+
+async def test_a_big_write_is_a_few_events_of_at_most_1000_memory_ids(owner, receiver, tenant, db):
+    hook, path = await _webhook(owner, receiver, ["memory.created"])
+    # 1001 memories and their ADD versions, each set in one statement (as a large ingest batch writes them).
+    await db("INSERT INTO memories (id, org_id, content, metadata, content_hash) "
+             "SELECT gen_random_uuid(), :o, 'bulk ' || i, '{}', 'h' || i FROM generate_series(1, 1001) i",
+             o=tenant.org_id)
+    await db("INSERT INTO memory_history (id, memory_id, org_id, version, event, new_content, metadata) "
+             "SELECT gen_random_uuid(), m.id, m.org_id, 1, 'ADD', m.content, '{}' FROM memories m "
+             "WHERE m.org_id = :o", o=tenant.org_id)
+    await scheduler.maintain_once()
+    deliveries = await _arrived(receiver, path, 2)
+    sizes = sorted(len(d.event["data"]["memory_ids"]) for d in deliveries)
+    assert sizes == [1, 1000] and all(d.verified and d.event["type"] == "memory.created" for d in deliveries)
+    stored = {str(r[0]) for r in await db("SELECT id FROM memories WHERE org_id = :o", o=tenant.org_id)}
+    assert {i for d in deliveries for i in d.event["data"]["memory_ids"]} == stored
+    assert await db("SELECT 1 FROM webhook_outbox WHERE org_id = :o", o=tenant.org_id) == []
