@@ -105,6 +105,21 @@ async def rotate_webhook_secret(webhook_id: uuid.UUID, session: SessionDep, who:
     return WebhookSecretOut.with_secret(row, secret)
 
 
+@router.post("/{webhook_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+             responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "Idempotency-Key reused with another "
+                                                                             "request"}})
+@audited("job", target=lambda result: result.id, details=lambda webhook_id: {"webhook_id": str(webhook_id)})
+async def test_webhook(webhook_id: uuid.UUID, session: SessionDep, who: Writer, response: Response,
+                       key: IdempotencyKey = None) -> JobOut:
+    """Send a signed `webhook.test` event now (`data.webhook_id`), as a `webhook_delivery` job of one attempt,
+    logged like any delivery. It works on a disabled webhook too (to check a fixed receiver before enabling it)
+    and does not count in its run of failures."""
+    job = await hooks.send_test(session, who, webhook_id, key=key)
+    await lifecycle.commit(session)
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return JobOut.from_row(job)
+
+
 @router.get("/{webhook_id}/deliveries", response_model=Page[WebhookDeliveryOut], responses=NOT_FOUND)
 async def list_webhook_deliveries(webhook_id: uuid.UUID, session: SessionDep, who: Reader, limit: Limit = 50,
                                   cursor: Cursor = None) -> Page[WebhookDeliveryOut]:

@@ -113,7 +113,8 @@ async def deliver_webhook(ctx: JobContext) -> dict[str, Any]:
         hook = await session.get(Webhook, uuid.UUID(job.payload["webhook_id"]))
     if hook is None or hook.org_id != job.org_id:
         raise PermanentJobError("the webhook was deleted", code="webhook_not_found")
-    if not hook.enabled:
+    test = bool(job.payload.get("test"))
+    if not hook.enabled and not test:
         raise PermanentJobError("the webhook is disabled", code="webhook_disabled")
     try:
         secret = decrypt_secret(hook.secret_encrypted)
@@ -125,7 +126,8 @@ async def deliver_webhook(ctx: JobContext) -> dict[str, Any]:
                **signed_headers(secret, event["id"], int(time.time()), body)}
     attempt = await post_event(hook.url, body, headers)
     final = attempt.succeeded or attempt.permanent or job.attempts >= job.max_attempts
-    disabled = await record_attempt(job.id, job.org_id, hook.id, event, job.attempts, attempt, final=final)
+    disabled = await record_attempt(job.id, job.org_id, hook.id, event, job.attempts, attempt, final=final,
+                                    counts=not test)
     if disabled is not None:
         await events.publish(EventType.WEBHOOK_DISABLED, job_id=job.id, org_id=job.org_id, data=disabled)
     if attempt.succeeded:
@@ -137,9 +139,9 @@ async def deliver_webhook(ctx: JobContext) -> dict[str, Any]:
 
 
 async def record_attempt(job_id: uuid.UUID, org_id: uuid.UUID, webhook_id: uuid.UUID, event: dict[str, Any],
-                         number: int, attempt: Attempt, *, final: bool) -> dict[str, Any] | None:
-    """Log the attempt and, when the delivery is settled, the webhook's run of failures; what the
-    `webhook.disabled` event says if this delivery disabled the webhook, else None."""
+                         number: int, attempt: Attempt, *, final: bool, counts: bool = True) -> dict[str, Any] | None:
+    """Log the attempt and, when the delivery is settled (and `counts`: not a test), the webhook's run of
+    failures; what the `webhook.disabled` event says if this delivery disabled the webhook, else None."""
     settings = get_settings()
     async with session_scope() as session:
         # Locked: a delete waits for this attempt's row (which it then removes with the rest of the log).
@@ -152,14 +154,14 @@ async def record_attempt(job_id: uuid.UUID, org_id: uuid.UUID, webhook_id: uuid.
             duration_ms=attempt.duration_ms, error_code=attempt.error_code, error_message=attempt.error_message,
             response_excerpt=attempt.response_excerpt))
         values: dict[str, Any] = {"last_delivery_at": func.now()}
-        if attempt.succeeded:
+        if attempt.succeeded and counts:
             values |= {"consecutive_failures": 0, "last_success_at": func.now()}
-        elif final:
+        elif final and counts:
             values["consecutive_failures"] = Webhook.consecutive_failures + 1
         failures = (await session.execute(update(Webhook).where(Webhook.id == webhook_id).values(**values)
                                           .returning(Webhook.consecutive_failures))).scalar_one_or_none()
         disabled = None
-        if failures is not None and not attempt.succeeded and final \
+        if failures is not None and not attempt.succeeded and final and counts \
                 and failures >= settings.webhook_disable_after_failures:
             reason = f"{failures} deliveries in a row failed; the last: {attempt.error_code}"
             done = (await session.execute(update(Webhook).where(Webhook.id == webhook_id, Webhook.enabled.is_(True))

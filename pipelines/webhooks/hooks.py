@@ -9,6 +9,7 @@ every delivery, when the connection is made.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -149,4 +150,20 @@ async def redeliver(session: AsyncSession, who: Principal, webhook_id: uuid.UUID
     payload = {**delivery_payload(webhook_id, original.payload["event"]), "redelivery_of": str(delivery_id)}
     job, _ = await lifecycle.submit(session, who, kind=JobKind.WEBHOOK_DELIVERY, payload=payload, total=1, key=key,
                                     max_attempts=get_settings().webhook_max_attempts)
+    return job
+
+
+TEST_EVENT = "webhook.test"
+
+
+async def send_test(session: AsyncSession, who: Principal, webhook_id: uuid.UUID, *, key: str | None) -> Job:
+    """A `webhook_delivery` job of one attempt sending a `webhook.test` event, even to a disabled webhook; its
+    outcome does not count in the webhook's run of failures."""
+    await get_webhook(session, who.org_id, webhook_id)
+    event = {"id": "msg_" + uuid.uuid4().hex, "type": TEST_EVENT,
+             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+             "data": {"webhook_id": str(webhook_id)}}
+    job, _ = await lifecycle.submit(session, who, kind=JobKind.WEBHOOK_DELIVERY,
+                                    payload={**delivery_payload(webhook_id, event), "test": True}, total=1, key=key,
+                                    max_attempts=1)
     return job

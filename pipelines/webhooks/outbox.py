@@ -16,6 +16,7 @@ Events (Standard Webhooks payload: `{"type", "timestamp", "data"}`, `id` in the 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -24,11 +25,14 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.errors import Conflict
 from core.settings import get_settings
 from pipelines.jobs import lifecycle
 from pipelines.webhooks.hooks import delivery_payload, subscribed
 from schemas.enums import JobKind, JobStatus
 from schemas.tables import Job, Organization, Webhook
+
+log = logging.getLogger(__name__)
 
 BATCH = 500
 # A job's result goes into its event up to this size; a bigger one is summarized by its keys.
@@ -108,9 +112,14 @@ async def dispatch_outbox(session: AsyncSession, *, limit: int = BATCH) -> tuple
             for hook in hooks.get(row.org_id, []):
                 if not subscribed(hook, event["type"]):
                     continue
-                _, created = await lifecycle.submit_scheduled(
-                    session, row.org_id, kind=JobKind.WEBHOOK_DELIVERY, payload=delivery_payload(hook.id, event),
-                    key=f"webhook:{event['id']}:{hook.id}", max_attempts=max_attempts)
+                try:
+                    _, created = await lifecycle.submit_scheduled(
+                        session, row.org_id, kind=JobKind.WEBHOOK_DELIVERY, payload=delivery_payload(hook.id, event),
+                        key=f"webhook:{event['id']}:{hook.id}", max_attempts=max_attempts)
+                except Conflict:  # this event went to this webhook already, saying something else: keep the first
+                    log.warning("webhook event %s for %s was delivered before with other contents", event["id"],
+                                hook.id)
+                    continue
                 queued += created
     await session.execute(text("DELETE FROM webhook_outbox WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]})
     await lifecycle.commit(session)

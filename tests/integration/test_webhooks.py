@@ -185,10 +185,18 @@ async def test_bad_input_permissions_and_other_organizations(as_role, other_tena
     assert (await member.get("/api/v1/webhooks")).status_code == 403
     assert (await member.post("/api/v1/webhooks", json={"url": receiver.url("/x")})).status_code == 403
 
-    hook, _ = await _webhook(owner, receiver, ["*"])
+    hook, path = await _webhook(owner, receiver, ["*"])
     rotated = await owner.post(f"/api/v1/webhooks/{hook['id']}/rotate-secret")
     assert rotated.status_code == 200 and rotated.json()["secret"].startswith("whsec_")
     assert rotated.json()["secret"] != hook["secret"]
+    # A test event, signed with the new secret (the receiver knows only the old one until told).
+    receiver.script(path, rotated.json()["secret"])
+    ping = await owner.post(f"/api/v1/webhooks/{hook['id']}/test")
+    assert ping.status_code == 202 and (await finish(owner, ping.json()["id"]))["status"] == "succeeded"
+    [tested] = await _arrived(receiver, path, 1)
+    assert tested.verified and tested.event == {"type": "webhook.test", "timestamp": tested.event["timestamp"],
+                                                "data": {"webhook_id": hook["id"]}}
+    assert not verify(hook["secret"], tested.headers, tested.body)
     outsider = as_role(Role.OWNER, of=other_tenant)
     for call in (outsider.get(f"/api/v1/webhooks/{hook['id']}"),
                  outsider.patch(f"/api/v1/webhooks/{hook['id']}", json={"enabled": False}),
