@@ -211,6 +211,8 @@ class Settings(BaseSettings):
                                             "read.")
     webhook_disable_after_failures: int = Field(default=10, ge=1, description="Deliveries that fail for good in a "
                                                 "row (after all their attempts) before the webhook is disabled.")
+    webhook_log_retention_days: float = Field(default=30.0, gt=0, allow_inf_nan=False, description="How long the "
+                                              "delivery log keeps an attempt; the scheduler deletes older ones.")
 
     # Fact extraction (`infer`) and duplicate detection
     dedup_similarity: float = Field(default=0.95, description="Cosine similarity at or above which a text that "

@@ -6,7 +6,8 @@ connection of its own, while its changes commit one job at a time on another):
 - a running job whose lease expired (its worker died) is re-sent unless the broker still holds its
   message (Dramatiq re-delivers a dead worker's messages itself), or cancelled if cancel was asked;
 - an MCP server whose cached tool list is older than `mcp_tools_refresh_seconds` gets an `mcp_test` job;
-- the webhook outbox's events become `webhook_delivery` jobs (pipelines/webhooks/outbox.py).
+- the webhook outbox's events become `webhook_delivery` jobs (pipelines/webhooks/outbox.py), and delivery
+  log entries past `webhook_log_retention_days` are deleted.
 Each re-send is also a compare-and-swap on the row as the pass read it, so a job that moved on
 meanwhile (picked up, finished, re-sent) is left alone.
 """
@@ -62,6 +63,7 @@ async def maintain_once() -> dict[str, int]:
             if settings.mcp_tools_refresh_seconds > 0:
                 report["mcp_refreshes"] = await refresh_mcp_tools(session, settings.mcp_tools_refresh_seconds)
             report["webhook_deliveries"] = await dispatch_webhooks(session)
+            await webhook_outbox.prune_log(session)
         await lock_session.commit()
     return report
 

@@ -124,3 +124,15 @@ async def dispatch_outbox(session: AsyncSession, *, limit: int = BATCH) -> tuple
     await session.execute(text("DELETE FROM webhook_outbox WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]})
     await lifecycle.commit(session)
     return len(rows), queued
+
+
+_PRUNE = text("DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries "
+              "WHERE created_at < now() - make_interval(secs => :seconds) LIMIT :n)")
+
+
+async def prune_log(session: AsyncSession, *, limit: int = 10_000) -> int:
+    """Delete up to `limit` delivery log entries older than `webhook_log_retention_days`, and commit; how many."""
+    seconds = get_settings().webhook_log_retention_days * 86_400
+    deleted = (await session.execute(_PRUNE, {"seconds": seconds, "n": limit})).rowcount
+    await session.commit()
+    return deleted

@@ -175,6 +175,11 @@ async def test_private_addresses_are_refused_when_stored_and_when_delivering(own
     assert attempt["error_code"] == "url_not_allowed" and attempt["status_code"] is None
     assert receiver.deliveries.get(path) is None
 
+    # The log keeps attempts for AGENTMEM_WEBHOOK_LOG_RETENTION_DAYS: the scheduler deletes older ones.
+    await db("UPDATE webhook_deliveries SET created_at = now() - interval '31 days' WHERE id = :d", d=attempt["id"])
+    await scheduler.maintain_once()
+    assert await _log(owner, hook["id"]) == []
+
 
 async def test_bad_input_permissions_and_other_organizations(as_role, other_tenant, receiver):
     owner, member = as_role(Role.OWNER), as_role(Role.MEMBER)

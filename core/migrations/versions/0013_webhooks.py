@@ -54,6 +54,7 @@ def upgrade() -> None:
             created_at timestamptz NOT NULL DEFAULT now()
         )""")
     op.execute("CREATE INDEX ix_webhook_deliveries_hook ON webhook_deliveries (webhook_id, created_at, id)")
+    op.execute("CREATE INDEX ix_webhook_deliveries_created ON webhook_deliveries (created_at)")  # retention
     op.execute("""
         CREATE TABLE webhook_outbox (
             id bigserial PRIMARY KEY,
