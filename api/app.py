@@ -35,6 +35,7 @@ from api.routes import (
     sources,
     summaries,
     tools,
+    webhooks,
     ws,
 )
 from core.db import dispose_engine
@@ -88,6 +89,8 @@ TAGS = [
     {"name": "operations", "description": "Health, readiness and metrics."},
     {"name": "maintenance", "description": "Maintenance tasks (integrity checks, …) run now, as jobs."},
     {"name": "files", "description": "Files of your organization's workspace, shared with the built-in file tools."},
+    {"name": "webhooks", "description": "Endpoints that receive your organization's events, signed (Standard "
+                                        "Webhooks); their delivery log and redelivery."},
 ]
 
 
@@ -95,7 +98,7 @@ ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, 
            llm.router, agents.router, conversations.router, messages.router,
            openai_compat.router, blocks.router, tools.router,
            ws.router, audit.router, admin.router, health.router, mcp_servers.router, files.router,
-           sources.router, maintenance.router, exports.router)
+           sources.router, maintenance.router, exports.router, webhooks.router)
 
 
 async def _warm_up() -> None:

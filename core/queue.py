@@ -52,6 +52,9 @@ QUEUES: dict[JobKind, str] = {
     JobKind.EXPORT: "maintenance",
     JobKind.IMPORT: "maintenance",
     JobKind.DELETE_MEMORIES: "maintenance",
+    # Deliveries wait on receivers (up to the webhook timeout each): a queue of their own, so a slow receiver
+    # holds up other deliveries only.
+    JobKind.WEBHOOK_DELIVERY: "webhooks",
 }
 BENCH_QUEUE = "bench"  # consumed only with AGENTMEM_BENCH_JOBS: no-op jobs and the bare Dramatiq actor beside them
 

@@ -204,6 +204,24 @@ class Settings(BaseSettings):
         parse_allow(value)
         return value
 
+    # Webhooks (pipelines/webhooks, README "Webhooks"): deliveries go through the outbound policy too.
+    webhook_max_attempts: int = Field(default=12, ge=1, le=50, description="Attempts at delivering one event "
+                                      "before it fails for good (a non-2xx answer, a redirect, a timeout or a "
+                                      "connection error is a failed attempt).")
+    webhook_min_backoff_ms: int = Field(default=10_000, ge=0, description="Wait before the second attempt; each "
+                                        "later wait doubles (with jitter), up to `webhook_max_backoff_ms`.")
+    webhook_max_backoff_ms: int = Field(default=6 * 3_600_000, ge=0, description="Longest wait between two "
+                                        "attempts (the default schedule spans about six hours).")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False, description="Whole-"
+                                           "request deadline of one attempt: connect, send, and read the answer.")
+    webhook_response_max_bytes: int = Field(default=4096, ge=0, le=1_048_576, description="Most of a receiver's "
+                                            "answer that is read and kept in the delivery log; the rest is not "
+                                            "read.")
+    webhook_disable_after_failures: int = Field(default=10, ge=1, description="Deliveries that fail for good in a "
+                                                "row (after all their attempts) before the webhook is disabled.")
+    webhook_log_retention_days: float = Field(default=30.0, gt=0, allow_inf_nan=False, description="How long the "
+                                              "delivery log keeps an attempt; the scheduler deletes older ones.")
+
     # Fact extraction (`infer`) and duplicate detection
     dedup_similarity: float = Field(default=0.95, description="Cosine similarity at or above which a text that "
                                     "says nothing a stored memory doesn't counts as its near duplicate "

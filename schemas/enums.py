@@ -36,6 +36,8 @@ class JobKind(StrEnum):
     EXPORT = "export"
     IMPORT = "import"
     DELETE_MEMORIES = "delete_memories"
+    # One event POSTed to one webhook (pipelines/webhooks): retried with backoff, each attempt logged.
+    WEBHOOK_DELIVERY = "webhook_delivery"
 
 
 # The kinds the API documents and accepts in filters: NOOP is internal (benchmarks).
@@ -58,6 +60,8 @@ class EventType(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     ERROR = "error"
+    # On the organization's stream only: a webhook was disabled after a run of failed deliveries.
+    WEBHOOK_DISABLED = "webhook.disabled"
 
     @property
     def terminal(self) -> bool:

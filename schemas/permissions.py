@@ -47,6 +47,10 @@ class Permission(StrEnum):
     # one file, so admins and owners.
     EXPORTS_READ = "exports:read"
     EXPORTS_WRITE = "exports:write"
+    # Webhooks: admins and owners only, reading too: a webhook URL often carries a credential (a Slack-style
+    # path token), and the delivery log shows what the receiver answered.
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
 
 
 class Role(StrEnum):
@@ -68,7 +72,8 @@ _VIEWER = frozenset({P.ORG_READ, P.MEMBERS_READ, P.MEMORIES_READ, P.JOBS_READ, P
 _MEMBER = _VIEWER | {P.MEMORIES_WRITE, P.MEMORIES_DELETE, P.JOBS_CANCEL, P.AGENTS_WRITE, P.BLOCKS_WRITE,
                      P.TOOLS_EXECUTE, P.CONVERSATIONS_WRITE, P.MCP_EXECUTE}
 _ADMIN = _MEMBER | {P.ORG_MANAGE, P.MEMBERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.TOOLS_WRITE, P.LLM_MANAGE,
-                    P.MCP_WRITE, P.MAINTENANCE_RUN, P.EXPORTS_READ, P.EXPORTS_WRITE}
+                    P.MCP_WRITE, P.MAINTENANCE_RUN, P.EXPORTS_READ, P.EXPORTS_WRITE, P.WEBHOOKS_READ,
+                    P.WEBHOOKS_WRITE}
 _OWNER = _ADMIN | {P.ORG_DELETE}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -445,3 +445,43 @@ class ArchiveChunk(SQLModel, table=True):
     archive_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
     seq: int = Field(primary_key=True)
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+class Webhook(SQLModel, table=True):
+    """An organization's webhook endpoint: where events of the listed types are POSTed, signed with its secret
+    (stored encrypted: the server signs with it; shown once, never returned)."""
+
+    __tablename__ = "webhooks"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    url: str = Field(sa_column=Column(String(2000), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    event_types: list[str] = Field(default_factory=list, sa_column=Column(ARRAY(String(64)), nullable=False))
+    secret_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    enabled: bool = True
+    # Deliveries that failed for good in a row; reaching `webhook_disable_after_failures` disables the webhook.
+    consecutive_failures: int = 0
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+    last_delivery_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    last_success_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One attempt to deliver one event to one webhook (a `webhook_delivery` job makes one per try)."""
+
+    __tablename__ = "webhook_deliveries"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID = Field(foreign_key="organizations.id")
+    webhook_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    job_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    event_id: str = Field(sa_column=Column(String(64), nullable=False))
+    event_type: str = Field(sa_column=Column(String(64), nullable=False))
+    attempt: int
+    succeeded: bool
+    status_code: int | None = None
+    duration_ms: float | None = None
+    error_code: str | None = Field(default=None, sa_column=Column(String(100)))
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    response_excerpt: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _now_column()

@@ -26,6 +26,7 @@ from pipelines.memories import deletion, extraction, ingest as embedding
 from pipelines.sources import ingest as sources
 from pipelines.summaries import summarize as summarization
 from pipelines.tools import execute
+from pipelines.webhooks.deliver import deliver_webhook
 from schemas.enums import JobKind
 
 _settings = get_settings()
@@ -154,6 +155,12 @@ async def import_archive(job_id: str) -> None:
 async def delete_memories(job_id: str) -> None:
     """Soft-delete every memory of a scope, in batches."""
     await run_job(uuid.UUID(job_id), deletion.delete_memories)
+@dramatiq.actor(actor_name=JobKind.WEBHOOK_DELIVERY.value, queue_name=QUEUES[JobKind.WEBHOOK_DELIVERY],
+                **{**_options, "max_retries": _settings.webhook_max_attempts + 3,
+                   "min_backoff": _settings.webhook_min_backoff_ms, "max_backoff": _settings.webhook_max_backoff_ms})
+async def webhook_delivery(job_id: str) -> None:
+    """POST one event to one webhook, signed (Standard Webhooks); each attempt logged, retried with backoff."""
+    await run_job(uuid.UUID(job_id), deliver_webhook)
 
 
 ACTORS: dict[JobKind, dramatiq.Actor] = {
@@ -173,4 +180,5 @@ ACTORS: dict[JobKind, dramatiq.Actor] = {
     JobKind.EXPORT: export,
     JobKind.IMPORT: import_archive,
     JobKind.DELETE_MEMORIES: delete_memories,
+    JobKind.WEBHOOK_DELIVERY: webhook_delivery,
 }

@@ -5,7 +5,9 @@ connection of its own, while its changes commit one job at a time on another):
 - a queued job whose message is not in the broker (a crash between commit and send) is re-sent;
 - a running job whose lease expired (its worker died) is re-sent unless the broker still holds its
   message (Dramatiq re-delivers a dead worker's messages itself), or cancelled if cancel was asked;
-- an MCP server whose cached tool list is older than `mcp_tools_refresh_seconds` gets an `mcp_test` job.
+- an MCP server whose cached tool list is older than `mcp_tools_refresh_seconds` gets an `mcp_test` job;
+- the webhook outbox's events become `webhook_delivery` jobs (pipelines/webhooks/outbox.py), and delivery
+  log entries past `webhook_log_retention_days` are deleted.
 Each re-send is also a compare-and-swap on the row as the pass read it, so a job that moved on
 meanwhile (picked up, finished, re-sent) is left alone.
 """
@@ -23,6 +25,7 @@ from core.errors import infrastructure_errors
 from core.settings import get_settings
 from pipelines.jobs import lifecycle, rows as jobs
 from pipelines.mcp import servers as mcp_servers
+from pipelines.webhooks import outbox as webhook_outbox
 from schemas.enums import JobKind, JobStatus
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ SCHEDULER_LOCK = 7_310_002
 async def maintain_once() -> dict[str, int]:
     """One maintenance pass; returns what it did (all zeros when another scheduler's pass is running)."""
     settings = get_settings()
-    report = {"resent": 0, "cancelled": 0, "in_broker": 0, "mcp_refreshes": 0}
+    report = {"resent": 0, "cancelled": 0, "in_broker": 0, "mcp_refreshes": 0, "webhook_deliveries": 0}
     async with session_scope() as lock_session:
         # Held until this transaction ends, after the whole pass: commits below happen on `session`.
         locked = (await lock_session.execute(text(f"SELECT pg_try_advisory_xact_lock({SCHEDULER_LOCK})"))).scalar()
@@ -59,6 +62,8 @@ async def maintain_once() -> dict[str, int]:
             await session.commit()
             if settings.mcp_tools_refresh_seconds > 0:
                 report["mcp_refreshes"] = await refresh_mcp_tools(session, settings.mcp_tools_refresh_seconds)
+            report["webhook_deliveries"] = await dispatch_webhooks(session)
+            await webhook_outbox.prune_log(session)
         await lock_session.commit()
     return report
 
@@ -79,6 +84,17 @@ async def refresh_mcp_tools(session, older_than_seconds: float) -> int:
     return queued
 
 
+async def dispatch_webhooks(session, *, max_batches: int = 20) -> int:
+    """Turn the webhook outbox into delivery jobs, a batch at a time, up to `max_batches` per pass; jobs queued."""
+    queued = 0
+    for _ in range(max_batches):
+        taken, created = await webhook_outbox.dispatch_outbox(session)
+        queued += created
+        if taken < webhook_outbox.BATCH:
+            break
+    return queued
+
+
 async def run_scheduler(stop: asyncio.Event) -> None:
     """Run maintenance passes every `scheduler_interval_seconds` until `stop` is set."""
     interval = get_settings().scheduler_interval_seconds
@@ -86,7 +102,7 @@ async def run_scheduler(stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             report = await maintain_once()
-            if report["resent"] or report["cancelled"] or report["mcp_refreshes"]:
+            if report["resent"] or report["cancelled"] or report["mcp_refreshes"] or report["webhook_deliveries"]:
                 log.info("maintenance pass: %s", report)
         except infrastructure_errors() as exc:
             log.warning("maintenance pass skipped, infrastructure unavailable: %s", exc)

@@ -36,28 +36,30 @@ OUTBOX = "agentmem.jobs.outbox"
 
 
 async def submit(session: AsyncSession, who: Principal, *, kind: JobKind, payload: dict[str, Any], total: int,
-                 key: str | None) -> tuple[Job, bool]:
+                 key: str | None, max_attempts: int | None = None) -> tuple[Job, bool]:
     """Check quotas and add a queued job row to the session, its message to the outbox; (job, created).
 
     A replayed Idempotency-Key costs no quota and sends nothing: it returns the job it first created.
+    `max_attempts` defaults to `job_max_retries + 1` (webhook deliveries have their own).
     """
     if not await rows.key_used(session, who.org_id, key):
         with timing.stage("quota"):  # Server-Timing: includes the wait for the organization's quota lock
             await limits.check_job_quotas(session, who.org_id, kind, total)
     job, created = await rows.submit(session, org_id=who.org_id, kind=kind, payload=payload, total=total,
                                      idempotency_key=key, request_id=request_id_var.get(),
-                                     max_attempts=get_settings().job_max_retries + 1, actor=who.actor)
+                                     max_attempts=max_attempts or get_settings().job_max_retries + 1,
+                                     actor=who.actor)
     if created:
         session.info.setdefault(OUTBOX, []).append(job)
     return job, created
 
 
 async def submit_scheduled(session: AsyncSession, org_id: uuid.UUID, *, kind: JobKind, payload: dict[str, Any],
-                           key: str) -> tuple[Job, bool]:
+                           key: str, max_attempts: int | None = None) -> tuple[Job, bool]:
     """A job the service starts itself (scheduled maintenance) for an organization: like `submit`, without the
     quotas a request is held to, its actor `scheduler`; `key` makes a repeated pass find the same job."""
     job, created = await rows.submit(session, org_id=org_id, kind=kind, payload=payload, total=1, idempotency_key=key,
-                                     request_id=None, max_attempts=get_settings().job_max_retries + 1,
+                                     request_id=None, max_attempts=max_attempts or get_settings().job_max_retries + 1,
                                      actor="scheduler")
     if created:
         session.info.setdefault(OUTBOX, []).append(job)

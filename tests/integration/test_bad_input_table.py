@@ -26,6 +26,7 @@ UNION ALL SELECT 'block', to_jsonb(b)::text FROM blocks b WHERE b.org_id = :org
 UNION ALL SELECT 'tool', to_jsonb(t)::text FROM tools t WHERE t.org_id = :org
 UNION ALL SELECT 'mcp_server', to_jsonb(m)::text FROM mcp_servers m WHERE m.org_id = :org
 UNION ALL SELECT 'source', to_jsonb(s)::text FROM sources s WHERE s.org_id = :org
+UNION ALL SELECT 'webhook', to_jsonb(w)::text FROM webhooks w WHERE w.org_id = :org
 UNION ALL SELECT 'count', (SELECT count(*) FROM organizations)::text || '/' || (SELECT count(*) FROM users)::text
 ORDER BY 1, 2
 """

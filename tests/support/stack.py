@@ -133,6 +133,12 @@ TEST_SETTINGS = {
     "AGENTMEM_PASSAGE_EMBEDDING": "true",  # the passage tests need them; off by default (README, Search)
     "AGENTMEM_LOG_JSON": "true",
     "AGENTMEM_JWT_SECRET": TEST_JWT_SECRET,
+    # Webhook deliveries: a few quick attempts, and a webhook disabled after two failed deliveries.
+    "AGENTMEM_WEBHOOK_MAX_ATTEMPTS": "3",
+    "AGENTMEM_WEBHOOK_MIN_BACKOFF_MS": "200",
+    "AGENTMEM_WEBHOOK_MAX_BACKOFF_MS": "1000",
+    "AGENTMEM_WEBHOOK_TIMEOUT_SECONDS": "5",
+    "AGENTMEM_WEBHOOK_DISABLE_AFTER_FAILURES": "2",
 }
 
 
@@ -147,13 +153,14 @@ class Stack:
     api_url: str = ""
     model_url: str = ""
     mcp_port: int = 0  # for the tests' streamable-HTTP MCP server: allowed by the outbound policy
+    webhook_port: int = 0  # for the tests' webhook receiver: allowed by the outbound policy too
 
     def start(self, workers: int = 2, extra_env: dict[str, str] | None = None) -> Stack:
         """Start the model server, the API and `workers` workers; `extra_env` is added to their settings (its
         AGENTMEM_OUTBOUND_ALLOW entries to the model server's)."""
         extra = dict(extra_env or {})
         base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")}
-        model_port, self.mcp_port = free_port(), free_port()
+        model_port, self.mcp_port, self.webhook_port = free_port(), free_port(), free_port()
         self.model_url = f"http://127.0.0.1:{model_port}"
         self.env = base | TEST_SETTINGS | {
             "AGENTMEM_DATABASE_URL": self.services.database_url,
@@ -164,6 +171,7 @@ class Stack:
             "AGENTMEM_EMBEDDING_API_KEY": "test-key",
             # The tests' model server and MCP server are the internal addresses organizations' URLs may use.
             "AGENTMEM_OUTBOUND_ALLOW": ",".join(filter(None, [f"127.0.0.1:{model_port}", f"127.0.0.1:{self.mcp_port}",
+                                                              f"127.0.0.1:{self.webhook_port}",
                                                               extra.pop("AGENTMEM_OUTBOUND_ALLOW", "")])),
             # What the tests' stdio MCP server needs to see in the sandbox: the SDK, and its script.
             "AGENTMEM_MCP_STDIO_PATHS": f"{sys.prefix},{ROOT / 'tests' / 'support'}",

@@ -277,7 +277,7 @@ def test_every_openapi_operation_has_a_description(app):
 
 # Features: one name in every layer where they appear (STYLE: a newcomer finds a feature by its name).
 FEATURE_PACKAGES = {"accounts", "agents", "blocks", "conversations", "exports", "jobs", "llm", "maintenance", "mcp",
-                    "memories", "sources", "summaries", "tools"}
+                    "memories", "sources", "summaries", "tools", "webhooks"}
 SHARED_PIPELINE_MODULES = {"pages.py", "splitting.py"}
 
 

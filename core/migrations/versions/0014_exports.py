@@ -7,12 +7,12 @@ archives lose their chunks (pipelines/exports/storage.py `purge_expired`) and ke
 download answers 410 rather than 404.
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0013
 """
 from alembic import op
 
 revision = "0014"
-down_revision = "0010"
+down_revision = "0013"
 
 
 def upgrade() -> None:
