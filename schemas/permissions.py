@@ -43,6 +43,9 @@ class Permission(StrEnum):
     MCP_EXECUTE = "mcp:execute"
     # Maintenance tasks (re-embedding, purging, consolidating…) run now: admins and owners.
     MAINTENANCE_RUN = "maintenance:run"
+    # Schedules of maintenance tasks: everyone sees them, admins and owners change them.
+    SCHEDULES_READ = "schedules:read"
+    SCHEDULES_WRITE = "schedules:write"
 
 
 class Role(StrEnum):
@@ -60,7 +63,7 @@ ROLE_ORDER = [Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER]
 
 P = Permission
 _VIEWER = frozenset({P.ORG_READ, P.MEMBERS_READ, P.MEMORIES_READ, P.JOBS_READ, P.AGENTS_READ, P.BLOCKS_READ,
-                     P.TOOLS_READ, P.CONVERSATIONS_READ, P.MCP_READ})
+                     P.TOOLS_READ, P.CONVERSATIONS_READ, P.MCP_READ, P.SCHEDULES_READ})
 _MEMBER = _VIEWER | {P.MEMORIES_WRITE, P.MEMORIES_DELETE, P.JOBS_CANCEL, P.AGENTS_WRITE, P.BLOCKS_WRITE,
                      P.TOOLS_EXECUTE, P.CONVERSATIONS_WRITE, P.MCP_EXECUTE}
 _ADMIN = _MEMBER | {P.ORG_MANAGE, P.MEMBERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.TOOLS_WRITE, P.LLM_MANAGE,

@@ -5,7 +5,10 @@ connection of its own, while its changes commit one job at a time on another):
 - a queued job whose message is not in the broker (a crash between commit and send) is re-sent;
 - a running job whose lease expired (its worker died) is re-sent unless the broker still holds its
   message (Dramatiq re-delivers a dead worker's messages itself), or cancelled if cancel was asked;
-- an MCP server whose cached tool list is older than `mcp_tools_refresh_seconds` gets an `mcp_test` job.
+- an MCP server whose cached tool list is older than `mcp_tools_refresh_seconds` gets an `mcp_test` job;
+- the default schedules organizations lack are installed, and each due schedule is fired once
+  (pipelines/schedules/fire.py: a compare-and-swap on its `next_run_at`, so correctness never rests on
+  this lock alone).
 Each re-send is also a compare-and-swap on the row as the pass read it, so a job that moved on
 meanwhile (picked up, finished, re-sent) is left alone.
 """
@@ -23,6 +26,7 @@ from core.errors import infrastructure_errors
 from core.settings import get_settings
 from pipelines.jobs import lifecycle, rows as jobs
 from pipelines.mcp import servers as mcp_servers
+from pipelines.schedules import defaults as schedule_defaults, fire
 from schemas.enums import JobKind, JobStatus
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,8 @@ SCHEDULER_LOCK = 7_310_002
 async def maintain_once() -> dict[str, int]:
     """One maintenance pass; returns what it did (all zeros when another scheduler's pass is running)."""
     settings = get_settings()
-    report = {"resent": 0, "cancelled": 0, "in_broker": 0, "mcp_refreshes": 0}
+    report = {"resent": 0, "cancelled": 0, "in_broker": 0, "mcp_refreshes": 0, "schedules_installed": 0,
+              "schedules_fired": 0, "schedules_skipped": 0}
     async with session_scope() as lock_session:
         # Held until this transaction ends, after the whole pass: commits below happen on `session`.
         locked = (await lock_session.execute(text(f"SELECT pg_try_advisory_xact_lock({SCHEDULER_LOCK})"))).scalar()
@@ -59,6 +64,7 @@ async def maintain_once() -> dict[str, int]:
             await session.commit()
             if settings.mcp_tools_refresh_seconds > 0:
                 report["mcp_refreshes"] = await refresh_mcp_tools(session, settings.mcp_tools_refresh_seconds)
+            report |= await run_schedules(session)
         await lock_session.commit()
     return report
 
@@ -79,6 +85,19 @@ async def refresh_mcp_tools(session, older_than_seconds: float) -> int:
     return queued
 
 
+async def run_schedules(session) -> dict[str, int]:
+    """Install missing default schedules, then fire the due ones; what was done, for the pass's report."""
+    settings = get_settings()
+    installed = 0
+    if settings.schedule_defaults:
+        installed = await schedule_defaults.install_defaults(session)
+        await session.commit()
+    fired = await fire.fire_due(session, grace_seconds=settings.schedule_grace_seconds)
+    if installed or fired["ran"] or fired["skipped"]:
+        log.info("schedules: %d defaults installed, fired %s", installed, fired)
+    return {"schedules_installed": installed, "schedules_fired": fired["ran"], "schedules_skipped": fired["skipped"]}
+
+
 async def run_scheduler(stop: asyncio.Event) -> None:
     """Run maintenance passes every `scheduler_interval_seconds` until `stop` is set."""
     interval = get_settings().scheduler_interval_seconds
@@ -86,7 +105,7 @@ async def run_scheduler(stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             report = await maintain_once()
-            if report["resent"] or report["cancelled"] or report["mcp_refreshes"]:
+            if report["resent"] or report["cancelled"] or report["mcp_refreshes"] or report["schedules_fired"]:
                 log.info("maintenance pass: %s", report)
         except infrastructure_errors() as exc:
             log.warning("maintenance pass skipped, infrastructure unavailable: %s", exc)

@@ -133,6 +133,9 @@ TEST_SETTINGS = {
     "AGENTMEM_PASSAGE_EMBEDDING": "true",  # the passage tests need them; off by default (README, Search)
     "AGENTMEM_LOG_JSON": "true",
     "AGENTMEM_JWT_SECRET": TEST_JWT_SECRET,
+    # Default schedules would be installed for every test organization by any scheduler pass, and an hourly
+    # one could come due mid-session; tests/integration/test_schedules.py installs them itself.
+    "AGENTMEM_SCHEDULE_DEFAULTS": "false",
 }
 
 
