@@ -21,7 +21,7 @@ def _cron() -> Any:
 
 
 def _interval() -> Any:
-    return Field(default=None, examples=[3600], description="Run every this many seconds (at least 60) instead of "
+    return Field(default=None, ge=1, le=366 * 86_400, examples=[3600], description="Run every this many seconds (at least 60) instead of "
                                                            "on a cron expression.")
 
 

@@ -54,7 +54,7 @@ DEFAULTS: list[DefaultSchedule] = [
 _MISSING = text("""
     SELECT o.id, d.name FROM organizations o
     CROSS JOIN unnest(CAST(:names AS text[]), CAST(:keys AS text[])) AS d(name, key)
-    WHERE o.deleted_at IS NULL AND NOT EXISTS (
+    WHERE o.deleted_at IS NULL AND (CAST(:orgs AS uuid[]) IS NULL OR o.id = ANY(CAST(:orgs AS uuid[]))) AND NOT EXISTS (
         SELECT 1 FROM schedules s WHERE coalesce(s.org_id, CAST(:no_org AS uuid)) = o.id
         AND (s.default_name = d.name OR s.name_key = d.key))
     LIMIT :limit""")
@@ -72,16 +72,18 @@ def _row(default: DefaultSchedule, org_id: uuid.UUID | None, now: datetime) -> d
             "next_run_at": timing.first_run(cron, "UTC", None, now)}
 
 
-async def install_defaults(session: AsyncSession, *, batch: int = 500) -> int:
-    """Insert the defaults that organizations (and the platform) lack, up to `batch` rows; how many were added."""
+async def install_defaults(session: AsyncSession, *, batch: int = 500, org_ids: list[uuid.UUID] | None = None,
+                           platform: bool = True) -> int:
+    """Insert the defaults that organizations (all, or `org_ids`) and the platform lack, up to `batch` rows;
+    how many were added."""
     by_name = {d.name: d for d in DEFAULTS}
     now = datetime.now(UTC)
     org_names = [d.name for d in DEFAULTS if not d.platform]
     platform_names = [d.name for d in DEFAULTS if d.platform]
     rows = [_row(by_name[name], org_id, now) for org_id, name in (await session.execute(
         _MISSING, {"names": org_names, "keys": [name_key(n) for n in org_names], "no_org": NO_ORG,
-                   "limit": batch})).all()]
-    if platform_names:
+                   "limit": batch, "orgs": org_ids})).all()]
+    if platform and platform_names:
         rows += [_row(by_name[name], None, now) for (name,) in (await session.execute(
             _MISSING_PLATFORM, {"names": platform_names, "keys": [name_key(n) for n in platform_names],
                                 "no_org": NO_ORG})).all()]

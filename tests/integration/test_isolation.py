@@ -51,20 +51,21 @@ class World:
     conversation_id: str = ""
     file_path: str = ""
     source_id: str = ""
+    schedule_id: str = ""
 
     def ids(self) -> dict:
         return fresh_ids(memory_id=self.memory_id, job_id=self.job_id, key_id=self.tenant.key_ids[Role.MEMBER],
                          org_id=self.tenant.org_id, organization_id=self.tenant.org_id, user_id=self.member.id,
                          username=self.member.username, config_id=self.config_id, agent_id=self.agent_id,
                          block_id=self.block_id, conversation_id=self.conversation_id, path=self.file_path,
-                         source_id=self.source_id)
+                         source_id=self.source_id, schedule_id=self.schedule_id)
 
     def secrets(self) -> set[str]:
         """Everything of A's that could show up in a response."""
         keys = self.tenant.keys.values()
         return ({self.memory_id, self.job_id, str(self.tenant.org_id), self.tenant.name, str(self.member.id),
                  self.member.username, self.marker, self.scope, self.config_id, self.provider_key,
-                 self.agent_id, self.block_id, self.conversation_id, self.source_id}
+                 self.agent_id, self.block_id, self.conversation_id, self.source_id, self.schedule_id}
                 | {str(k) for k in self.tenant.key_ids.values()} | {k.split("_")[1] for k in keys} | set(keys))
 
 
@@ -101,10 +102,14 @@ async def org_a(stack) -> World:
             "file": ("vault.md", f"# Vault\n\nThe vault combination is {marker}.".encode(), "text/markdown")})
         assert source.status_code == 202, source.text
         assert (await finish(client, source.json()["job_id"]))["status"] == "succeeded"
+        schedule = await client.post("/api/v1/schedules", json={"name": f"iso-{marker}", "task": "integrity",
+                                                                 "cron": "0 5 * * *"})
+        assert schedule.status_code == 201, schedule.text
     member = await make_user("iso-member", org_id=tenant.org_id, role=Role.MEMBER)
     return World(tenant, member, memory["id"], job["id"], marker, scope, config.json()["id"], provider_key,
                  agent_id=agent.json()["id"], block_id=block.json()["id"],
-                 conversation_id=conversation.json()["id"], file_path=file_path, source_id=source.json()["id"])
+                 conversation_id=conversation.json()["id"], file_path=file_path, source_id=source.json()["id"],
+                 schedule_id=schedule.json()["id"])
 
 
 STATE_SQL = """
@@ -124,6 +129,7 @@ UNION ALL SELECT 'conversation', to_jsonb(c)::text FROM conversations c WHERE c.
 UNION ALL SELECT 'message', (to_jsonb(x) - 'embedding')::text FROM messages x WHERE x.org_id = :org
 UNION ALL SELECT 'mcp_server', to_jsonb(m)::text FROM mcp_servers m WHERE m.org_id = :org
 UNION ALL SELECT 'source', to_jsonb(s)::text FROM sources s WHERE s.org_id = :org
+UNION ALL SELECT 'schedule', to_jsonb(s)::text FROM schedules s WHERE s.org_id = :org
 ORDER BY 1, 2
 """
 

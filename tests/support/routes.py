@@ -79,6 +79,8 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/sources": Multipart(data={"user_id": "{scope}"}, files={
         "file": ("matrix.txt", b"A document uploaded by the route matrix.", "text/plain")}),
     "POST /api/v1/maintenance/{task}": {"params": {}},
+    "POST /api/v1/schedules": {"name": "{new_name}", "task": "integrity", "cron": "0 5 * * *"},
+    "PATCH /api/v1/schedules/{schedule_id}": {"enabled": False},
 }
 
 
@@ -171,7 +173,7 @@ def fresh_ids(**ids: Any) -> dict[str, Any]:
             "user_id": uuid.uuid4(), "organization_id": uuid.uuid4(), "username": f"nobody-{uuid.uuid4().hex[:10]}",
             "config_id": uuid.uuid4(), "agent_id": uuid.uuid4(), "block_id": uuid.uuid4(),
             "tool_id": uuid.uuid4(), "conversation_id": uuid.uuid4(), "server_id": uuid.uuid4(), "tool_name": "echo",
-            "source_id": uuid.uuid4(), "task": "integrity",
+            "source_id": uuid.uuid4(), "schedule_id": uuid.uuid4(), "task": "integrity",
             "new_name": f"renamed-{uuid.uuid4().hex[:10]}", "scope": f"matrix-{uuid.uuid4().hex[:10]}",
             "query": "what does this organization remember?", "path": f"matrix/{uuid.uuid4().hex[:10]}.txt"} | ids
 
