@@ -28,7 +28,7 @@ from schemas.tables import Block
 FULL_BLOCKS = text("""
     SELECT b.id FROM blocks b
     WHERE b.org_id = :org AND b.deleted_at IS NULL AND NOT b.read_only AND b.rewrite_strategy <> 'off'
-      AND length(b.value) > :threshold * b.char_limit AND b.id > :after
+      AND length(b.value) > CAST(:threshold AS float8) * b.char_limit AND b.id > :after
       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.org_id = b.org_id AND j.kind = 'block_rewrite'
                       AND j.status IN ('queued', 'running') AND j.payload->>'block_id' = CAST(b.id AS text))
     ORDER BY b.id LIMIT :batch""")
