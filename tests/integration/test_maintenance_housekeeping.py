@@ -149,3 +149,17 @@ async def test_vacuum_is_for_superusers_and_reports_index_health(tenant, as_role
     [(analyzed,)] = await db("SELECT last_analyze IS NOT NULL OR last_vacuum IS NOT NULL FROM pg_stat_user_tables "
                              "WHERE relname = 'memories'")
     assert analyzed is True
+
+
+async def test_the_cli_runs_a_task_now_and_follows_its_job_to_the_end(stack, tenant):
+    common = ["--api-url", stack.api_url, "--api-key", tenant.keys[Role.ADMIN]]
+    ran = await asyncio.to_thread(stack.run, "maintenance", "run", "integrity", "--wait", "--org",
+                                  str(tenant.org_id), *common, timeout=180)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "integrity: job " in ran.stdout and '"healthy": true' in ran.stdout.split("succeeded: ")[1]
+    assert "maintenance: 100%" in ran.stderr and "5/5" in ran.stderr  # the progress bar, one step per check
+    unknown = await asyncio.to_thread(stack.run, "maintenance", "run", "defragment", *common)
+    assert unknown.returncode == 2 and "unknown_task" in unknown.stderr and "retention" in unknown.stderr
+    member = await asyncio.to_thread(stack.run, "maintenance", "run", "integrity", "--api-url", stack.api_url,
+                                     "--api-key", tenant.keys[Role.MEMBER])
+    assert member.returncode == 2 and "permission_denied" in member.stderr
