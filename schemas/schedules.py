@@ -21,8 +21,8 @@ def _cron() -> Any:
 
 
 def _interval() -> Any:
-    return Field(default=None, ge=1, le=366 * 86_400, examples=[3600], description="Run every this many seconds (at least 60) instead of "
-                                                           "on a cron expression.")
+    return Field(default=None, ge=1, le=366 * 86_400, examples=[3600],
+                 description="Run every this many seconds (at least 60) instead of on a cron expression.")
 
 
 CATCH_UP = ("After a stopped scheduler: `run_once` runs the missed work once, `skip` waits for the next due "

@@ -120,8 +120,12 @@ async def update_schedule(session: AsyncSession, who: Principal, schedule_id: uu
         if changes.get(field, None) is None and field in changes:
             raise InvalidInput(f"{field} can't be null", code="invalid_input", details={"field": field})
     cron, interval = row.cron, row.interval_seconds
-    if "cron" in changes or "interval_seconds" in changes:
-        cron, interval = changes.get("cron"), changes.get("interval_seconds")
+    if "cron" in changes and "interval_seconds" in changes:
+        cron, interval = changes["cron"], changes["interval_seconds"]
+    elif "cron" in changes:  # a cron expression replaces the interval
+        cron, interval = changes["cron"], None if changes["cron"] is not None else interval
+    elif "interval_seconds" in changes:
+        cron, interval = None if changes["interval_seconds"] is not None else cron, changes["interval_seconds"]
     tz = changes.get("timezone", row.timezone)
     timing.check_timing(cron, tz, interval)
     if "params" in changes:
