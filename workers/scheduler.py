@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from sqlalchemy import text
 
@@ -32,6 +33,8 @@ from schemas.enums import JobKind, JobStatus
 log = logging.getLogger(__name__)
 
 SCHEDULER_LOCK = 7_310_002
+DEFAULTS_CHECK_SECONDS = 60.0
+_defaults_checked_at = 0.0  # monotonic time of this process's last look for missing default schedules
 
 
 async def maintain_once() -> dict[str, int]:
@@ -88,10 +91,14 @@ async def refresh_mcp_tools(session, older_than_seconds: float) -> int:
 async def run_schedules(session) -> dict[str, int]:
     """Install missing default schedules, then fire the due ones; what was done, for the pass's report."""
     settings = get_settings()
+    global _defaults_checked_at
     installed = 0
-    if settings.schedule_defaults:
+    # Looking for organizations without their defaults reads every organization: once a minute is plenty.
+    if settings.schedule_defaults and time.monotonic() - _defaults_checked_at >= DEFAULTS_CHECK_SECONDS:
         installed = await schedule_defaults.install_defaults(session)
         await session.commit()
+        # A full batch: more organizations may lack theirs; look again next pass.
+        _defaults_checked_at = time.monotonic() if installed < 500 else 0.0
     fired = await fire.fire_due(session, grace_seconds=settings.schedule_grace_seconds)
     if installed or fired["ran"] or fired["skipped"]:
         log.info("schedules: %d defaults installed, fired %s", installed, fired)

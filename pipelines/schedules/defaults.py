@@ -1,7 +1,7 @@
 """The schedules every organization (and the platform) starts with: one list, installed by the scheduler.
 
-Each pass of the scheduler installs the defaults an organization lacks (new organizations, and new
-entries of `DEFAULTS` for existing ones), so a default is installed once per organization and name:
+The scheduler installs the defaults organizations lack (new organizations, and new entries of
+`DEFAULTS` for existing ones) on its first pass and once a minute after, so a default is installed once per organization and name:
 editing or disabling it sticks, and it can't be deleted (it would come back). Organizations' hourly and
 daily runs are spread over the hour by their id, so thousands of organizations don't all start at :00.
 """
