@@ -1,9 +1,10 @@
 """The schedules every organization (and the platform) starts with: one list, installed by the scheduler.
 
 The scheduler installs the defaults organizations lack (new organizations, and new entries of
-`DEFAULTS` for existing ones) on its first pass and once a minute after, so a default is installed once per organization and name:
-editing or disabling it sticks, and it can't be deleted (it would come back). Organizations' hourly and
-daily runs are spread over the hour by their id, so thousands of organizations don't all start at :00.
+`DEFAULTS` for existing ones) on its first pass and once a minute after, so a default is installed once
+per organization and name: editing or disabling it sticks, and it can't be deleted (it would come back).
+Organizations' hourly and daily runs are spread over the hour by their id, so thousands of organizations
+don't all start at :00.
 """
 
 from __future__ import annotations

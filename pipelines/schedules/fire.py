@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import AppError
+from core.errors import AppError, infrastructure_errors
 from pipelines.jobs import lifecycle
 from pipelines.maintenance.registry import TASKS
 from pipelines.schedules import timing
@@ -102,9 +102,15 @@ async def fire_due(session: AsyncSession, *, grace_seconds: float, limit: int = 
     for row in rows:
         try:
             counts[await fire_one(session, row, now, grace_seconds)] += 1
+        except infrastructure_errors():
+            raise  # the database or Redis is down: the whole pass stops, the next one retries
         except AppError as exc:  # a refused submit (a reused key with another payload): the next pass retries
             await session.rollback()
             log.warning("schedule %s not fired: %s", row.id, exc)
+            counts["failed"] += 1
+        except Exception:  # one broken schedule must not keep the others from running
+            await session.rollback()
+            log.exception("schedule %s not fired", row.id)
             counts["failed"] += 1
     return counts
 

@@ -14,6 +14,7 @@ from schemas.permissions import Role
 from tests.support.accounts import access_headers
 from tests.support.sse import finish
 from tests.support.tenants import make_user
+from workers import scheduler
 
 
 async def _run(client, task: str, params: dict | None = None) -> dict:
@@ -163,3 +164,41 @@ async def test_the_cli_runs_a_task_now_and_follows_its_job_to_the_end(stack, ten
     member = await asyncio.to_thread(stack.run, "maintenance", "run", "integrity", "--api-url", stack.api_url,
                                      "--api-key", tenant.keys[Role.MEMBER])
     assert member.returncode == 2 and "permission_denied" in member.stderr
+
+
+async def test_a_platform_schedule_runs_retentions_platform_part_once_for_the_service(stack, tenant, as_role, db):
+    admin = await make_user("retention-super", superuser=True, org_id=tenant.org_id, role=Role.OWNER)
+    superuser = as_role(headers=access_headers(admin.id, tenant.org_id))
+    redis = get_redis()
+    gone_job = uuid.uuid4()
+    orphan, kept = f"agentmem:revoked:{uuid.uuid4().hex}", f"agentmem:revoked:{uuid.uuid4().hex}"
+    await redis.xadd(job_stream(gone_job), {"type": "succeeded"})
+    await redis.set(orphan, "1")  # no expiry: it would never go
+    await redis.set(kept, "1", ex=600)
+    await db("INSERT INTO audit_logs (id, org_id, actor, action, result, created_at) VALUES (gen_random_uuid(), NULL, "
+             "'test', 'ancient.platform.thing', 'success', now() - interval '400 days')")
+    made = await superuser.post("/api/v1/schedules", json={"name": f"platform-retention-{uuid.uuid4().hex[:6]}",
+                                                           "task": "retention", "cron": "0 1 * * *", "platform": True})
+    assert made.status_code == 201, made.text
+    schedule_id = made.json()["id"]
+    await db("UPDATE schedules SET next_run_at = now() - interval '1 second' WHERE id = :id", id=schedule_id)
+
+    await scheduler.maintain_once()
+
+    [(job_id, org_id, payload)] = await db("SELECT id, org_id, payload FROM jobs WHERE payload->>'schedule_id' = :id",
+                                           id=schedule_id)
+    assert payload["platform"] is True and payload["task"] == "retention"
+    [(oldest,)] = await db("SELECT id FROM organizations WHERE deleted_at IS NULL ORDER BY created_at, id LIMIT 1")
+    assert org_id == oldest
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        [(status, result)] = await db("SELECT status, result FROM jobs WHERE id = :id", id=job_id)
+        if status in ("succeeded", "failed", "cancelled"):
+            break
+        await asyncio.sleep(0.2)
+    assert status == "succeeded", result
+    assert result["scope"] == "platform" and result["audit_rows_deleted"] >= 1 and result["revoked_tokens"] >= 1
+    assert await redis.exists(job_stream(gone_job)) == 0 and await redis.exists(orphan) == 0
+    assert await redis.exists(kept) == 1
+    assert await db("SELECT 1 FROM audit_logs WHERE action = 'ancient.platform.thing'") == []
+    await db("UPDATE schedules SET enabled = false WHERE id = :id", id=schedule_id)
