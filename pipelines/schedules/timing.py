@@ -2,7 +2,7 @@
 
 Cron expressions are read by `croniter` in the schedule's time zone, so `0 3 * * *` in Europe/Paris is 03:00
 Paris time in summer and winter alike (a time that a daylight-saving change skips runs at the first
-instant after it; one that repeats runs once). Intervals keep their phase: the next run is the last due
+instant after it; one that repeats runs once, unless the expression runs every hour). Intervals keep their phase: the next run is the last due
 time plus whole intervals, whatever the scheduler's delay.
 """
 
@@ -31,10 +31,23 @@ def zone(name: str) -> ZoneInfo:
                            code="invalid_timezone", details={"timezone": name[:64]}) from None
 
 
+def _every_hour(cron: str) -> bool:
+    fields = cron.split()
+    return cron.strip().lower() == "@hourly" or (len(fields) == 5 and fields[1].startswith("*"))
+
+
 def next_cron(cron: str, tz: str, after: datetime) -> datetime:
-    """The first time strictly after `after` that `cron` names in time zone `tz` (UTC-aware)."""
-    local = after.astimezone(zone(tz))
-    return croniter(cron, local).get_next(datetime).astimezone(UTC)
+    """The first time strictly after `after` that `cron` names in time zone `tz` (UTC-aware).
+
+    When the clocks go back, a wall time that comes twice runs the first time only, unless the expression
+    runs every hour (`*` in the hour field), whose runs follow real time through the repeated hour.
+    """
+    zone_info = zone(tz)
+    found = croniter(cron, after.astimezone(zone_info)).get_next(datetime).astimezone(UTC)
+    local = found.astimezone(zone_info)
+    if local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset() and not _every_hour(cron):
+        return next_cron(cron, tz, found)  # the repeat of a wall time already run an hour before
+    return found
 
 
 def check_timing(cron: str | None, tz: str, interval_seconds: int | None) -> None:

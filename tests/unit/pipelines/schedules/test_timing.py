@@ -27,6 +27,19 @@ def test_a_time_the_clock_skips_runs_once_just_after_it():
     assert timing.next_cron("30 2 * * *", "America/New_York", first) == datetime(2026, 3, 9, 6, 30, tzinfo=UTC)
 
 
+def test_a_time_the_clock_repeats_runs_once_unless_the_expression_runs_every_hour():
+    # 01:30 comes twice in New York on 2026-11-01 (05:30 UTC in EDT, 06:30 UTC in EST).
+    before = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
+    first = timing.next_cron("30 1 * * *", "America/New_York", before)
+    assert first == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+    assert timing.next_cron("30 1 * * *", "America/New_York", first) == datetime(2026, 11, 2, 6, 30, tzinfo=UTC)
+    half_hourly, at = [], before
+    for _ in range(6):
+        at = timing.next_cron("*/30 * * * *", "America/New_York", at)
+        half_hourly.append(at)
+    assert half_hourly == [before + timedelta(minutes=30 * i) for i in range(1, 7)]  # real time, repeats included
+
+
 def test_an_on_time_run_moves_to_the_next_period():
     due = datetime(2026, 6, 1, 11, 0, tzinfo=UTC)
     upcoming, late = timing.advance("0 * * * *", "UTC", None, due, due + timedelta(seconds=3), grace_seconds=600)
