@@ -2,8 +2,8 @@
 
 Cron expressions are read by `croniter` in the schedule's time zone, so `0 3 * * *` in Europe/Paris is 03:00
 Paris time in summer and winter alike (a time that a daylight-saving change skips runs at the first
-instant after it; one that repeats runs once, unless the expression runs every hour). Intervals keep their phase: the next run is the last due
-time plus whole intervals, whatever the scheduler's delay.
+instant after it; one that repeats runs once, unless the expression runs every hour). Intervals keep
+their phase: the next run is the last due time plus whole intervals, whatever the scheduler's delay.
 """
 
 from __future__ import annotations
