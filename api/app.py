@@ -32,6 +32,7 @@ from api.routes import (
     messages,
     openai_compat,
     organizations,
+    schedules,
     sources,
     summaries,
     tools,
@@ -88,6 +89,7 @@ TAGS = [
     {"name": "admin", "description": "Service administration (superusers)."},
     {"name": "operations", "description": "Health, readiness and metrics."},
     {"name": "maintenance", "description": "Maintenance tasks (integrity checks, …) run now, as jobs."},
+    {"name": "schedules", "description": "Maintenance tasks run by the scheduler on a cron expression or an interval."},
     {"name": "files", "description": "Files of your organization's workspace, shared with the built-in file tools."},
     {"name": "webhooks", "description": "Endpoints that receive your organization's events, signed (Standard "
                                         "Webhooks); their delivery log and redelivery."},
@@ -98,7 +100,7 @@ ROUTERS = (auth.router, organizations.router, api_keys.router, memories.router, 
            llm.router, agents.router, conversations.router, messages.router,
            openai_compat.router, blocks.router, tools.router,
            ws.router, audit.router, admin.router, health.router, mcp_servers.router, files.router,
-           sources.router, maintenance.router, exports.router, webhooks.router)
+           sources.router, maintenance.router, exports.router, webhooks.router, schedules.router)
 
 
 async def _warm_up() -> None:

@@ -1,4 +1,4 @@
-"""Client commands: `agentmem ingest FILE.jsonl` and `agentmem jobs watch JOB_ID`."""
+"""Client commands: `agentmem ingest FILE.jsonl`, `agentmem jobs watch JOB_ID` and `agentmem maintenance run TASK`."""
 
 from __future__ import annotations
 
@@ -129,12 +129,13 @@ def _wait_for_jobs(api_url: str, api_key: str | None, job_ids: list[str], total:
     return 1 if failed else 0
 
 
-def watch_job(job_id: str, *, api_url: str, api_key: str | None) -> int:
+def watch_job(job_id: str, *, api_url: str, api_key: str | None, org: str | None = None) -> int:
     """Follow a job's events with a progress bar; exit 0 if it succeeds."""
     last_id: str | None = None
     bar: tqdm | None = None
     status = None
-    with httpx.Client(base_url=api_url, timeout=httpx.Timeout(10, read=60), headers=auth_headers(api_key)) as client:
+    headers = auth_headers(api_key) | ({"X-Organization-Id": org} if org else {})
+    with httpx.Client(base_url=api_url, timeout=httpx.Timeout(10, read=60), headers=headers) as client:
         while status not in TERMINAL:
             headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_id} if last_id else {})
             try:
@@ -169,3 +170,27 @@ def watch_job(job_id: str, *, api_url: str, api_key: str | None) -> int:
     if bar is not None:
         bar.close()
     return 0 if status == "succeeded" else 1
+
+
+def run_maintenance(task: str, *, api_url: str, api_key: str | None, org: str | None, params: dict, wait: bool) -> int:
+    """Run a maintenance task now (`POST /api/v1/maintenance/{task}`); with `wait`, follow its job to the end."""
+    headers = auth_headers(api_key) | ({"X-Organization-Id": org} if org else {})
+    with httpx.Client(base_url=api_url, timeout=30, headers=headers) as client:
+        try:
+            response = client.post(f"/api/v1/maintenance/{task}", json={"params": params})
+        except httpx.HTTPError as exc:
+            print(f"could not reach {api_url}: {exc}", file=sys.stderr)
+            return 1
+    if response.status_code != 202:
+        error = response.json().get("error", {}) if response.headers.get("content-type", "").startswith(
+            "application/json") else {}
+        print(f"{task} refused ({response.status_code} {error.get('code')}): {error.get('message')}", file=sys.stderr)
+        if error.get("details", {}).get("tasks"):
+            print("tasks: " + ", ".join(error["details"]["tasks"]), file=sys.stderr)
+        return 2
+    job_id = response.json()["id"]
+    print(f"{task}: job {job_id}")
+    if not wait:
+        print("follow it with: agentmem jobs watch " + job_id)
+        return 0
+    return watch_job(job_id, api_url=api_url, api_key=api_key, org=org)

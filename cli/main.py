@@ -99,6 +99,21 @@ def _cmd_watch(args) -> int:
     return watch_job(args.job_id, api_url=args.api_url, api_key=args.api_key)
 
 
+def _cmd_maintenance(args) -> int:
+    from cli.client import run_maintenance
+
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        print(f"--params is not JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(params, dict):
+        print('--params must be a JSON object, such as \'{"batch_size": 100}\'', file=sys.stderr)
+        return 2
+    return run_maintenance(args.task, api_url=args.api_url, api_key=args.api_key, org=args.org, params=params,
+                           wait=args.wait)
+
+
 def _cmd_mcp(args) -> int:
     from cli.mcp_stdio import serve_stdio
 
@@ -184,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
     watch.set_defaults(func=_cmd_watch)
 
+    maintenance = sub.add_parser("maintenance", help="run maintenance tasks")
+    maintenance_sub = maintenance.add_subparsers(dest="maintenance_command", required=True)
+    run = maintenance_sub.add_parser("run", help="run a maintenance task now as a job (admins and owners)")
+    run.add_argument("task", help="integrity, retention, sweep_blocks, summarize_conversations, vacuum (superusers)…")
+    run.add_argument("--org", default=None, help="the organization to act for (its id; default: the key's or token's)")
+    run.add_argument("--params", default="{}", help="the task's parameters as a JSON object")
+    run.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
+    run.add_argument("--api-url", default=default_api)
+    run.add_argument("--api-key", default=api_key, help="API key or access token (default: $AGENTMEM_API_KEY)")
+    run.set_defaults(func=_cmd_maintenance)
+
     mcp = sub.add_parser("mcp", help="serve AgentMem's MCP tools over stdio (for desktop clients)")
     mcp.add_argument("--api-url", default=default_api, help=f"the API (default: {default_api})")
     mcp.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
@@ -215,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     # `mcp` logs plain lines to stderr too (its stdout is the protocol): a desktop client shows them as they are.
-    interactive = args.command in ("up", "ingest", "export", "import", "jobs", "migrate", "admin", "mcp")
+    interactive = args.command in ("up", "ingest", "export", "import", "jobs", "migrate", "admin", "mcp", "maintenance")
     configure_logging(settings.log_level, json_lines=settings.log_json and not interactive, process=args.command)
     sys.exit(args.func(args))
 

@@ -374,8 +374,19 @@ class Settings(BaseSettings):
     broker_maintenance_chance: int = 50_000
     worker_seen_seconds: float = 30.0
 
-    # Scheduler
+    # Scheduler and scheduled maintenance
     scheduler_interval_seconds: float = 5.0
+    schedule_defaults: bool = Field(default=True, description="The scheduler installs the default schedules "
+                                    "(README, Schedules) for every organization and platform-wide.")
+    schedule_grace_seconds: float = Field(default=600.0, ge=0, description="A schedule seen more than this late "
+                                          "(or a whole period late) follows its `catch_up`: `skip` or `run_once`.")
+    retention_job_payload_days: float = Field(default=7.0, gt=0, description="`retention` drops the payloads of "
+                                              "jobs finished this long ago (their results and rows stay).")
+    retention_job_days: float = Field(default=30.0, gt=0, description="`retention` deletes finished jobs (and "
+                                      "their event streams) this old.")
+    retention_audit_days: float = Field(default=365.0, gt=0, description="`retention` deletes audit rows this old.")
+    retention_temp_file_hours: float = Field(default=24.0, gt=0, description="`retention` deletes workspace temporary "
+                                             "files (`.save-*`, left by an interrupted save) this old.")
 
     # Event streams
     stream_maxlen_job: int = 10_000  # an agent turn streams many token events

@@ -13,6 +13,9 @@ class MaintenanceTaskOut(BaseModel):
     name: str = Field(examples=["integrity"])
     description: str
     params_schema: dict[str, Any]
+    scopes: list[str] = Field(description="`organization`: works on an organization's data (scheduled per "
+                                          "organization); `platform`: on the whole service (scheduled platform-wide, "
+                                          "superusers).", examples=[["organization"]])
 
 
 class MaintenanceRunIn(BaseModel):

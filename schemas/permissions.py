@@ -51,6 +51,9 @@ class Permission(StrEnum):
     # path token), and the delivery log shows what the receiver answered.
     WEBHOOKS_READ = "webhooks:read"
     WEBHOOKS_WRITE = "webhooks:write"
+    # Schedules of maintenance tasks: everyone sees them, admins and owners change them.
+    SCHEDULES_READ = "schedules:read"
+    SCHEDULES_WRITE = "schedules:write"
 
 
 class Role(StrEnum):
@@ -68,12 +71,12 @@ ROLE_ORDER = [Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER]
 
 P = Permission
 _VIEWER = frozenset({P.ORG_READ, P.MEMBERS_READ, P.MEMORIES_READ, P.JOBS_READ, P.AGENTS_READ, P.BLOCKS_READ,
-                     P.TOOLS_READ, P.CONVERSATIONS_READ, P.MCP_READ})
+                     P.TOOLS_READ, P.CONVERSATIONS_READ, P.MCP_READ, P.SCHEDULES_READ})
 _MEMBER = _VIEWER | {P.MEMORIES_WRITE, P.MEMORIES_DELETE, P.JOBS_CANCEL, P.AGENTS_WRITE, P.BLOCKS_WRITE,
                      P.TOOLS_EXECUTE, P.CONVERSATIONS_WRITE, P.MCP_EXECUTE}
 _ADMIN = _MEMBER | {P.ORG_MANAGE, P.MEMBERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.TOOLS_WRITE, P.LLM_MANAGE,
                     P.MCP_WRITE, P.MAINTENANCE_RUN, P.EXPORTS_READ, P.EXPORTS_WRITE, P.WEBHOOKS_READ,
-                    P.WEBHOOKS_WRITE}
+                    P.WEBHOOKS_WRITE, P.SCHEDULES_WRITE}
 _OWNER = _ADMIN | {P.ORG_DELETE}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

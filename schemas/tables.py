@@ -485,3 +485,26 @@ class WebhookDelivery(SQLModel, table=True):
     error_message: str | None = Field(default=None, sa_column=Column(Text))
     response_excerpt: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = _now_column()
+class Schedule(SQLModel, table=True):
+    """A maintenance task run by the scheduler on a cron expression or an interval (org_id None: platform-wide)."""
+
+    __tablename__ = "schedules"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    org_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    name_key: str = Field(sa_column=Column(String(300), nullable=False))  # unique per organization
+    task: str = Field(sa_column=Column(String(64), nullable=False))
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    cron: str | None = Field(default=None, sa_column=Column(String(200)))
+    timezone: str = Field(default="UTC", sa_column=Column(String(64), nullable=False))
+    interval_seconds: int | None = None
+    enabled: bool = True
+    catch_up: str = Field(default="run_once", sa_column=Column(String(20), nullable=False))
+    # Set on the defaults the service installs (pipelines/schedules/defaults.py): never installed twice.
+    default_name: str | None = Field(default=None, sa_column=Column(String(64)))
+    next_run_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_run_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    last_job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    created_by: str | None = Field(default=None, sa_column=Column(String(100)))
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column()

@@ -7,7 +7,10 @@ connection of its own, while its changes commit one job at a time on another):
   message (Dramatiq re-delivers a dead worker's messages itself), or cancelled if cancel was asked;
 - an MCP server whose cached tool list is older than `mcp_tools_refresh_seconds` gets an `mcp_test` job;
 - the webhook outbox's events become `webhook_delivery` jobs (pipelines/webhooks/outbox.py), and delivery
-  log entries past `webhook_log_retention_days` are deleted.
+  log entries past `webhook_log_retention_days` are deleted;
+- the default schedules organizations lack are installed, and each due schedule is fired once
+  (pipelines/schedules/fire.py: a compare-and-swap on its `next_run_at`, so correctness never rests on
+  this lock alone).
 Each re-send is also a compare-and-swap on the row as the pass read it, so a job that moved on
 meanwhile (picked up, finished, re-sent) is left alone.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from sqlalchemy import text
 
@@ -25,18 +29,22 @@ from core.errors import infrastructure_errors
 from core.settings import get_settings
 from pipelines.jobs import lifecycle, rows as jobs
 from pipelines.mcp import servers as mcp_servers
+from pipelines.schedules import defaults as schedule_defaults, fire
 from pipelines.webhooks import outbox as webhook_outbox
 from schemas.enums import JobKind, JobStatus
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_LOCK = 7_310_002
+DEFAULTS_CHECK_SECONDS = 60.0
+_defaults_checked_at = 0.0  # monotonic time of this process's last look for missing default schedules
 
 
 async def maintain_once() -> dict[str, int]:
     """One maintenance pass; returns what it did (all zeros when another scheduler's pass is running)."""
     settings = get_settings()
-    report = {"resent": 0, "cancelled": 0, "in_broker": 0, "mcp_refreshes": 0, "webhook_deliveries": 0}
+    report = {"resent": 0, "cancelled": 0, "in_broker": 0, "mcp_refreshes": 0, "webhook_deliveries": 0,
+              "schedules_installed": 0, "schedules_fired": 0, "schedules_skipped": 0}
     async with session_scope() as lock_session:
         # Held until this transaction ends, after the whole pass: commits below happen on `session`.
         locked = (await lock_session.execute(text(f"SELECT pg_try_advisory_xact_lock({SCHEDULER_LOCK})"))).scalar()
@@ -64,6 +72,7 @@ async def maintain_once() -> dict[str, int]:
                 report["mcp_refreshes"] = await refresh_mcp_tools(session, settings.mcp_tools_refresh_seconds)
             report["webhook_deliveries"] = await dispatch_webhooks(session)
             await webhook_outbox.prune_log(session)
+            report |= await run_schedules(session)
         await lock_session.commit()
     return report
 
@@ -93,6 +102,21 @@ async def dispatch_webhooks(session, *, max_batches: int = 20) -> int:
         if taken < webhook_outbox.BATCH:
             break
     return queued
+async def run_schedules(session) -> dict[str, int]:
+    """Install missing default schedules, then fire the due ones; what was done, for the pass's report."""
+    settings = get_settings()
+    global _defaults_checked_at
+    installed = 0
+    # Looking for organizations without their defaults reads every organization: once a minute is plenty.
+    if settings.schedule_defaults and time.monotonic() - _defaults_checked_at >= DEFAULTS_CHECK_SECONDS:
+        installed = await schedule_defaults.install_defaults(session)
+        await session.commit()
+        # A full batch: more organizations may lack theirs; look again next pass.
+        _defaults_checked_at = time.monotonic() if installed < 500 else 0.0
+    fired = await fire.fire_due(session, grace_seconds=settings.schedule_grace_seconds)
+    if installed or fired["ran"] or fired["skipped"]:
+        log.info("schedules: %d defaults installed, fired %s", installed, fired)
+    return {"schedules_installed": installed, "schedules_fired": fired["ran"], "schedules_skipped": fired["skipped"]}
 
 
 async def run_scheduler(stop: asyncio.Event) -> None:
@@ -102,7 +126,8 @@ async def run_scheduler(stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             report = await maintain_once()
-            if report["resent"] or report["cancelled"] or report["mcp_refreshes"] or report["webhook_deliveries"]:
+            if any(report[k] for k in ("resent", "cancelled", "mcp_refreshes", "webhook_deliveries",
+                                       "schedules_fired")):
                 log.info("maintenance pass: %s", report)
         except infrastructure_errors() as exc:
             log.warning("maintenance pass skipped, infrastructure unavailable: %s", exc)

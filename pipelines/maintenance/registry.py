@@ -8,10 +8,11 @@ from pydantic import ValidationError
 
 from core.errors import InvalidInput, NotFound, PermanentJobError
 from pipelines.jobs.runner import JobContext
-from pipelines.maintenance import integrity
+from pipelines.maintenance import integrity, retention, summarize_conversations, sweep_blocks, vacuum
 from pipelines.maintenance.base import MaintenanceTask
 
-TASKS: dict[str, MaintenanceTask] = {t.name: t for t in (integrity.TASK,)}
+TASKS: dict[str, MaintenanceTask] = {t.name: t for t in (integrity.TASK, retention.TASK, sweep_blocks.TASK,
+                                                          summarize_conversations.TASK, vacuum.TASK)}
 
 
 class UnknownTask(NotFound):

@@ -47,8 +47,10 @@ def stack(services):
     # This process calls the model server too (the LLM client's tests): the same exception as the stack's.
     settings = get_settings()
     allowed, settings.outbound_allow = settings.outbound_allow, st.env["AGENTMEM_OUTBOUND_ALLOW"]
+    defaults, settings.schedule_defaults = settings.schedule_defaults, False  # as the stack's (TEST_SETTINGS)
     yield st
     settings.outbound_allow = allowed
+    settings.schedule_defaults = defaults
     st.stop()
     print(f"\nintegration logs kept in {log_dir}")
 

@@ -53,13 +53,14 @@ class World:
     source_id: str = ""
     webhook_id: str = ""
     webhook_secret: str = ""
+    schedule_id: str = ""
 
     def ids(self) -> dict:
         return fresh_ids(memory_id=self.memory_id, job_id=self.job_id, key_id=self.tenant.key_ids[Role.MEMBER],
                          org_id=self.tenant.org_id, organization_id=self.tenant.org_id, user_id=self.member.id,
                          username=self.member.username, config_id=self.config_id, agent_id=self.agent_id,
                          block_id=self.block_id, conversation_id=self.conversation_id, path=self.file_path,
-                         source_id=self.source_id, webhook_id=self.webhook_id)
+                         source_id=self.source_id, webhook_id=self.webhook_id, schedule_id=self.schedule_id)
 
     def secrets(self) -> set[str]:
         """Everything of A's that could show up in a response."""
@@ -67,7 +68,7 @@ class World:
         return ({self.memory_id, self.job_id, str(self.tenant.org_id), self.tenant.name, str(self.member.id),
                  self.member.username, self.marker, self.scope, self.config_id, self.provider_key,
                  self.agent_id, self.block_id, self.conversation_id, self.source_id, self.webhook_id,
-                 self.webhook_secret}
+                 self.webhook_secret, self.schedule_id}
                 | {str(k) for k in self.tenant.key_ids.values()} | {k.split("_")[1] for k in keys} | set(keys))
 
 
@@ -104,6 +105,9 @@ async def org_a(stack) -> World:
             "file": ("vault.md", f"# Vault\n\nThe vault combination is {marker}.".encode(), "text/markdown")})
         assert source.status_code == 202, source.text
         assert (await finish(client, source.json()["job_id"]))["status"] == "succeeded"
+        schedule = await client.post("/api/v1/schedules", json={"name": f"iso-{marker}", "task": "integrity",
+                                                                 "cron": "0 5 * * *"})
+        assert schedule.status_code == 201, schedule.text
         # Last: no later event of A's reaches it (a public address literal, never called).
         webhook = await client.post("/api/v1/webhooks", json={"url": f"http://93.184.216.34:9/{marker}"})
         assert webhook.status_code == 201, webhook.text
@@ -111,7 +115,8 @@ async def org_a(stack) -> World:
     return World(tenant, member, memory["id"], job["id"], marker, scope, config.json()["id"], provider_key,
                  agent_id=agent.json()["id"], block_id=block.json()["id"],
                  conversation_id=conversation.json()["id"], file_path=file_path, source_id=source.json()["id"],
-                 webhook_id=webhook.json()["id"], webhook_secret=webhook.json()["secret"])
+                 webhook_id=webhook.json()["id"], webhook_secret=webhook.json()["secret"],
+                 schedule_id=schedule.json()["id"])
 
 
 STATE_SQL = """
@@ -133,6 +138,7 @@ UNION ALL SELECT 'mcp_server', to_jsonb(m)::text FROM mcp_servers m WHERE m.org_
 UNION ALL SELECT 'source', to_jsonb(s)::text FROM sources s WHERE s.org_id = :org
 UNION ALL SELECT 'webhook', to_jsonb(w)::text FROM webhooks w WHERE w.org_id = :org
 UNION ALL SELECT 'webhook_delivery', to_jsonb(d)::text FROM webhook_deliveries d WHERE d.org_id = :org
+UNION ALL SELECT 'schedule', to_jsonb(s)::text FROM schedules s WHERE s.org_id = :org
 ORDER BY 1, 2
 """
 

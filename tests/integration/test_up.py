@@ -26,8 +26,9 @@ class Up:
 
     def __init__(self, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
         """`env`: AGENTMEM_* settings of this run (none of the test process's own reach it)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")} | {"PYTHONUNBUFFERED": "1"} | (
-            env or {})
+        # Default schedules off unless asked for: an hourly one coming due would add jobs a test counts.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_")} | {
+            "PYTHONUNBUFFERED": "1", "AGENTMEM_SCHEDULE_DEFAULTS": "false"} | (env or {})
         self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(port), "--data-dir",
                                       str(data_dir), "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
@@ -92,12 +93,13 @@ def test_up_runs_everything_ingests_from_the_cli_stops_cleanly_and_keeps_data():
     facts = [f"Fact number {i}: the user's locker code ends in {i}." for i in range(29)]
     facts.append("The user's grandmother grew tomatoes and basil on her balcony in Naples.")
     jsonl.write_text("".join(json.dumps({"content": f, "user_id": "cli-user"}) + "\n" for f in facts))
-    up = Up(data_dir, port)
+    up = Up(data_dir, port, env={"AGENTMEM_SCHEDULE_DEFAULTS": "true"})
     try:
         up.wait_ready()
         key = up.printed_key()
         assert key and key.startswith("amk_"), "".join(up.output[-20:])
         auth = {"Authorization": f"Bearer {key}"}
+        default_schedules_are_installed(api, auth)
         assert httpx.get(f"{api}/api/v1/jobs").status_code == 401
         refused = cli("ingest", str(jsonl), "--api-url", api)
         assert refused.returncode == 1 and "401 not_authenticated" in refused.stderr
@@ -106,7 +108,8 @@ def test_up_runs_everything_ingests_from_the_cli_stops_cleanly_and_keeps_data():
         assert "30 memories accepted in 3 job(s)" in first.stdout
         state_file = jsonl.with_name(jsonl.name + ".agentmem-state.json")
         state = json.loads(state_file.read_text())
-        jobs_before = httpx.get(f"{api}/api/v1/jobs", params={"limit": 200}, headers=auth).json()["items"]
+        ingests = {"limit": 200, "kind": "ingest_memories"}
+        jobs_before = httpx.get(f"{api}/api/v1/jobs", params=ingests, headers=auth).json()["items"]
 
         # An interruption after the last POST but before its state was saved: the re-run sends that
         # batch again under the same Idempotency-Key and gets the same job back.
@@ -114,7 +117,7 @@ def test_up_runs_everything_ingests_from_the_cli_stops_cleanly_and_keeps_data():
         state_file.write_text(json.dumps(state))
         again = cli("ingest", str(jsonl), "--api-url", api, "--batch-size", "10", "--api-key", key)
         assert again.returncode == 0, again.stderr
-        jobs_after = httpx.get(f"{api}/api/v1/jobs", params={"limit": 200}, headers=auth).json()["items"]
+        jobs_after = httpx.get(f"{api}/api/v1/jobs", params=ingests, headers=auth).json()["items"]
         assert len(jobs_after) == len(jobs_before) == 3
 
         watched = cli("jobs", "watch", jobs_after[0]["id"], "--api-url", api, AGENTMEM_API_KEY=key)
@@ -149,6 +152,16 @@ def test_up_runs_everything_ingests_from_the_cli_stops_cleanly_and_keeps_data():
         code, alive = restarted.interrupt()
         shutil.rmtree(data_dir, ignore_errors=True)
     assert code == 0 and alive == []
+
+
+def default_schedules_are_installed(api: str, auth: dict[str, str]) -> None:
+    """On first start the scheduler gives the bootstrapped organization its default schedules."""
+    deadline = time.monotonic() + 60
+    while not (listed := httpx.get(f"{api}/api/v1/schedules", headers=auth).json()):
+        assert time.monotonic() < deadline, "no default schedules a minute after start"
+        time.sleep(0.5)
+    assert {s["task"] for s in listed} >= {"integrity", "retention", "sweep_blocks", "summarize_conversations"}
+    assert all(s["default"] and s["enabled"] for s in listed)
 
 
 def core_memory_round_trip(api: str, auth: dict[str, str]) -> None:

@@ -83,6 +83,8 @@ BODIES: dict[str, Any] = {
     # A public address literal: the outbound policy passes it without DNS; no event reaches it in the matrix.
     "POST /api/v1/webhooks": {"url": "http://93.184.216.34:9/hook", "event_types": ["job.failed"]},
     "PATCH /api/v1/webhooks/{webhook_id}": {"description": "changed by the route matrix"},
+    "POST /api/v1/schedules": {"name": "{new_name}", "task": "integrity", "cron": "0 5 * * *"},
+    "PATCH /api/v1/schedules/{schedule_id}": {"enabled": False},
 }
 
 
@@ -176,7 +178,7 @@ def fresh_ids(**ids: Any) -> dict[str, Any]:
             "config_id": uuid.uuid4(), "agent_id": uuid.uuid4(), "block_id": uuid.uuid4(),
             "tool_id": uuid.uuid4(), "conversation_id": uuid.uuid4(), "server_id": uuid.uuid4(), "tool_name": "echo",
             "source_id": uuid.uuid4(), "task": "integrity", "export_id": uuid.uuid4(),
-            "webhook_id": uuid.uuid4(), "delivery_id": uuid.uuid4(),
+            "webhook_id": uuid.uuid4(), "delivery_id": uuid.uuid4(), "schedule_id": uuid.uuid4(),
             "new_name": f"renamed-{uuid.uuid4().hex[:10]}", "scope": f"matrix-{uuid.uuid4().hex[:10]}",
             "query": "what does this organization remember?", "path": f"matrix/{uuid.uuid4().hex[:10]}.txt"} | ids
 

@@ -139,6 +139,9 @@ TEST_SETTINGS = {
     "AGENTMEM_WEBHOOK_MAX_BACKOFF_MS": "1000",
     "AGENTMEM_WEBHOOK_TIMEOUT_SECONDS": "5",
     "AGENTMEM_WEBHOOK_DISABLE_AFTER_FAILURES": "2",
+    # Default schedules would be installed for every test organization by any scheduler pass, and an hourly
+    # one could come due mid-session; tests/integration/test_schedules.py installs them itself.
+    "AGENTMEM_SCHEDULE_DEFAULTS": "false",
 }
 
 

@@ -277,7 +277,7 @@ def test_every_openapi_operation_has_a_description(app):
 
 # Features: one name in every layer where they appear (STYLE: a newcomer finds a feature by its name).
 FEATURE_PACKAGES = {"accounts", "agents", "blocks", "conversations", "exports", "jobs", "llm", "maintenance", "mcp",
-                    "memories", "sources", "summaries", "tools", "webhooks"}
+                    "memories", "schedules", "sources", "summaries", "tools", "webhooks"}
 SHARED_PIPELINE_MODULES = {"pages.py", "splitting.py"}
 
 
@@ -297,6 +297,7 @@ def test_each_pipelines_unit_test_sits_beside_its_module_name():
         assert module.exists(), f"{relative(test)} tests no pipelines/{folder}/{module.name}"
 
 
-@pytest.mark.parametrize("feature", ["agents", "blocks", "jobs", "llm", "memories", "summaries", "tools"])
+@pytest.mark.parametrize("feature", ["agents", "blocks", "jobs", "llm", "memories", "schedules", "summaries",
+                                     "tools"])
 def test_a_feature_with_routes_has_the_same_name_in_api_routes(feature):
     assert (ROOT / "api" / "routes" / f"{feature}.py").exists()
