@@ -53,7 +53,8 @@ COMPONENTS = {
     "vector, passages on": {"mode": "vector", "passages": True},
     "hybrid, fixed weights (adapt 0)": {"weights": {"vector": 1.0, "text": 0.25, "adapt": 0}},
     "hybrid, rrf": {"fusion": "rrf"},
-    "hybrid, vector feedback on": {"feedback": True},
+    "hybrid, vector feedback off": {"feedback": False},
+    "hybrid, vector feedback without contrast": {"feedback": {"contrast": 0}},
     "hybrid, text feedback off": {"text_feedback": False},
     "hybrid, text feedback on": {"text_feedback": True},
     "text, text feedback on": {"mode": "text", "text_feedback": True},
@@ -62,13 +63,16 @@ COMPONENTS = {
     "hybrid, time off": {"time": "off"},
     "hybrid, time filter": {"time": "filter"},
     "hybrid, previous defaults": {"passages": False, "weights": {"vector": 1.0, "text": 0.25, "adapt": 0},
-                                  "text_feedback": False, "recency": False, "time": "off", "feedback": True},
+                                  "text_feedback": False, "recency": False, "time": "off",
+                                  "feedback": {"docs": 7, "weight": 0.25, "contrast": 0}},
 }
 SWEEP = {f"hybrid t={t} adapt={a}": {"weights": {"vector": 1.0, "text": t, "adapt": a}}
          for t in (0.1, 0.25, 0.5, 1.0) for a in (0, 1, 2)} | {
-    f"hybrid feedback {d}/{w}": {"feedback": {"docs": d, "weight": w}} for d, w in ((3, 0.1), (7, 0.1), (7, 0.25))} | {
+    "hybrid feedback off": {"feedback": False}} | {
+    f"hybrid feedback {d}/{w}": {"feedback": {"docs": d, "weight": w, "contrast": 0}}
+    for d, w in ((3, 0.1), (7, 0.1), (7, 0.25))} | {
     f"hybrid feedback {d}/{w} contrast {c}": {"feedback": {"docs": d, "weight": w, "contrast": c}}
-    for d, w, c in ((7, 0.25, 0.5), (7, 0.25, 1.0), (7, 0.5, 1.0), (10, 0.5, 1.0))}
+    for d, w, c in ((7, 0.25, 0.5), (7, 0.25, 1.0), (7, 0.5, 1.0), (10, 0.5, 0.5), (10, 0.5, 1.0), (10, 1.0, 1.0))}
 CASE_GROUPS = {"base": BASE, "components": COMPONENTS, "sweep": SWEEP}
 
 

@@ -123,13 +123,13 @@ class Settings(BaseSettings):
     # Chosen with `python bench/retrieval.py` on LongMemEval and BEAM, with leave-one-dataset-out rows (README).
     search_vector_weight: float = 1.0
     search_text_weight: float = 0.25
-    search_feedback: bool = Field(default=False, description="Hybrid search refines the query's embedding by its "
+    search_feedback: bool = Field(default=True, description="Hybrid search refines the query's embedding by its "
                                   "first pass's best hits (pseudo-relevance feedback) unless a request says not to; "
                                   "off: only requests that ask for it (`\"feedback\": true`).")
-    search_feedback_docs: int = Field(default=7, description="First-pass hits whose mean embedding refines the query.")
-    search_feedback_weight: float = Field(default=0.25, description="Weight of that mean embedding, added to the "
+    search_feedback_docs: int = Field(default=10, description="First-pass hits whose mean embedding refines the query.")
+    search_feedback_weight: float = Field(default=0.5, description="Weight of that mean embedding, added to the "
                                           "query's.")
-    search_feedback_contrast: float = Field(default=0.0, description="Weight of the mean embedding of all the "
+    search_feedback_contrast: float = Field(default=1.0, description="Weight of the mean embedding of all the "
                                             "first pass's vector candidates, subtracted (with the feedback weight) "
                                             "from the refinement: Rocchio's non-relevant term.")
     search_fusion_adapt: float = Field(default=1.0, description="Convex fusion: each side's weight is scaled by "

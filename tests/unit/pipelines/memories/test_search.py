@@ -78,27 +78,27 @@ def test_contrast_subtracts_what_the_best_hits_share_with_every_candidate():
 
 
 @pytest.mark.parametrize("body, expected", [
-    ({}, None),                                                # hybrid: off by default (the service's setting)
-    ({"feedback": True}, (7, 0.25, 0.0)),                      # on request, the service's docs and weight
+    ({}, (10, 0.5, 1.0)),                                      # hybrid: on by default, with contrast
+    ({"feedback": True}, (10, 0.5, 1.0)),                      # the service's docs, weight and contrast
     ({"mode": "vector"}, None),                                # vector: plain nearest neighbours
-    ({"mode": "vector", "feedback": True}, (7, 0.25, 0.0)),
+    ({"mode": "vector", "feedback": True}, (10, 0.5, 1.0)),
     ({"feedback": False}, None),
-    ({"feedback": {"docs": 3}}, (3, 0.25, 0.0)),
-    ({"mode": "vector", "feedback": {"weight": 1.5}}, (7, 1.5, 0.0)),
-    ({"feedback": {"contrast": 1}}, (7, 0.25, 1.0)),
+    ({"feedback": {"docs": 3}}, (3, 0.5, 1.0)),
+    ({"mode": "vector", "feedback": {"weight": 1.5}}, (10, 1.5, 1.0)),
+    ({"feedback": {"contrast": 0}}, (10, 0.5, 0.0)),           # plain Rocchio, without the negative term
     ({"feedback": {"weight": 0}}, None),                       # nothing to add
     ({"mode": "text"}, None),
 ])
-def test_feedback_is_off_by_default_and_configurable_per_request(body, expected):
+def test_feedback_is_on_in_hybrid_by_default_and_configurable_per_request(body, expected):
     assert feedback_settings(MemorySearchIn(query="q", **body)) == expected
 
 
-def test_the_feedback_setting_turns_it_on_for_hybrid(monkeypatch):
+def test_the_feedback_setting_turns_it_off_for_hybrid_unless_asked(monkeypatch):
     from core.settings import get_settings
 
-    monkeypatch.setattr(get_settings(), "search_feedback", True)
-    assert feedback_settings(MemorySearchIn(query="q")) == (7, 0.25, 0.0)
-    assert feedback_settings(MemorySearchIn(query="q", feedback=False)) is None
+    monkeypatch.setattr(get_settings(), "search_feedback", False)
+    assert feedback_settings(MemorySearchIn(query="q")) is None
+    assert feedback_settings(MemorySearchIn(query="q", feedback=True)) == (10, 0.5, 1.0)
     assert feedback_settings(MemorySearchIn(query="q", mode="vector")) is None
 
 
