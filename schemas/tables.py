@@ -384,6 +384,8 @@ class McpServer(SQLModel, table=True):
     created_at: datetime = _now_column()
     updated_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
 class Source(SQLModel, table=True):
     """An uploaded document; its text becomes memories (`source_job_id` = `job_id`) by an `ingest_source` job."""
 
@@ -445,6 +447,8 @@ class ArchiveChunk(SQLModel, table=True):
     archive_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
     seq: int = Field(primary_key=True)
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 class Webhook(SQLModel, table=True):
     """An organization's webhook endpoint: where events of the listed types are POSTed, signed with its secret
     (stored encrypted: the server signs with it; shown once, never returned)."""
@@ -485,6 +489,8 @@ class WebhookDelivery(SQLModel, table=True):
     error_message: str | None = Field(default=None, sa_column=Column(Text))
     response_excerpt: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = _now_column()
+
+
 class Schedule(SQLModel, table=True):
     """A maintenance task run by the scheduler on a cron expression or an interval (org_id None: platform-wide)."""
 

@@ -155,6 +155,8 @@ async def import_archive(job_id: str) -> None:
 async def delete_memories(job_id: str) -> None:
     """Soft-delete every memory of a scope, in batches."""
     await run_job(uuid.UUID(job_id), deletion.delete_memories)
+
+
 @dramatiq.actor(actor_name=JobKind.WEBHOOK_DELIVERY.value, queue_name=QUEUES[JobKind.WEBHOOK_DELIVERY],
                 **{**_options, "max_retries": _settings.webhook_max_attempts + 3,
                    "min_backoff": _settings.webhook_min_backoff_ms, "max_backoff": _settings.webhook_max_backoff_ms})

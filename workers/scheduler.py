@@ -102,6 +102,8 @@ async def dispatch_webhooks(session, *, max_batches: int = 20) -> int:
         if taken < webhook_outbox.BATCH:
             break
     return queued
+
+
 async def run_schedules(session) -> dict[str, int]:
     """Install missing default schedules, then fire the due ones; what was done, for the pass's report."""
     settings = get_settings()
