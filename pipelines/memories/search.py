@@ -106,7 +106,7 @@ async def vector_statement(session: AsyncSession, vector: list[float], clauses: 
     else:
         await prepare_hnsw(session, limit)
         order = distance
-    return (select(corpus.id, distance.label("d")).where(*clauses, corpus.embedding.is_not(None))
+    return (select(corpus.id, distance.label("d")).where(*clauses, *corpus.vector_clauses())
             .order_by(order).limit(limit))
 
 
