@@ -48,7 +48,8 @@ def local_model_path(name: str) -> str:
 class LocalModel:
     """A sentence-transformers model loaded once, run on one dedicated thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name  # None: AGENTMEM_EMBEDDING_MODEL
         self._model = None
         self._query_model = None
         self._lock = threading.Lock()
@@ -66,7 +67,7 @@ class LocalModel:
                 threads = _query_threads or settings.embedding_threads
                 if threads > 0:
                     torch.set_num_threads(threads)
-                path = local_model_path(settings.embedding_model)
+                path = local_model_path(self.name or settings.embedding_model)
                 self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
                 if _query_bfloat16:
                     self._model = self._model.to(torch.bfloat16)
@@ -186,16 +187,17 @@ def _machine_turn():
 class OpenAIModel:
     """Any OpenAI-compatible /embeddings endpoint, through the `openai` package."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
         from core.llm import ProviderSettings, openai_client
 
+        self.name = name  # None: AGENTMEM_EMBEDDING_MODEL
         settings = get_settings()
         if not settings.embedding_base_url:
             raise PermanentJobError("AGENTMEM_EMBEDDING_BASE_URL is required for the openai embedding provider",
                                     code="embedding_not_configured")
         # The operator's endpoint (trusted, so not under the outbound policy), built as every OpenAI client is.
         self.client = openai_client(ProviderSettings(
-            kind="openai_compatible", model=settings.embedding_model, base_url=settings.embedding_base_url,
+            kind="openai_compatible", model=name or settings.embedding_model, base_url=settings.embedding_base_url,
             api_key=settings.embedding_api_key, timeout_seconds=60.0, max_retries=0, name="embeddings", trusted=True))
 
     async def encode(self, texts: list[str]) -> Vectors:
@@ -203,7 +205,8 @@ class OpenAIModel:
         import openai
 
         try:
-            response = await self.client.embeddings.create(model=get_settings().embedding_model, input=texts)
+            response = await self.client.embeddings.create(model=self.name or get_settings().embedding_model,
+                                                           input=texts)
         except (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
                 openai.InternalServerError) as exc:
             raise TransientJobError(f"embedding endpoint unavailable: {exc}", code="embedding_unavailable") from exc
@@ -353,6 +356,27 @@ def get_embedder() -> BatchingEmbedder:
                                      encode_query=quick, urgent_wait_ms=settings.embedding_query_wait_ms,
                                      urgent_max=settings.search_concurrency)
     return _embedder
+
+
+_previous: dict[str, BatchingEmbedder] = {}
+
+
+def get_previous_embedder() -> BatchingEmbedder | None:
+    """The embedder of the model being switched away from (AGENTMEM_EMBEDDING_PREVIOUS_MODEL), or None.
+
+    Search embeds its query with it too while `reembed` moves the vectors, so memories not yet moved
+    are still found by meaning. Same provider, endpoint and dimension as the current model.
+    """
+    settings = get_settings()
+    identity = settings.embedding_previous_model
+    if not identity:
+        return None
+    if identity not in _previous:
+        name = identity.split("@", 1)[0]
+        model = LocalModel(name) if settings.embedding_provider == "local" else OpenAIModel(name)
+        _previous[identity] = BatchingEmbedder(model.encode, settings.embedding_batch_size,
+                                               settings.embedding_batch_wait_ms)
+    return _previous[identity]
 
 
 def warm_up() -> None:

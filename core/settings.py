@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     embedding_model_version: str | None = Field(default=None, description="Bump it when the model behind the same "
                                                 "name changed (new weights, same endpoint model name): each vector "
                                                 "records `model@version`, and `reembed` moves the others.")
+    embedding_previous_model: str | None = Field(default=None, description="During a switch of embedding models: "
+                                                 "the model the stored vectors were made with (`model` or "
+                                                 "`model@version`, same provider and dimension). Search embeds its "
+                                                 "query with both until `reembed` has moved every vector.")
     embedding_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint for embeddings.")
     embedding_api_key: str | None = None
     embedding_batch_size: int = 128

@@ -57,11 +57,11 @@ class Corpus:
             clauses.append(unexpired(self.model))
         return clauses
 
-    def vector_clauses(self) -> list[ColumnElement[bool]]:
-        """Rows whose vector a query embedded now can be compared with: one there, made by the current model."""
+    def vector_clauses(self, model: str | None = None) -> list[ColumnElement[bool]]:
+        """Rows whose vector a query embedded by `model` (None: the current one) can be compared with."""
         clauses = [self.model.embedding.is_not(None)]
         if self.tracks_model:
-            clauses.append(self.model.embedding_model == model_identity())
+            clauses.append(self.model.embedding_model == (model or model_identity()))
         return clauses
 
 

@@ -128,10 +128,10 @@ async def replace_passages(session: AsyncSession, memory_id: uuid.UUID, rows: li
     await add_passages(session, rows)
 
 
-def passage_statement(vector: list[float], clauses: list, limit: int, exact: bool):
+def passage_statement(vector: list[float], clauses: list, limit: int, exact: bool, model: str | None = None):
     """The nearest passages of the memories within `clauses` (cosine distance), as (memory id, distance).
 
-    Only passages of the memory's current content, embedded by the current model, count. `exact` (a small
+    Only passages of the memory's current content, embedded by `model` (None: the current one), count. `exact` (a small
     scope) keeps the planner off the HNSW index: it reads the scope's memories through their b-tree, then
     their passages.
     """
@@ -139,5 +139,5 @@ def passage_statement(vector: list[float], clauses: list, limit: int, exact: boo
     return (select(MemoryPassage.memory_id, distance.label("d"))
             .join(Memory, Memory.id == MemoryPassage.memory_id)
             .where(*clauses, MemoryPassage.content_hash == Memory.content_hash,
-                   MemoryPassage.embedding_model == model_identity())
+                   MemoryPassage.embedding_model == (model or model_identity()))
             .order_by(distance + 0 if exact else distance).limit(limit))
