@@ -49,7 +49,9 @@ async def test_reembed_fills_missing_stale_and_other_models_vectors(owner, scope
     await db("UPDATE memories SET embedded_hash = 'older content' WHERE id = :i", i=stale)
     await db("UPDATE memories SET embedding_model = 'some-old-model' WHERE id = :i", i=other)
     integrity = await finish(owner, (await owner.post("/api/v1/maintenance/integrity")).json()["id"])
-    assert integrity["result"]["counts"]["memories_without_embedding"] == 1
+    counts = integrity["result"]["counts"]
+    assert (counts["memories_without_embedding"], counts["memories_with_stale_embedding"],
+            counts["memories_embedded_by_another_model"]) == (1, 1, 1)
 
     result = await _reembed(owner, batch_size=2)
     assert result["model"] == "all-MiniLM-L6-v2"
@@ -59,6 +61,8 @@ async def test_reembed_fills_missing_stale_and_other_models_vectors(owner, scope
     assert fresh[0].n == len(FACTS)
     again = await _reembed(owner)
     assert (again["pending"], again["reembedded"]) == (0, 0)
+    integrity = await finish(owner, (await owner.post("/api/v1/maintenance/integrity")).json()["id"])
+    assert integrity["result"]["healthy"] is True
 
 
 @pytest.fixture
