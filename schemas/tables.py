@@ -357,6 +357,7 @@ class Message(SQLModel, table=True):
     job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     step_key: str | None = Field(default=None, sa_column=Column(String(200)))
     embedding: list[float] | None = Field(default=None, sa_column=Column(Vector()))
+    embedding_model: str | None = Field(default=None, sa_column=Column(String(200)))
     created_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
