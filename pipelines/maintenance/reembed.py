@@ -11,8 +11,9 @@ does nothing.
 
 Search keeps working throughout: it compares a query only with vectors of the model that embedded the
 query, and with AGENTMEM_EMBEDDING_PREVIOUS_MODEL set it embeds the query with both models, so each
-memory is found through whichever vector it has at the moment (README "Switching embedding models"). A new model with another dimension needs the column changed
-first; the task refuses to start (`embedding_dim_change`) rather than fail on every write.
+memory is found through whichever vector it has at the moment (README "Switching embedding models").
+A new model with another dimension needs the column changed first; the task refuses to start
+(`embedding_dim_change`) rather than fail on every write.
 """
 
 from __future__ import annotations
