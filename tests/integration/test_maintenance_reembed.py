@@ -48,6 +48,12 @@ async def test_reembed_fills_missing_stale_and_other_models_vectors(owner, scope
              i=missing)
     await db("UPDATE memories SET embedded_hash = 'older content' WHERE id = :i", i=stale)
     await db("UPDATE memories SET embedding_model = 'some-old-model' WHERE id = :i", i=other)
+    # A message posted without a turn has no vector yet (turns embed theirs afterwards): reembed gives it one.
+    agent = (await owner.post("/api/v1/agents", json={"name": f"a-{scope}"})).json()
+    conversation = (await owner.post(f"/api/v1/agents/{agent['id']}/conversations", json={"title": "t"})).json()
+    posted = await owner.post(f"/api/v1/conversations/{conversation['id']}/messages",
+                              json={"content": "remember the blue door", "respond": False})
+    assert posted.status_code in (200, 201, 202), posted.text
     integrity = await finish(owner, (await owner.post("/api/v1/maintenance/integrity")).json()["id"])
     counts = integrity["result"]["counts"]
     assert (counts["memories_without_embedding"], counts["memories_with_stale_embedding"],
@@ -56,11 +62,15 @@ async def test_reembed_fills_missing_stale_and_other_models_vectors(owner, scope
     result = await _reembed(owner, batch_size=2)
     assert result["model"] == "all-MiniLM-L6-v2"
     assert (result["pending"], result["reembedded"], result["failed"], result["remaining"]) == (3, 3, 0, 0)
+    assert result["messages_reembedded"] == 1
+    [message] = await db("SELECT embedding IS NOT NULL AS embedded, embedding_model FROM messages "
+                         "WHERE conversation_id = CAST(:c AS uuid)", c=conversation["id"])
+    assert message.embedded and message.embedding_model == "all-MiniLM-L6-v2"
     fresh = await db("SELECT count(*) AS n FROM memories WHERE user_id = :u AND embedding IS NOT NULL "
                      "AND embedded_hash = content_hash AND embedding_model = 'all-MiniLM-L6-v2'", u=scope)
     assert fresh[0].n == len(FACTS)
     again = await _reembed(owner)
-    assert (again["pending"], again["reembedded"]) == (0, 0)
+    assert (again["pending"], again["reembedded"], again["messages_reembedded"]) == (0, 0, 0)
     integrity = await finish(owner, (await owner.post("/api/v1/maintenance/integrity")).json()["id"])
     assert integrity["result"]["healthy"] is True
 
