@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import defer
 
 from core.db import session_scope
@@ -121,7 +121,7 @@ async def consolidate(ctx: JobContext, params: ConsolidateParams) -> dict[str, A
     mode = "llm" if client is not None else "offline"
     comparable = [*MEMORIES.org_clauses(org), *MEMORIES.vector_clauses(), Memory.embedded_hash == Memory.content_hash]
     async with session_scope() as session:
-        total = len((await session.execute(select(Memory.id).where(*comparable))).all())
+        total = int((await session.execute(select(func.count()).select_from(Memory).where(*comparable))).scalar_one())
     await ctx.progress(0, total, f"{total} memories to compare ({mode})")
     after: tuple[datetime, uuid.UUID] = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
     done, merged_count, changed = 0, 0, 0
