@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from schemas.inputs import METADATA_HELP, Metadata
 from schemas.jobs import JobOut
@@ -18,6 +27,16 @@ MAX_INFER_CHARS = 64_000
 
 EXPIRES_HELP = ("When the memory expires (ISO 8601 with a time zone): from then on it is gone from reads and "
                 "search, and the next `purge` deletes it.")
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once in UTC (years 1 to 9999)") from None
+
+
+ExpiresAt = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 ScopeId = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
 Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT_CHARS)]
 
@@ -35,7 +54,7 @@ class MemoryIn(BaseModel):
     role: Literal["user", "assistant", "system"] | None = Field(
         default=None, description="Who said it, when the items are a conversation (`infer`). Without `infer` "
                                   "it is kept in the memory's metadata as `role`.")
-    expires_at: AwareDatetime | None = Field(default=None, description=EXPIRES_HELP + " Not with `infer`.")
+    expires_at: ExpiresAt | None = Field(default=None, description=EXPIRES_HELP + " Not with `infer`.")
 
     @model_validator(mode="after")
     def _content_not_blank(self) -> MemoryIn:
@@ -88,7 +107,7 @@ class MemoryUpdate(BaseModel):
     content: Content | None = None
     metadata: Metadata | None = Field(default=None, description=f"Replaces the metadata object whole. "
                                                                  f"{METADATA_HELP}")
-    expires_at: AwareDatetime | None = Field(default=None, description=EXPIRES_HELP + " `null` removes it.")
+    expires_at: ExpiresAt | None = Field(default=None, description=EXPIRES_HELP + " `null` removes it.")
 
     @model_validator(mode="after")
     def _something_to_change(self) -> MemoryUpdate:

@@ -125,6 +125,9 @@ def test_memory_update_may_set_or_clear_expires_at_alone_but_needs_a_time_zone()
     assert MemoryUpdate.model_validate({"expires_at": "2030-01-01T00:00:00Z"}).expires_at.year == 2030
     with pytest.raises(ValidationError):
         MemoryUpdate.model_validate({"expires_at": "2030-01-01T00:00:00"})
+    with pytest.raises(ValidationError, match="out of range"):
+        MemoryUpdate.model_validate({"expires_at": "0001-01-01T00:00:00+23:59"})
+    assert MemoryUpdate.model_validate({"expires_at": "2030-01-01T02:00:00+02:00"}).expires_at.hour == 0
 
 
 def test_expires_at_is_refused_with_infer():
