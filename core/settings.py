@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     embedding_provider: Literal["local", "openai"] = "local"
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_dim: int = 384
+    embedding_model_version: str | None = Field(default=None, description="Bump it when the model behind the same "
+                                                "name changed (new weights, same endpoint model name): each vector "
+                                                "records `model@version`, and `reembed` moves the others.")
+    embedding_previous_model: str | None = Field(default=None, description="During a switch of embedding models: "
+                                                 "the model the stored vectors were made with (`model` or "
+                                                 "`model@version`, same provider and dimension). Search embeds its "
+                                                 "query with both until `reembed` has moved every vector.")
     embedding_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint for embeddings.")
     embedding_api_key: str | None = None
     embedding_batch_size: int = 128
@@ -229,6 +236,13 @@ class Settings(BaseSettings):
     extraction_candidates: int = Field(default=5, description="Similar memories per extracted fact shown to the "
                                        "LLM when it decides ADD / UPDATE / DELETE / NOOP.")
     extraction_max_facts: int = Field(default=50, description="Most facts one extraction job keeps from the LLM.")
+
+    # Maintenance tasks: purge, reembed, consolidate (pipelines/maintenance/)
+    purge_after_days: int = Field(default=30, ge=0, description="Days a soft-deleted memory, block, agent or "
+                                  "conversation is kept before `purge` removes it for good; an organization's "
+                                  "`purge_after_days` limit overrides it.")
+    maintenance_batch_size: int = Field(default=100, ge=1, le=5000, description="Rows one maintenance batch "
+                                        "reads and commits (`reembed`, `purge`, `consolidate`).")
 
     # Core-memory blocks and agents' prompts (pipelines/blocks/store.py, rewriting.py, prompts.py)
     block_default_limit: int = Field(default=5000, description="Character limit of a block created without one.")

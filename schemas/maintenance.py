@@ -24,3 +24,10 @@ class MaintenanceRunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     params: dict[str, Any] = Field(default_factory=dict, examples=[{}])
+
+
+class MergedMemory(BaseModel):
+    """What the LLM answers in `consolidate`: the one text for near-duplicate memories, or null to keep them."""
+
+    text: str | None = Field(default=None, description="One memory saying everything the given ones say; null "
+                                                        "when they say different things.")

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from schemas.inputs import METADATA_HELP, Metadata
 from schemas.jobs import JobOut
@@ -16,6 +25,18 @@ MAX_CONTENT_CHARS = 32_000
 # What one `infer` request may send the LLM: a conversation window, not an archive.
 MAX_INFER_CHARS = 64_000
 
+EXPIRES_HELP = ("When the memory expires (ISO 8601 with a time zone): from then on it is gone from reads and "
+                "search, and the next `purge` deletes it.")
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once in UTC (years 1 to 9999)") from None
+
+
+ExpiresAt = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 ScopeId = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
 Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT_CHARS)]
 
@@ -33,6 +54,7 @@ class MemoryIn(BaseModel):
     role: Literal["user", "assistant", "system"] | None = Field(
         default=None, description="Who said it, when the items are a conversation (`infer`). Without `infer` "
                                   "it is kept in the memory's metadata as `role`.")
+    expires_at: ExpiresAt | None = Field(default=None, description=EXPIRES_HELP + " Not with `infer`.")
 
     @model_validator(mode="after")
     def _content_not_blank(self) -> MemoryIn:
@@ -63,6 +85,8 @@ class MemoryBatchIn(BaseModel):
     def _one_conversation(self) -> MemoryBatchIn:
         if not self.infer:
             return self
+        if any(i.expires_at is not None for i in self.items):
+            raise ValueError("`expires_at` is for memories stored as given, not with `infer`")
         scopes = {(i.user_id or self.user_id, i.agent_id or self.agent_id, i.run_id or self.run_id)
                   for i in self.items}
         if len(scopes) > 1:
@@ -83,11 +107,12 @@ class MemoryUpdate(BaseModel):
     content: Content | None = None
     metadata: Metadata | None = Field(default=None, description=f"Replaces the metadata object whole. "
                                                                  f"{METADATA_HELP}")
+    expires_at: ExpiresAt | None = Field(default=None, description=EXPIRES_HELP + " `null` removes it.")
 
     @model_validator(mode="after")
     def _something_to_change(self) -> MemoryUpdate:
-        if self.content is None and self.metadata is None:
-            raise ValueError("give `content`, `metadata` or both")
+        if self.content is None and self.metadata is None and "expires_at" not in self.model_fields_set:
+            raise ValueError("give `content`, `metadata`, `expires_at` or several")
         if self.content is not None and not self.content.strip():
             raise ValueError("content must contain non-whitespace text")
         return self
@@ -102,6 +127,9 @@ class MemoryOut(BaseModel):
     run_id: str | None = None
     content_hash: str
     embedding_status: str = Field(description="`ready` when the embedding matches the content, else `pending`.")
+    embedding_model: str | None = Field(default=None, description="The model that computed the embedding "
+                                                                   "(`model` or `model@version`).")
+    expires_at: datetime | None = Field(default=None, description="When the memory expires, if ever.")
     source_job_id: uuid.UUID | None = None
     created_at: datetime
     updated_at: datetime
@@ -112,6 +140,7 @@ class MemoryOut(BaseModel):
             id=m.id, content=m.content, metadata=m.meta, user_id=m.user_id, agent_id=m.agent_id,
             run_id=m.run_id, content_hash=m.content_hash,
             embedding_status="ready" if m.embedded_hash == m.content_hash else "pending",
+            embedding_model=m.embedding_model, expires_at=m.expires_at,
             source_job_id=m.source_job_id, created_at=m.created_at, updated_at=m.updated_at,
         )
 

@@ -36,6 +36,8 @@ class LimitsUpdate(BaseModel):
     jobs_per_minute: int | None = Field(default=None, ge=1, le=INT32_MAX)
     concurrent_jobs: int | None = Field(default=None, ge=1, le=INT32_MAX)
     batch_items: int | None = Field(default=None, ge=1, le=10_000)
+    purge_after_days: int | None = Field(default=None, ge=0, le=36_500, description="Days deleted rows are kept "
+                                         "before the `purge` maintenance task removes them for good.")
 
 
 class OrganizationOut(BaseModel):

@@ -187,6 +187,10 @@ class Memory(SQLModel, table=True):
     embedding: list[float] | None = Field(default=None, sa_column=Column(Vector()))
     # Hash of the content the embedding was computed from: a stale embedding is visible and fixable.
     embedded_hash: str | None = Field(default=None, sa_column=Column(String(64)))
+    # The model that computed `embedding` (core.embedder.model_identity): search compares like with like.
+    embedding_model: str | None = Field(default=None, sa_column=Column(String(200)))
+    # Past it the memory is gone from reads and search; `purge` deletes it.
+    expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     source_job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     source_index: int | None = None
     created_at: datetime = _now_column()
@@ -204,6 +208,7 @@ class MemoryPassage(SQLModel, table=True):
     # The memory's content hash when this passage was computed: a passage of older content is never read.
     content_hash: str = Field(sa_column=Column(String(64), nullable=False))
     embedding: list[float] = Field(sa_column=Column(Vector(), nullable=False))
+    embedding_model: str | None = Field(default=None, sa_column=Column(String(200)))
 
 
 class Job(SQLModel, table=True):
@@ -352,6 +357,7 @@ class Message(SQLModel, table=True):
     job_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     step_key: str | None = Field(default=None, sa_column=Column(String(200)))
     embedding: list[float] | None = Field(default=None, sa_column=Column(Vector()))
+    embedding_model: str | None = Field(default=None, sa_column=Column(String(200)))
     created_at: datetime = _now_column()
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from core.db import session_scope
-from core.embedder import get_embedder
+from core.embedder import get_embedder, model_identity
 from core.errors import AppError
 from core.llm import ProviderSettings
 from core.settings import get_settings
@@ -42,9 +42,11 @@ async def embed_missing(conversation_id: Any) -> int:
         if not rows:
             break
         vectors = await get_embedder().embed([content for _, content in rows])
+        model = model_identity()
         async with session_scope() as session:
             for (message_id, _), vector in zip(rows, vectors, strict=True):
-                await session.execute(update(Message).where(Message.id == message_id).values(embedding=vector))
+                await session.execute(update(Message).where(Message.id == message_id)
+                                      .values(embedding=vector, embedding_model=model))
             await session.commit()
         done += len(rows)
         if len(rows) < EMBED_BATCH:

@@ -23,7 +23,7 @@ from pipelines.memories.search import MAX_CANDIDATES, Plan, load_rows, rank
 from schemas.conversations import MessageSearchIn
 from schemas.tables import Message
 
-MESSAGES = Corpus(Message)
+MESSAGES = Corpus(Message, tracks_model=True)
 # What a reader means by "what was said": tool results and system notes only when asked for.
 DEFAULT_ROLES = ("user", "assistant")
 

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
+from core.embedder import model_identity
 from core.errors import NotFound
 from pipelines.agents.store import get_agent
 from pipelines.conversations.tokens import message_tokens
@@ -96,6 +97,8 @@ def _row(conversation: Conversation, seq: int, fields: dict[str, Any]) -> Messag
 
 async def append_message(session: AsyncSession, conversation: Conversation, **fields: Any) -> Message:
     """Add a message at the end of the conversation (the caller commits)."""
+    if fields.get("embedding") is not None:
+        fields["embedding_model"] = model_identity()
     message = _row(conversation, await _next_seq(session, conversation.id), fields)
     session.add(message)
     await session.flush()
@@ -131,9 +134,12 @@ async def turn_messages(session: AsyncSession, job_id: uuid.UUID) -> list[Messag
 
 
 async def message_embedding(session: AsyncSession, message_id: uuid.UUID) -> list[float] | None:
-    """A message's embedding, if it has one."""
-    vector = (await session.execute(select(Message.embedding).where(Message.id == message_id))).scalar_one_or_none()
-    return None if vector is None else [float(x) for x in vector]
+    """A message's embedding, if it has one made by the current model."""
+    row = (await session.execute(select(Message.embedding, Message.embedding_model)
+                                 .where(Message.id == message_id))).one_or_none()
+    if row is None or row.embedding is None or row.embedding_model != model_identity():
+        return None
+    return [float(x) for x in row.embedding]
 
 
 async def recent_messages(session: AsyncSession, conversation_id: uuid.UUID, *, after_seq: int,

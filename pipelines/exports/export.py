@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import text
 
 from core.db import session_scope
+from core.embedder import model_identity
 from core.settings import get_settings
 from pipelines.exports import storage
 from pipelines.exports.archive import ArchiveWriter
@@ -90,7 +91,7 @@ async def export(ctx: JobContext) -> dict[str, Any]:
         manifest = {"created_at": None, "source": {"org_id": str(job.org_id), "scope": scope, "scope_id": scope_id,
                                                    "job_id": str(job.id)},
                     "include": job.payload["include"], "vectors": vectors,
-                    "embedding": {"model": settings.embedding_model, "dims": settings.embedding_dim}}
+                    "embedding": {"model": model_identity(), "dims": settings.embedding_dim}}
         async with session_scope() as session:
             manifest["created_at"] = (await session.execute(text("SELECT now()"))).scalar_one().isoformat()
         path, manifest = await asyncio.to_thread(writer.finish, manifest)

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import text
 
 from core.db import session_scope
-from core.embedder import get_embedder
+from core.embedder import get_embedder, model_identity
 from core.errors import PermanentJobError
 from core.settings import get_settings
 from pipelines.accounts import limits
@@ -54,9 +54,10 @@ class _Ids:
 
 
 def vectors_usable(manifest: dict[str, Any]) -> bool:
-    """Whether the archive's vectors were computed by the model (and dimensions) this service embeds with."""
+    """Whether the archive's vectors were computed by the model (name and version, and dimensions) this service
+    embeds with."""
     settings, embedding = get_settings(), manifest.get("embedding") or {}
-    return bool(manifest.get("vectors")) and embedding.get("model") == settings.embedding_model \
+    return bool(manifest.get("vectors")) and embedding.get("model") == model_identity() \
         and embedding.get("dims") == settings.embedding_dim
 
 

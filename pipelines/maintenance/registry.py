@@ -8,11 +8,21 @@ from pydantic import ValidationError
 
 from core.errors import InvalidInput, NotFound, PermanentJobError
 from pipelines.jobs.runner import JobContext
-from pipelines.maintenance import integrity, retention, summarize_conversations, sweep_blocks, vacuum
+from pipelines.maintenance import (
+    consolidate,
+    integrity,
+    purge,
+    reembed,
+    retention,
+    summarize_conversations,
+    sweep_blocks,
+    vacuum,
+)
 from pipelines.maintenance.base import MaintenanceTask
 
-TASKS: dict[str, MaintenanceTask] = {t.name: t for t in (integrity.TASK, retention.TASK, sweep_blocks.TASK,
-                                                          summarize_conversations.TASK, vacuum.TASK)}
+TASKS: dict[str, MaintenanceTask] = {t.name: t for t in (
+    integrity.TASK, reembed.TASK, purge.TASK, consolidate.TASK, retention.TASK, sweep_blocks.TASK,
+    summarize_conversations.TASK, vacuum.TASK)}
 
 
 class UnknownTask(NotFound):

@@ -13,9 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import literal_column
+from sqlalchemy import func, literal_column, or_
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.embedder import model_identity
 from schemas.tables import Memory
 
 
@@ -25,6 +26,8 @@ class Corpus:
 
     model: Any
     has_passages: bool = False  # long rows have more vectors in `memory_passages` (memories only)
+    expires: bool = False  # rows may carry `expires_at`, past which they are gone (memories only)
+    tracks_model: bool = False  # rows record the model of their vector in `embedding_model` (memories only)
 
     @property
     def name(self) -> str:
@@ -48,8 +51,23 @@ class Corpus:
         return literal_column(f"{self.name}.fts")
 
     def org_clauses(self, org_id: uuid.UUID) -> list[ColumnElement[bool]]:
-        """The organization's live rows."""
-        return [self.model.org_id == org_id, self.model.deleted_at.is_(None)]
+        """The organization's live rows (not deleted, not expired)."""
+        clauses = [self.model.org_id == org_id, self.model.deleted_at.is_(None)]
+        if self.expires:
+            clauses.append(unexpired(self.model))
+        return clauses
+
+    def vector_clauses(self, model: str | None = None) -> list[ColumnElement[bool]]:
+        """Rows whose vector a query embedded by `model` (None: the current one) can be compared with."""
+        clauses = [self.model.embedding.is_not(None)]
+        if self.tracks_model:
+            clauses.append(self.model.embedding_model == (model or model_identity()))
+        return clauses
 
 
-MEMORIES = Corpus(Memory, has_passages=True)
+def unexpired(model: Any) -> ColumnElement[bool]:
+    """A row without `expires_at`, or whose `expires_at` is still ahead."""
+    return or_(model.expires_at.is_(None), model.expires_at > func.now())
+
+
+MEMORIES = Corpus(Memory, has_passages=True, expires=True, tracks_model=True)

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from pipelines.memories import search
+from pipelines.memories.corpus import MEMORIES
 from schemas.tables import Memory
 
 ARTICLES = frozenset({"a", "an", "the"})
@@ -91,8 +92,8 @@ class Scope:
         return cls(get("user_id"), get("agent_id"), get("run_id"))
 
     def clauses(self, org_id: uuid.UUID) -> list:
-        """SQL conditions selecting the live memories of this scope."""
-        return [Memory.org_id == org_id, Memory.deleted_at.is_(None),
+        """SQL conditions selecting the live (not deleted, not expired) memories of this scope."""
+        return [*MEMORIES.org_clauses(org_id),
                 *(getattr(Memory, f).is_not_distinct_from(getattr(self, f)) for f in SCOPES)]
 
     def as_dict(self) -> dict[str, str | None]:
@@ -120,7 +121,7 @@ async def exact_matches(session: AsyncSession, org_id: uuid.UUID,
     if not hashes:
         return {}
     rows = await session.execute(select(Memory.id, Memory.content_hash, Memory.user_id, Memory.agent_id,
-                                        Memory.run_id).where(Memory.org_id == org_id, Memory.deleted_at.is_(None),
+                                        Memory.run_id).where(*MEMORIES.org_clauses(org_id),
                                                              Memory.content_hash.in_(hashes))
                                  .order_by(Memory.created_at, Memory.id))
     found: dict[tuple[Scope, str], uuid.UUID] = {}

@@ -66,9 +66,9 @@ def _mean(vectors: list[list[float]]) -> list[float]:
 
 
 async def embeddings_by_id(session: AsyncSession, corpus: Corpus, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[float]]:
-    """The embeddings of these rows, by id (those that have one)."""
+    """The embeddings of these rows, by id (those that have one, of the current model)."""
     rows = await session.execute(select(corpus.id, corpus.embedding).where(corpus.id.in_(ids),
-                                                                           corpus.embedding.is_not(None)))
+                                                                           *corpus.vector_clauses()))
     return {row_id: list(map(float, vector)) for row_id, vector in rows}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -119,7 +120,8 @@ def memory_rows(job, items: list[dict[str, Any]], chunk: list[int],
         rows.append(dict(id=memory_id(job.id, i), org_id=job.org_id, user_id=item.get("user_id"),
                          agent_id=item.get("agent_id"), run_id=item.get("run_id"), content=item["content"],
                          meta=item.get("metadata") or {}, content_hash=digest, embedding=vectors.head,
-                         embedded_hash=digest, source_job_id=job.id, source_index=i))
+                         embedded_hash=digest, source_job_id=job.id, source_index=i,
+                         expires_at=datetime.fromisoformat(item["expires_at"]) if item.get("expires_at") else None))
         passage_rows += passages.passage_rows(memory_id(job.id, i), job.org_id, digest, vectors)
     return rows, passage_rows
 

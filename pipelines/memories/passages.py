@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.embedder import model_identity
 from core.settings import get_settings
 from schemas.tables import Memory, MemoryPassage
 
@@ -110,8 +111,9 @@ async def embed_contents(embed, contents: Sequence[str]) -> list[Embedded]:
 
 def passage_rows(memory_id: uuid.UUID, org_id: uuid.UUID, digest: str, embedded: Embedded) -> list[dict]:
     """The `memory_passages` rows of one memory (none for a memory that fits in one passage)."""
-    return [dict(memory_id=memory_id, ord=i + 1, org_id=org_id, content_hash=digest, embedding=vector)
-            for i, vector in enumerate(embedded.passages)]
+    model = model_identity()
+    return [dict(memory_id=memory_id, ord=i + 1, org_id=org_id, content_hash=digest, embedding=vector,
+                 embedding_model=model) for i, vector in enumerate(embedded.passages)]
 
 
 async def add_passages(session: AsyncSession, rows: list[dict]) -> None:
@@ -126,14 +128,16 @@ async def replace_passages(session: AsyncSession, memory_id: uuid.UUID, rows: li
     await add_passages(session, rows)
 
 
-def passage_statement(vector: list[float], clauses: list, limit: int, exact: bool):
+def passage_statement(vector: list[float], clauses: list, limit: int, exact: bool, model: str | None = None):
     """The nearest passages of the memories within `clauses` (cosine distance), as (memory id, distance).
 
-    Only passages of the memory's current content count. `exact` (a small scope) keeps the planner
-    off the HNSW index: it reads the scope's memories through their b-tree, then their passages.
+    Only passages of the memory's current content, embedded by `model` (None: the current one), count. `exact` (a small
+    scope) keeps the planner off the HNSW index: it reads the scope's memories through their b-tree, then
+    their passages.
     """
     distance = MemoryPassage.embedding.cosine_distance(vector)
     return (select(MemoryPassage.memory_id, distance.label("d"))
             .join(Memory, Memory.id == MemoryPassage.memory_id)
-            .where(*clauses, MemoryPassage.content_hash == Memory.content_hash)
+            .where(*clauses, MemoryPassage.content_hash == Memory.content_hash,
+                   MemoryPassage.embedding_model == (model or model_identity()))
             .order_by(distance + 0 if exact else distance).limit(limit))

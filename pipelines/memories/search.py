@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from core import timing
-from core.embedder import get_embedder
+from core.embedder import get_embedder, get_previous_embedder
 from core.errors import InvalidInput
 from core.settings import get_settings
 from pipelines.memories import fulltext, recency
@@ -79,31 +79,40 @@ def _decode_cursor(query: MemorySearchIn) -> int:
 
 async def vector_neighbours(session: AsyncSession, vector: list[float], clauses: list, limit: int,
                             n_scope: int | None = None, *, corpus: Corpus = MEMORIES,
-                            passages: bool = False) -> list[Hit]:
+                            passages: bool = False, previous: list[float] | None = None) -> list[Hit]:
     """The corpus's rows (memories by default) within `clauses` nearest to an embedding already computed
-    (cosine), best first. With `passages`, a long memory scores its best vector, its own or a passage's."""
-    rows = (await session.execute(await vector_statement(session, vector, clauses, limit, n_scope,
-                                                         corpus=corpus))).all()
-    best = {row_id: 1.0 - float(d) for row_id, d in rows}
-    if passages and corpus.has_passages:
-        settings = get_settings()
-        exact = n_scope is not None and n_scope <= settings.search_exact_max
-        # A memory with many passages has many chances to come close to a query by accident: a passage
-        # counts by how far it beats `search_passage_margin`, so short memories are not crowded out.
-        margin = settings.search_passage_margin
-        for row_id, d in await session.execute(passage_statement(vector, clauses, limit, exact)):
-            best[row_id] = max(best.get(row_id, -1.0), 1.0 - float(d) - margin)
+    (cosine), best first. With `passages`, a long memory scores its best vector, its own or a passage's.
+    `previous`: the query embedded by the previous model too (a switch of models under way), compared with
+    the vectors that model made."""
+    best: dict = {}
+    queries = [(vector, None)]
+    if previous is not None and corpus.tracks_model:
+        queries.append((previous, get_settings().embedding_previous_model))
+    for query, model in queries:
+        rows = (await session.execute(await vector_statement(session, query, clauses, limit, n_scope,
+                                                             corpus=corpus, model=model))).all()
+        for row_id, d in rows:
+            best[row_id] = max(best.get(row_id, -1.0), 1.0 - float(d))
+        if passages and corpus.has_passages:
+            settings = get_settings()
+            exact = n_scope is not None and n_scope <= settings.search_exact_max
+            # A memory with many passages has many chances to come close to a query by accident: a passage
+            # counts by how far it beats `search_passage_margin`, so short memories are not crowded out.
+            margin = settings.search_passage_margin
+            for row_id, d in await session.execute(passage_statement(query, clauses, limit, exact, model)):
+                best[row_id] = max(best.get(row_id, -1.0), 1.0 - float(d) - margin)
     # relaxed_order may return rows slightly out of order: sort them exactly.
     ranked = sorted(best.items(), key=lambda r: -r[1])[:limit]
     return [Hit(row_id, vector_score=s, vector_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
 
 
 async def vector_statement(session: AsyncSession, vector: list[float], clauses: list, limit: int,
-                           n_scope: int | None, *, corpus: Corpus = MEMORIES) -> Select:
+                           n_scope: int | None, *, corpus: Corpus = MEMORIES, model: str | None = None) -> Select:
     """The nearest-neighbour statement, with the session set up for it (HNSW iterative scan).
 
     A scope known to be small (`n_scope` rows, at most `search_exact_max`) is scanned exactly: the
-    HNSW graph would have to be walked past every other scope's rows to fill the page.
+    HNSW graph would have to be walked past every other scope's rows to fill the page. Only rows embedded
+    by `model` (None: the current one) are compared.
     """
     distance = corpus.embedding.cosine_distance(vector)
     if n_scope is not None and n_scope <= get_settings().search_exact_max:
@@ -112,7 +121,7 @@ async def vector_statement(session: AsyncSession, vector: list[float], clauses: 
     else:
         await prepare_hnsw(session, limit)
         order = distance
-    return (select(corpus.id, distance.label("d")).where(*clauses, corpus.embedding.is_not(None))
+    return (select(corpus.id, distance.label("d")).where(*clauses, *corpus.vector_clauses(model))
             .order_by(order).limit(limit))
 
 
@@ -150,6 +159,13 @@ async def _given(vector: list[float]) -> list[float]:
     return vector
 
 
+async def _embed_previous(embedder, query: str) -> list[float]:
+    """The query's embedding by the previous model, while a switch of models is under way."""
+    with timing.stage("embed"):
+        [vector] = await embedder.embed([query], urgent=True)
+    return vector
+
+
 Fusing = Callable[[list[Hit], list[Hit]], list[Hit]]
 
 
@@ -164,13 +180,14 @@ class Plan:
 
 async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedding: asyncio.Future,
                         textual: list[Hit], clauses: list, depth: int, n_scope: int, fusing: Fusing,
-                        plan: Plan) -> tuple[list[Hit], bool]:
+                        plan: Plan, previous: asyncio.Future | None = None) -> tuple[list[Hit], bool]:
     """The vector candidates, and whether feedback refined the query they were found with."""
     with timing.stage("embed_wait"):
         query_vector = await embedding
+        previous_vector = await previous if previous is not None else None
     with timing.stage("vector"):
         vector = await vector_neighbours(session, query_vector, clauses, depth, n_scope, corpus=corpus,
-                                         passages=plan.passages)
+                                         passages=plan.passages, previous=previous_vector)
     if plan.feedback is None or not vector:
         return vector, False
     # The first pass's best hits (fused, in hybrid) pull the query towards what it found.
@@ -185,7 +202,7 @@ async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedd
             return vector, False
         pool = [vectors[i] for i in pool_ids if i in vectors]
         return await vector_neighbours(session, refine(query_vector, found, weight, pool, contrast), clauses, depth,
-                                       n_scope, corpus=corpus, passages=plan.passages), True
+                                       n_scope, corpus=corpus, passages=plan.passages, previous=previous_vector), True
 
 
 async def _expanded_text_side(session: AsyncSession, corpus: Corpus, text_query: str, first: list[Hit],
@@ -215,10 +232,12 @@ async def rank(session: AsyncSession, corpus: Corpus, org_id: uuid.UUID, text_qu
     plan = plan or Plan()
     # The query's embedding is computed on the model thread while the database sizes the scope and
     # ranks by text; the vector side then waits for it.
-    embedding = None
+    embedding = previous = None
     if mode != "text":
         embedding = asyncio.ensure_future(_embed_query(text_query) if query_vector is None
                                           else _given(query_vector))
+        if corpus.tracks_model and (embedder := get_previous_embedder()) is not None:
+            previous = asyncio.ensure_future(_embed_previous(embedder, text_query))
     try:
         # One count serves both sides: exact or HNSW vector search; the text side's budget and IDF. The
         # vector side alone only needs to know whether the scope is small.
@@ -240,10 +259,11 @@ async def rank(session: AsyncSession, corpus: Corpus, org_id: uuid.UUID, text_qu
         vector, refined = [], False
         if embedding is not None:
             vector, refined = await _meaning_side(session, corpus, mode, embedding, textual, clauses, depth, n_scope,
-                                                  fusing, plan)
+                                                  fusing, plan, previous)
     finally:
-        if embedding is not None and not embedding.done():
-            embedding.cancel()
+        for future in (embedding, previous):
+            if future is not None and not future.done():
+                future.cancel()
     if mode == "vector":
         return vector, refined
     if plan.text_feedback is not None and textual:

@@ -10,19 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.embedder import model_identity
 from core.errors import NotFound
 from core.logging import request_id_var
 from pipelines.memories import history
+from pipelines.memories.corpus import MEMORIES
 from pipelines.pages import newest_first
 from schemas.enums import MemoryEvent
 from schemas.memories import MemoryBatchIn, MemoryUpdate
-from schemas.tables import Memory, MemoryHistory
+from schemas.tables import Memory, MemoryHistory, MemoryPassage
 
 
 def content_hash(content: str) -> str:
@@ -40,9 +43,12 @@ def ingest_payload(batch: MemoryBatchIn) -> dict[str, Any]:
     items = []
     for item in batch.items:
         metadata = {"role": item.role} | item.metadata if item.role else item.metadata
-        items.append({"content": item.content, "metadata": metadata,
-                      "user_id": item.user_id or batch.user_id, "agent_id": item.agent_id or batch.agent_id,
-                      "run_id": item.run_id or batch.run_id})
+        entry = {"content": item.content, "metadata": metadata,
+                 "user_id": item.user_id or batch.user_id, "agent_id": item.agent_id or batch.agent_id,
+                 "run_id": item.run_id or batch.run_id}
+        if item.expires_at is not None:  # only when given, as `deduplicate` below
+            entry["expires_at"] = item.expires_at.isoformat()
+        items.append(entry)
     # Only when asked: a replay of a batch sent before the option existed must hash the same.
     return {"items": items, "deduplicate": True} if batch.deduplicate else {"items": items}
 
@@ -64,8 +70,9 @@ def _api_provenance() -> dict[str, Any]:
 
 async def get_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.UUID, *,
                      for_update: bool = False) -> Memory:
-    """A live memory of the organization, or NotFound; `for_update` locks its row until the transaction ends."""
-    query = select(Memory).where(Memory.id == memory_id_, Memory.org_id == org_id, Memory.deleted_at.is_(None))
+    """A live (not deleted, not expired) memory of the organization, or NotFound; `for_update` locks its
+    row until the transaction ends."""
+    query = select(Memory).where(Memory.id == memory_id_, *MEMORIES.org_clauses(org_id))
     row = (await session.execute(query.with_for_update() if for_update else query)).scalar_one_or_none()
     if row is None:
         raise NotFound(f"memory {memory_id_} not found", details={"memory_id": str(memory_id_)})
@@ -75,7 +82,7 @@ async def get_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.
 async def list_memories(session: AsyncSession, org_id: uuid.UUID, *, user_id: str | None, agent_id: str | None,
                         run_id: str | None, limit: int, cursor: str | None) -> tuple[list[Memory], str | None]:
     """A page of live memories, newest first, narrowed by scope."""
-    query = select(Memory).where(Memory.org_id == org_id, Memory.deleted_at.is_(None))
+    query = select(Memory).where(*MEMORIES.org_clauses(org_id))
     for column, value in ((Memory.user_id, user_id), (Memory.agent_id, agent_id), (Memory.run_id, run_id)):
         if value is not None:
             query = query.where(column == value)
@@ -91,11 +98,16 @@ async def update_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uu
         row = await replace_content(session, memory.id, org_id=org_id, old_content=memory.content,
                                     content=change.content, metadata=change.metadata, job_id=None, actor=actor,
                                     meta=_api_provenance())
+        if "expires_at" in change.model_fields_set:
+            row = (await session.execute(update(Memory).where(Memory.id == memory.id)
+                                         .values(expires_at=change.expires_at).returning(Memory))).scalar_one()
         return row, True
     # Metadata alone is not a new version of the memory: no history.
     values: dict[str, Any] = {"updated_at": text("now()")}
     if change.metadata is not None:
         values["meta"] = change.metadata
+    if "expires_at" in change.model_fields_set:  # null clears it
+        values["expires_at"] = change.expires_at
     row = (await session.execute(update(Memory).where(Memory.id == memory.id).values(**values)
                                  .returning(Memory))).scalar_one()
     return row, False
@@ -119,6 +131,8 @@ async def add_many(session: AsyncSession, rows: list[dict[str, Any]], *, job_id:
     """
     if not rows:
         return []
+    model = model_identity()
+    rows = [{**r, "embedding_model": model if r.get("embedding") is not None else None} for r in rows]
     inserted = list((await session.execute(
         pg_insert(Memory).values(rows).on_conflict_do_nothing(constraint=conflict).returning(Memory.id))).scalars())
     new = set(inserted)
@@ -167,7 +181,7 @@ async def replace_content(session: AsyncSession, memory_id_: uuid.UUID, *, org_i
     digest = content_hash(content)
     values: dict[str, Any] = {"content": content, "content_hash": digest, "updated_at": text("now()")}
     if embedding is not None:
-        values.update(embedding=embedding, embedded_hash=digest)
+        values.update(embedding=embedding, embedded_hash=digest, embedding_model=model_identity())
     if metadata is not None:
         values["meta"] = metadata
     row = (await session.execute(update(Memory).where(Memory.id == memory_id_).values(**values)
@@ -178,10 +192,12 @@ async def replace_content(session: AsyncSession, memory_id_: uuid.UUID, *, org_i
 
 
 async def soft_delete(session: AsyncSession, memory_id_: uuid.UUID, *, org_id: uuid.UUID, old_content: str,
-                      job_id: uuid.UUID | None, actor: str | None, meta: dict[str, Any]) -> None:
-    """Mark a memory deleted, as its last version; the caller holds its row lock (and read `old_content` under it)."""
+                      job_id: uuid.UUID | None, actor: str | None, meta: dict[str, Any],
+                      at: datetime | None = None) -> None:
+    """Mark a memory deleted (`at`, default now), as its last version; the caller holds its row lock (and read
+    `old_content` under it)."""
     await session.execute(update(Memory).where(Memory.id == memory_id_)
-                          .values(deleted_at=text("now()"), updated_at=text("now()")))
+                          .values(deleted_at=at if at is not None else text("now()"), updated_at=text("now()")))
     await history.record_change(session, memory_id=memory_id_, org_id=org_id, event=MemoryEvent.DELETE,
                                 old_content=old_content, new_content=None, job_id=job_id, actor=actor, meta=meta)
 
@@ -245,5 +261,33 @@ async def set_embedding(session: AsyncSession, memory_id_: uuid.UUID, *, expecte
     # Compare-and-swap on the content hash: never attach this vector to newer content.
     result = await session.execute(
         update(Memory).where(Memory.id == memory_id_, Memory.content_hash == expected_hash)
-        .values(embedding=embedding, embedded_hash=expected_hash))
+        .values(embedding=embedding, embedded_hash=expected_hash, embedding_model=model_identity()))
     return result.rowcount == 1
+
+
+async def merge_into(session: AsyncSession, survivor: Memory, merged: list[Memory], *, content: str,
+                     embedding: list[float] | None, job_id: uuid.UUID | None, actor: str | None,
+                     meta: dict[str, Any]) -> None:
+    """Fold `merged` into `survivor` (all row-locked by the caller): the survivor's next version holds `content`
+    and names the memories merged into it (`merged_from`); each merged memory is deleted, naming the survivor
+    (`merged_into`). With the same content the survivor's version records the merge alone."""
+    sources = {"merged_from": [str(m.id) for m in merged]}
+    if content != survivor.content:
+        await replace_content(session, survivor.id, org_id=survivor.org_id, old_content=survivor.content,
+                              content=content, embedding=embedding, job_id=job_id, actor=actor, meta=meta | sources)
+    else:
+        await history.record_change(session, memory_id=survivor.id, org_id=survivor.org_id, event=MemoryEvent.UPDATE,
+                                    old_content=content, new_content=content, job_id=job_id, actor=actor,
+                                    meta=meta | sources)
+    for memory in merged:
+        await soft_delete(session, memory.id, org_id=memory.org_id, old_content=memory.content, job_id=job_id,
+                          actor=actor, meta=meta | {"merged_into": str(survivor.id)})
+
+
+async def hard_delete(session: AsyncSession, memory_ids: list[uuid.UUID]) -> int:
+    """Remove memories for good, with their passages and history (`purge`); how many rows went."""
+    if not memory_ids:
+        return 0
+    await session.execute(delete(MemoryPassage).where(MemoryPassage.memory_id.in_(memory_ids)))
+    await session.execute(delete(MemoryHistory).where(MemoryHistory.memory_id.in_(memory_ids)))
+    return (await session.execute(delete(Memory).where(Memory.id.in_(memory_ids)))).rowcount

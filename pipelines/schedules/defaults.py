@@ -35,16 +35,23 @@ class DefaultSchedule:
     platform: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     catch_up: str = "run_once"
+    enabled: bool = True  # installed disabled: there for an admin to turn on
 
     def cron_for(self, org_id: uuid.UUID | None) -> str:
         return self.cron.format(minute=0 if org_id is None else org_id.int % 60)
 
 
-# The integrator adds reembed / purge / consolidate here; the README's "Schedules" table lists these.
+# The README's "Schedules" table lists these.
 DEFAULTS: list[DefaultSchedule] = [
     # A name an organization already gave a schedule of its own keeps it: that default is not installed there.
     DefaultSchedule("integrity (default)", "integrity", "{minute} 2 * * *"),
     DefaultSchedule("retention (default)", "retention", "{minute} 3 * * *"),
+    # Memories whose embedding failed, or that an older model embedded, get one of the current model.
+    DefaultSchedule("reembed (default)", "reembed", "{minute} 1 * * *"),
+    # Expired memories, and rows deleted longer ago than the organization's retention, go for good.
+    DefaultSchedule("purge (default)", "purge", "{minute} 4 * * *"),
+    # Merging memories changes what users wrote: there, weekly, for an admin to turn on.
+    DefaultSchedule("consolidate (default)", "consolidate", "{minute} 5 * * 6", enabled=False),
     DefaultSchedule("sweep_blocks (default)", "sweep_blocks", "{minute} * * * *", catch_up="skip"),
     DefaultSchedule("summarize_conversations (default)", "summarize_conversations", "{minute} * * * *",
                     catch_up="skip"),
@@ -68,7 +75,7 @@ _MISSING_PLATFORM = text("""
 def _row(default: DefaultSchedule, org_id: uuid.UUID | None, now: datetime) -> dict[str, Any]:
     cron = default.cron_for(org_id)
     return {"id": uuid.uuid4(), "org_id": org_id, "name": default.name, "name_key": name_key(default.name),
-            "task": default.task, "params": default.params, "cron": cron, "timezone": "UTC", "enabled": True,
+            "task": default.task, "params": default.params, "cron": cron, "timezone": "UTC", "enabled": default.enabled,
             "catch_up": default.catch_up, "default_name": default.name, "created_by": "system",
             "next_run_at": timing.first_run(cron, "UTC", None, now)}
 

@@ -67,11 +67,13 @@ async def seed(stack, db, client: httpx.AsyncClient, org_id: uuid.UUID,
         vectors = iter(await embed(stack, [content for _, content, embedded in messages if embedded] or ["-"]))
         for seq, (role, content, embedded) in enumerate(messages, start=1):
             message_id = world.messages[content] = str(uuid.uuid4())
+            # As a turn stores them: the vector with the model that made it (the stack's).
             await db("INSERT INTO messages (id, org_id, conversation_id, agent_id, user_id, seq, role, content, "
-                     "embedding) VALUES (:id, :org, :conversation, :agent, :user, :seq, :role, :content, "
-                     "CAST(:vector AS vector))",
+                     "embedding, embedding_model) VALUES (:id, :org, :conversation, :agent, :user, :seq, :role, "
+                     ":content, CAST(:vector AS vector), :model)",
                      id=message_id, org=org_id, conversation=conversation_id, agent=world.agents[agent], user=user_id,
-                     seq=seq, role=role, content=content, vector=as_text(next(vectors)) if embedded else None)
+                     seq=seq, role=role, content=content, vector=as_text(next(vectors)) if embedded else None,
+                     model="all-MiniLM-L6-v2" if embedded else None)
     return world
 
 

@@ -168,6 +168,9 @@ async def test_defaults_are_installed_once_and_a_disabled_default_stays_disabled
     listed = (await owner.get("/api/v1/schedules")).json()
     assert {s["default"] for s in listed} == {d.name for d in org_defaults}
     assert all(datetime.fromisoformat(s["next_run_at"]) > datetime.now(UTC) for s in listed)
+    # Every default runs, but consolidate: merging memories changes what users wrote, so an admin turns it on.
+    assert {s["task"] for s in listed if not s["enabled"]} == {"consolidate"}
+    assert {s["task"] for s in listed} >= {"reembed", "purge", "integrity", "retention"}
     retention = next(s for s in listed if s["task"] == "retention")
     assert (await owner.patch(f"/api/v1/schedules/{retention['id']}", json={"enabled": False})).status_code == 200
     refused = await owner.delete(f"/api/v1/schedules/{retention['id']}")

@@ -6,6 +6,8 @@ is real. Markers inside an input text make the whole request misbehave, for exer
   @@fail500:TAG:N@@  the same with 500
   @@reject@@         400 (a permanent rejection)
   @@slow:SECONDS@@   answer after SECONDS
+A model name starting with `reversed` stands for another embedding model: the same vectors, their
+components in reverse order (as good for search, useless compared with the first model's).
 
 Chat — `POST /v1/chat/completions`, non-streaming, or streaming with `"stream": true` (SSE chunks as
 OpenAI sends them: a first chunk with the role; the content, a word with its surrounding whitespace
@@ -301,6 +303,8 @@ def build_app() -> FastAPI:
         served.append(texts)
         del served[:-5000]
         vectors = await model.encode(texts)
+        if str(body.get("model", "")).startswith("reversed"):  # "another model": the same vectors, reversed
+            vectors = [v[::-1] for v in vectors]
         return {"object": "list", "model": body.get("model", "test"),
                 "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
                 "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": 0}}

@@ -180,7 +180,9 @@ class Stack:
             "AGENTMEM_MCP_STDIO_PATHS": f"{sys.prefix},{ROOT / 'tests' / 'support'}",
             "PYTHONUNBUFFERED": "1",
         } | extra
-        model = self.spawn("model-server", ["-m", "tests.support.openai_server", "--port", str(model_port)])
+        # The model server embeds with the bundled model whatever model name the stack is configured to ask for.
+        served = {k: v for k, v in self.env.items() if k != "AGENTMEM_EMBEDDING_MODEL"}
+        model = self.spawn("model-server", ["-m", "tests.support.openai_server", "--port", str(model_port)], served)
         api_port = free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
         api = self.spawn("api", ["-m", "cli.main", "api", "--port", str(api_port)])

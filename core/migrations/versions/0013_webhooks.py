@@ -8,12 +8,12 @@ for organizations with an enabled webhook (others pay one index probe per finish
 The scheduler turns outbox rows into `webhook_delivery` jobs (pipelines/webhooks/outbox.py).
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 """
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 
 
 def upgrade() -> None:

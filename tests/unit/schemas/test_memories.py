@@ -116,8 +116,23 @@ def test_memory_batch_in_rejects_unknown_fields():
 
 @pytest.mark.parametrize("body", [{}, {"content": None}, {"metadata": None}, {"content": None, "metadata": None}])
 def test_memory_update_needs_content_or_metadata(body):
-    with pytest.raises(ValidationError, match="give `content`, `metadata` or both"):
+    with pytest.raises(ValidationError, match="give `content`, `metadata`, `expires_at` or several"):
         MemoryUpdate.model_validate(body)
+
+
+def test_memory_update_may_set_or_clear_expires_at_alone_but_needs_a_time_zone():
+    assert MemoryUpdate.model_validate({"expires_at": None}).model_fields_set == {"expires_at"}
+    assert MemoryUpdate.model_validate({"expires_at": "2030-01-01T00:00:00Z"}).expires_at.year == 2030
+    with pytest.raises(ValidationError):
+        MemoryUpdate.model_validate({"expires_at": "2030-01-01T00:00:00"})
+    with pytest.raises(ValidationError, match="out of range"):
+        MemoryUpdate.model_validate({"expires_at": "0001-01-01T00:00:00+23:59"})
+    assert MemoryUpdate.model_validate({"expires_at": "2030-01-01T02:00:00+02:00"}).expires_at.hour == 0
+
+
+def test_expires_at_is_refused_with_infer():
+    with pytest.raises(ValidationError, match="not with `infer`"):
+        MemoryBatchIn.model_validate({"infer": True, "items": [{"content": "x", "expires_at": "2030-01-01T00:00Z"}]})
 
 
 @pytest.mark.parametrize("body", [{"content": "new text"}, {"metadata": {}}, {"metadata": {"k": 1}},

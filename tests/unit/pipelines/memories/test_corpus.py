@@ -22,8 +22,12 @@ def sql(statement) -> str:
 
 def test_org_clauses_are_the_organizations_live_rows_of_the_corpus_table():
     for corpus in (MEMORIES, MESSAGES):
-        assert [sql(c) for c in corpus.org_clauses(ORG)] == [f"{corpus.name}.org_id = %(org_id_1)s::UUID",
-                                                             f"{corpus.name}.deleted_at IS NULL"]
+        assert [sql(c) for c in corpus.org_clauses(ORG)][:2] == [f"{corpus.name}.org_id = %(org_id_1)s::UUID",
+                                                                 f"{corpus.name}.deleted_at IS NULL"]
+    # Memories may expire: one past its expires_at is no longer live.
+    assert [sql(c) for c in MEMORIES.org_clauses(ORG)][2:] == [
+        "memories.expires_at IS NULL OR memories.expires_at > now()"]
+    assert len(MESSAGES.org_clauses(ORG)) == 2
     assert (MEMORIES.name, MESSAGES.name) == ("memories", "messages")
     assert sql(MESSAGES.fts) == "messages.fts"
 
@@ -34,6 +38,9 @@ def test_a_vector_statement_reads_only_its_corpus_table():
         text = sql(asyncio.run(vector_statement(None, [0.1, 0.2], corpus.org_clauses(ORG), 5, 3, corpus=corpus)))
         assert f"FROM {corpus.name}" in text and f"{corpus.name}.embedding IS NOT NULL" in text
         assert other not in text
+    # Memories record their vectors' model: a query is compared only with vectors of the model that embedded it.
+    text = sql(asyncio.run(vector_statement(None, [0.1, 0.2], MEMORIES.org_clauses(ORG), 5, 3, corpus=MEMORIES)))
+    assert "memories.embedding_model = " in text
 
 
 class StatsSession:

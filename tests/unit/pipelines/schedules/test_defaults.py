@@ -19,7 +19,7 @@ def test_every_default_names_a_task_it_may_schedule_with_a_valid_timing():
 
 def test_the_issue_asks_for_these_defaults():
     assert {d.task for d in DEFAULTS} >= {"integrity", "retention", "vacuum", "sweep_blocks",
-                                          "summarize_conversations"}
+                                          "summarize_conversations", "reembed", "purge", "consolidate"}
     assert len({d.name for d in DEFAULTS}) == len(DEFAULTS)
 
 
