@@ -31,7 +31,9 @@ def schemathesis(stack, headers: dict[str, str], *extra: str, leave_out: tuple[s
                  ) -> subprocess.CompletedProcess:
     (name, value), = headers.items()
     args = [sys.executable, "-m", "schemathesis.cli", "run", f"{stack.api_url}/openapi.json",
-            "--checks", CHECKS, "--max-examples", "6", "--phases", "coverage,fuzzing", "--workers", "2",
+            # One worker: with two threads, CPython 3.11's AST constructor (which Hypothesis uses) raises a spurious
+            # "SystemError: AST constructor recursion depth mismatch" now and then (python/cpython#106905).
+            "--checks", CHECKS, "--max-examples", "6", "--phases", "coverage,fuzzing", "--workers", "1",
             "--no-shrink", "--request-timeout", "60",
             # Hypothesis' "too slow" health check measures data generation on a busy 2-core machine, not the API.
             "--suppress-health-check", "too_slow", "--seed", "20261205", "--header", f"{name}: {value}",
