@@ -160,8 +160,11 @@ def default_schedules_are_installed(api: str, auth: dict[str, str]) -> None:
     while not (listed := httpx.get(f"{api}/api/v1/schedules", headers=auth).json()):
         assert time.monotonic() < deadline, "no default schedules a minute after start"
         time.sleep(0.5)
-    assert {s["task"] for s in listed} >= {"integrity", "retention", "sweep_blocks", "summarize_conversations"}
-    assert all(s["default"] and s["enabled"] for s in listed)
+    assert {s["task"] for s in listed} >= {"integrity", "retention", "sweep_blocks", "summarize_conversations",
+                                           "reembed", "purge", "consolidate"}
+    assert all(s["default"] for s in listed)
+    # All on but consolidate: merging memories changes what users wrote, so an admin turns it on.
+    assert {s["task"] for s in listed if not s["enabled"]} == {"consolidate"}
 
 
 def core_memory_round_trip(api: str, auth: dict[str, str]) -> None:
