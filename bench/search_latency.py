@@ -46,6 +46,7 @@ from bench.common import (
     synthetic_corpus,
     table,
 )
+from core.embedder import model_identity
 from core.settings import get_settings
 from core.timing import parse_header
 
@@ -84,6 +85,12 @@ def _vector(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
 
 
+async def _has_model_column(conn) -> bool:
+    """Whether the schema records each vector's model (migration 0012)."""
+    return bool(await conn.fetchval("SELECT 1 FROM information_schema.columns WHERE table_name = 'memories' "
+                                    "AND column_name = 'embedding_model'"))
+
+
 async def seed(dsn: str, org_id: str, texts: list[str], vectors: np.ndarray, scoped: int, passages: float,
                seed_: int = 13) -> int:
     """COPY the memories in; the first `scoped` belong to user `bench-scope`, the rest to 100 other users.
@@ -97,6 +104,8 @@ async def seed(dsn: str, org_id: str, texts: list[str], vectors: np.ndarray, sco
         buffer, extra = io.StringIO(), io.StringIO()
         has_passages = await conn.fetchval("SELECT to_regclass('memory_passages') IS NOT NULL")
         per_long = round(3 * passages)
+        # Search compares a query only with vectors of its own model: the seeded ones are the service's model's.
+        tail = f"\t{model_identity()}" if await _has_model_column(conn) else ""
         n_passages = 0
         for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
             user = SCOPE if i < scoped else f"bench-user-{i % 100}"
@@ -104,17 +113,19 @@ async def seed(dsn: str, org_id: str, texts: list[str], vectors: np.ndarray, sco
             clean = text.replace("\\", "\\\\").replace("\t", " ").replace("\n", " ")
             memory_id = uuid.uuid4()
             buffer.write(f"{memory_id}\t{org_id}\t{user}\t{clean}\t{{\"i\": {i}}}\t{digest}\t{_vector(vector)}\t"
-                         f"{digest}\n")
+                         f"{digest}{tail}\n")
             if has_passages and per_long and i % 3 == 0:
                 noisy = vector + rng.normal(0, 0.03, (per_long, vector.shape[0]))
                 for k, p in enumerate(noisy / np.linalg.norm(noisy, axis=1, keepdims=True)):
-                    extra.write(f"{memory_id}\t{k + 1}\t{org_id}\t{digest}\t{_vector(p)}\n")
+                    extra.write(f"{memory_id}\t{k + 1}\t{org_id}\t{digest}\t{_vector(p)}{tail}\n")
                     n_passages += 1
+        model_column = ["embedding_model"] if tail else []
         await conn.copy_to_table("memories", source=io.BytesIO(buffer.getvalue().encode()), columns=[
-            "id", "org_id", "user_id", "content", "metadata", "content_hash", "embedding", "embedded_hash"])
+            "id", "org_id", "user_id", "content", "metadata", "content_hash", "embedding", "embedded_hash",
+            *model_column])
         if n_passages:
             await conn.copy_to_table("memory_passages", source=io.BytesIO(extra.getvalue().encode()), columns=[
-                "memory_id", "ord", "org_id", "content_hash", "embedding"])
+                "memory_id", "ord", "org_id", "content_hash", "embedding", *model_column])
             await conn.execute("VACUUM ANALYZE memory_passages")
         # As autovacuum would soon after a bulk load (a vacuum running mid-measurement would skew it).
         await conn.execute("VACUUM ANALYZE memories")

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.settings import get_settings
@@ -109,6 +109,19 @@ async def autocommit_scope() -> AsyncIterator[AsyncSession]:
     async with sessionmaker()() as session:
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session
+
+
+async def flush_or_raise(session: AsyncSession, errors: dict[str | None, Exception]) -> None:
+    """Flush in a savepoint (a unique violation leaves the transaction usable); a violation of a constraint
+    named in `errors` raises its error instead, `None` standing for any other (unnamed ones re-raise)."""
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        for constraint, error in errors.items():
+            if constraint is None or constraint in str(exc.orig):
+                raise error from exc
+        raise
 
 
 async def ping_database() -> None:

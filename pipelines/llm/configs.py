@@ -13,10 +13,10 @@ import hashlib
 import uuid
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import decrypt_secret, encrypt_secret, secret_hint
+from core.db import flush_or_raise
 from core.errors import AppError, Conflict, InvalidInput, LLMNotConfigured, NotFound
 from core.llm import ProviderSettings
 from core.outbound import check_url
@@ -50,15 +50,11 @@ async def _name_free(session: AsyncSession, org_id: uuid.UUID, name: str, exclud
 
 
 async def _flush(session: AsyncSession, name: str) -> None:
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        # The unique indexes decide races the checks above could not see.
-        if "uq_llm_configs_name" in str(exc.orig):
-            raise _name_taken(name) from exc
-        raise Conflict("another default LLM config was set at the same moment; try again",
-                       code="llm_config_default_conflict") from exc
+    # The unique indexes decide races the checks above could not see.
+    await flush_or_raise(session, {
+        "uq_llm_configs_name": _name_taken(name),
+        None: Conflict("another default LLM config was set at the same moment; try again",
+                       code="llm_config_default_conflict")})
 
 
 def _set_key(row: LlmConfig, api_key: str | None) -> None:

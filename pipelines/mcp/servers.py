@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import decrypt_secret, encrypt_secret
+from core.db import flush_or_raise
 from core.errors import AppError, Conflict, InvalidInput, NotFound, PermanentJobError
 from core.outbound import check_url
 from core.settings import get_settings
@@ -66,11 +66,7 @@ async def _name_free(session: AsyncSession, org_id: uuid.UUID, name: str, exclud
 
 
 async def _flush(session: AsyncSession, name: str) -> None:
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:  # a concurrent create with the same name won the race
-        raise _name_taken(name) from exc
+    await flush_or_raise(session, {None: _name_taken(name)})  # a concurrent create with the same name won the race
 
 
 def check_timeout(timeout_seconds: float | None) -> None:

@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-import math
 import uuid
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+import numpy as np
+from sqlalchemy import func, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.settings import get_settings
@@ -49,27 +49,35 @@ def feedback_for(mode: str, wanted: bool | Feedback | None = None) -> VectorFeed
     return VectorFeedback(docs, weight, contrast) if weight > 0 else None
 
 
-def refine(query_vector: list[float], feedback: list[list[float]], weight: float,
-           pool: list[list[float]] | None = None, contrast: float = 0.0) -> list[float]:
+def refine(query_vector: list[float], feedback: list[Any], weight: float, pool: list[Any] | None = None,
+           contrast: float = 0.0) -> list[float]:
     """Rocchio's refinement: the query's embedding plus `weight` × (the mean of the feedback embeddings minus
     `contrast` × the mean of the `pool`'s), normalized (cosine ignores length, but it keeps scores comparable)."""
-    shift = _mean(feedback)
-    if pool and contrast > 0:
-        shift = [f - contrast * p for f, p in zip(shift, _mean(pool), strict=True)]
-    mixed = [q + weight * s for q, s in zip(query_vector, shift, strict=True)]
-    norm = math.sqrt(sum(x * x for x in mixed)) or 1.0
-    return [x / norm for x in mixed]
+    return refine_by_means(query_vector, np.mean(np.asarray(feedback, dtype=np.float64), axis=0), weight,
+                           np.mean(np.asarray(pool, dtype=np.float64), axis=0) if pool else None, contrast)
 
 
-def _mean(vectors: list[list[float]]) -> list[float]:
-    return [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
+def refine_by_means(query_vector: list[float], best_mean: Any, weight: float, pool_mean: Any | None = None,
+                    contrast: float = 0.0) -> list[float]:
+    """`refine`, given the two means (as `feedback_means` has PostgreSQL compute them)."""
+    shift = np.asarray(best_mean, dtype=np.float64)
+    if pool_mean is not None and contrast > 0:
+        shift = shift - contrast * np.asarray(pool_mean, dtype=np.float64)
+    mixed = np.asarray(query_vector, dtype=np.float64) + weight * shift
+    norm = float(np.linalg.norm(mixed)) or 1.0
+    return (mixed / norm).tolist()
 
 
-async def embeddings_by_id(session: AsyncSession, corpus: Corpus, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[float]]:
-    """The embeddings of these rows, by id (those that have one, of the current model)."""
-    rows = await session.execute(select(corpus.id, corpus.embedding).where(corpus.id.in_(ids),
-                                                                           *corpus.vector_clauses()))
-    return {row_id: list(map(float, vector)) for row_id, vector in rows}
+async def feedback_means(session: AsyncSession, corpus: Corpus, best: list[uuid.UUID], pool: list[uuid.UUID]
+                         ) -> tuple[Any, Any] | None:
+    """The mean embedding of the `best` rows and of the `pool`'s (None without a pool), those of the current
+    model, averaged in PostgreSQL (two vectors come back, not fifty); None if no best row has one."""
+    vector_type = corpus.embedding.type
+    best_mean = func.avg(corpus.embedding, type_=vector_type).filter(corpus.id.in_(best))
+    pool_mean = func.avg(corpus.embedding, type_=vector_type).filter(corpus.id.in_(pool)) if pool else null()
+    row = (await session.execute(select(best_mean, pool_mean).where(corpus.id.in_(list({*best, *pool})),
+                                                                      *corpus.vector_clauses()))).one()
+    return None if row[0] is None else (row[0], row[1])
 
 
 def text_feedback_for(mode: str, wanted: bool | TextFeedback | None = None) -> tuple[int, int, float] | None:

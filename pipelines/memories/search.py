@@ -41,9 +41,9 @@ from pipelines.memories import fulltext, recency
 from pipelines.memories.corpus import MEMORIES, Corpus
 from pipelines.memories.feedback import (
     VectorFeedback,
-    embeddings_by_id,
+    feedback_means,
     feedback_settings,
-    refine,
+    refine_by_means,
     text_feedback_settings,
 )
 from pipelines.memories.filters import narrowing_clauses, org_clauses
@@ -194,15 +194,13 @@ async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedd
     with timing.stage("feedback"):
         docs, weight, contrast = plan.feedback
         first = fusing(vector, textual) if mode == "hybrid" else vector
-        best = [h.id for h in first[:docs]]
-        pool_ids = [h.id for h in vector] if contrast > 0 else []
-        vectors = await embeddings_by_id(session, corpus, list(dict.fromkeys(best + pool_ids)))
-        found = [vectors[i] for i in best if i in vectors]
-        if not found:
+        pool = [h.id for h in vector] if contrast > 0 else []
+        means = await feedback_means(session, corpus, [h.id for h in first[:docs]], pool)
+        if means is None:
             return vector, False
-        pool = [vectors[i] for i in pool_ids if i in vectors]
-        return await vector_neighbours(session, refine(query_vector, found, weight, pool, contrast), clauses, depth,
-                                       n_scope, corpus=corpus, passages=plan.passages, previous=previous_vector), True
+        refined = refine_by_means(query_vector, means[0], weight, means[1], contrast)
+        return await vector_neighbours(session, refined, clauses, depth, n_scope, corpus=corpus,
+                                       passages=plan.passages, previous=previous_vector), True
 
 
 async def _expanded_text_side(session: AsyncSession, corpus: Corpus, text_query: str, first: list[Hit],

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db import flush_or_raise
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pipelines.maintenance.registry import check_params, get_task
 from pipelines.schedules import timing
@@ -76,13 +76,7 @@ async def get_schedule(session: AsyncSession, who: Principal, schedule_id: uuid.
 
 
 async def _flush(session: AsyncSession, name: str) -> None:
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        if "uq_schedules_name" in str(exc.orig):
-            raise _name_taken(name) from exc
-        raise
+    await flush_or_raise(session, {"uq_schedules_name": _name_taken(name)})
 
 
 async def create_schedule(session: AsyncSession, who: Principal, data: ScheduleCreate) -> Schedule:
