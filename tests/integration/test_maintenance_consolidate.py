@@ -8,6 +8,7 @@ import json
 import httpx
 
 from schemas.permissions import Role
+from tests.support.maintenance import memory_history, run_task
 from tests.support.sse import finish
 
 
@@ -23,25 +24,13 @@ async def _ingest_one_by_one(client, texts: list[str], **scope) -> list[str]:
     return ids
 
 
-async def _consolidate(client, **params) -> dict:
-    response = await client.post("/api/v1/maintenance/consolidate", json={"params": params})
-    assert response.status_code == 202, response.text
-    job = await finish(client, response.json()["id"])
-    assert job["status"] == "succeeded", job
-    return job["result"]
-
-
-async def _history(client, memory_id: str) -> list[dict]:
-    return (await client.get(f"/api/v1/memories/{memory_id}/history")).json()["items"]
-
-
 async def test_offline_consolidation_merges_what_adds_nothing_into_the_oldest(owner, scope, db):
     oldest, longer, same, negated = await _ingest_one_by_one(owner, [
         "The user's dog is called Rex", "The user's dog is called Rex and he is a beagle",
         "the user's dog is called Rex.", "The user's dog is not called Rex"], user_id=scope)
     [elsewhere] = await _ingest_one_by_one(owner, ["The user's dog is called Rex"], user_id=scope + "-other")
 
-    result = await _consolidate(owner, similarity=0.8)
+    result = await run_task(owner, "consolidate", {"similarity": 0.8})
     assert result["mode"] == "offline"
     [merge] = result["merges"]
     assert merge["into"] == oldest and set(merge["merged_from"]) == {longer, same} and result["merged"] == 2
@@ -49,12 +38,12 @@ async def test_offline_consolidation_merges_what_adds_nothing_into_the_oldest(ow
     survivor = (await owner.get(f"/api/v1/memories/{oldest}")).json()
     assert survivor["content"] == "The user's dog is called Rex and he is a beagle"
     assert survivor["embedding_status"] == "ready"
-    last = (await _history(owner, oldest))[-1]
+    last = (await memory_history(owner, oldest))[-1]
     assert last["event"] == "UPDATE" and set(last["metadata"]["merged_from"]) == {longer, same}
     assert last["metadata"]["source"] == "consolidate"
     for gone in (longer, same):
         assert (await owner.get(f"/api/v1/memories/{gone}")).status_code == 404
-        final = (await _history(owner, gone))[-1]
+        final = (await memory_history(owner, gone))[-1]
         assert final["event"] == "DELETE" and final["metadata"]["merged_into"] == oldest
     # A negation and another scope's copy stay; search finds one dog memory, not three.
     for kept in (negated, elsewhere):
@@ -65,7 +54,7 @@ async def test_offline_consolidation_merges_what_adds_nothing_into_the_oldest(ow
     assert row.fresh
 
     # Idempotent: nothing is left to merge.
-    again = await _consolidate(owner, similarity=0.8)
+    again = await run_task(owner, "consolidate", {"similarity": 0.8})
     assert again["merged"] == 0 and again["merges"] == []
 
 
@@ -79,7 +68,7 @@ async def test_with_an_llm_the_merged_text_is_the_llms(llm_tenant, as_role, scop
         scripted = await model.post("/scripts", json={"marker": marker,
                                                       "responses": [{"content": json.dumps({"text": merged_text})}]})
         assert scripted.status_code == 200
-    result = await _consolidate(owner, similarity=0.8)
+    result = await run_task(owner, "consolidate", {"similarity": 0.8})
     assert result["mode"] == "llm" and result["merges"] == [{"into": first, "merged_from": [second]}]
     assert (await owner.get(f"/api/v1/memories/{first}")).json()["content"] == merged_text
     assert (await owner.get(f"/api/v1/memories/{second}")).status_code == 404

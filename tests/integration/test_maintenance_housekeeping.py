@@ -13,18 +13,10 @@ from core.redis import get_redis
 from pipelines.maintenance import integrity
 from schemas.permissions import Role
 from tests.support.accounts import access_headers
+from tests.support.maintenance import run_task
 from tests.support.sse import finish
 from tests.support.tenants import make_user
 from workers import scheduler
-
-
-async def _run(client, task: str, params: dict | None = None) -> dict:
-    response = await client.post(f"/api/v1/maintenance/{task}", json={"params": params or {}})
-    assert response.status_code == 202, response.text
-    job = await finish(client, response.json()["id"], timeout=180)
-    assert job["status"] == "succeeded", job
-    assert job["result"]["task"] == task
-    return job["result"]
 
 
 async def _job(db, org_id, *, days_ago: float, status: str = "succeeded") -> str:
@@ -56,7 +48,7 @@ async def test_retention_drops_payloads_then_jobs_audit_rows_and_stale_temp_file
     for path in (stale, lock, kept):
         os.utime(path, (two_days_ago, two_days_ago))
 
-    result = await _run(owner, "retention")
+    result = await run_task(owner, "retention")
 
     assert result["scope"] == "organization"
     # Payloads first: the 10- and the 40-day-old job lose theirs, then the 40-day-old one goes.
@@ -71,7 +63,7 @@ async def test_retention_drops_payloads_then_jobs_audit_rows_and_stale_temp_file
     assert actions == {"recent.thing"}
     assert not stale.exists() and fresh.exists() and lock.exists() and kept.exists()
     # Idempotent: a second run finds nothing more to do.
-    again = await _run(owner, "retention")
+    again = await run_task(owner, "retention")
     assert again["jobs_deleted"] == 0 and again["job_payloads_dropped"] == 0 and again["temp_files_removed"] == 0
 
 
@@ -84,7 +76,7 @@ async def test_sweep_blocks_queues_a_rewrite_for_full_blocks_without_one(owner, 
     # Filled behind the API's back (as an import or a refused rewrite leaves a block): no job was queued.
     await db("UPDATE blocks SET value = repeat('Old notes about the user. ', 7) WHERE id = ANY(CAST(:ids AS uuid[]))",
              ids=[made["full"], made["readonly"]])
-    result = await _run(owner, "sweep_blocks")
+    result = await run_task(owner, "sweep_blocks")
     assert result["blocks_over_threshold"] == 1 and result["rewrites_queued"] == 1
     [(job_id, payload)] = await db("SELECT CAST(id AS text), payload FROM jobs WHERE kind = 'block_rewrite' "
                                    "AND payload->>'block_id' = ANY(CAST(:ids AS text[]))", ids=list(made.values()))
@@ -93,7 +85,7 @@ async def test_sweep_blocks_queues_a_rewrite_for_full_blocks_without_one(owner, 
     assert rewrite["status"] == "succeeded", rewrite
     block = (await owner.get(f"/api/v1/blocks/{made['full']}")).json()
     assert len(block["value"]) <= 0.9 * 200
-    assert (await _run(owner, "sweep_blocks"))["rewrites_queued"] == 0
+    assert (await run_task(owner, "sweep_blocks"))["rewrites_queued"] == 0
 
 
 async def test_summarize_conversations_refreshes_idle_conversations_only(owner, db):
@@ -112,7 +104,7 @@ async def test_summarize_conversations_refreshes_idle_conversations_only(owner, 
     idle, active = conversations
     await db("UPDATE messages SET created_at = now() - interval '7 hours' WHERE conversation_id = :c", c=idle)
 
-    result = await _run(owner, "summarize_conversations", {"keep_last": 1})
+    result = await run_task(owner, "summarize_conversations", {"keep_last": 1})
 
     assert result["idle_conversations"] == 1 and result["summaries_queued"] == 1
     [(job_id, payload)] = await db("SELECT CAST(id AS text), payload FROM jobs WHERE kind = 'summarize_conversation' "
@@ -121,7 +113,7 @@ async def test_summarize_conversations_refreshes_idle_conversations_only(owner, 
     assert (await finish(owner, job_id))["status"] == "succeeded"
     [(upto, summary)] = await db("SELECT summary_upto, summary FROM conversations WHERE id = :c", c=idle)
     assert upto == 3 and "Lisbon" in summary
-    assert (await _run(owner, "summarize_conversations", {"keep_last": 1}))["summaries_queued"] == 0
+    assert (await run_task(owner, "summarize_conversations", {"keep_last": 1}))["summaries_queued"] == 0
 
 
 async def test_vacuum_is_for_superusers_and_reports_index_health(tenant, as_role, db):
@@ -140,7 +132,7 @@ async def test_vacuum_is_for_superusers_and_reports_index_health(tenant, as_role
         if dead >= 3000:
             break
         await asyncio.sleep(0.2)
-    result = await _run(superuser, "vacuum", {"dead_fraction": 0})
+    result = await run_task(superuser, "vacuum", {"dead_fraction": 0})
     actions = {t["table"]: t["action"] for t in result["tables"]}
     assert {"memories", "jobs", "audit_logs"} <= set(actions) and actions["memories"] in ("analyze", "vacuum")
     assert actions["audit_logs"] == "vacuum"

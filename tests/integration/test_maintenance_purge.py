@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from tests.support.maintenance import memory_history, run_task
 from tests.support.sse import finish
 
 
@@ -16,18 +17,6 @@ async def _ingest(client, items: list[dict], **batch) -> list[str]:
     assert job["status"] == "succeeded", job
     listed = (await client.get("/api/v1/memories", params={"limit": 500, **batch})).json()["items"]
     return [m["id"] for m in listed]
-
-
-async def _run(client, task: str, params: dict | None = None) -> dict:
-    response = await client.post(f"/api/v1/maintenance/{task}", json={"params": params or {}})
-    assert response.status_code == 202, response.text
-    job = await finish(client, response.json()["id"])
-    assert job["status"] == "succeeded", job
-    return job["result"]
-
-
-async def _history(client, memory_id: str) -> list[dict]:
-    return (await client.get(f"/api/v1/memories/{memory_id}/history")).json()["items"]
 
 
 async def test_an_expired_memory_is_gone_from_reads_and_search_at_once(owner, scope, db):
@@ -79,10 +68,10 @@ async def test_purge_expires_then_deletes_for_good_after_the_retention(owner, te
         assert (await owner.delete(path)).status_code == 204, path
 
     # Within the retention (30 days by default): the expired memory is deleted as of its expiry, nothing is purged.
-    first = await _run(owner, "purge")
+    first = await run_task(owner, "purge")
     assert first["retention_days"] == 30
     assert first["purged"] == {"expired_memories": 1, "memories": 0, "blocks": 0, "conversations": 0, "agents": 0}
-    last = (await _history(owner, str(expired)))[-1]
+    last = (await memory_history(owner, str(expired)))[-1]
     assert last["event"] == "DELETE" and last["metadata"]["reason"] == "expired"
     [row] = await db("SELECT deleted_at FROM memories WHERE id = :i", i=expired)
     assert abs((row.deleted_at - datetime.fromisoformat(past)).total_seconds()) < 1
@@ -90,7 +79,7 @@ async def test_purge_expires_then_deletes_for_good_after_the_retention(owner, te
     # The organization keeps deleted rows for 0 days: the next run removes them and what hangs off them.
     await db("UPDATE organizations SET limits = limits || CAST(:l AS jsonb) WHERE id = :o",
              l=json.dumps({"purge_after_days": 0}), o=tenant.org_id)
-    second = await _run(owner, "purge")
+    second = await run_task(owner, "purge")
     assert second["retention_days"] == 0
     assert second["purged"] == {"expired_memories": 0, "memories": 2, "blocks": 1, "conversations": 1, "agents": 1}
     for table, column, value in (("memories", "id", deleted), ("memories", "id", expired),
@@ -103,6 +92,6 @@ async def test_purge_expires_then_deletes_for_good_after_the_retention(owner, te
         assert rows == [], f"{table} still holds {value}"
     # The live memory and its history are untouched; a third run finds nothing to do.
     assert (await owner.get(f"/api/v1/memories/{live}")).status_code == 200
-    assert [h["event"] for h in await _history(owner, live)] == ["ADD"]
-    third = await _run(owner, "purge")
+    assert [h["event"] for h in await memory_history(owner, live)] == ["ADD"]
+    third = await run_task(owner, "purge")
     assert set(third["purged"].values()) == {0}
