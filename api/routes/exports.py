@@ -27,6 +27,8 @@ from schemas.jobs import JobError, JobOut, JobProgress
 from schemas.permissions import Permission as P, Principal
 from schemas.tables import Archive, Job
 
+GZIP_MAGIC = b"\x1f\x8b"
+
 router = APIRouter(route_class=CheckedRoute, tags=["exports"], responses=error_responses(401, 403, 422, 429, 503))
 Reader = Annotated[Principal, Depends(Allow(P.EXPORTS_READ))]
 Writer = Annotated[Principal, Depends(Allow(P.EXPORTS_WRITE))]
@@ -125,7 +127,8 @@ async def download_export(export_id: uuid.UUID, session: SessionDep, who: Reader
 @router.post("/api/v1/imports", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
              openapi_extra=UPLOAD_BODY, responses={
                  413: {"model": ErrorOut, "description": "`payload_too_large`: over `AGENTMEM_IMPORT_MAX_BYTES`"},
-                 422: {"model": ErrorOut, "description": "`archive_empty`: no bytes were sent"}})
+                 422: {"model": ErrorOut, "description": "`archive_empty`: no bytes were sent; "
+                                                         "`archive_not_gzip`: the bytes are not a .tar.gz"}})
 @audited("job", target=lambda result: result.id, details=lambda id_mode: {"id_mode": id_mode})
 async def create_import(request: Request, session: SessionDep, who: Writer, response: Response,
                         id_mode: Annotated[Literal["remap", "keep"], Query(description=(
@@ -151,6 +154,10 @@ async def create_import(request: Request, session: SessionDep, who: Writer, resp
             raise upload_too_large(limit)
         digest.update(block)
         buffer += block
+        if seq == 0 and len(buffer) >= 2 and buffer[:2] != GZIP_MAGIC:
+            # Not an archive at all: say so now, rather than store it and fail the job (nothing is committed).
+            raise InvalidInput("the body is not a gzip-compressed archive (a .tar.gz from an export)",
+                               code="archive_not_gzip")
         if len(buffer) >= storage.CHUNK_BYTES:
             await storage.append(session, archive.id, seq, bytes(buffer))
             seq, buffer = seq + 1, bytearray()

@@ -113,7 +113,7 @@ async def test_export_then_import_into_a_fresh_organization_gives_the_same_searc
     assert len([t for t in (await target.get("/api/v1/tools")).json() if t["name"] == tool["name"]]) == 1
 
 
-async def test_a_truncated_or_altered_archive_fails_the_import_and_stores_nothing(as_role, other_tenant, scope):
+async def test_a_truncated_or_altered_archive_fails_the_import_and_stores_nothing(as_role, other_tenant, scope, db):
     source, target = as_role(Role.OWNER), as_role(Role.OWNER, of=other_tenant)
     await _ingest(source, FACTS, user_id=scope)
     _, data = await _export(source, {"include": ["memories", "history"]})
@@ -141,6 +141,11 @@ async def test_a_truncated_or_altered_archive_fails_the_import_and_stores_nothin
     assert (await target.get("/api/v1/memories")).json()["items"] == []
     empty = await target.post("/api/v1/imports", content=b"")
     assert empty.status_code == 422 and empty.json()["error"]["code"] == "archive_empty"
+    # Bytes that aren't gzip at all are refused at once, and no archive row is kept for them.
+    archives = await db("SELECT count(*) FROM archives WHERE org_id = :org", org=other_tenant.org_id)
+    plain = await target.post("/api/v1/imports", content=b"id,content\n1,not an archive\n")
+    assert plain.status_code == 422 and plain.json()["error"]["code"] == "archive_not_gzip"
+    assert await db("SELECT count(*) FROM archives WHERE org_id = :org", org=other_tenant.org_id) == archives
 
 
 async def test_without_vectors_the_import_embeds_again_and_search_agrees(as_role, other_tenant, scope):
