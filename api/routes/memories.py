@@ -86,8 +86,9 @@ async def search_memories(slot: SearchSlot, body: MemorySearchIn, session: Sessi
     hits, next_cursor, refined = await search.search_memories(session, who.org_id, body)
     return SearchOut(mode=body.mode, refined=refined, next_cursor=next_cursor, hits=[SearchHit(
         memory=MemoryOut.from_row(h.row), score=h.score(body.mode),
-        explanation=HitExplanation(vector_score=h.vector_score, vector_rank=h.vector_rank, text_score=h.text_score,
-                                   text_rank=h.text_rank, fused_score=h.fused_score)) for h in hits])
+        explanation=HitExplanation(vector_score=h.vector_score, vector_rank=h.vector_rank, similarity=h.similarity,
+                                   text_score=h.text_score, text_rank=h.text_rank, fused_score=h.fused_score))
+        for h in hits])
 
 
 @router.get("", response_model=Page[MemoryOut])
