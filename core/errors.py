@@ -126,7 +126,12 @@ class URLUnresolvable(InvalidInput):
 
 
 class JobCancelled(Exception):
-    """Raised at a checkpoint when the job's cancellation was requested."""
+    """Raised at a checkpoint when the job's cancellation was requested. A handler that keeps what it did
+    before the checkpoint sets `result` to say so (the cancelled job's result)."""
+
+    def __init__(self, result: dict | None = None) -> None:
+        super().__init__("cancelled")
+        self.result = result
 
 
 def overload_errors() -> tuple[type[BaseException], ...]:

@@ -94,11 +94,15 @@ async def search_memories(slot: SearchSlot, body: MemorySearchIn, session: Sessi
 @router.get("", response_model=Page[MemoryOut])
 async def list_memories(session: SessionDep, who: Reader, user_id: ScopeQuery = None,
                         agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
+                        source_job_id: Annotated[uuid.UUID | None, Query(
+                            description="Only the memories this ingest job stored (a cancelled ingest's result "
+                                        "says how many it kept).")] = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = 50,
                         cursor: Annotated[str | None, Query(max_length=500)] = None) -> Page[MemoryOut]:
-    """List memories newest first, optionally within a user, agent or run scope."""
+    """List memories newest first, optionally within a user, agent or run scope, or stored by one job."""
     rows, next_cursor = await memories.list_memories(session, who.org_id, user_id=user_id, agent_id=agent_id,
-                                                     run_id=run_id, limit=limit, cursor=cursor)
+                                                     run_id=run_id, limit=limit, cursor=cursor,
+                                                     source_job_id=source_job_id)
     return Page[MemoryOut](items=[MemoryOut.from_row(m) for m in rows], next_cursor=next_cursor)
 
 
