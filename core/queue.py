@@ -107,6 +107,11 @@ class JobBroker(RedisBroker):
     def consumer_class(self):
         return WakingConsumer
 
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> WakingConsumer:
+        """A consumer that, its prefetch full, looks for room every `worker_poll_ms` (not the worker threads'
+        `timeout`, which only paces their shutdown checks)."""
+        return self.consumer_class(self, queue_name, prefetch, get_settings().worker_poll_ms)
+
     def wake_key(self, queue_name: str) -> str:
         return f"{self.namespace}:{queue_name}.wake"
 
