@@ -7,10 +7,12 @@ Lists are iterators that fetch the next page when the iteration reaches it.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import httpx
 from pydantic import BaseModel
 
 from agentmem.jobs import AsyncTurnStream, Follow, TurnStream, afollow_job, follow_job, wrap_job
@@ -137,8 +139,6 @@ class Jobs(Resource):
 
     def events(self, job_id: Id, *, last_event_id: str | None = None, timeout: float | None = None) -> Any:
         """A job's events until its terminal one, resuming after dropped connections (see `Job.events`)."""
-        import time
-
         follow = Follow(last_event_id, max_failures=self._t.max_retries,
                         deadline=None if timeout is None else time.monotonic() + timeout)
         return (afollow_job if self._t.is_async else follow_job)(self._t, job_id, follow)  # type: ignore[arg-type]
@@ -286,13 +286,14 @@ class Agents(Resource):
             cls = AsyncTurnStream if self._t.is_async else TurnStream
             return cls(self._t, str(conversation_id) if conversation_id else None, body, idempotency_key,
                        agent_id=agent_id, conversation=_fields(user_id=user_id))
-        post = lambda conversation: Call(  # noqa: E731
-            "POST", f"/conversations/{conversation.id}/messages", json=body, out=MessagePosted, then=_posted,
-            idempotency_key=idempotency_key, replay_safe=True)
+        def post(conversation: Id) -> Call:
+            return Call("POST", f"/conversations/{conversation}/messages", json=body, out=MessagePosted,
+                        then=_posted, idempotency_key=idempotency_key, replay_safe=True)
+
         if conversation_id is not None:
-            return self._t(post(ConversationOut.model_construct(id=conversation_id)))
+            return self._t(post(conversation_id))
         return self._chain(Call("POST", f"/agents/{agent_id}/conversations", json=_fields(user_id=user_id),
-                                out=ConversationOut), post)
+                                out=ConversationOut), lambda conversation: post(conversation.id))
 
 
 class Tools(Resource):
@@ -417,8 +418,6 @@ class Exports(Resource):
     def download(self, export_id: Id) -> Any:
         """The archive's bytes as they arrive: a context manager (async with `AsyncAgentMem`) giving the response,
         to read with `iter_bytes()` (`aiter_bytes()`)."""
-        import httpx
-
         return self._t.stream(Call("GET", f"/exports/{export_id}/download"), timeout=httpx.Timeout(30, read=300))
 
     def import_archive(self, content: bytes | Callable[[], Iterable[bytes]], *, size: int | None = None,
