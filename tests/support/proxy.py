@@ -57,9 +57,12 @@ class CuttingProxy:
 
     def cut(self) -> None:
         """Drop every open connection (the client sees its response end mid-body)."""
+        self.cuts += 1
+        self._drop()
+
+    def _drop(self) -> None:
         with self._lock:
             pairs, self._open = self._open, []
-            self.cuts += 1
         for pair in pairs:
             for sock in pair:
                 try:
@@ -84,4 +87,4 @@ class CuttingProxy:
 
     def close(self) -> None:
         self.server.close()
-        self.cut()
+        self._drop()
