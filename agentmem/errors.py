@@ -26,7 +26,9 @@ class APIError(AgentMemError):
         super().__init__(f"{status_code or 'stream'} {code}: {message}" + (f" (request {request_id})"
                                                                          if request_id else ""))
         self.status_code, self.code, self.message = status_code, code, message
-        self.details, self.request_id = details, request_id
+        # An object, as the API documents `error.details` ({} when there are none).
+        self.details = details if details is not None else {}
+        self.request_id = request_id
         self.headers = headers or httpx.Headers()
 
 

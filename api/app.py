@@ -67,8 +67,11 @@ it as `?token=`.
 a `429` adds `Retry-After`. Quotas (stored memories, jobs per minute, concurrent jobs, batch size)
 answer `403` or `429` with a code naming the quota, and nothing is written.
 
-Every error has the shape `{"error": {"code", "message", "details", "request_id"}}` with a stable `code`.
-"""
+Every error has the shape `{"error": {"code", "message", "details", "request_id"}}` with a stable `code`;
+`details` is always an object.
+
+### The WebSocket, `/api/v1/ws`
+""" + ws.PROTOCOL
 
 TAGS = [
     {"name": "auth", "description": "Accounts, sign-in, tokens."},

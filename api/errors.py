@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import AppError, infrastructure_errors, overload_errors
+from core.errors import AppError, error_details, infrastructure_errors, overload_errors
 from core.logging import request_id_var
 from core.settings import get_settings
 
@@ -22,7 +22,8 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_lar
 
 def error_response(status: int, code: str, message: str, details=None, headers=None) -> JSONResponse:
     """A JSON error in the one shape clients parse."""
-    body = {"error": {"code": code, "message": message, "details": details, "request_id": request_id_var.get()}}
+    body = {"error": {"code": code, "message": message, "details": error_details(details),
+                      "request_id": request_id_var.get()}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -79,7 +79,7 @@ async def rest(client: httpx.AsyncClient, method: str, path: str, *, body: Any =
         error = parsed.get("error") if isinstance(parsed, dict) else None
         if not isinstance(error, dict):
             error = {"code": "http_error", "message": f"the API answered {response.status_code}: "
-                     f"{response.text[:200]}", "details": None, "request_id": None}
+                     f"{response.text[:200]}", "details": {}, "request_id": None}
         raise ApiError(response.status_code, error)
     return parsed
 
@@ -117,7 +117,7 @@ def job_result(job: dict[str, Any], **more: Any) -> CallToolResult:
     """A job's answer: a tool error when it failed or was cancelled, carrying the job's error code."""
     if job.get("status") in ("failed", "cancelled"):
         error = job.get("error") or {"code": job["status"], "message": f"the job was {job['status']}"}
-        return failed(200, {"code": error.get("code"), "message": error.get("message"), "details": None,
+        return failed(200, {"code": error.get("code"), "message": error.get("message"), "details": {},
                             "request_id": job.get("request_id")}, job=job, **more)
     return ok({"job": job, **more} if more else job)
 
@@ -299,7 +299,7 @@ def build_server(client_for: ClientFor) -> MCPServer:
         `answer` (the agent's reply)."""
         if (conversation_id is None) == (agent_id is None):
             return failed(422, {"code": "invalid_input", "message": "give conversation_id, or agent_id to start "
-                                "a conversation (not both)", "details": None, "request_id": None})
+                                "a conversation (not both)", "details": {}, "request_id": None})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         async with client_for(ctx) as client:
             try:

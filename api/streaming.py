@@ -106,12 +106,12 @@ async def chunk_stream(chunks: AsyncIterator[BaseModel | None]) -> AsyncIterator
     except (AppError, *infrastructure_errors()) as exc:
         log.warning("chunk stream ended by error: %s", exc)
         error = {"code": getattr(exc, "code", "upstream_unavailable"), "message": str(exc),
-                 "details": getattr(exc, "details", None), "request_id": request_id_var.get()}
+                 "details": getattr(exc, "details", None) or {}, "request_id": request_id_var.get()}
         yield data_frame(json.dumps({"error": error}))
         return
     except Exception:
         log.exception("chunk stream failed")
         yield data_frame(json.dumps({"error": {"code": "internal_error", "message": "the stream failed",
-                                               "details": None, "request_id": request_id_var.get()}}))
+                                               "details": {}, "request_id": request_id_var.get()}}))
         return
     yield data_frame("[DONE]")

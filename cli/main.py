@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -68,8 +69,13 @@ def _cmd_scheduler(args) -> int:
 def _cmd_migrate(args) -> int:
     from core.migrate import upgrade_database
 
-    upgrade_database()
-    print(json.dumps({"migrated": True}) if args.json else "database is at the latest schema")
+    applied = upgrade_database()
+    if args.json:
+        print(json.dumps({"applied": applied}))
+    elif applied:
+        print(f"database schema upgraded to {applied[-1]} ({len(applied)} migration{'s' * (len(applied) > 1)})")
+    else:
+        print("database schema is up to date")
     return 0
 
 
@@ -274,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # platformdirs warns once per process where XDG_RUNTIME_DIR is unset (servers, containers): harmless here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     args = build_parser().parse_args(argv)
     settings = get_settings()
     # `mcp` logs plain lines to stderr too (its stdout is the protocol): a desktop client shows them as they are.

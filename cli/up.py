@@ -193,6 +193,9 @@ def run_up(port: int, workers: int, data_dir: Path | None, as_json: bool = False
             watches.append(server_watch(valkey, valkey.dir))
             log.info("embedded Valkey at %s (data in %s)", valkey.url, valkey.dir)
         env["AGENTMEM_DATA_DIR"] = str(data_dir)
+        if "log_json" not in settings.model_fields_set:
+            # One terminal, one format: every process writes the same plain lines (JSON when asked for).
+            env["AGENTMEM_LOG_JSON"] = "false"
         if not settings.jwt_secret:
             env["AGENTMEM_JWT_SECRET"] = _local_secret(data_dir)
         migrate = subprocess.run([sys.executable, "-m", "cli.main", "migrate"], env=env)

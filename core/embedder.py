@@ -78,6 +78,10 @@ class LocalModel:
                 threads = _query_threads or settings.embedding_threads
                 if threads > 0:
                     torch.set_num_threads(threads)
+                with contextlib.suppress(ImportError, AttributeError):  # a bar per process in the service's log
+                    from transformers.utils import logging as transformers_logging
+
+                    transformers_logging.disable_progress_bar()
                 self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
                 _check_dim(self._model.get_embedding_dimension())
                 self._bfloat16 = _query_bfloat16

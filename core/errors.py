@@ -5,6 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_details(details: Any) -> dict[str, Any]:
+    """An error's `details` in its one shape, an object: none is `{}`, a list of problems is
+    `{"errors": [...]}`, any other value `{"value": ...}`."""
+    if details is None:
+        return {}
+    if isinstance(details, dict):
+        return details
+    if isinstance(details, (list, tuple)):
+        return {"errors": list(details)}
+    return {"value": details}
+
+
 class AppError(Exception):
     """Base of every error AgentMem reports on purpose."""
 
@@ -17,7 +29,7 @@ class AppError(Exception):
         self.message = message
         if code is not None:
             self.code = code
-        self.details = details
+        self.details = error_details(details)
         self.headers = headers
 
 
@@ -126,7 +138,12 @@ class URLUnresolvable(InvalidInput):
 
 
 class JobCancelled(Exception):
-    """Raised at a checkpoint when the job's cancellation was requested."""
+    """Raised at a checkpoint when the job's cancellation was requested. A handler that keeps what it did
+    before the checkpoint sets `result` to say so (the cancelled job's result)."""
+
+    def __init__(self, result: dict | None = None) -> None:
+        super().__init__("cancelled")
+        self.result = result
 
 
 def overload_errors() -> tuple[type[BaseException], ...]:

@@ -73,5 +73,7 @@ def configure_logging(level: str = "INFO", json_lines: bool = True, process: str
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "sentence_transformers", "uvicorn.access", "urllib3", "filelock"):
+    # Libraries' chatter at start-up (one line per event loop, plugin, session manager) buries what matters.
+    for noisy in ("httpx", "sentence_transformers", "uvicorn.access", "urllib3", "filelock", "alembic.runtime.plugins",
+                  "dramatiq.middleware.asyncio", "mcp.server.streamable_http_manager"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

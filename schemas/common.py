@@ -12,7 +12,10 @@ T = TypeVar("T")
 class ErrorBody(BaseModel):
     code: str = Field(description="Stable machine-readable error code, e.g. `not_found`, `invalid_input`.")
     message: str = Field(description="What went wrong, for humans.")
-    details: Any = Field(default=None, description="Structured context: offending fields, limits, ids.")
+    details: dict[str, Any] = Field(default_factory=dict, description=(
+        "Structured context, always an object (`{}` when there is none): the limit, id or permission involved, "
+        "e.g. `{\"max_bytes\": 1000}`; for invalid input `{\"errors\": [{\"loc\", \"msg\", \"type\"}]}`, one entry "
+        "per offending field."))
     request_id: str | None = Field(default=None, description="Quote this when reporting a problem.")
 
 

@@ -160,7 +160,16 @@ class MemorySearchIn(BaseModel):
     created_before: datetime | None = None
     top_k: int = Field(default=10, ge=1, le=100)
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0,
-                                    description="Drop hits whose `score` (the mode's own score) is lower.")
+                                    description="Drop hits whose `score` (the mode's own score) is lower. In "
+                                                "hybrid mode that score is relative to this query's candidates "
+                                                "(the best hit scores near 1 even when nothing is relevant): "
+                                                "for an absolute cut-off use `min_similarity`.")
+    min_similarity: float | None = Field(
+        default=None, ge=-1.0, le=1.0,
+        description="Drop hits whose cosine similarity to the query (`explanation.similarity`) is lower, and "
+                    "hits the vector side did not find. Unlike a hybrid `score`, a cosine means the same across "
+                    "queries and scopes: with the default model, unrelated sentences mostly score below 0.3 and "
+                    "paraphrases above 0.5. Not with `mode: text`.")
     cursor: Annotated[str | None, Field(max_length=500, description="From `next_cursor`: the next hits.")] = None
 
     @model_validator(mode="after")
@@ -169,6 +178,8 @@ class MemorySearchIn(BaseModel):
             raise ValueError(f"filters may hold at most {MAX_FILTER_NODES} conditions and groups")
         if self.mode == "text" and self.feedback not in (None, False):
             raise ValueError("feedback refines the query's embedding; `text` mode has none (use hybrid or vector)")
+        if self.mode == "text" and self.min_similarity is not None:
+            raise ValueError("min_similarity compares embeddings; `text` mode has none (use hybrid or vector)")
         if self.mode == "vector" and self.text_feedback not in (None, False):
             raise ValueError("text_feedback expands the query's words; `vector` mode has none (use hybrid or text)")
         return self
@@ -179,6 +190,10 @@ class HitExplanation(BaseModel):
                                                    "refined one when the response says `refined`; null: not a "
                                                    "vector candidate).")
     vector_rank: int | None = Field(description="1-based rank among vector candidates.")
+    similarity: float | None = Field(default=None, description="Cosine similarity, -1 to 1, to the query's "
+                                     "embedding as asked, never the refined one: comparable across queries, "
+                                     "what `min_similarity` reads (null: not a vector candidate, or not read "
+                                     "because feedback found it and no `min_similarity` asked for it).")
     text_score: float | None = Field(description="Full-text (BM25-style) score (null: no query word matched).")
     text_rank: int | None
     fused_score: float | None = Field(description="The fused score (hybrid mode): convex, in (0, 1); or the "

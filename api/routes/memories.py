@@ -86,18 +86,23 @@ async def search_memories(slot: SearchSlot, body: MemorySearchIn, session: Sessi
     hits, next_cursor, refined = await search.search_memories(session, who.org_id, body)
     return SearchOut(mode=body.mode, refined=refined, next_cursor=next_cursor, hits=[SearchHit(
         memory=MemoryOut.from_row(h.row), score=h.score(body.mode),
-        explanation=HitExplanation(vector_score=h.vector_score, vector_rank=h.vector_rank, text_score=h.text_score,
-                                   text_rank=h.text_rank, fused_score=h.fused_score)) for h in hits])
+        explanation=HitExplanation(vector_score=h.vector_score, vector_rank=h.vector_rank, similarity=h.similarity,
+                                   text_score=h.text_score, text_rank=h.text_rank, fused_score=h.fused_score))
+        for h in hits])
 
 
 @router.get("", response_model=Page[MemoryOut])
 async def list_memories(session: SessionDep, who: Reader, user_id: ScopeQuery = None,
                         agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
+                        source_job_id: Annotated[uuid.UUID | None, Query(
+                            description="Only the memories this ingest job stored (a cancelled ingest's result "
+                                        "says how many it kept).")] = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = 50,
                         cursor: Annotated[str | None, Query(max_length=500)] = None) -> Page[MemoryOut]:
-    """List memories newest first, optionally within a user, agent or run scope."""
+    """List memories newest first, optionally within a user, agent or run scope, or stored by one job."""
     rows, next_cursor = await memories.list_memories(session, who.org_id, user_id=user_id, agent_id=agent_id,
-                                                     run_id=run_id, limit=limit, cursor=cursor)
+                                                     run_id=run_id, limit=limit, cursor=cursor,
+                                                     source_job_id=source_job_id)
     return Page[MemoryOut](items=[MemoryOut.from_row(m) for m in rows], next_cursor=next_cursor)
 
 

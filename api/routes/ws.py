@@ -1,19 +1,5 @@
-"""WebSocket: follow several jobs on one socket, and talk to agents on it.
-
-Client → server: `{"action": "subscribe", "job_id": "...", "last_event_id": "..."?}`,
-`{"action": "unsubscribe", "job_id": "..."}`, `{"action": "ping"}`, and
-`{"action": "send", "conversation_id": "...", "content": "...", "request_id": "..."?, "max_steps": n?,
-"idempotency_key": "..."?}`: a user message, posted as `POST /api/v1/conversations/{id}/messages` posts it
-(`conversations:write`; a stream token can't), answered by an agent turn the socket then follows.
-Server → client: `{"type": "event", "event": {...}}` (the same events as SSE, snapshot first),
-`{"type": "subscribed" | "unsubscribed", "job_id"}`, `{"type": "sent", "message": {...}, "job_id",
-"request_id"}` (then the turn's events from its start, as for a subscription), `{"type": "error", "code",
-"message", "job_id"}` (with the `request_id` of the send it answers, and `details` when there are some),
-`{"type": "ping" | "pong"}`. A subscription ends by itself after the job's terminal event.
-
-Authenticate with the usual headers or, from a browser, `?token=` with a stream token; a refused
-connection gets one error message, then a close with code 4000 + the HTTP status (4401, 4403, …).
-"""
+"""WebSocket: follow several jobs on one socket, and talk to agents on it. `PROTOCOL` documents the
+messages; the OpenAPI description and the README carry it, since OpenAPI has no WebSocket operations."""
 
 from __future__ import annotations
 
@@ -30,13 +16,14 @@ from pydantic import ValidationError
 from api.deps import AllowSocket, can_follow
 from api.routing import CheckedRoute
 from core.db import session_scope
-from core.errors import AppError, Forbidden, infrastructure_errors
+from core.errors import AppError, Forbidden, NotFound, infrastructure_errors
 from core.logging import request_id_var
 from core.metrics import OPEN_STREAMS
 from core.settings import get_settings
 from pipelines.accounts import audit, limits
 from pipelines.conversations import messages as posting
 from pipelines.jobs import follow as progress, lifecycle
+from pipelines.jobs.rows import get_job
 from schemas.conversations import MessageOut, SocketSend
 from schemas.events import JobEvent
 from schemas.inputs import InputRejected, strict_json_loads
@@ -45,6 +32,36 @@ from schemas.tables import Job, Message
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=CheckedRoute, tags=["jobs"])
+
+PROTOCOL = """
+Connect to `ws://HOST/api/v1/ws` with the usual `Authorization` header or, from a browser, `?token=` and a
+stream token (`POST /api/v1/stream-tokens`). Every frame is one JSON object. Needs `jobs:read`.
+
+Client → server, and the answer:
+- `{"action": "subscribe", "job_id", "last_event_id"?}` → `{"type": "subscribed", "job_id"}`, then `event`
+  frames: a `snapshot` (the job row), the job's events after `last_event_id` (or from now), ending with its
+  terminal event and `{"type": "unsubscribed", "job_id", "reason": "finished"}`.
+- `{"action": "unsubscribe", "job_id"}` → `{"type": "unsubscribed", "job_id", "reason": "requested"}`.
+- `{"action": "send", "conversation_id", "content", "request_id"?, "max_steps"?, "idempotency_key"?}` →
+  `{"type": "sent", "message", "job_id", "request_id"}`, then the agent turn's events from its start
+  (needs `conversations:write`; a stream token can't).
+- `{"action": "ping"}` → `{"type": "pong"}`.
+
+Server → client:
+- `{"type": "event", "event": {"id", "type", "job_id", "org_id", "data", "ts"}}`: a job event, as SSE sends
+  it: `snapshot`, `queued`, `started`, `progress` `{done, total, message}`, `retrying`, `token`,
+  `tool_call`, `tool_result`, `message`, `usage`, `succeeded` `{result}`, `failed` `{error}`, `cancelled`
+  `{error, result?}`. Its `id` resumes a subscription as `last_event_id`.
+- `{"type": "error", "code", "message", "job_id", "request_id"?, "details"?}`: a refused frame; the socket
+  stays open. Codes: `not_found` (an unknown job, or another organization's: sent instead of
+  `subscribed`), `invalid_input` (`job_id` missing or not a UUID; `job_id` is then `null` unless the client
+  sent a string), `invalid_last_event_id`, `malformed_message`, `unknown_action`, `permission_denied`,
+  `upstream_unavailable`.
+- `{"type": "ping"}`: every `AGENTMEM_WS_PING_SECONDS`; no answer needed.
+
+A refused connection (bad or missing credentials, a stream token for another job) gets one `error` frame,
+then a close with code 4000 + the HTTP status (4401, 4403).
+"""
 SOCKETS = OPEN_STREAMS.labels("websocket")
 
 
@@ -88,6 +105,15 @@ class Connection:
                              str(job_id))
         finally:
             self.subscriptions.pop(job_id, None)
+
+    async def exists(self, job_id: uuid.UUID) -> bool:
+        """Whether the job is one of the caller's organization's."""
+        async with session_scope() as session:
+            try:
+                await get_job(session, self.who.org_id, job_id)
+            except NotFound:
+                return False
+        return True
 
     def subscribe(self, job_id: uuid.UUID, last_event_id: str | None) -> None:
         if job_id not in self.subscriptions:
@@ -139,7 +165,8 @@ class Connection:
             message = strict_json_loads(raw)
             action = message["action"]
         except InputRejected as exc:
-            await self.error("invalid_input", f"the message is invalid: {exc.message}", details=[exc.detail()])
+            await self.error("invalid_input", f"the message is invalid: {exc.message}",
+                             details={"errors": [exc.detail()]})
             return
         except (json.JSONDecodeError, KeyError, TypeError):
             await self.error("malformed_message", 'send JSON like {"action": "subscribe", "job_id": "..."}')
@@ -154,17 +181,26 @@ class Connection:
             await self.error("unknown_action", f"unknown action {action!r}: use subscribe, unsubscribe, send or "
                              "ping")
             return
+        raw_id = message.get("job_id")
+        echo = raw_id[:100] if isinstance(raw_id, str) else None  # never "None" for a missing id
+        if raw_id is None:
+            await self.error("invalid_input", f"{action} needs a job_id", details={"errors": [
+                {"loc": ["job_id"], "msg": "Field required", "type": "missing"}]})
+            return
         try:
-            job_id = uuid.UUID(str(message.get("job_id")))
+            job_id = uuid.UUID(raw_id) if isinstance(raw_id, str) else None
+            if job_id is None:
+                raise ValueError(raw_id)
             last_event_id = progress.check_last_event_id(message.get("last_event_id"))
         except ValueError:
-            await self.error("invalid_input", "job_id must be a UUID", str(message.get("job_id")))
+            await self.error("invalid_input", "job_id must be a UUID", echo)
             return
         except AppError as exc:
-            await self.error(exc.code, exc.message, str(message.get("job_id")))
+            await self.error(exc.code, exc.message, echo, details=exc.details)
             return
         if action == "subscribe":
-            if not can_follow(self.who, job_id):
+            # An unknown job (or another organization's) is refused before anything says `subscribed`.
+            if not can_follow(self.who, job_id) or not await self.exists(job_id):
                 await self.error("not_found", f"job {job_id} not found", str(job_id))
                 return
             if job_id not in self.subscriptions:

@@ -27,7 +27,8 @@ async def publish_event(type_: EventType, job: Job, data: dict[str, Any], *, to_
 
 async def publish_outcome(job: Job) -> None:
     """The terminal event of a finished job: its result, or its error's code and message."""
-    data: dict[str, Any] = {"result": job.result} if job.status == JobStatus.SUCCEEDED.value else {}
+    # A cancelled job's result, when it has one, says what it kept (an ingest's memories stored before).
+    data: dict[str, Any] = {"result": job.result} if job.result is not None else {}
     if job.error_code:
         data["error"] = {"code": job.error_code, "message": job.error_message}
     await publish_event(OUTCOME_EVENTS[job.status], job, data)

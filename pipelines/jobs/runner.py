@@ -134,10 +134,10 @@ async def run_claimed(job: Job, handler: Handler, *, drop_payload_keys: tuple[st
         try:
             async with asyncio.timeout(settings.job_time_limit_seconds):
                 result = await handler(ctx)
-        except JobCancelled:
+        except JobCancelled as exc:
             await _finish(job, JobStatus.CANCELLED, error_code="cancelled",
                           error_message="cancelled while running", drop_payload_keys=drop_payload_keys,
-                          usage=ctx.usage_total())
+                          usage=ctx.usage_total(), **({"result": exc.result} if exc.result is not None else {}))
         except TimeoutError:
             await _finish(job, JobStatus.FAILED, error_code="time_limit_exceeded",
                           error_message=f"the job ran longer than {settings.job_time_limit_seconds:g} s",

@@ -29,6 +29,7 @@ class Hit:
     text_score: float | None = None
     text_rank: int | None = None
     fused_score: float | None = None
+    similarity: float | None = None  # cosine to the query as asked (never the refined one)
     row: Any = None  # the memory (or message), once loaded
 
     def score(self, mode: str) -> float:
@@ -38,7 +39,8 @@ class Hit:
 def _merge(vector: list[Hit], textual: list[Hit]) -> dict[uuid.UUID, Hit]:
     merged: dict[uuid.UUID, Hit] = {}
     for hit in vector:
-        merged[hit.id] = Hit(hit.id, vector_score=hit.vector_score, vector_rank=hit.vector_rank)
+        merged[hit.id] = Hit(hit.id, vector_score=hit.vector_score, vector_rank=hit.vector_rank,
+                             similarity=hit.similarity)
     for hit in textual:
         entry = merged.setdefault(hit.id, Hit(hit.id))
         entry.text_score, entry.text_rank = hit.text_score, hit.text_rank

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from core.db import session_scope
 from core.embedder import get_embedder
+from core.errors import JobCancelled
 from core.settings import get_settings
 from pipelines.jobs.runner import JobContext
 from pipelines.memories import dedup, passages, store
@@ -54,6 +55,7 @@ async def ingest_memories(ctx: JobContext) -> dict[str, Any]:
     upcoming = embed(chunks[0]) if chunks else None
     try:
         for n, chunk in enumerate(chunks):
+            await _checkpoint(ctx, done, total, inserted, len(stored), first=n == 0)
             started = time.perf_counter()
             embedded = await upcoming
             vectors = [e.head for e in embedded]
@@ -71,8 +73,6 @@ async def ingest_memories(ctx: JobContext) -> dict[str, Any]:
                 inserted += await _store_chunk(job, items, keep, kept_vectors)
             seconds["store"] += time.perf_counter() - started
             done += len(chunk)
-            if upcoming is not None:  # a checkpoint; after the last chunk the outcome says it all
-                await ctx.progress(done, total, f"embedded {done} of {total}")
     finally:
         if upcoming is not None:
             upcoming.cancel()
@@ -82,6 +82,22 @@ async def ingest_memories(ctx: JobContext) -> dict[str, Any]:
     if deduplicate:
         result |= {"skipped_duplicates": skipped, "duplicates": duplicates[:MAX_REPORTED_DUPLICATES]}
     return result
+
+
+async def _checkpoint(ctx: JobContext, done: int, total: int, inserted: int, earlier: int, *, first: bool) -> None:
+    """Progress before each chunk but the first (a checkpoint; after the last chunk the outcome says it all).
+    Cancelled there, the memories already stored stay: the cancelled job's result counts them."""
+    if first:
+        return
+    try:
+        await ctx.progress(done, total, f"embedded {done} of {total}")
+    except JobCancelled as cancelled:
+        kept = inserted + earlier
+        cancelled.result = {"memories": total, "kept": kept, "not_stored": total - done,
+                            "first_memory_id": str(memory_id(ctx.job.id, 0)) if kept else None,
+                            "note": "memories stored before the cancellation are kept and searchable; list them "
+                                    f"with GET /api/v1/memories?source_job_id={ctx.job.id}"}
+        raise
 
 
 async def _duplicates(job, items: list[dict[str, Any]], chunk: list[int], vectors,

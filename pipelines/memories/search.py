@@ -103,7 +103,21 @@ async def vector_neighbours(session: AsyncSession, vector: list[float], clauses:
                 best[row_id] = max(best.get(row_id, -1.0), 1.0 - float(d) - margin)
     # relaxed_order may return rows slightly out of order: sort them exactly.
     ranked = sorted(best.items(), key=lambda r: -r[1])[:limit]
-    return [Hit(row_id, vector_score=s, vector_rank=i + 1) for i, (row_id, s) in enumerate(ranked)]
+    return [Hit(row_id, vector_score=s, vector_rank=i + 1, similarity=s) for i, (row_id, s) in enumerate(ranked)]
+
+
+async def _similarities(session: AsyncSession, corpus: Corpus, vector: list[float], hits: list[Hit]) -> None:
+    """Set each hit's `similarity`, its cosine to the query as asked: the first pass knew most of them; the
+    rest (found only by the refined query) are read in one statement."""
+    missing = [h.id for h in hits if h.similarity is None]
+    if not missing:
+        return
+    rows = await session.execute(select(corpus.id, corpus.embedding.cosine_distance(vector))
+                                 .where(corpus.id.in_(missing), corpus.embedding.is_not(None)))
+    by_id = {row_id: 1.0 - float(d) for row_id, d in rows}
+    for hit in hits:
+        if hit.similarity is None:
+            hit.similarity = by_id.get(hit.id)
 
 
 async def vector_statement(session: AsyncSession, vector: list[float], clauses: list, limit: int,
@@ -176,6 +190,7 @@ class Plan:
     feedback: VectorFeedback | None = None  # vector side (Rocchio): docs, weight, contrast
     text_feedback: tuple[int, int, float] | None = None  # text side (RM3): docs, terms, weight
     passages: bool = False  # a long memory scores its best passage
+    similarity: bool = False  # every vector candidate's cosine to the query as asked, refined or not
 
 
 async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedding: asyncio.Future,
@@ -199,8 +214,14 @@ async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedd
         if means is None:
             return vector, False
         refined = refine_by_means(query_vector, means[0], weight, means[1], contrast)
-        return await vector_neighbours(session, refined, clauses, depth, n_scope, corpus=corpus,
-                                       passages=plan.passages, previous=previous_vector), True
+        second = await vector_neighbours(session, refined, clauses, depth, n_scope, corpus=corpus,
+                                         passages=plan.passages, previous=previous_vector)
+        asked = {h.id: h.similarity for h in vector}
+        for hit in second:
+            hit.similarity = asked.get(hit.id)
+        if plan.similarity:
+            await _similarities(session, corpus, query_vector, second)
+        return second, True
 
 
 async def _expanded_text_side(session: AsyncSession, corpus: Corpus, text_query: str, first: list[Hit],
@@ -298,7 +319,8 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID, query: Memor
     narrowing = narrowing_clauses(query) + list(scope or [])
     depth = min(MAX_CANDIDATES, max(want, settings.search_candidates))
     plan = Plan(feedback=feedback_settings(query), text_feedback=text_feedback_settings(query),
-                passages=settings.search_passages if query.passages is None else query.passages)
+                passages=settings.search_passages if query.passages is None else query.passages,
+                similarity=query.min_similarity is not None)
     time_use = query.time or settings.search_time
     span = None
     if time_use != "off":
@@ -317,6 +339,8 @@ async def search_memories(session: AsyncSession, org_id: uuid.UUID, query: Memor
                                     and span is None)
     if query.min_score is not None:
         hits = [h for h in hits if h.score(query.mode) >= query.min_score]
+    if query.min_similarity is not None:
+        hits = [h for h in hits if h.similarity is not None and h.similarity >= query.min_similarity]
     page = await load_rows(session, MEMORIES, hits[offset:offset + query.top_k])
     more = len(hits) > offset + query.top_k and offset + query.top_k < MAX_CANDIDATES
     return page, (_encode_cursor(query, offset + query.top_k) if more else None), refined

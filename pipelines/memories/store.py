@@ -80,10 +80,12 @@ async def get_memory(session: AsyncSession, org_id: uuid.UUID, memory_id_: uuid.
 
 
 async def list_memories(session: AsyncSession, org_id: uuid.UUID, *, user_id: str | None, agent_id: str | None,
-                        run_id: str | None, limit: int, cursor: str | None) -> tuple[list[Memory], str | None]:
-    """A page of live memories, newest first, narrowed by scope."""
+                        run_id: str | None, limit: int, cursor: str | None,
+                        source_job_id: uuid.UUID | None = None) -> tuple[list[Memory], str | None]:
+    """A page of live memories, newest first, narrowed by scope and by the job that stored them."""
     query = select(Memory).where(*MEMORIES.org_clauses(org_id))
-    for column, value in ((Memory.user_id, user_id), (Memory.agent_id, agent_id), (Memory.run_id, run_id)):
+    for column, value in ((Memory.user_id, user_id), (Memory.agent_id, agent_id), (Memory.run_id, run_id),
+                          (Memory.source_job_id, source_job_id)):
         if value is not None:
             query = query.where(column == value)
     return await newest_first(session, query, Memory, limit=limit, cursor=cursor)

@@ -72,7 +72,7 @@ def refusal_problem(response: httpx.Response, label: str) -> str | None:
     error = response.json().get("error") or {}
     if not error.get("code") or not error.get("request_id"):
         return f"not the error shape: {response.text[:300]}"
-    types = {d.get("type") for d in error.get("details") or [] if isinstance(d, dict)}
+    types = {d.get("type") for d in error["details"].get("errors", []) if isinstance(d, dict)}
     if response.status_code == 422 and not types & EXPECTED_TYPES[label]:
         return f"refused, but not for the {label}: {error}"
     return None
@@ -123,7 +123,8 @@ async def test_every_query_parameter_refuses_nul(endpoint, owner, tenant, db):
         async with owner.stream(endpoint.method, endpoint.url(ids), params={parameter["name"]: NUL},
                                 **send_body(body)) as response:
             await response.aread()
-        if response.status_code != 422 or response.json()["error"]["details"][0]["type"] != "string_contains_nul":
+        errors = response.json()["error"]["details"].get("errors", [{}]) if response.status_code == 422 else [{}]
+        if errors[0].get("type") != "string_contains_nul":
             problems.append(f"?{parameter['name']}=%00: {response.status_code} {response.text[:200]}")
     assert not problems, "\n".join(problems)
     assert await state_of(db, tenant.org_id) == before
@@ -138,7 +139,7 @@ async def test_sign_in_refuses_nul_as_json_and_as_a_form(anonymous, payload):
     as_form = await anonymous.post("/api/v1/auth/login", data=payload)
     for response in (as_json, as_form):
         assert response.status_code == 422, response.text
-        assert response.json()["error"]["details"][0]["type"] == "string_contains_nul"
+        assert response.json()["error"]["details"]["errors"][0]["type"] == "string_contains_nul"
 
 
 @pytest.mark.parametrize("field,value", [
@@ -156,7 +157,7 @@ async def test_an_integer_beyond_its_column_is_a_422_not_a_500(owner):
     assert block.status_code == 201, block.text
     response = await owner.post(f"/api/v1/blocks/{block.json()['id']}/revert", json={"version": INT32_MAX + 1})
     assert response.status_code == 422, response.text
-    assert response.json()["error"]["details"][0]["type"] == "less_than_equal"
+    assert response.json()["error"]["details"]["errors"][0]["type"] == "less_than_equal"
 
 
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "1e400"])
@@ -167,7 +168,7 @@ async def test_non_finite_numbers_in_metadata_and_filters_are_refused(owner, ten
     for path, body in (("/api/v1/memories", ingest), ("/api/v1/memories/search", search)):
         response = await owner.post(path, content=body, headers={"content-type": "application/json"})
         assert response.status_code == 422, response.text
-        assert response.json()["error"]["details"][0]["type"] == "number_not_finite"
+        assert response.json()["error"]["details"]["errors"][0]["type"] == "number_not_finite"
     assert await state_of(db, tenant.org_id) == before
 
 

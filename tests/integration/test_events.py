@@ -264,3 +264,22 @@ async def test_websocket_and_sse_followers_of_one_job_share_the_hub_reader(clien
     await asyncio.wait_for(sse, 60)
     stored = [entry_id for entry_id, _ in await get_redis().xrange(job_stream(job_id))]
     assert ws_ids == sse_ids == stored
+
+
+async def test_websocket_refuses_an_unknown_job_before_subscribing_and_never_echoes_a_missing_id(
+        client, stack, main_tenant):
+    url = stack.api_url.replace("http://", "ws://") + "/api/v1/ws"
+    unknown = str(uuid.uuid4())
+    async with websockets.connect(url, additional_headers=main_tenant.headers()) as ws:
+        await ws.send(json.dumps({"action": "subscribe", "job_id": unknown}))
+        first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert (first["type"], first["code"], first["job_id"]) == ("error", "not_found", unknown)
+        await ws.send(json.dumps({"action": "subscribe"}))
+        missing = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert (missing["type"], missing["code"], missing["job_id"]) == ("error", "invalid_input", None)
+        assert missing["details"]["errors"][0]["loc"] == ["job_id"]
+        await ws.send(json.dumps({"action": "subscribe", "job_id": 42}))
+        number = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert (number["code"], number["job_id"]) == ("invalid_input", None)
+        await ws.send(json.dumps({"action": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 30)) == {"type": "pong"}  # nothing else was sent

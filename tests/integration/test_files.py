@@ -132,7 +132,7 @@ async def test_paths_out_of_the_workspace_are_refused_and_write_nothing(stack, t
 
 async def test_nul_and_reserved_and_empty_paths_are_refused(owner):
     nul = await owner.put("/api/v1/files/a%00b.txt", content=b"x")
-    assert nul.status_code == 422 and nul.json()["error"]["details"][0]["type"] == "string_contains_nul"
+    assert nul.status_code == 422 and nul.json()["error"]["details"]["errors"][0]["type"] == "string_contains_nul"
     reserved = await owner.put("/api/v1/files/.save-quota.lock", content=b"x")
     assert reserved.status_code == 422 and reserved.json()["error"]["code"] == "path_reserved"
     empty = await owner.get("/api/v1/files/")

@@ -83,6 +83,12 @@ async def test_cancel_a_running_job_stops_it_at_the_next_checkpoint(client, scop
     assert final["status"] == "cancelled" and final["error"]["code"] == "cancelled"
     [[rows]] = await db("SELECT count(*) FROM memories WHERE source_job_id = :j", j=job["id"])
     assert 0 < rows < 96
+    # What was stored before the cancellation stays, and the job says so, on its row and in its last event.
+    kept = final["result"]
+    assert kept["kept"] == rows and kept["not_stored"] == 96 - rows and kept["memories"] == 96
+    assert events[-1].data["data"]["result"] == kept
+    listed = (await client.get("/api/v1/memories", params={"source_job_id": job["id"], "limit": 500})).json()
+    assert len(listed["items"]) == rows
 
 
 async def test_transient_failures_are_retried_with_the_last_error_visible_until_success(client, scope):

@@ -211,7 +211,7 @@ async def test_bad_input_is_refused_naming_the_field_and_changes_nothing(owner, 
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_input"
-    assert any(field in [str(part) for part in detail["loc"]] for detail in error["details"]), error
+    assert any(field in [str(part) for part in detail["loc"]] for detail in error["details"]["errors"]), error
     assert await db(STATE, org=tenant.org_id) == before
 
 

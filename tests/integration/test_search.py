@@ -236,8 +236,34 @@ async def test_feedback_refines_the_query_on_request_in_vector_and_hybrid(client
     assert (await search(client, query=query, user_id=scope, feedback={"docs": 2, "weight": 0}))["refined"] is False
 
 
+async def test_similarity_is_absolute_where_the_hybrid_score_is_relative(client, scope):
+    ids = await store(client, scope)
+    query = "what food should I avoid?"
+    before = await search(client, query=query, user_id=scope)
+    assert contents(before)[0] == PEANUTS
+    # Refined or not, `similarity` is the cosine to the query as asked: vector mode without feedback says so.
+    plain = {h["memory"]["id"]: h["score"] for h in (await search(client, query=query, user_id=scope,
+                                                                   mode="vector"))["hits"]}
+    for hit in before["hits"]:
+        if hit["explanation"]["similarity"] is not None:
+            assert hit["explanation"]["similarity"] == pytest.approx(plain[hit["memory"]["id"]], abs=1e-5)
+    related = await search(client, query=query, user_id=scope, min_similarity=0.3)
+    assert contents(related) == [PEANUTS]
+
+    # The one related memory deleted: the best of the unrelated rest still scores high in hybrid (relative
+    # to the candidates), while its similarity stays low and `min_similarity` returns nothing.
+    assert (await client.delete(f"/api/v1/memories/{ids[PEANUTS]}")).status_code == 204
+    after = await search(client, query=query, user_id=scope)
+    assert after["hits"] and after["hits"][0]["score"] > 0.5
+    assert all(h["explanation"]["similarity"] is None or h["explanation"]["similarity"] < 0.3
+               for h in after["hits"])
+    assert (await search(client, query=query, user_id=scope, min_similarity=0.3))["hits"] == []
+    assert (await search(client, query=query, user_id=scope, mode="vector", min_similarity=0.3))["hits"] == []
+
+
 @pytest.mark.parametrize("body, code", [
     ({"query": "q", "mode": "fuzzy"}, "invalid_input"),
+    ({"query": "q", "mode": "text", "min_similarity": 0.3}, "invalid_input"),
     ({"query": "q", "mode": "text", "feedback": True}, "invalid_input"),
     ({"query": "q", "feedback": {"docs": 0}}, "invalid_input"),
     ({"query": "q", "weights": {"vector": -1, "text": 1}}, "invalid_input"),

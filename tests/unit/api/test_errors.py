@@ -89,6 +89,7 @@ def error_of(response) -> dict:
     ErrorOut.model_validate(body)
     assert set(body) == {"error"}
     assert set(body["error"]) == {"code", "message", "details", "request_id"}
+    assert isinstance(body["error"]["details"], dict), "details has one shape: an object, {} when empty"
     return body["error"]
 
 
@@ -127,8 +128,8 @@ def test_field_error_is_a_422_invalid_input_naming_the_field(client):
     assert response.status_code == 422
     error = error_of(response)
     assert error["code"] == "invalid_input"
-    assert [d["loc"] for d in error["details"]] == [["body", "count"]]
-    assert error["details"][0]["type"] == "greater_than_equal"
+    assert [d["loc"] for d in error["details"]["errors"]] == [["body", "count"]]
+    assert error["details"]["errors"][0]["type"] == "greater_than_equal"
     assert "body.count" in error["message"]
 
 
@@ -137,7 +138,7 @@ def test_missing_field_is_a_422_invalid_input(client):
     assert response.status_code == 422
     error = error_of(response)
     assert error["code"] == "invalid_input"
-    assert [(d["loc"], d["type"]) for d in error["details"]] == [(["body", "name"], "missing")]
+    assert [(d["loc"], d["type"]) for d in error["details"]["errors"]] == [(["body", "name"], "missing")]
 
 
 def test_unknown_route_is_a_404_not_found_in_the_error_shape(client):
