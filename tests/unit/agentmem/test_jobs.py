@@ -155,3 +155,31 @@ async def _render(*items: JobEvent) -> bytes:
 
     response = await sse_response(follower())
     return b"".join([chunk async for chunk in response.body_iterator])
+
+
+def test_a_turn_stream_cut_mid_answer_goes_on_from_its_jobs_stream():
+    tokens = [JobEvent(id=f"1732250000000-{n}", type=EventType.TOKEN, job_id=JOB_ID, org_id="o",
+                       data={"step": 1, "text": text}, ts=float(n)) for n, text in enumerate(["Hel", "lo ", "Ada"], 1)]
+    done = JobEvent(id="1732250000000-4", type=EventType.SUCCEEDED, job_id=JOB_ID, org_id="o",
+                    data={"result": {"content": "Hello Ada"}}, ts=4.0)
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        headers = {"content-type": "text/event-stream"}
+        if request.method == "POST":   # the turn's own stream, cut after two tokens
+            body = server_body(snapshot("queued"), *tokens[:2])
+            return httpx.Response(202, headers=headers | {"X-Job-Id": JOB_ID, "X-Message-Id": "m1"},
+                                  stream=Dropped(body))
+        return httpx.Response(200, headers=headers, stream=httpx.ByteStream(server_body(snapshot(), tokens[2], done)))
+
+    client = AgentMem("http://api.test", "k", http_client=httpx.Client(base_url="http://api.test",
+                                                                       transport=httpx.MockTransport(handler)))
+    client.transport.sleep = lambda seconds: None
+    stream = client.conversations.send("c1", "hi", stream=True)
+    kinds = [e.type.value for e in stream]
+    assert kinds == ["snapshot", "token", "token", "token", "succeeded"]
+    assert stream.text == "Hello Ada" and stream.result == {"content": "Hello Ada"} and stream.job_id == JOB_ID
+    post, follow = requests
+    assert post.url.params["stream"] == "true" and post.headers["Idempotency-Key"]
+    assert follow.url.path == f"/api/v1/jobs/{JOB_ID}/events" and follow.headers["Last-Event-ID"] == tokens[1].id
