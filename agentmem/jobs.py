@@ -40,8 +40,8 @@ class Follow:
     """Where a follow of one job's stream stands, across connections."""
 
     def __init__(self, last_event_id: str | None, *, max_failures: int, deadline: float | None,
-                 snapshot: bool = True) -> None:
-        self.last_id, self.max_failures, self.deadline = last_event_id, max_failures, deadline
+                 snapshot: bool = True, endless: bool = False) -> None:
+        self.last_id, self.max_failures, self.deadline, self.endless = last_event_id, max_failures, deadline, endless
         self.want_snapshot, self.done, self.failures, self.connections = snapshot, False, 0, 0
 
     def headers(self) -> dict[str, str]:
@@ -67,7 +67,8 @@ class Follow:
             return event, first
         if event.id:
             self.last_id, self.failures = event.id, 0
-        self.done = event.type.terminal
+        # The organization's stream carries every job's terminal event and never ends.
+        self.done = event.type.terminal and not self.endless
         return event, True
 
     def broke(self, exc: BaseException | None) -> float:
@@ -82,16 +83,14 @@ class Follow:
         return min(10.0, 0.25 * 2 ** (self.failures - 1))
 
 
-def _job_events_call(job_id: Any, follow: Follow) -> Call:
-    return Call("GET", f"/jobs/{job_id}/events", headers=follow.headers())
-
-
-def follow_job(t: SyncTransport, job_id: Any, follow: Follow) -> Iterator[JobEvent]:
-    """A job's events until its terminal one, reconnecting after `Last-Event-ID` whenever the stream drops."""
+def follow_job(t: SyncTransport, job_id: Any, follow: Follow, path: str | None = None) -> Iterator[JobEvent]:
+    """A job's events until its terminal one (or, with `path`, another event stream's), reconnecting after
+    `Last-Event-ID` whenever the stream drops."""
+    path = path or f"/jobs/{job_id}/events"
     while not follow.done:
         exc: BaseException | None = None
         try:
-            with t.stream(_job_events_call(job_id, follow), timeout=follow.timeout()) as response:
+            with t.stream(Call("GET", path, headers=follow.headers()), timeout=follow.timeout()) as response:
                 for sse in sse_events(response):
                     event, show = follow.read(sse)
                     if show:
@@ -103,12 +102,14 @@ def follow_job(t: SyncTransport, job_id: Any, follow: Follow) -> Iterator[JobEve
         t.sleep(follow.broke(exc))
 
 
-async def afollow_job(t: AsyncTransport, job_id: Any, follow: Follow) -> AsyncIterator[JobEvent]:
+async def afollow_job(t: AsyncTransport, job_id: Any, follow: Follow,
+                      path: str | None = None) -> AsyncIterator[JobEvent]:
     """`follow_job` for the async client."""
+    path = path or f"/jobs/{job_id}/events"
     while not follow.done:
         exc: BaseException | None = None
         try:
-            async with t.stream(_job_events_call(job_id, follow), timeout=follow.timeout()) as response:
+            async with t.stream(Call("GET", path, headers=follow.headers()), timeout=follow.timeout()) as response:
                 async for sse in aevents(response):
                     event, show = follow.read(sse)
                     if show:

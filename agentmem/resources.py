@@ -143,6 +143,13 @@ class Jobs(Resource):
                         deadline=None if timeout is None else time.monotonic() + timeout)
         return (afollow_job if self._t.is_async else follow_job)(self._t, job_id, follow)  # type: ignore[arg-type]
 
+    def organization_events(self, *, last_event_id: str | None = None) -> Any:
+        """Every job event of your organization, live, forever (for dashboards): an iterator that reconnects
+        after `Last-Event-ID` when the connection drops. Break out of it to stop."""
+        follow = Follow(last_event_id, max_failures=self._t.max_retries, deadline=None, endless=True)
+        follower = afollow_job if self._t.is_async else follow_job
+        return follower(self._t, None, follow, "/events")  # type: ignore[arg-type]
+
 
 class Blocks(Resource):
     """Core-memory blocks: versioned labelled texts; `if_match` is the version you read (409 when stale)."""

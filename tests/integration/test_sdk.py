@@ -189,3 +189,21 @@ def test_the_cli_prints_each_job_id_and_speaks_json(stack, tenant, tmp_path):
     assert shown.returncode == 0 and json.loads(shown.stdout)["progress"] == {"done": 2, "total": 2, "message": None}
     missing = stack.run("jobs", "show", str(uuid.uuid4()), *common)
     assert missing.returncode == 2 and "404 not_found" in missing.stderr and "request " in missing.stderr
+
+
+
+async def test_the_organization_stream_replays_after_a_position_and_carries_every_jobs_events(stack, tenant, scope):
+    async with AsyncAgentMem(stack.api_url, tenant.keys[Role.OWNER]) as client:
+        first = await (await client.memories.add(["an organization-wide event"], user_id=scope)).wait(timeout=120)
+        second = await (await client.memories.add(["another one"], user_id=scope)).wait(timeout=120)
+        seen: list = []
+        # From the start of the (fresh) organization's stream; it never ends, so the caller stops it.
+        stream = client.jobs.organization_events(last_event_id="0-0")
+        async for event in stream:
+            seen.append(event)
+            if event.job_id == str(second.id) and event.type.terminal:
+                break
+        await stream.aclose()
+    kinds = {job_id: [e.type.value for e in seen if e.job_id == job_id] for job_id in (str(first.id), str(second.id))}
+    assert kinds[str(first.id)][-1] == "succeeded" and kinds[str(second.id)][-1] == "succeeded"
+    assert len({e.id for e in seen}) == len(seen)
