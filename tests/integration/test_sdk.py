@@ -133,7 +133,7 @@ def test_a_chat_streams_tokens_and_tool_events_and_the_conversation_goes_on(stac
     mark = f"zq{uuid.uuid4().hex[:10]}"
     answer = "Bees, mostly, and a cello on Sundays."
     model_script(mark, [{"tool_calls": [{"name": "memory_search", "arguments": {"query": "hobbies"}}]},
-                        {"content": answer, "chunk_delay": 0.02}])
+                        {"content": answer, "chunk_delay": 0.06}])
     with AgentMem(stack.api_url, llm_tenant.keys[Role.OWNER]) as client:
         agent = client.agents.create(f"sdk-{uuid.uuid4().hex[:8]}", system="You are a test agent.")
         stream = client.agents.chat(agent.id, f"{mark} what are my hobbies?", user_id="ada", stream=True)
@@ -152,7 +152,7 @@ def test_a_chat_streams_tokens_and_tool_events_and_the_conversation_goes_on(stac
 
 async def test_the_async_chat_streams_the_same_events(stack, llm_tenant, model_script):
     mark = f"zq{uuid.uuid4().hex[:10]}"
-    await asyncio.to_thread(model_script, mark, [{"content": "Hello from the async side.", "chunk_delay": 0.02}])
+    await asyncio.to_thread(model_script, mark, [{"content": "Hello from the async side.", "chunk_delay": 0.06}])
     async with AsyncAgentMem(stack.api_url, llm_tenant.keys[Role.OWNER]) as client:
         agent = await client.agents.create(f"sdk-{uuid.uuid4().hex[:8]}")
         conversation = await client.conversations.create(agent.id, user_id="ada")
