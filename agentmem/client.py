@@ -6,18 +6,8 @@ from typing import Any
 
 import httpx
 
-from agentmem.resources import (
-    Agents,
-    Blocks,
-    Conversations,
-    Exports,
-    Jobs,
-    Maintenance,
-    Memories,
-    Schedules,
-    Tools,
-    Webhooks,
-)
+from agentmem.operations import Exports, Maintenance
+from agentmem.resources import Agents, Blocks, Conversations, Jobs, Memories, Schedules, Tools, Webhooks
 from agentmem.transport import AsyncTransport, SyncTransport
 
 
