@@ -15,6 +15,7 @@ COPY pipelines pipelines
 COPY schemas schemas
 COPY core core
 COPY cli cli
+COPY agentmem agentmem
 # Everything else comes from pyproject.toml: no second list of dependencies to keep in step.
 RUN pip install --no-cache-dir .
 # The file tools' workspaces (a volume in docker-compose.yml), private to the worker's user from the start.

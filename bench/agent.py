@@ -38,6 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agentmem.sse import aevents  # noqa: E402
 from bench.common import (  # noqa: E402
     REPO,
     BenchError,
@@ -52,7 +53,6 @@ from bench.common import (  # noqa: E402
     synthetic_corpus,
     table,
 )
-from cli.sse import aevents  # noqa: E402
 from core.timing import parse_header  # noqa: E402
 
 FIRST_TOKEN = ("enqueue: POST → queued published", "pickup: queued → claim began (broker)",

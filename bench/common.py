@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from cli.sse import aevents
+from agentmem.sse import aevents
 
 REPO = Path(__file__).resolve().parent.parent
 LONGMEMEVAL = Path("/work/shared/data/longmemeval_s_dev60.json.gz")

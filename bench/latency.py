@@ -26,6 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agentmem.sse import aevents  # noqa: E402
 from bench.common import (  # noqa: E402
     TERMINAL,
     BenchError,
@@ -38,7 +39,6 @@ from bench.common import (  # noqa: E402
     run_against,
     table,
 )
-from cli.sse import aevents  # noqa: E402
 
 
 def stats_row(label: str, values_s: list[float]) -> list[object]:

@@ -1,42 +1,46 @@
-"""Client commands: `agentmem ingest FILE.jsonl`, `agentmem jobs watch JOB_ID` and `agentmem maintenance run TASK`."""
+"""Client commands on the SDK: `agentmem ingest FILE.jsonl`, `agentmem jobs watch|show|cancel JOB_ID` and
+`agentmem maintenance run TASK`.
+
+Each command that queues a job prints its id (`job … queued`); with `--json` a command prints JSON instead of text
+(one object, or JSON Lines for `jobs watch`) and no progress bars.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-import httpx
-from pydantic import ValidationError
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
-from cli.sse import events
+from agentmem import AgentMem, AgentMemError, APIConnectionError, APIError, Job, RateLimitError, UnavailableError
 from schemas.memories import MAX_BATCH_ITEMS, MemoryIn
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    """The Authorization header for an API key (none without one: the API will say 401)."""
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+def connect(api_url: str, api_key: str | None, org: str | None = None, **options: Any) -> AgentMem:
+    """The SDK client the commands use (no key: the API will say 401)."""
+    return AgentMem(api_url, api_key, organization=org, **options)
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.TransportError):
-        return True
-    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (429, 502, 503, 504)
+def print_json(value: Any) -> None:
+    """One JSON document on stdout: models as the API writes them."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    print(json.dumps(value, default=str))
 
 
-@retry(retry=retry_if_exception(_retryable), wait=wait_exponential_jitter(initial=0.5, max=15),
-       stop=stop_after_attempt(8), reraise=True)
-def _post_batch(client: httpx.Client, items: list[dict], key: str) -> dict:
-    response = client.post("/api/v1/memories", json={"items": items}, headers={"Idempotency-Key": key})
-    if response.status_code >= 500 or response.status_code == 429:
-        response.raise_for_status()
-    return response.json() | {"_status": response.status_code}
+def report_error(exc: AgentMemError, what: str) -> None:
+    """An SDK error as one line on stderr: the API's status, code, message and request id."""
+    if isinstance(exc, APIError):
+        request = f" (request {exc.request_id})" if exc.request_id else ""
+        print(f"{what} ({exc.status_code} {exc.code}): {exc.message}{request}", file=sys.stderr)
+    else:
+        print(f"{what}: {exc}", file=sys.stderr)
 
 
 def _read_items(path: Path) -> tuple[list[dict], list[str]]:
@@ -55,12 +59,13 @@ def _read_items(path: Path) -> tuple[list[dict], list[str]]:
                 else:
                     problems.append(f"line {number}: {'.'.join(map(str, first['loc'])) or 'line'}: {first['msg']}")
                 continue
-            items.append(item.model_dump(exclude_none=True))
+            items.append(item.model_dump(mode="json", exclude_none=True))
     return items, problems
 
 
-def ingest_file(path: Path, *, api_url: str, api_key: str | None, batch_size: int, wait: bool) -> int:
-    """Submit a JSONL file in batches; re-running skips batches already accepted."""
+def ingest_file(path: Path, *, api_url: str, api_key: str | None, batch_size: int, wait: bool,
+                as_json: bool = False) -> int:
+    """Submit a JSONL file in batches, printing each batch's job id; re-running skips batches already accepted."""
     if not 1 <= batch_size <= MAX_BATCH_ITEMS:
         print(f"--batch-size must be between 1 and {MAX_BATCH_ITEMS}", file=sys.stderr)
         return 2
@@ -83,114 +88,151 @@ def ingest_file(path: Path, *, api_url: str, api_key: str | None, batch_size: in
         state = {"sha256": digest, "batch_size": batch_size, "api_url": api_url, "jobs": {}}
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     done_items = sum(len(batches[int(i)]) for i in state["jobs"])
-    with httpx.Client(base_url=api_url, timeout=120, headers=auth_headers(api_key)) as client, \
-            tqdm(total=len(items), initial=done_items, unit="mem", desc="accepted") as bar:
+    with connect(api_url, api_key, timeout=120, max_retries=7) as client, \
+            tqdm(total=len(items), initial=done_items, unit="mem", desc="accepted", disable=as_json) as bar:
         for index, batch in enumerate(batches):
             if str(index) in state["jobs"]:
                 continue
+            # The key comes from the file and the batch's place in it: a re-run never queues a batch twice.
             key = f"ingest-{digest[:24]}-{batch_size}-{index}"
             try:
-                body = _post_batch(client, batch, key)
-            except (httpx.HTTPError, OSError) as exc:
-                print(f"\nstopped at batch {index + 1}/{len(batches)}: {exc}; re-run to resume", file=sys.stderr)
+                job = client.memories.add(batch, idempotency_key=key)
+            except (APIConnectionError, RateLimitError, UnavailableError) as exc:
+                report_error(exc, f"\nstopped at batch {index + 1}/{len(batches)}; re-run to resume")
                 return 1
-            if body["_status"] != 202:
-                error = body.get("error", {})
-                print(f"\nbatch {index + 1} refused ({body['_status']} {error.get('code')}): {error.get('message')}",
-                      file=sys.stderr)
+            except APIError as exc:
+                report_error(exc, f"\nbatch {index + 1} refused")
                 return 1
-            state["jobs"][str(index)] = body["id"]
+            state["jobs"][str(index)] = str(job.id)
             state_path.write_text(json.dumps(state))
+            if not as_json:
+                tqdm.write(f"job {job.id} queued ({len(batch)} memories, batch {index + 1}/{len(batches)})")
             bar.update(len(batch))
-    print(f"{len(items)} memories accepted in {len(batches)} job(s); state in {state_path}")
-    if not wait:
-        print("follow a job with: agentmem jobs watch JOB_ID")
-        return 0
-    return _wait_for_jobs(api_url, api_key, list(state["jobs"].values()), len(items))
+        job_ids = [state["jobs"][str(i)] for i in range(len(batches))]
+        if not as_json:
+            print(f"{len(items)} memories accepted in {len(batches)} job(s); state in {state_path}")
+        if not wait:
+            if as_json:
+                print_json({"accepted": len(items), "jobs": job_ids, "state_file": str(state_path)})
+            else:
+                print("follow a job with: agentmem jobs watch JOB_ID")
+            return 0
+        return _wait_for_jobs(client, job_ids, len(items), as_json, state_path)
 
 
-def _wait_for_jobs(api_url: str, api_key: str | None, job_ids: list[str], total: int) -> int:
-    finished: dict[str, dict] = {}
-    with (httpx.Client(base_url=api_url, timeout=30, headers=auth_headers(api_key)) as client,
-          tqdm(total=total, unit="mem", desc="stored") as bar):
-        while len(finished) < len(job_ids):
-            done = 0
-            for job_id in job_ids:
-                job = finished.get(job_id) or client.get(f"/api/v1/jobs/{job_id}").json()
-                if job["status"] in TERMINAL:
-                    finished[job_id] = job
-                done += job["progress"]["done"]
-            bar.update(done - bar.n)
-            if len(finished) < len(job_ids):
-                time.sleep(0.5)
-    failed = [j for j in finished.values() if j["status"] != "succeeded"]
+def _wait_for_jobs(client: AgentMem, job_ids: list[str], total: int, as_json: bool, state_path: Path) -> int:
+    """Follow each job's events in turn (they run meanwhile), with one bar over all their items."""
+    finished: list[Job] = []
+    stored = 0
+    with tqdm(total=total, unit="mem", desc="stored", disable=as_json) as bar:
+        for job_id in job_ids:
+            try:
+                job = client.jobs.get(job_id)
+                for _ in job.events():
+                    bar.update(stored + job.progress.done - bar.n)
+                job.refresh()
+            except AgentMemError as exc:
+                report_error(exc, f"job {job_id}")
+                return 1
+            stored += job.progress.done
+            bar.update(stored - bar.n)
+            finished.append(job)
+    failed = [j for j in finished if j.status != "succeeded"]
     for job in failed:
-        print(f"job {job['id']} {job['status']}: {job.get('error')}", file=sys.stderr)
+        print(f"job {job.id} {job.status}: {job.error}", file=sys.stderr)
+    if as_json:
+        print_json({"accepted": total, "state_file": str(state_path),
+                    "jobs": [j.data.model_dump(mode="json") for j in finished]})
     return 1 if failed else 0
 
 
-def watch_job(job_id: str, *, api_url: str, api_key: str | None, org: str | None = None) -> int:
-    """Follow a job's events with a progress bar; exit 0 if it succeeds."""
-    last_id: str | None = None
+def watch_job(job_id: str, *, api_url: str, api_key: str | None, org: str | None = None,
+              as_json: bool = False, client: AgentMem | None = None) -> int:
+    """Follow a job's events with a progress bar (or as JSON Lines); exit 0 if it succeeds."""
+    own = client is None
+    client = client or connect(api_url, api_key, org)
     bar: tqdm | None = None
-    status = None
-    headers = auth_headers(api_key) | ({"X-Organization-Id": org} if org else {})
-    with httpx.Client(base_url=api_url, timeout=httpx.Timeout(10, read=60), headers=headers) as client:
-        while status not in TERMINAL:
-            headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_id} if last_id else {})
-            try:
-                with client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers) as response:
-                    if response.status_code != 200:
-                        error = json.loads(response.read()).get("error", {})
-                        print(f"{error.get('code')}: {error.get('message')}", file=sys.stderr)
-                        return 2
-                    for event in events(response):
-                        kind, last_id = event.event, event.id or last_id
-                        payload = event.json()
-                        if kind == "snapshot":
-                            job = payload["data"]
-                            status = job["status"]
-                            bar = bar or tqdm(total=job["progress"]["total"] or None, unit="item", desc=job["kind"])
-                            bar.update(job["progress"]["done"] - bar.n)
-                        elif kind == "progress" and bar is not None:
-                            bar.total = payload["data"]["total"]
-                            bar.update(payload["data"]["done"] - bar.n)
-                            bar.set_postfix_str(payload["data"].get("message") or "")
-                        elif kind in ("retrying", "started"):
-                            tqdm.write(f"{kind}: {json.dumps(payload['data'])}")
-                        if kind in TERMINAL:
-                            status = kind
-                            if bar is not None and kind == "succeeded":
-                                bar.update((bar.total or bar.n) - bar.n)
-                            tqdm.write(f"{kind}: {json.dumps(payload['data'])}")
-                            break
-            except httpx.TransportError as exc:
-                tqdm.write(f"connection lost ({exc}); resuming")
-                time.sleep(1)
-    if bar is not None:
-        bar.close()
-    return 0 if status == "succeeded" else 1
+    try:
+        job = client.jobs.get(job_id)
+        for event in job.events():
+            if as_json:
+                print(event.model_dump_json(exclude={"org_id"}), flush=True)
+                continue
+            kind, data = event.type.value, event.data
+            if kind == "snapshot":
+                bar = bar or tqdm(total=job.progress.total or None, unit="item", desc=str(job.kind))
+                bar.update(job.progress.done - bar.n)
+            elif kind == "progress" and bar is not None and "done" in data:
+                bar.total = data.get("total")
+                bar.update(data["done"] - bar.n)
+                bar.set_postfix_str(data.get("message") or "")
+            elif kind in ("retrying", "started"):
+                tqdm.write(f"{kind}: {json.dumps(data)}")
+            elif kind in TERMINAL:
+                if bar is not None and kind == "succeeded":
+                    bar.update((bar.total or bar.n) - bar.n)
+                tqdm.write(f"{kind}: {json.dumps(data)}")
+    except AgentMemError as exc:
+        report_error(exc, f"job {job_id}")
+        return 2 if isinstance(exc, APIError) and exc.status_code in (401, 403, 404, 422) else 1
+    finally:
+        if bar is not None:
+            bar.close()
+        if own:
+            client.close()
+    return 0 if job.status == "succeeded" else 1
 
 
-def run_maintenance(task: str, *, api_url: str, api_key: str | None, org: str | None, params: dict, wait: bool) -> int:
-    """Run a maintenance task now (`POST /api/v1/maintenance/{task}`); with `wait`, follow its job to the end."""
-    headers = auth_headers(api_key) | ({"X-Organization-Id": org} if org else {})
-    with httpx.Client(base_url=api_url, timeout=30, headers=headers) as client:
+def show_job(job_id: str, *, api_url: str, api_key: str | None, org: str | None = None, cancel: bool = False,
+             as_json: bool = False) -> int:
+    """Print a job's state (`jobs show`), or cancel it first (`jobs cancel`)."""
+    with connect(api_url, api_key, org) as client:
         try:
-            response = client.post(f"/api/v1/maintenance/{task}", json={"params": params})
-        except httpx.HTTPError as exc:
-            print(f"could not reach {api_url}: {exc}", file=sys.stderr)
-            return 1
-    if response.status_code != 202:
-        error = response.json().get("error", {}) if response.headers.get("content-type", "").startswith(
-            "application/json") else {}
-        print(f"{task} refused ({response.status_code} {error.get('code')}): {error.get('message')}", file=sys.stderr)
-        if error.get("details", {}).get("tasks"):
-            print("tasks: " + ", ".join(error["details"]["tasks"]), file=sys.stderr)
-        return 2
-    job_id = response.json()["id"]
-    print(f"{task}: job {job_id}")
-    if not wait:
-        print("follow it with: agentmem jobs watch " + job_id)
+            job = client.jobs.cancel(job_id) if cancel else client.jobs.get(job_id)
+        except AgentMemError as exc:
+            report_error(exc, f"job {job_id}")
+            return 2 if isinstance(exc, APIError) else 1
+    if as_json:
+        print_json(job.data)
         return 0
-    return watch_job(job_id, api_url=api_url, api_key=api_key, org=org)
+    progress = job.progress
+    print(f"job {job.id} {job.kind} {job.status}" + (" (cancel requested)" if job.data.cancel_requested else ""))
+    print(f"  progress: {progress.done}/{progress.total}" + (f" {progress.message}" if progress.message else ""))
+    if job.error:
+        print(f"  error: {job.error.code}: {job.error.message}")
+    if job.result is not None:
+        print(f"  result: {json.dumps(job.result)}")
+    return 0
+
+
+def run_maintenance(task: str, *, api_url: str, api_key: str | None, org: str | None, params: dict, wait: bool,
+                    as_json: bool = False) -> int:
+    """Run a maintenance task now (`POST /api/v1/maintenance/{task}`); with `wait`, follow its job to the end."""
+    with connect(api_url, api_key, org) as client:
+        try:
+            job = client.maintenance.run(task, params)
+        except APIError as exc:
+            report_error(exc, f"{task} refused")
+            if isinstance(exc.details, dict) and exc.details.get("tasks"):
+                print("tasks: " + ", ".join(exc.details["tasks"]), file=sys.stderr)
+            return 2
+        except AgentMemError as exc:
+            report_error(exc, f"could not reach {api_url}")
+            return 1
+        if not as_json:
+            print(f"{task}: job {job.id} queued")
+        if not wait:
+            if as_json:
+                print_json(job.data)
+            else:
+                print(f"follow it with: agentmem jobs watch {job.id}")
+            return 0
+        if not as_json:
+            return watch_job(str(job.id), api_url=api_url, api_key=api_key, org=org, client=client)
+        try:
+            job.wait(check=False)
+        except AgentMemError as exc:
+            report_error(exc, f"job {job.id}")
+            return 1
+        print_json(job.data)
+        return 0 if job.status == "succeeded" else 1

@@ -1,4 +1,5 @@
-"""Client commands: `agentmem export -o FILE` (wait, download, verify) and `agentmem import FILE` (upload, follow)."""
+"""Client commands on the SDK: `agentmem export -o FILE` (wait, download, verify) and `agentmem import FILE`
+(upload, follow)."""
 
 from __future__ import annotations
 
@@ -8,84 +9,85 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 from tqdm import tqdm
 
-from cli.client import auth_headers, watch_job
+from agentmem import AgentMemError, APIError
+from cli.client import connect, print_json, report_error, watch_job
 
 UPLOAD_BLOCK = 1 << 20
 
 
-def _error(response: httpx.Response) -> str:
-    try:
-        error = response.json()["error"]
-        return f"{response.status_code} {error['code']}: {error['message']}"
-    except (ValueError, KeyError, TypeError):
-        return f"{response.status_code}: {response.text[:500]}"
-
-
 def export_to_file(output: Path, *, api_url: str, api_key: str | None, scope: str, scope_id: str | None,
-                   include: list[str] | None, vectors: bool) -> int:
+                   include: list[str] | None, vectors: bool, as_json: bool = False) -> int:
     """Start an export, follow it with a progress bar, download its archive to `output` and check its sha256."""
-    body: dict = {"scope": scope, "vectors": vectors}
-    if scope_id is not None:
-        body["scope_id"] = scope_id
-    if include:
-        body["include"] = include
-    with httpx.Client(base_url=api_url, timeout=httpx.Timeout(30, read=300), headers=auth_headers(api_key)) as client:
-        response = client.post("/api/v1/exports", json=body)
-        if response.status_code != 202:
-            print(f"export refused: {_error(response)}", file=sys.stderr)
+    with connect(api_url, api_key, timeout=30) as client:
+        try:
+            job = client.exports.create(scope=scope, scope_id=scope_id, include=include, vectors=vectors)
+        except AgentMemError as exc:
+            report_error(exc, "export refused")
             return 2
-        export_id = response.json()["id"]
-        print(f"export {export_id}")
-        if watch_job(export_id, api_url=api_url, api_key=api_key) != 0:
+        if not as_json:
+            print(f"export job {job.id} queued")
+            if watch_job(str(job.id), api_url=api_url, api_key=api_key, client=client) != 0:
+                return 1
+        elif job.wait(check=False).status != "succeeded":
+            print_json({"export": client.exports.get(job.id).model_dump(mode="json"), "output": None})
             return 1
-        export = client.get(f"/api/v1/exports/{export_id}").json()
         partial = output.with_name(output.name + ".part")
         digest = hashlib.sha256()
-        with client.stream("GET", f"/api/v1/exports/{export_id}/download") as download:
-            if download.status_code != 200:
-                download.read()
-                print(f"download failed: {_error(download)}", file=sys.stderr)
-                return 1
-            with partial.open("wb") as handle, tqdm(total=export["size_bytes"], unit="B", unit_scale=True,
-                                                    desc="download") as bar:
+        try:
+            export = client.exports.get(job.id)
+            with client.exports.download(job.id) as download, partial.open("wb") as handle, \
+                    tqdm(total=export.size_bytes, unit="B", unit_scale=True, desc="download", disable=as_json) as bar:
                 for block in download.iter_bytes():
                     handle.write(block)
                     digest.update(block)
                     bar.update(len(block))
-    if digest.hexdigest() != export["sha256"]:
-        print(f"{partial}: sha256 {digest.hexdigest()} differs from the export's {export['sha256']}; kept as .part",
+        except AgentMemError as exc:
+            report_error(exc, "download failed")
+            return 1
+    if digest.hexdigest() != export.sha256:
+        print(f"{partial}: sha256 {digest.hexdigest()} differs from the export's {export.sha256}; kept as .part",
               file=sys.stderr)
         return 1
     partial.replace(output)
-    counts = {name: m["count"] for name, m in export["manifest"]["members"].items()}
-    print(f"wrote {output} ({export['size_bytes']} bytes): {json.dumps(counts)}; the server keeps it until "
-          f"{export['expires_at']}")
+    if as_json:
+        print_json({"export": export.model_dump(mode="json"), "output": str(output)})
+        return 0
+    counts = {name: m["count"] for name, m in (export.manifest or {}).get("members", {}).items()}
+    print(f"wrote {output} ({export.size_bytes} bytes): {json.dumps(counts)}; the server keeps it until "
+          f"{export.expires_at}")
     return 0
 
 
 def _blocks(path: Path, bar: tqdm) -> Iterator[bytes]:
+    bar.reset()  # a retried upload starts again from the first byte
     with path.open("rb") as handle:
         while block := handle.read(UPLOAD_BLOCK):
             bar.update(len(block))
             yield block
 
 
-def import_file(path: Path, *, api_url: str, api_key: str | None, id_mode: str) -> int:
+def import_file(path: Path, *, api_url: str, api_key: str | None, id_mode: str, as_json: bool = False) -> int:
     """Upload an archive with a progress bar, then follow its import job; exit 0 if it succeeds."""
     if not path.is_file():
         print(f"{path}: no such file", file=sys.stderr)
         return 2
-    with (httpx.Client(base_url=api_url, timeout=httpx.Timeout(30, read=600), headers=auth_headers(api_key)) as client,
-          tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="upload") as bar):
-        response = client.post("/api/v1/imports", params={"id_mode": id_mode}, content=_blocks(path, bar),
-                               headers={"Content-Type": "application/gzip",
-                                        "Content-Length": str(path.stat().st_size)})
-    if response.status_code != 202:
-        print(f"import refused: {_error(response)}", file=sys.stderr)
-        return 2
-    job_id = response.json()["id"]
-    print(f"import job {job_id}")
-    return watch_job(job_id, api_url=api_url, api_key=api_key)
+    size = path.stat().st_size
+    with connect(api_url, api_key, timeout=600) as client:
+        with tqdm(total=size, unit="B", unit_scale=True, desc="upload", disable=as_json) as bar:
+            try:
+                job = client.exports.import_archive(lambda: _blocks(path, bar), size=size, id_mode=id_mode)
+            except AgentMemError as exc:
+                report_error(exc, "import refused")
+                return 2 if isinstance(exc, APIError) else 1
+        if not as_json:
+            print(f"import job {job.id} queued")
+            return watch_job(str(job.id), api_url=api_url, api_key=api_key, client=client)
+        try:
+            job.wait(check=False)
+        except AgentMemError as exc:
+            report_error(exc, f"job {job.id}")
+            return 1
+        print_json(job.data)
+        return 0 if job.status == "succeeded" else 1

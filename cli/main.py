@@ -20,7 +20,7 @@ from core.settings import get_settings
 def _cmd_up(args) -> int:
     from cli.up import run_up
 
-    return run_up(args.port, args.workers, args.data_dir)
+    return run_up(args.port, args.workers, args.data_dir, as_json=args.json)
 
 
 def _cmd_api(args) -> int:
@@ -75,7 +75,9 @@ def _cmd_migrate(args) -> int:
     from core.migrate import upgrade_database
 
     applied = upgrade_database()
-    if applied:
+    if args.json:
+        print(json.dumps({"applied": applied}))
+    elif applied:
         print(f"database schema upgraded to {applied[-1]} ({len(applied)} migration{'s' * (len(applied) > 1)})")
     else:
         print("database schema is up to date")
@@ -86,26 +88,35 @@ def _cmd_ingest(args) -> int:
     from cli.client import ingest_file
 
     return ingest_file(args.file, api_url=args.api_url, api_key=args.api_key, batch_size=args.batch_size,
-                       wait=args.wait)
+                       wait=args.wait, as_json=args.json)
 
 
 def _cmd_export(args) -> int:
     from cli.exports import export_to_file
 
     return export_to_file(args.output, api_url=args.api_url, api_key=args.api_key, scope=args.scope,
-                          scope_id=args.scope_id, include=args.include, vectors=not args.no_vectors)
+                          scope_id=args.scope_id, include=args.include, vectors=not args.no_vectors,
+                          as_json=args.json)
 
 
 def _cmd_import(args) -> int:
     from cli.exports import import_file
 
-    return import_file(args.file, api_url=args.api_url, api_key=args.api_key, id_mode=args.id_mode)
+    return import_file(args.file, api_url=args.api_url, api_key=args.api_key, id_mode=args.id_mode,
+                       as_json=args.json)
 
 
 def _cmd_watch(args) -> int:
     from cli.client import watch_job
 
-    return watch_job(args.job_id, api_url=args.api_url, api_key=args.api_key)
+    return watch_job(args.job_id, api_url=args.api_url, api_key=args.api_key, org=args.org, as_json=args.json)
+
+
+def _cmd_show(args) -> int:
+    from cli.client import show_job
+
+    return show_job(args.job_id, api_url=args.api_url, api_key=args.api_key, org=args.org,
+                    cancel=args.jobs_command == "cancel", as_json=args.json)
 
 
 def _cmd_maintenance(args) -> int:
@@ -120,7 +131,7 @@ def _cmd_maintenance(args) -> int:
         print('--params must be a JSON object, such as \'{"batch_size": 100}\'', file=sys.stderr)
         return 2
     return run_maintenance(args.task, api_url=args.api_url, api_key=args.api_key, org=args.org, params=params,
-                           wait=args.wait)
+                           wait=args.wait, as_json=args.json)
 
 
 def _cmd_mcp(args) -> int:
@@ -144,12 +155,29 @@ def _cmd_admin(args) -> int:
     return admin.run(lambda: admin.bootstrap(args.org))
 
 
+class _Subparsers:
+    """`add_subparsers()` whose every command also takes the common options (`--json`)."""
+
+    def __init__(self, action, common: argparse.ArgumentParser) -> None:
+        self.action, self.common = action, common
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        return self.action.add_parser(name, parents=[self.common], **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     settings = get_settings()
     default_api = settings.api_url or f"http://{settings.host}:{settings.port}"
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     parser = argparse.ArgumentParser(prog="agentmem", description="Long-term memory for AI agents.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Every command takes --json: client commands print JSON instead of text (and no progress bars), the
+    # services log JSON lines, `up` announces itself as one JSON object.
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a nested command's parser must not reset what `agentmem jobs --json watch …` set.
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output (JSON) instead of text")
+    parser.set_defaults(json=False)
+    sub = _Subparsers(parser.add_subparsers(dest="command", required=True), common)
 
     up = sub.add_parser("up", help="run everything: embedded servers (unless URLs are set), API, workers, scheduler")
     up.add_argument("--port", type=int, default=settings.port)
@@ -201,15 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=_cmd_import)
 
     jobs = sub.add_parser("jobs", help="work with jobs")
-    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    jobs_sub = _Subparsers(jobs.add_subparsers(dest="jobs_command", required=True), common)
     watch = jobs_sub.add_parser("watch", help="follow a job's progress live")
     watch.add_argument("job_id")
     watch.add_argument("--api-url", default=default_api)
     watch.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
+    watch.add_argument("--org", default=None,
+                       help="the organization to act for (its id; default: the key's or token's)")
     watch.set_defaults(func=_cmd_watch)
+    for name, purpose in (("show", "print a job's state, progress, result or error"),
+                          ("cancel", "cancel a job (a running one stops at its next checkpoint)")):
+        command = jobs_sub.add_parser(name, help=purpose)
+        command.add_argument("job_id")
+        command.add_argument("--api-url", default=default_api)
+        command.add_argument("--api-key", default=api_key, help="API key (default: $AGENTMEM_API_KEY)")
+        command.add_argument("--org", default=None, help="the organization to act for (its id)")
+        command.set_defaults(func=_cmd_show)
 
     maintenance = sub.add_parser("maintenance", help="run maintenance tasks")
-    maintenance_sub = maintenance.add_subparsers(dest="maintenance_command", required=True)
+    maintenance_sub = _Subparsers(maintenance.add_subparsers(dest="maintenance_command", required=True), common)
     run = maintenance_sub.add_parser("run", help="run a maintenance task now as a job (admins and owners)")
     run.add_argument("task", help="integrity, retention, sweep_blocks, summarize_conversations, vacuum (superusers)…")
     run.add_argument("--org", default=None, help="the organization to act for (its id; default: the key's or token's)")
@@ -225,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.set_defaults(func=_cmd_mcp)
 
     admin = sub.add_parser("admin", help="create organizations, users and API keys (talks to the database)")
-    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    admin_sub = _Subparsers(admin.add_subparsers(dest="admin_command", required=True), common)
     org = admin_sub.add_parser("create-org", help="create an organization")
     org.add_argument("name")
     org.add_argument("--owner", help="username of an existing account to make its owner")
@@ -253,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     # `mcp` logs plain lines to stderr too (its stdout is the protocol): a desktop client shows them as they are.
     interactive = args.command in ("up", "ingest", "export", "import", "jobs", "migrate", "admin", "mcp", "maintenance")
-    configure_logging(settings.log_level, json_lines=settings.log_json and not interactive, process=args.command)
+    configure_logging(settings.log_level, json_lines=args.json or (settings.log_json and not interactive),
+                      process=args.command)
     sys.exit(args.func(args))
 
 

@@ -156,7 +156,7 @@ def _key_message(bootstrap: dict, org_name: str) -> str:
             f"        Another: agentmem admin create-key --org {org_name}\n")
 
 
-def run_up(port: int, workers: int, data_dir: Path | None) -> int:
+def run_up(port: int, workers: int, data_dir: Path | None, as_json: bool = False) -> int:
     """Run everything until interrupted; returns the exit code."""
     settings = get_settings()
     data_dir = (data_dir or settings.data_dir).resolve()
@@ -224,9 +224,14 @@ def run_up(port: int, workers: int, data_dir: Path | None) -> int:
                 watch.check()
             if announce_by is not None and _ready(api_url):
                 announce_by = None
-                print(f"\nAgentMem is ready.\n  API:  {api_url}\n  Docs: {api_url}/docs\n"
-                      f"  Data: {data_dir}\n{_key_message(bootstrap, settings.bootstrap_org_name)}"
-                      "Press Ctrl-C to stop.\n", flush=True)
+                if as_json:
+                    print(json.dumps({"ready": True, "api_url": api_url, "docs_url": f"{api_url}/docs",
+                                      "data_dir": str(data_dir), "organization": settings.bootstrap_org_name,
+                                      "api_key": bootstrap.get("api_key")}), flush=True)
+                else:
+                    print(f"\nAgentMem is ready.\n  API:  {api_url}\n  Docs: {api_url}/docs\n"
+                          f"  Data: {data_dir}\n{_key_message(bootstrap, settings.bootstrap_org_name)}"
+                          "Press Ctrl-C to stop.\n", flush=True)
             elif announce_by is not None and time.monotonic() > announce_by:
                 announce_by = None
                 log.error("not ready after 120 s: see the logs above; %s/readyz says what is missing", api_url)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from cli.sse import aevents
+from agentmem.sse import aevents
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 

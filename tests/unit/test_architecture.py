@@ -15,17 +15,20 @@ import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("api", "cli", "workers", "pipelines", "core", "schemas")
+PACKAGES = ("agentmem", "api", "cli", "workers", "pipelines", "core", "schemas")
 
 # api → workers → pipelines → core → schemas: a layer imports nothing from the layers above it.
 FORBIDDEN_IMPORTS: dict[str, frozenset[str]] = {
-    "schemas": frozenset({"core", "pipelines", "workers", "api", "cli"}),
-    "core": frozenset({"pipelines", "workers", "api", "cli"}),
+    "schemas": frozenset({"core", "pipelines", "workers", "api", "cli", "agentmem"}),
+    "core": frozenset({"pipelines", "workers", "api", "cli", "agentmem"}),
     # Pipelines run the same from a route, an actor, a CLI or a test: no web or queue framework.
-    "pipelines": frozenset({"workers", "api", "cli", "fastapi", "starlette", "dramatiq"}),
-    "workers": frozenset({"api", "cli"}),
+    "pipelines": frozenset({"workers", "api", "cli", "agentmem", "fastapi", "starlette", "dramatiq"}),
+    "workers": frozenset({"api", "cli", "agentmem"}),
     # The API sends jobs by name (core/queue.py): importing the actors would build a worker's broker.
-    "api": frozenset({"workers", "cli"}),
+    "api": frozenset({"workers", "cli", "agentmem"}),
+    # The SDK is a client of the HTTP API: it shares the API's models (schemas/), nothing of the server.
+    "agentmem": frozenset({"core", "pipelines", "workers", "api", "cli", "fastapi", "starlette", "dramatiq",
+                           "sqlalchemy", "sqlmodel", "redis"}),
 }
 
 # Only core/settings.py reads the environment; cli/up.py and cli/main.py copy it whole into the
@@ -76,6 +79,20 @@ def test_layer_imports_nothing_from_the_layers_above_it(layer):
                   for line, module in imported_modules(path)
                   if module.split(".")[0] in forbidden]
     assert not violations, f"{layer}/ must not import {sorted(forbidden)}:\n" + "\n".join(violations)
+
+
+# The CLI's API commands call the API through the SDK, the one HTTP client; `agentmem mcp` hands the API's MCP tools
+# (api/mcp_tools.py, which take an httpx client) a client of their own, and `up` only supervises processes.
+HTTP_CLIENT_ALLOWED_IN_CLI = {"cli/mcp_stdio.py"}
+
+
+def test_the_cli_calls_the_api_only_through_the_sdk():
+    violations = [f"{relative(path)}:{line} imports {module}"
+                  for path in source_files("cli")
+                  if relative(path) not in HTTP_CLIENT_ALLOWED_IN_CLI
+                  for line, module in imported_modules(path)
+                  if module.split(".")[0] in ("httpx", "httpx_sse", "requests", "urllib3")]
+    assert not violations, "use the SDK (agentmem) instead of a second HTTP client:\n" + "\n".join(violations)
 
 
 def environment_reads(path: Path) -> list[tuple[int, str]]:

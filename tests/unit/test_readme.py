@@ -18,7 +18,7 @@ def test_configuration_table_lists_every_setting_with_its_default():
         assert documented == expected, f"AGENTMEM_{name}: README says {documented}, code says {expected}"
 
 
-LAYOUT_ROOTS = ("api", "workers", "pipelines", "schemas", "core", "cli", "bench")
+LAYOUT_ROOTS = ("agentmem", "api", "workers", "pipelines", "schemas", "core", "cli", "bench")
 
 
 def layout_lines() -> dict[str, set[str]]:

@@ -1,4 +1,5 @@
-"""Reading the API's event streams as a client: the one SSE parser of the CLI, the tests and the benchmarks.
+"""Reading the API's event streams as a client: the one SSE parser of the SDK (and so the CLI), the tests and
+the benchmarks.
 
 httpx-sse does the parsing, line by line as the bytes arrive, so an event is yielded as soon as the blank
 line ending it is read (the latency benchmark's clock relies on that). An event's `id` is the stream's last

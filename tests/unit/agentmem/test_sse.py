@@ -1,4 +1,4 @@
-"""cli/sse.py: the client parser reads what api/streaming.py writes, each event as soon as it is complete."""
+"""agentmem/sse.py: the client parser reads what api/streaming.py writes, each event as soon as it is complete."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from agentmem.sse import aevents, events
 from api.streaming import sse_response
-from cli.sse import aevents, events
 from schemas.enums import EventType
 from schemas.events import JobEvent
 
