@@ -10,6 +10,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from core import tracing
 from core.settings import get_settings
 
 _engine: AsyncEngine | None = None
@@ -72,6 +73,7 @@ def _create_engine(pool_size: int, max_overflow: int) -> AsyncEngine:
         },
     )
     event.listen(engine.sync_engine, "handle_error", _server_unavailable_is_operational, retval=True)
+    tracing.instrument_engine(engine)
     return engine
 
 

@@ -1,0 +1,167 @@
+"""OpenTelemetry tracing: off unless the standard OTEL_* variables ask for it, then one tracer provider per process.
+
+What turns it on (core/settings.py's `OtelSettings`): `OTEL_TRACES_EXPORTER` naming an exporter other than `none`,
+or, with it unset, an OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), the
+exporter then being `otlp` as the specification's default is. `OTEL_SDK_DISABLED=true` turns it off whatever else
+is set. The specification makes `otlp` the default even with no endpoint; here nothing is traced until a
+deployment names where spans go, so a plain `agentmem up` sends nothing anywhere.
+
+The exporters read their own OTEL_* variables (headers, timeouts, the sampler's ratio, resource attributes, batch
+sizes), as the specification says they do: that reading is the OpenTelemetry SDK's, not this code base's.
+
+Spans: the API's requests (FastAPI instrumentation, SERVER), a worker's job (CONSUMER, workers/tracing.py) whose
+parent is the request that queued it (W3C trace context in the job's message, `inject_context`), and under both
+the database (SQLAlchemy), Redis and outbound HTTP (httpx: LLM and embedding calls, webhooks) calls as CLIENT
+spans. A trace starts only at a request or a job: a Redis or database call with no parent (a worker's broker
+polling, its presence beat) is not sampled, whatever the sampler says of the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from core.settings import get_otel_settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+TRACER_NAME = "agentmem"
+MESSAGE_OPTION = "trace_context"  # the W3C headers (traceparent, tracestate) in a job message's options
+EXPORTERS = ("otlp", "console", "none")
+_provider: TracerProvider | None = None
+_engines: weakref.WeakSet = weakref.WeakSet()  # sync engines already traced
+
+
+def exporter_names() -> list[str]:
+    """The exporters the OTEL_* variables ask for; empty: tracing is off."""
+    settings = get_otel_settings()
+    if settings.sdk_disabled:
+        return []
+    if settings.traces_exporter is None or not settings.traces_exporter.strip():
+        wanted = ["otlp"] if settings.exporter_otlp_endpoint or settings.exporter_otlp_traces_endpoint else []
+    else:
+        wanted = [name.strip().lower() for name in settings.traces_exporter.split(",") if name.strip()]
+    return [name for name in wanted if name != "none"]
+
+
+def enabled() -> bool:
+    """Whether this process set tracing up."""
+    return _provider is not None
+
+
+def _exporter(name: str):
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, headers, timeout itself
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    log.warning("OTEL_TRACES_EXPORTER names %r, which AgentMem has no exporter for (it has %s)", name,
+                ", ".join(EXPORTERS))
+    return None
+
+
+def _entry_point_sampler(delegate):
+    """A sampler that starts traces only at requests (SERVER) and jobs (CONSUMER), deciding the rest as `delegate`."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class EntryPoints(Sampler):
+        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None,
+                          trace_state=None):
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid and kind not in (SpanKind.SERVER, SpanKind.CONSUMER):
+                return SamplingResult(Decision.DROP)
+            return delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+        def get_description(self) -> str:
+            return f"EntryPoints{{{delegate.get_description()}}}"
+
+    return EntryPoints()
+
+
+def setup_tracing(service: str, *, exporters: list[Any] | None = None) -> bool:
+    """Set tracing up for this process if the OTEL_* variables ask for it (or `exporters` are given: tests);
+    whether it is on. Instruments Redis and httpx clients; engines are instrumented as they are made
+    (`instrument_engine`), the FastAPI app by the API."""
+    global _provider
+    if _provider is not None:
+        return True
+    if exporters is None:
+        exporters = [e for e in map(_exporter, exporter_names()) if e is not None]
+        if not exporters:
+            return False
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": get_otel_settings().service_name or service})
+    # The sampler the OTEL_TRACES_SAMPLER variables choose (parent-based always-on by default), for entry points.
+    provider = TracerProvider(resource=resource)
+    provider.sampler = _entry_point_sampler(provider.sampler)
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _provider = trace.get_tracer_provider()  # type: ignore[assignment]  (the first provider set stays)
+    RedisInstrumentor().instrument(tracer_provider=_provider)
+    HTTPXClientInstrumentor().instrument(tracer_provider=_provider)
+    log.info("tracing on: service %s, exporters %s", service, ", ".join(type(e).__name__ for e in exporters))
+    return True
+
+
+def instrument_engine(engine: AsyncEngine) -> None:
+    """Trace an engine's statements as child spans (once per engine; nothing when tracing is off)."""
+    if _provider is None or engine.sync_engine in _engines:
+        return
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
+    # The instrumentor's `instrument(engine=…)` takes effect once per process; an engine made again (a
+    # database URL changed) is traced through its tracer class directly.
+    EngineTracer(tracer(), engine.sync_engine, enable_commenter=False)
+    _engines.add(engine.sync_engine)
+
+
+def instrument_app(app) -> None:
+    """Trace the app's requests (nothing when tracing is off); probes and the metrics scrape are left out."""
+    if _provider is None:
+        return
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider, excluded_urls="/healthz,/readyz,/metrics",
+                                       exclude_spans=["receive", "send"])
+
+
+def tracer() -> trace.Tracer:
+    """AgentMem's tracer (a no-op one while tracing is off)."""
+    return trace.get_tracer(TRACER_NAME)
+
+
+def inject_context() -> dict[str, str] | None:
+    """The current span's W3C trace context as headers, to carry in a job's message; None without one."""
+    if _provider is None:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier or None
+
+
+def extract_context(carrier: dict[str, str] | None):
+    """The context a message's carried headers continue (an empty one: a new trace)."""
+    return propagate.extract(carrier or {})
+
+
+def shutdown_tracing() -> None:
+    """Send the spans still buffered and stop (a process's last act)."""
+    if _provider is not None:
+        _provider.shutdown()
