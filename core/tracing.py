@@ -19,7 +19,6 @@ polling, its presence beat) is not sampled, whatever the sampler says of the oth
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
@@ -29,7 +28,6 @@ from core.settings import get_otel_settings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,6 @@ TRACER_NAME = "agentmem"
 MESSAGE_OPTION = "trace_context"  # the W3C headers (traceparent, tracestate) in a job message's options
 EXPORTERS = ("otlp", "console", "none")
 _provider: TracerProvider | None = None
-_engines: weakref.WeakSet = weakref.WeakSet()  # sync engines already traced
 
 
 def exporter_names() -> list[str]:
@@ -91,8 +88,8 @@ def _entry_point_sampler(delegate):
 
 def setup_tracing(service: str, *, exporters: list[Any] | None = None) -> bool:
     """Set tracing up for this process if the OTEL_* variables ask for it (or `exporters` are given: tests);
-    whether it is on. Instruments Redis and httpx clients; engines are instrumented as they are made
-    (`instrument_engine`), the FastAPI app by the API."""
+    whether it is on. Instruments Redis and httpx clients and the database engines made from now on (core/db.py
+    makes its engine lazily); the FastAPI app is instrumented by the API (`instrument_app`)."""
     global _provider
     if _provider is not None:
         return True
@@ -102,6 +99,7 @@ def setup_tracing(service: str, *, exporters: list[Any] | None = None) -> bool:
             return False
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -116,20 +114,9 @@ def setup_tracing(service: str, *, exporters: list[Any] | None = None) -> bool:
     _provider = trace.get_tracer_provider()  # type: ignore[assignment]  (the first provider set stays)
     RedisInstrumentor().instrument(tracer_provider=_provider)
     HTTPXClientInstrumentor().instrument(tracer_provider=_provider)
+    SQLAlchemyInstrumentor().instrument(tracer_provider=_provider)
     log.info("tracing on: service %s, exporters %s", service, ", ".join(type(e).__name__ for e in exporters))
     return True
-
-
-def instrument_engine(engine: AsyncEngine) -> None:
-    """Trace an engine's statements as child spans (once per engine; nothing when tracing is off)."""
-    if _provider is None or engine.sync_engine in _engines:
-        return
-    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-
-    # The instrumentor's `instrument(engine=…)` takes effect once per process; an engine made again (a
-    # database URL changed) is traced through its tracer class directly.
-    EngineTracer(tracer(), engine.sync_engine, enable_commenter=False)
-    _engines.add(engine.sync_engine)
 
 
 def instrument_app(app) -> None:

@@ -162,7 +162,7 @@ def test_prometheus_scrapes_the_api_on_the_port_it_listens_on():
 def test_grafana_is_provisioned_with_the_dashboard_and_the_prometheus_service():
     grafana = SERVICES["grafana"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"] if v.startswith(".")}
-    for container_path, source in mounts.items():
+    for source in mounts.values():
         assert (ROOT / source).exists(), source
     provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/agentmem.yml").read_text())
     assert mounts[provider["providers"][0]["options"]["path"]] == "./deploy/grafana/dashboards"
