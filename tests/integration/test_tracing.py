@@ -85,7 +85,8 @@ async def test_a_request_span_continues_into_the_job_span_with_db_and_redis_span
 
     job, under_job = receiver.wait_for(chain, timeout=60)
     spans = list(receiver.spans)
-    request = next(s for s in spans if s.span_id == job.parent_id)
+    request = next((s for s in spans if s.span_id == job.parent_id), None)
+    assert request is not None, f"the job span's parent ({job.parent_id or 'none'}) is no span received"
     assert request.kind == "SERVER" and request.service == "agentmem-api"
     assert request.name == "POST /api/v1/memories"
     assert job.trace_id == request.trace_id and job.service == "agentmem-worker"
