@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core import work_metrics
+from core import tracing, work_metrics
 from core.errors import PermanentJobError, TransientJobError
 from core.onnx_query import NotExportable, OnnxQueryEncoder
 from core.settings import get_settings
@@ -282,6 +282,8 @@ class BatchingEmbedder:
         self.urgent_wait = urgent_wait_ms / 1000
         self.urgent_max = urgent_max
         self._pending: deque[tuple[list[str], asyncio.Future]] = deque()
+        # Each waiting call's trace context (tracing on only): the batch's span is under the first caller's.
+        self._callers: dict[asyncio.Future, object] = {}
         self._urgent = 0
         self._wakeup: asyncio.Event | None = None
         self._runner: asyncio.Task | None = None
@@ -300,10 +302,14 @@ class BatchingEmbedder:
         if self._runner is None or self._runner.done() or self._runner.get_loop() is not loop:
             self._wakeup = asyncio.Event()
             self._pending.clear()
+            self._callers.clear()
             self._urgent = 0
             self._runner = loop.create_task(self._run())
         future: asyncio.Future = loop.create_future()
         self._pending.append((list(texts), future))
+        caller = tracing.current_context()
+        if caller is not None:
+            self._callers[future] = caller
         if urgent:
             self._urgent += 1
             future.add_done_callback(self._urgent_done)
@@ -330,13 +336,16 @@ class BatchingEmbedder:
                     texts, fut = self._pending.popleft()
                     batch.append((texts, fut))
                     size += len(texts)
+                callers = {f: self._callers.pop(f, None) for _, f in batch}
                 live = [(t, f) for t, f in batch if not f.cancelled()]
                 if not live:
                     continue
                 try:
                     merged = [text for texts, _ in live for text in texts]
                     started = time.monotonic()
-                    vectors = await self._encode(merged)
+                    attributes = {"agentmem.embed.texts": len(merged), "agentmem.embed.callers": len(live)}
+                    with tracing.batch_span("embed", [callers[f] for _, f in live], attributes):
+                        vectors = await self._encode(merged)
                     if self.model is not None:
                         await work_metrics.record_embedding(self.model, len(merged), time.monotonic() - started)
                 except PermanentJobError as exc:

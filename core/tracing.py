@@ -11,18 +11,22 @@ sizes), as the specification says they do: that reading is the OpenTelemetry SDK
 
 Spans: the API's requests (FastAPI instrumentation, SERVER), a worker's job (CONSUMER, workers/tracing.py) whose
 parent is the request that queued it (W3C trace context in the job's message, `inject_context`), and under both
-the database (SQLAlchemy), Redis and outbound HTTP (httpx: LLM and embedding calls, webhooks) calls as CLIENT
-spans. A trace starts only at a request or a job: a Redis or database call with no parent (a worker's broker
-polling, its presence beat) is not sampled, whatever the sampler says of the others.
+the database (SQLAlchemy), Redis and outbound HTTP (httpx and httpx2: LLM and embedding calls, webhooks, MCP
+servers) calls as CLIENT spans. An embedding batch shared by several jobs is an `embed` span under the first
+caller's span, linked to the others' (`batch_span`). A trace starts only at a request or a job: a Redis or database
+call with no parent (a worker's broker polling, its presence beat) is not sampled, whatever the sampler says of the
+others.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry import context as otel_context, propagate, trace
+from opentelemetry.trace import Link, SpanKind
 
 from core.settings import get_otel_settings
 
@@ -97,7 +101,7 @@ def setup_tracing(service: str, *, exporters: list[Any] | None = None) -> bool:
         exporters = [e for e in map(_exporter, exporter_names()) if e is not None]
         if not exporters:
             return False
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
     from opentelemetry.sdk.resources import Resource
@@ -114,6 +118,7 @@ def setup_tracing(service: str, *, exporters: list[Any] | None = None) -> bool:
     _provider = trace.get_tracer_provider()  # type: ignore[assignment]  (the first provider set stays)
     RedisInstrumentor().instrument(tracer_provider=_provider)
     HTTPXClientInstrumentor().instrument(tracer_provider=_provider)
+    HTTPX2ClientInstrumentor().instrument(tracer_provider=_provider)  # the openai and MCP SDKs' httpx fork
     # Its declared range stops below SQLAlchemy 2.1, which it works with: it hooks the engine events, whose API 2.1
     # kept (tests/integration/test_tracing.py sees the statements' spans).
     SQLAlchemyInstrumentor().instrument(tracer_provider=_provider, skip_dep_check=True)
@@ -129,6 +134,26 @@ def instrument_app(app) -> None:
 
     FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider, excluded_urls="/healthz,/readyz,/metrics",
                                        exclude_spans=["receive", "send"])
+
+
+@contextmanager
+def batch_span(name: str, callers: list, attributes: dict[str, Any] | None = None) -> Iterator[None]:
+    """A span for work done once for several callers (a batch of texts embedded for several jobs): the child of
+    the first caller's context, linked to the others' spans, and current while the work runs (so its HTTP call is
+    under it). `callers` are the contexts the callers had (None: not traced). Nothing when tracing is off."""
+    known = [c for c in callers if c is not None]
+    if _provider is None or not known:
+        yield
+        return
+    links = [Link(context) for context in (trace.get_current_span(c).get_span_context() for c in known[1:])
+             if context.is_valid]
+    with tracer().start_as_current_span(name, context=known[0], links=links, attributes=attributes):
+        yield
+
+
+def current_context():
+    """The caller's context, to hand to a `batch_span` run elsewhere (None while tracing is off)."""
+    return otel_context.get_current() if _provider is not None else None
 
 
 def tracer() -> trace.Tracer:

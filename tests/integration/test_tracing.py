@@ -1,7 +1,7 @@
-"""Tracing across processes: a request's span continues into the worker's job span, with database and Redis spans
-under both. A stack of its own (an API and a worker with the OTEL_* variables set) exports through the real OTLP
-exporter to a receiver this test runs, which keeps the spans in memory; its broker is another Redis database of
-the same server, so the session's untraced workers never take its jobs."""
+"""Tracing across processes: a request's span continues into the worker's job span, with database, Redis and
+HTTP (model endpoint) spans under it. A stack of its own (an API and a worker with the OTEL_* variables set)
+exports through the real OTLP exporter to a receiver this test runs, which keeps the spans in memory; its broker
+is another Redis database of the same server, so the session's untraced workers never take its jobs."""
 
 from __future__ import annotations
 
@@ -64,6 +64,11 @@ def _db(spans: list[ReceivedSpan], system: str) -> list[ReceivedSpan]:
         "db.system.name")) == system]
 
 
+def _http(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+    return [s for s in spans if s.kind == "CLIENT" and ("http.request.method" in s.attributes
+                                                         or "http.method" in s.attributes)]
+
+
 async def test_a_request_span_continues_into_the_job_span_with_db_and_redis_spans(traced_stack, receiver,
                                                                                     main_tenant, scope):
     async with httpx.AsyncClient(base_url=traced_stack.api_url, headers=main_tenant.headers(), timeout=60) as client:
@@ -79,7 +84,7 @@ async def test_a_request_span_continues_into_the_job_span_with_db_and_redis_span
         if job is None:
             return None
         under_job = _descendants(spans, job)
-        if not (_db(under_job, "postgresql") and _db(under_job, "redis")):
+        if not (_db(under_job, "postgresql") and _db(under_job, "redis") and _http(under_job)):
             return None
         return job, under_job
 
@@ -92,8 +97,11 @@ async def test_a_request_span_continues_into_the_job_span_with_db_and_redis_span
     assert job.trace_id == request.trace_id and job.service == "agentmem-worker"
     assert job.name == "job ingest_memories"
     assert job.attributes["messaging.destination.name"] == "embedding"
-    # Under the job: its claim and its rows in PostgreSQL, its events on Redis, all in the request's trace.
+    # Under the job: its claim and its rows in PostgreSQL, its events on Redis, the embedding endpoint's HTTP call
+    # (the stack embeds through the tests' OpenAI-compatible server, as an LLM call goes), all in the request's trace.
     assert all(s.trace_id == request.trace_id and s.service == "agentmem-worker" for s in under_job)
+    [url] = {s.attributes.get("url.full", s.attributes.get("http.url")) for s in _http(under_job)}
+    assert url == traced_stack.model_url + "/v1/embeddings"
     under_request = _descendants(spans, request)
     # The request's own work: its job row in PostgreSQL, its message and `queued` event in one Redis pipeline.
     assert _db(under_request, "postgresql") and _db(under_request, "redis")
