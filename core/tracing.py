@@ -58,11 +58,23 @@ def enabled() -> bool:
     return _provider is not None
 
 
+def otlp_traces_endpoint() -> str:
+    """Where OTLP/HTTP spans go: the traces endpoint as given, else the base endpoint's `/v1/traces`, else the
+    specification's default, localhost:4318. An empty variable counts as unset (docker-compose.yml passes empty
+    ones), which the exporter's own reading would take as a URL."""
+    settings = get_otel_settings()
+    if settings.exporter_otlp_traces_endpoint:
+        return settings.exporter_otlp_traces_endpoint
+    base = settings.exporter_otlp_endpoint or "http://localhost:4318"
+    return base.rstrip("/") + "/v1/traces"
+
+
 def _exporter(name: str):
     if name == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, headers, timeout itself
+        # Headers, timeout, compression and certificates: the exporter reads their OTEL_* variables itself.
+        return OTLPSpanExporter(endpoint=otlp_traces_endpoint())
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 

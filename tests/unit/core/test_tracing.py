@@ -47,6 +47,18 @@ def test_the_standard_variables_choose_the_exporters(otel, variables, exporters)
     assert otel(**variables) == exporters
 
 
+@pytest.mark.parametrize("variables, endpoint", [
+    ({}, "http://localhost:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318/"}, "http://jaeger:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, "http://localhost:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b/traces"},
+     "http://b/traces"),
+])
+def test_spans_go_to_the_traces_endpoint_or_the_base_endpoints_path(otel, variables, endpoint):
+    otel(**variables)
+    assert tracing.otlp_traces_endpoint() == endpoint
+
+
 def test_without_tracing_a_message_carries_no_context(otel):
     assert not tracing.enabled()
     assert tracing.inject_context() is None
