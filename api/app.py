@@ -39,6 +39,7 @@ from api.routes import (
     webhooks,
     ws,
 )
+from core import tracing
 from core.db import dispose_engine
 from core.embedder import embed_queries_with, warm_up
 from core.event_hub import close_hub
@@ -129,6 +130,7 @@ async def lifespan(app: FastAPI):
     close_hub()
     await close_redis()
     await dispose_engine()
+    tracing.shutdown_tracing()
 
 
 def create_app() -> FastAPI:
@@ -142,4 +144,6 @@ def create_app() -> FastAPI:
         app.include_router(jobs.bench_router)
     mount_mcp(app)
     install_middleware(app)
+    if tracing.setup_tracing("agentmem-api"):
+        tracing.instrument_app(app)
     return app

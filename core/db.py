@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from sqlalchemy import event, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.settings import get_settings
 
@@ -57,7 +58,8 @@ def _server_unavailable_is_operational(context: ExceptionContext) -> Operational
 
 def _create_engine(pool_size: int, max_overflow: int) -> AsyncEngine:
     settings = get_settings()
-    engine = create_async_engine(
+    # Looked up at call time: with tracing on, the SQLAlchemy instrumentation wraps it (core/tracing.py).
+    engine = sqlalchemy_asyncio.create_async_engine(
         async_url(database_url()),
         pool_size=pool_size,
         max_overflow=max_overflow,

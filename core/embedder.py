@@ -12,11 +12,13 @@ import fcntl
 import logging
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from core import tracing, work_metrics
 from core.errors import PermanentJobError, TransientJobError
 from core.onnx_query import NotExportable, OnnxQueryEncoder
 from core.settings import get_settings
@@ -268,8 +270,10 @@ class BatchingEmbedder:
     """Merge concurrent embed requests of one event loop into batches of up to `batch_size` texts."""
 
     def __init__(self, encode: EncodeFn, batch_size: int, wait_ms: float,
-                 encode_query: EncodeFn | None = None, urgent_wait_ms: float = 0.0, urgent_max: int = 1) -> None:
+                 encode_query: EncodeFn | None = None, urgent_wait_ms: float = 0.0, urgent_max: int = 1,
+                 model: str | None = None) -> None:
         self._encode = encode
+        self.model = model  # the metrics' label (core/work_metrics.py); None: not counted
         self._encode_query = encode_query
         self.batch_size = batch_size
         self.wait = wait_ms / 1000
@@ -278,6 +282,8 @@ class BatchingEmbedder:
         self.urgent_wait = urgent_wait_ms / 1000
         self.urgent_max = urgent_max
         self._pending: deque[tuple[list[str], asyncio.Future]] = deque()
+        # Each waiting call's trace context (tracing on only): the batch's span is under the first caller's.
+        self._callers: dict[asyncio.Future, object] = {}
         self._urgent = 0
         self._wakeup: asyncio.Event | None = None
         self._runner: asyncio.Task | None = None
@@ -296,10 +302,14 @@ class BatchingEmbedder:
         if self._runner is None or self._runner.done() or self._runner.get_loop() is not loop:
             self._wakeup = asyncio.Event()
             self._pending.clear()
+            self._callers.clear()
             self._urgent = 0
             self._runner = loop.create_task(self._run())
         future: asyncio.Future = loop.create_future()
         self._pending.append((list(texts), future))
+        caller = tracing.current_context()
+        if caller is not None:
+            self._callers[future] = caller
         if urgent:
             self._urgent += 1
             future.add_done_callback(self._urgent_done)
@@ -326,11 +336,18 @@ class BatchingEmbedder:
                     texts, fut = self._pending.popleft()
                     batch.append((texts, fut))
                     size += len(texts)
+                callers = {f: self._callers.pop(f, None) for _, f in batch}
                 live = [(t, f) for t, f in batch if not f.cancelled()]
                 if not live:
                     continue
                 try:
-                    vectors = await self._encode([text for texts, _ in live for text in texts])
+                    merged = [text for texts, _ in live for text in texts]
+                    started = time.monotonic()
+                    attributes = {"agentmem.embed.texts": len(merged), "agentmem.embed.callers": len(live)}
+                    with tracing.batch_span("embed", [callers[f] for _, f in live], attributes):
+                        vectors = await self._encode(merged)
+                    if self.model is not None:
+                        await work_metrics.record_embedding(self.model, len(merged), time.monotonic() - started)
                 except PermanentJobError as exc:
                     if len(live) > 1:
                         # The endpoint refused the merged input: one caller's texts (one job, perhaps another
@@ -394,7 +411,7 @@ def get_embedder() -> BatchingEmbedder:
         quick = model.encode_query if _query_lane and isinstance(model, LocalModel) else None
         _embedder = BatchingEmbedder(model.encode, settings.embedding_batch_size, settings.embedding_batch_wait_ms,
                                      encode_query=quick, urgent_wait_ms=settings.embedding_query_wait_ms,
-                                     urgent_max=settings.search_concurrency)
+                                     urgent_max=settings.search_concurrency, model=model_identity())
     return _embedder
 
 
@@ -415,7 +432,7 @@ def get_previous_embedder() -> BatchingEmbedder | None:
         name = identity.split("@", 1)[0]
         model = LocalModel(name) if settings.embedding_provider == "local" else OpenAIModel(name)
         _previous[identity] = BatchingEmbedder(model.encode, settings.embedding_batch_size,
-                                               settings.embedding_batch_wait_ms)
+                                               settings.embedding_batch_wait_ms, model=identity)
     return _previous[identity]
 
 

@@ -51,6 +51,7 @@ class _Sent:
     result: Any
     reservation: Reservation | None
     started: float
+    model: str | None = None  # when not the provider's chat model (an embedding model)
 
 
 # Per-process state, per event loop (an asyncio primitive or an HTTP pool belongs to one loop).
@@ -147,7 +148,7 @@ class LLMClient:
         try:
             return await self._limiter.acquire(self.provider, tokens)
         except LLMUnavailable:
-            await llm_metrics.record_call(kind, "rate_limited")
+            await llm_metrics.record_call(kind, "rate_limited", provider=self.provider.kind, model=self.provider.model)
             raise
 
     async def _report(self, kind: str, outcome: str, sent: _Sent, usage: Usage | None = None) -> None:
@@ -157,12 +158,14 @@ class LLMClient:
             used = (usage.total_tokens or sent.reservation.tokens) if usage is not None else 0
             await self._limiter.settle(sent.reservation, used)
         usage = usage or Usage()
-        await llm_metrics.record_call(kind, outcome, time.monotonic() - sent.started,
+        await llm_metrics.record_call(kind, outcome, time.monotonic() - sent.started, provider=self.provider.kind,
+                                      model=sent.model or self.provider.model,
                                       prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                                       cost_usd=usage.cost_usd)
 
     async def _call(self, make: Callable[[], Any], *, kind: str, tokens: int | None = None,
-                    keep_permit: bool = False, usable: Callable[[Any], bool] | None = None) -> _Sent:
+                    keep_permit: bool = False, usable: Callable[[Any], bool] | None = None,
+                    model: str | None = None) -> _Sent:
         """Run `make()` under the provider's per-minute limits, semaphore and timeout, retrying transient failures.
 
         Each attempt counts against the limits with `tokens` estimated (None: not subject to them), and
@@ -188,11 +191,11 @@ class LLMClient:
                     except BaseException as exc:
                         semaphore.release()
                         if isinstance(exc, Exception):  # a cancelled call is torn down: it awaits nothing more
-                            await self._report(kind, "error", _Sent(None, reservation, started))
+                            await self._report(kind, "error", _Sent(None, reservation, started, model))
                         raise
                     if not keep_permit:
                         semaphore.release()
-                    return _Sent(result, reservation, started)
+                    return _Sent(result, reservation, started, model)
         except (openai.APIError, TimeoutError, UnusableAnswer) as exc:
             raise map_error(exc, provider) from exc
         except URLNotAllowed as exc:  # the outbound policy refused the host when connecting: never retried
@@ -313,7 +316,8 @@ class LLMClient:
                 raise UnusableAnswer(f"{type(exc).__name__}: {exc}") from exc
 
         # Not priced: the prices of a configuration are its chat model's.
-        sent = await self._call(create, kind="embed", usable=lambda r: isinstance(getattr(r, "data", None), list))
+        sent = await self._call(create, kind="embed", usable=lambda r: isinstance(getattr(r, "data", None), list),
+                                model=model)
         response = sent.result
         usage = Usage(prompt_tokens=getattr(response.usage, "prompt_tokens", 0) or 0, calls=1)
         self._count(usage)

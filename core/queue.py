@@ -26,6 +26,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 
+from core import tracing
 from core.redis import redis_url
 from core.settings import get_settings
 from schemas.enums import JobKind
@@ -177,6 +178,26 @@ class JobBroker(RedisBroker):
             pipe.hlen(f"{self.namespace}:{name}.msgs")
         return dict(zip(names, pipe.execute(), strict=True))
 
+    def oldest_waiting(self, names: list[str]) -> dict[str, float]:
+        """Seconds the first message waiting in each of the named queues has waited since it was sent (a retry:
+        since it was due); 0 for a queue with nothing waiting."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.lindex(f"{self.namespace}:{name}", 0)
+        heads = dict(zip(names, pipe.execute(), strict=True))
+        waiting = [name for name in names if heads[name] is not None]
+        pipe = self.client.pipeline(transaction=False)
+        for name in waiting:
+            pipe.hget(f"{self.namespace}:{name}.msgs", heads[name])
+        ages = dict.fromkeys(names, 0.0)
+        now = current_millis()
+        for name, data in zip(waiting, pipe.execute(), strict=True):
+            if data is not None:  # taken by a worker between the two round trips
+                message = Message.decode(data)
+                since = max(message.message_timestamp, message.options.get("eta") or 0)
+                ages[name] = max(now - since, 0) / 1000
+        return ages
+
 
 UNCONFIGURED = "redis://redis-url-not-configured.invalid:6379/0"
 _broker: JobBroker | None = None
@@ -208,9 +229,12 @@ def get_broker() -> JobBroker:
 
 
 def job_message(kind: JobKind | str, job_id: object) -> Message:
-    """The message that runs a job: its kind's actor on its kind's queue, the job id as id and only argument."""
+    """The message that runs a job: its kind's actor on its kind's queue, the job id as id and only argument, and
+    (when tracing) the sender's trace context, which the worker's job span continues (workers/tracing.py)."""
     kind = JobKind(kind)
-    return Message(queue_name=QUEUES[kind], actor_name=kind.value, args=(str(job_id),), kwargs={}, options={},
+    carrier = tracing.inject_context()
+    options = {tracing.MESSAGE_OPTION: carrier} if carrier else {}
+    return Message(queue_name=QUEUES[kind], actor_name=kind.value, args=(str(job_id),), kwargs={}, options=options,
                    message_id=str(job_id))
 
 
@@ -245,3 +269,8 @@ def in_broker(kind: JobKind | str, job_id: object) -> bool:
 def queue_depths() -> dict[str, int]:
     """Messages waiting or delayed in each queue of the table."""
     return get_broker().queue_depths(sorted(queue_names()))
+
+
+def queue_ages() -> dict[str, float]:
+    """Seconds the oldest waiting message of each queue of the table has waited (0: none waiting)."""
+    return get_broker().oldest_waiting(sorted(queue_names()))

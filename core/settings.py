@@ -451,7 +451,31 @@ class Settings(BaseSettings):
     log_json: bool = True
 
 
+class OtelSettings(BaseSettings):
+    """The standard OpenTelemetry variables that decide whether tracing is set up (core/tracing.py): OTEL_*, not
+    AGENTMEM_*, so that a deployment's usual OpenTelemetry configuration applies as it is. The rest of them
+    (headers, protocol details, sampler ratio, resource attributes, batch sizes) the OpenTelemetry SDK reads itself,
+    as its specification says; this object reads only what AgentMem's own code decides on."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    sdk_disabled: bool = Field(default=False, description="`true` turns tracing off whatever else is set.")
+    traces_exporter: str | None = Field(default=None, description="`otlp` (OTLP over HTTP/protobuf), `console`, "
+                                        "or `none`; unset: `otlp` when an OTLP endpoint is set, else no tracing.")
+    exporter_otlp_endpoint: str | None = Field(default=None, description="Base URL of the OTLP receiver "
+                                               "(`/v1/traces` is added).")
+    exporter_otlp_traces_endpoint: str | None = Field(default=None, description="Full URL for traces, used as is.")
+    service_name: str | None = Field(default=None, description="`service.name` of every span; unset: "
+                                     "`agentmem-api`, `agentmem-worker` or `agentmem-scheduler` by process.")
+
+
 @cache
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+@cache
+def get_otel_settings() -> OtelSettings:
+    """The OpenTelemetry variables, read once."""
+    return OtelSettings()

@@ -1,7 +1,7 @@
 """The worker process's broker: core.queue's, plus what only a worker needs.
 
 AsyncIO runs the async actors; the model is warmed before the first message; the worker's presence
-is recorded for /readyz. Sending messages needs none of this (core.queue).
+is recorded for /readyz; each job gets a span when tracing is on. Sending messages needs none of this (core.queue).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import redis
 from dramatiq import Middleware
 from dramatiq.middleware import AsyncIO
 
-from core import queue
+from core import queue, tracing, work_metrics
 from core.embedder import warm_up
 from core.queue import WORKERS_KEY, JobBroker
+from workers.tracing import JobTracing
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,27 @@ class ModelWarmup(Middleware):
         log.info("embedding model ready in %.1f s", time.monotonic() - started)
 
 
+class QueueWait(Middleware):
+    """Count how long each message waited in its queue before this worker started it (core/work_metrics.py)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def before_process_message(self, broker, message) -> None:
+        since = max(message.message_timestamp, message.options.get("eta") or 0)
+        work_metrics.record_queue_wait(self.client, message.queue_name, (time.time() * 1000 - since) / 1000)
+
+
 def build_broker() -> JobBroker:
-    """The process's broker (core.queue) with what a worker adds: AsyncIO, model warm-up, presence."""
+    """The process's broker (core.queue) with what a worker adds: AsyncIO, model warm-up, presence, queue waits,
+    and a span per job when the OTEL_* variables turn tracing on (core/tracing.py)."""
     broker = queue.get_broker()
     broker.add_middleware(AsyncIO())
     broker.add_middleware(ModelWarmup())
     broker.add_middleware(WorkerPresence(broker.client))
+    broker.add_middleware(QueueWait(broker.client))
+    if tracing.setup_tracing("agentmem-worker"):
+        broker.add_middleware(JobTracing())
     return broker
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.routing import CheckedRoute
-from core import queue
+from core import queue, work_metrics
 from core.db import ping_database, session_scope
 from core.errors import infrastructure_errors
 from core.llm_metrics import read_figures
@@ -61,11 +61,15 @@ DURATIONS_SQL = text(
 
 @router.get("/metrics", response_class=Response)
 async def metrics() -> Response:
-    """Prometheus exposition: request latency by route, jobs by kind and status, job duration, queue depth, and LLM
-    calls (count, duration, tokens and cost, from every worker)."""
+    """Prometheus exposition: request latency by route, open event streams, jobs by kind and status, job duration,
+    queue depth, age of the oldest waiting message and wait before start, LLM calls by provider and model (count,
+    duration, tokens and cost), embedding throughput by model, and webhook deliveries by outcome (from every
+    process)."""
     async with session_scope() as session:
         counts = await jobs.counts_by_kind_status(session)
         durations = [(r[0], r[1], r[2], float(r[3]), list(r[4:])) for r in await session.execute(DURATIONS_SQL)]
     depths = await asyncio.to_thread(queue.queue_depths)
-    body = render(SnapshotCollector(counts, durations, depths, await read_figures()))
+    ages = await asyncio.to_thread(queue.queue_ages)
+    body = render(SnapshotCollector(counts, durations, depths, await read_figures(), await work_metrics.read_figures(),
+                                    ages))
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

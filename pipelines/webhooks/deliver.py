@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, insert, select, update
 
-from core import events
+from core import events, work_metrics
 from core.crypto import decrypt_secret
 from core.db import session_scope
 from core.errors import AppError, PermanentJobError, TransientJobError, URLNotAllowed
@@ -128,6 +128,7 @@ async def deliver_webhook(ctx: JobContext) -> dict[str, Any]:
     final = attempt.succeeded or attempt.permanent or job.attempts >= job.max_attempts
     disabled = await record_attempt(job.id, job.org_id, hook.id, event, job.attempts, attempt, final=final,
                                     counts=not test)
+    await work_metrics.record_webhook("delivered" if attempt.succeeded else "failed" if final else "failed_retrying")
     if disabled is not None:
         await events.publish(EventType.WEBHOOK_DISABLED, job_id=job.id, org_id=job.org_id, data=disabled)
     if attempt.succeeded:

@@ -85,3 +85,19 @@ def test_a_consumer_with_a_full_prefetch_does_not_block_on_the_wake_up_list(brok
     assert next(consumer) is None  # full: a short sleep, so the worker's acks can make room
     assert not blocked.is_set()
     consumer.ack(held)
+
+
+def test_the_oldest_waiting_message_age_is_since_it_was_sent_or_since_a_retry_was_due(broker):
+    from dramatiq.common import current_millis
+
+    sent = job_message(JobKind.INGEST_MEMORIES, uuid.uuid4())
+    sent = sent.copy(message_timestamp=current_millis() - 90_000)  # sent a minute and a half ago
+    retry = job_message(JobKind.SUMMARIZE, uuid.uuid4())
+    retry = retry.copy(message_timestamp=current_millis() - 3_600_000, options={"eta": current_millis() - 30_000})
+    broker.enqueue(sent)
+    broker.enqueue(retry)
+    broker.enqueue(job_message(JobKind.INGEST_MEMORIES, uuid.uuid4()))  # newer, behind the first
+    ages = broker.oldest_waiting(["embedding", "llm", "tools"])
+    assert 90 <= ages["embedding"] < 3_600
+    assert 30 <= ages["llm"] < 3_600  # waiting since due, not since its first attempt was sent
+    assert ages["tools"] == 0

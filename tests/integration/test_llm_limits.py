@@ -101,7 +101,8 @@ async def test_two_calls_a_minute_pass_and_a_third_is_held_back_here_and_in_a_wo
 
 async def test_a_priced_jobs_cost_is_on_the_job_and_its_calls_in_the_metrics(stack, admin, scope):
     await default_config(admin, stack, prompt_price_per_million=2.0, completion_price_per_million=8.0)
-    labels = (("kind", "chat"), ("outcome", "ok"))
+    who = (("model", "test-chat"), ("provider", "openai_compatible"))
+    labels = (("kind", "chat"), *who[:1], ("outcome", "ok"), *who[1:])
     before = await scrape(stack)
     run = f"{scope}-run"
     await ingest(admin, TRIP, user_id=scope, run_id=run)
@@ -118,11 +119,12 @@ async def test_a_priced_jobs_cost_is_on_the_job_and_its_calls_in_the_metrics(sta
         return after.get((name, sample_labels), 0.0) - before.get((name, sample_labels), 0.0)
 
     # Other jobs may call the model meanwhile: at least this job's figures were added.
-    assert grew("agentmem_llm_tokens_total", (("kind", "chat"), ("type", "prompt"))) >= usage["prompt_tokens"]
-    assert grew("agentmem_llm_tokens_total", (("kind", "chat"), ("type", "completion"))) >= usage["completion_tokens"]
+    assert grew("agentmem_llm_tokens_total", (("kind", "chat"), *who, ("type", "prompt"))) >= usage["prompt_tokens"]
+    assert grew("agentmem_llm_tokens_total", (("kind", "chat"), *who, ("type", "completion"))) >= \
+        usage["completion_tokens"]
     assert grew("agentmem_llm_requests_total", labels) >= 1
     assert grew("agentmem_llm_request_duration_seconds_count", labels) >= 1
     assert grew("agentmem_llm_request_duration_seconds_sum", labels) > 0
-    assert after[("agentmem_llm_request_duration_seconds_bucket", (labels[0], ("le", "+Inf"), labels[1]))] == \
+    assert after[("agentmem_llm_request_duration_seconds_bucket", (labels[0], ("le", "+Inf"), *labels[1:]))] == \
         after[("agentmem_llm_request_duration_seconds_count", labels)]
-    assert grew("agentmem_llm_cost_usd_total", ()) >= expected * 0.999
+    assert grew("agentmem_llm_cost_usd_total", who) >= expected * 0.999

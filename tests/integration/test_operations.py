@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from core.settings import get_settings
+from tests.support.metrics import growth, scrape
 from tests.support.sse import finish
 from tests.support.stack import free_port, wait_http
 
@@ -25,6 +27,26 @@ async def test_metrics_expose_latency_jobs_durations_and_queue_depth(client, sco
     assert 'agentmem_jobs{kind="ingest_memories",status="succeeded"}' in text
     assert 'agentmem_job_duration_seconds_count{kind="ingest_memories",status="succeeded"}' in text
     assert 'agentmem_queue_depth{queue="embedding"}' in text
+
+
+async def test_metrics_count_texts_embedded_per_model_and_each_jobs_wait_in_its_queue(client, scope):
+    before = await scrape(client)
+    items = [{"content": f"counted text {i}"} for i in range(5)]
+    job = (await client.post("/api/v1/memories", json={"items": items, "user_id": scope})).json()
+    assert (await finish(client, job["id"]))["status"] == "succeeded"
+    after = await scrape(client)
+    grew = growth(before, after)
+    model = (("model", get_settings().embedding_model),)
+    # Other tests' jobs may embed meanwhile: at least this job's texts were counted, in at least one model call.
+    assert grew("agentmem_embedded_texts_total", model) >= 5
+    assert grew("agentmem_embedding_batches_total", model) >= 1
+    assert grew("agentmem_embedding_seconds_total", model) > 0
+    embedding = (("queue", "embedding"),)
+    assert grew("agentmem_queue_wait_seconds_count", embedding) >= 1
+    assert grew("agentmem_queue_wait_seconds_sum", embedding) >= 0
+    assert after[("agentmem_queue_wait_seconds_bucket", (("le", "+Inf"), *embedding))] == \
+        after[("agentmem_queue_wait_seconds_count", embedding)]
+    assert ("agentmem_queue_oldest_message_age_seconds", embedding) in after
 
 
 async def test_request_id_travels_from_the_request_into_the_job(client, scope):

@@ -12,6 +12,7 @@ from core.events import history, org_stream
 from core.settings import get_settings
 from pipelines.webhooks.deliver import post_event
 from schemas.permissions import Role
+from tests.support.metrics import growth, scrape
 from tests.support.sse import finish
 from tests.support.webhook_receiver import Receiver, verify
 from workers import scheduler
@@ -102,7 +103,8 @@ async def test_events_arrive_signed_and_the_receiver_verifies_them(owner, receiv
     assert {e["event_id"] for e in log} == {d.headers["webhook-id"] for d in await _arrived(receiver, path, 3)}
 
 
-async def test_a_500_is_retried_and_each_attempt_logged(owner, receiver, scope):
+async def test_a_500_is_retried_and_each_attempt_logged(owner, receiver, scope, anonymous):
+    before = await scrape(anonymous)
     hook, path = await _webhook(owner, receiver, ["job.succeeded"], statuses=[500, 200])
     await _remember(owner, scope, "retried delivery")
     failed, succeeded = await _arrived(receiver, path, 2)
@@ -115,10 +117,14 @@ async def test_a_500_is_retried_and_each_attempt_logged(owner, receiver, scope):
     assert [(e["attempt"], e["status_code"], e["succeeded"], e["error_code"]) for e in log] == [
         (1, 500, False, "http_status"), (2, 200, True, None)]
     assert '"status": 500' in log[0]["response_excerpt"]
+    grew = growth(before, await scrape(anonymous))
+    assert grew("agentmem_webhook_deliveries_total", (("outcome", "failed_retrying"),)) >= 1
+    assert grew("agentmem_webhook_deliveries_total", (("outcome", "delivered"),)) >= 1
 
 
-async def test_a_run_of_failed_deliveries_disables_the_webhook(owner, receiver, scope, tenant, db):
+async def test_a_run_of_failed_deliveries_disables_the_webhook(owner, receiver, scope, tenant, db, anonymous):
     # Tests allow 3 attempts a delivery and disable after 2 failed deliveries (tests/support/stack.py).
+    before = await scrape(anonymous)
     hook, path = await _webhook(owner, receiver, ["job.succeeded"], statuses=[500])
     await _remember(owner, scope, "first failing event")
     await _remember(owner, scope, "second failing event")
@@ -126,6 +132,9 @@ async def test_a_run_of_failed_deliveries_disables_the_webhook(owner, receiver, 
     for job_id in {e["job_id"] for e in await _log(owner, hook["id"])}:
         job = await finish(owner, job_id)
         assert job["status"] == "failed" and job["error"]["code"] == "http_status", job
+    grew = growth(before, await scrape(anonymous))
+    assert grew("agentmem_webhook_deliveries_total", (("outcome", "failed"),)) >= 2  # the two deliveries gave up
+    assert grew("agentmem_webhook_deliveries_total", (("outcome", "failed_retrying"),)) >= 4
     shown = (await owner.get(f"/api/v1/webhooks/{hook['id']}")).json()
     assert shown["enabled"] is False and shown["consecutive_failures"] == 2
     assert "2 deliveries" in shown["disabled_reason"]

@@ -134,3 +134,90 @@ def test_package_data_lists_existing_files_and_every_migration_file():
     needed = {path for path in (ROOT / "core" / "migrations").rglob("*")
               if path.is_file() and "__pycache__" not in path.parts}
     assert not needed - shipped, f"not in the installed package: {sorted(str(p) for p in needed - shipped)}"
+
+
+OBSERVABILITY = {"prometheus", "grafana", "jaeger"}
+DASHBOARD = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "agentmem.json").read_text())
+
+
+def test_the_observability_services_start_only_with_their_profile():
+    assert OBSERVABILITY <= set(SERVICES)
+    for name, service in SERVICES.items():
+        if name in OBSERVABILITY:
+            assert service.get("profiles") == ["observability"], f"{name} would start with a plain `up`"
+        else:
+            assert "profiles" not in service, f"{name} is part of the system: no profile"
+
+
+def test_prometheus_scrapes_the_api_on_the_port_it_listens_on():
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]]
+    api_port = OURS["api"]["command"][OURS["api"]["command"].index("--port") + 1]
+    assert targets == [f"api:{api_port}"]
+    assert config["scrape_configs"][0].get("metrics_path", "/metrics") == "/metrics"
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["prometheus"]["volumes"] if v.startswith(".")}
+    assert mounted["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus/prometheus.yml"
+
+
+def test_grafana_is_provisioned_with_the_dashboard_and_the_prometheus_service():
+    grafana = SERVICES["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"] if v.startswith(".")}
+    for source in mounts.values():
+        assert (ROOT / source).exists(), source
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/agentmem.yml").read_text())
+    assert mounts[provider["providers"][0]["options"]["path"]] == "./deploy/grafana/dashboards"
+    source = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    [datasource] = source["datasources"]
+    assert datasource["url"] == "http://prometheus:9090" and "9090:9090" in SERVICES["prometheus"]["ports"]
+    used = {t["datasource"]["uid"] for p in DASHBOARD["panels"] for t in p["targets"]}
+    assert used == {datasource["uid"]}
+
+
+def test_the_workers_and_api_export_traces_only_when_asked_and_jaeger_takes_otlp_http():
+    environment = OURS["api"]["environment"]
+    assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"  # empty: tracing off
+    assert "4318:4318" in SERVICES["jaeger"]["ports"]  # where `OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318` goes
+
+
+def exposed_metric_families() -> set[str]:
+    """Every metric family /metrics shows (this process's and the scrape snapshot's), by name."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from core.llm_metrics import LlmFigures
+    from core.metrics import SnapshotCollector, render
+    from core.work_metrics import WorkFigures
+
+    body = render(SnapshotCollector([], [], {}, LlmFigures(), WorkFigures(), {})).decode()
+    return {family.name for family in text_string_to_metric_families(body)}
+
+
+def dashboard_metric_names() -> set[str]:
+    """The metric names of every PromQL expression in the dashboard (functions, labels and keywords left out)."""
+    names: set[str] = set()
+    for panel in DASHBOARD["panels"]:
+        for target in panel["targets"]:
+            expr = re.sub(r"\{[^}]*\}", "", target["expr"])  # label matchers hold values, not metrics
+            expr = re.sub(r"\[[^\]]*\]", "", expr)
+            expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)  # grouping labels
+            names |= {name for name in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr) if name.startswith("agentmem_")}
+    return names
+
+
+def test_every_metric_the_dashboard_queries_exists_in_the_code():
+    families = exposed_metric_families()
+    assert "agentmem_llm_requests" in families and "agentmem_queue_wait_seconds" in families  # guards the parser
+    names = dashboard_metric_names()
+    assert len(names) >= 12
+    missing = set()
+    for name in names:
+        base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+        if name not in families and base not in families:
+            missing.add(name)
+    assert not missing, f"the dashboard queries metrics /metrics never shows: {sorted(missing)}"
+
+
+def test_the_metric_check_sees_a_misspelt_name():
+    names = {"agentmem_llm_request_total", "agentmem_queue_depth"}
+    families = exposed_metric_families()
+    assert {n for n in names if n not in families and re.sub(r"_(total|bucket|count|sum)$", "", n) not in families} \
+        == {"agentmem_llm_request_total"}

@@ -35,43 +35,58 @@ def samples(body: bytes) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(body.decode()) for s in family.samples}
 
 
-async def test_calls_add_up_into_counters_and_a_cumulative_histogram(redis):
-    await record_call("chat", "ok", 0.2, prompt_tokens=100, completion_tokens=10, cost_usd=0.25)
-    await record_call("chat", "ok", 3.0, prompt_tokens=50, completion_tokens=5, cost_usd=0.5)
-    await record_call("chat", "error", 400.0)
-    await record_call("stream", "rate_limited")  # never sent: no duration
+M1 = ("openai", "gpt-x")
+M2 = ("openai_compatible", "llama|3")  # a `|` in a model name can't split its field
+
+
+async def test_calls_add_up_into_counters_and_a_cumulative_histogram_per_provider_and_model(redis):
+    await record_call("chat", "ok", 0.2, provider=M1[0], model=M1[1], prompt_tokens=100, completion_tokens=10,
+                      cost_usd=0.25)
+    await record_call("chat", "ok", 3.0, provider=M1[0], model=M1[1], prompt_tokens=50, completion_tokens=5,
+                      cost_usd=0.5)
+    await record_call("chat", "ok", 1.0, provider=M2[0], model=M2[1], prompt_tokens=7)
+    await record_call("chat", "error", 400.0, provider=M1[0], model=M1[1])
+    await record_call("stream", "rate_limited", provider=M1[0], model=M1[1])  # never sent: no duration
     figures = await read_figures()
-    assert figures.requests == {("chat", "ok"): 2, ("chat", "error"): 1, ("stream", "rate_limited"): 1}
-    assert figures.tokens == {("chat", "prompt"): 150, ("chat", "completion"): 15}
-    assert figures.cost_usd == pytest.approx(0.75)
-    count, total, cumulative = figures.durations[("chat", "ok")]
+    m2 = ("openai_compatible", "llama/3")
+    assert figures.requests == {("chat", "ok", *M1): 2, ("chat", "ok", *m2): 1, ("chat", "error", *M1): 1,
+                                ("stream", "rate_limited", *M1): 1}
+    assert figures.tokens == {("chat", "prompt", *M1): 150, ("chat", "completion", *M1): 15,
+                              ("chat", "prompt", *m2): 7}
+    assert figures.cost_usd == {M1: pytest.approx(0.75)}
+    count, total, cumulative = figures.durations[("chat", "ok", *M1)]
     assert count == 2 and total == pytest.approx(3.2)
     by_bound = dict(zip(llm_metrics.DURATION_BUCKETS, cumulative, strict=True))
     assert (by_bound[0.1], by_bound[0.25], by_bound[2.5], by_bound[5.0], by_bound[300.0]) == (0, 1, 1, 2, 2)
     # Beyond the last bound: only in +Inf (the count).
-    assert figures.durations[("chat", "error")] == (1, 400.0, [0] * len(llm_metrics.DURATION_BUCKETS))
-    assert ("stream", "rate_limited") not in figures.durations
+    assert figures.durations[("chat", "error", *M1)] == (1, 400.0, [0] * len(llm_metrics.DURATION_BUCKETS))
+    assert ("stream", "rate_limited", *M1) not in figures.durations
 
 
 async def test_the_scrape_shows_them_as_prometheus_families(redis):
-    await record_call("chat", "ok", 0.3, prompt_tokens=7, completion_tokens=3, cost_usd=0.001)
+    await record_call("chat", "ok", 0.3, provider=M1[0], model=M1[1], prompt_tokens=7, completion_tokens=3,
+                      cost_usd=0.001)
     shown = samples(render(SnapshotCollector([], [], {}, await read_figures())))
-    labels = (("kind", "chat"), ("outcome", "ok"))
+    who = (("model", "gpt-x"), ("provider", "openai"))
+    labels = (("kind", "chat"), *who[:1], ("outcome", "ok"), *who[1:])
     assert shown[("agentmem_llm_requests_total", labels)] == 1
     assert shown[("agentmem_llm_request_duration_seconds_count", labels)] == 1
     assert shown[("agentmem_llm_request_duration_seconds_sum", labels)] == pytest.approx(0.3)
-    assert shown[("agentmem_llm_request_duration_seconds_bucket", (*labels[:1], ("le", "0.25"), labels[1]))] == 0
-    assert shown[("agentmem_llm_request_duration_seconds_bucket", (*labels[:1], ("le", "0.5"), labels[1]))] == 1
-    assert shown[("agentmem_llm_tokens_total", (("kind", "chat"), ("type", "prompt")))] == 7
-    assert shown[("agentmem_llm_tokens_total", (("kind", "chat"), ("type", "completion")))] == 3
-    assert shown[("agentmem_llm_cost_usd_total", ())] == pytest.approx(0.001)
+    assert shown[("agentmem_llm_request_duration_seconds_bucket", (labels[0], ("le", "0.25"), *labels[1:]))] == 0
+    assert shown[("agentmem_llm_request_duration_seconds_bucket", (labels[0], ("le", "0.5"), *labels[1:]))] == 1
+    assert shown[("agentmem_llm_tokens_total", (("kind", "chat"), *who, ("type", "prompt")))] == 7
+    assert shown[("agentmem_llm_tokens_total", (("kind", "chat"), *who, ("type", "completion")))] == 3
+    assert shown[("agentmem_llm_cost_usd_total", who)] == pytest.approx(0.001)
 
 
 async def test_fields_it_does_not_know_are_left_out(redis):
-    await redis.hset(KEY, mapping={"requests|chat|ok": 3, "requests|chat|weird": 1, "requests|sql|ok": 1,
-                                   "bucket|chat|ok": 1, "tokens|chat|cached": 5, "something": 2})
+    await redis.hset(KEY, mapping={"requests|chat|ok|openai|m": 3, "requests|chat|weird|openai|m": 1,
+                                   "requests|sql|ok|openai|m": 1, "bucket|chat|ok|openai|m": 1,
+                                   "tokens|chat|cached|openai|m": 5, "something": 2,
+                                   "requests|chat|ok": 4, "cost_usd": 1.5})  # the layout before models
     figures = await read_figures()
-    assert figures.requests == {("chat", "ok"): 3} and figures.tokens == {} and figures.durations == {}
+    assert figures.requests == {("chat", "ok", "openai", "m"): 3} and figures.tokens == {}
+    assert figures.durations == {} and figures.cost_usd == {}
 
 
 async def test_without_redis_nothing_is_written_and_with_redis_down_a_call_still_succeeds(server, redis, caplog,
@@ -95,7 +110,8 @@ async def test_the_client_reports_each_call_with_its_outcome(redis, monkeypatch)
     with pytest.raises(LLMUnavailable):
         await llm.chat([{"role": "user", "content": "hi"}])
     figures = await read_figures()
-    assert figures.requests == {("chat", "ok"): 1, ("chat", "error"): 1}
-    assert figures.tokens == {("chat", "prompt"): 30, ("chat", "completion"): 4}
-    assert figures.cost_usd == pytest.approx(30 * 1000.0 / 1e6)
-    assert figures.durations[("chat", "ok")][0] == 1 and figures.durations[("chat", "error")][0] == 1
+    who = ("openai_compatible", "m")
+    assert figures.requests == {("chat", "ok", *who): 1, ("chat", "error", *who): 1}
+    assert figures.tokens == {("chat", "prompt", *who): 30, ("chat", "completion", *who): 4}
+    assert figures.cost_usd == {who: pytest.approx(30 * 1000.0 / 1e6)}
+    assert figures.durations[("chat", "ok", *who)][0] == 1 and figures.durations[("chat", "error", *who)][0] == 1
