@@ -498,7 +498,7 @@ async function pageWebhooks(root) {
       h("td", { class: "muted" }, fmtTime(w.last_delivery_at)), h("td", { class: "muted" }, fmtTime(w.last_success_at)),
       h("td", {}, w.consecutive_failures),
       h("td", {}, h("button", { type: "button", class: "secondary", onclick: () => showDeliveries(w) }, "Deliveries"), " ",
-        writeButton("Send test", "webhooks:write", () => api("POST", `/webhooks/${w.id}/test`), "secondary"))))))), deliveries);
+        writeButton("Send test", "webhooks:write", () => api("POST", `/webhooks/${w.id}/test`), "secondary")))))), deliveries);
 }
 
 const PAGES = {
