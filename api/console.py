@@ -30,4 +30,5 @@ def install_console(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def home() -> HTMLResponse:
+        """A page that links the console, the docs and the health endpoints."""
         return HTMLResponse(HOME)

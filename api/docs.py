@@ -23,6 +23,7 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get(DOCS_URL, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
+        """Swagger UI over the OpenAPI document, its assets from the package."""
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
@@ -34,10 +35,12 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
+        """Where Swagger UI's Authorize (OAuth2 password sign-in) comes back to."""
         return get_swagger_ui_oauth2_redirect_html()
 
     @app.get(REDOC_URL, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
+        """ReDoc over the OpenAPI document, its script from the package."""
         root = request.scope.get("root_path", "")
         return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
                               redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",

@@ -75,6 +75,8 @@ function showError(where, err) {
 // ---------- event streams with stream tokens ----------
 // EventSource can't send headers: ask for a 5-minute stream token (for one job, or the organization) and put
 // that in the URL. When the stream breaks (the token expired, the server restarted) get a new one and reconnect.
+const TERMINAL = ["succeeded", "failed", "cancelled"];
+
 function follow(path, jobId, onEvent) {
   let source = null;
   let closed = false;
@@ -87,7 +89,11 @@ function follow(path, jobId, onEvent) {
       const types = ["snapshot", "queued", "started", "progress", "retrying", "token", "tool_call", "tool_result",
         "message", "usage", "succeeded", "failed", "cancelled", "error", "webhook.disabled"];
       for (const type of types) {
-        source.addEventListener(type, (e) => onEvent(type, JSON.parse(e.data)));
+        source.addEventListener(type, (e) => {
+          onEvent(type, JSON.parse(e.data));
+          // A job's stream ends after its outcome: don't reconnect to replay it.
+          if (jobId && (TERMINAL.includes(type) || type === "error")) close();
+        });
       }
       source.onerror = () => {
         source.close();
@@ -121,6 +127,7 @@ const statusCell = (job) => h("span", { class: `status ${job.status}` }, job.sta
 function applyEvent(job, type, event) {
   const d = event.data || {};
   if (type === "snapshot") return Object.assign(job, d);
+  if (TERMINAL.includes(job.status) && !TERMINAL.includes(type)) return job;  // a late hint never undoes an outcome
   if (type === "started") job.status = "running";
   if (type === "queued") job.status = job.status || "queued";
   if (type === "progress") job.progress = { done: d.done, total: d.total, message: d.message };
@@ -177,16 +184,21 @@ async function pageLive(root) {
   };
   const first = await api("GET", "/jobs?limit=20");
   for (const job of first.items.reverse()) { jobs.set(job.id, job); render(job); }
-  follow("/events", null, async (type, event) => {
-    if (!event.job_id) return;
-    let job = jobs.get(event.job_id);
-    if (!job) {
-      job = { id: event.job_id, status: "queued", progress: { done: 0, total: 0 } };
-      jobs.set(job.id, job);
-      try { Object.assign(job, await api("GET", `/jobs/${job.id}`)); } catch (err) { /* shown as it comes */ }
-    }
-    applyEvent(job, type, event);
-    render(job);
+  // Events are applied in order: a job seen for the first time is read (its kind, its state) before the
+  // events after it.
+  let chain = Promise.resolve();
+  follow("/events", null, (type, event) => {
+    chain = chain.then(async () => {
+      if (!event.job_id) return;
+      let job = jobs.get(event.job_id);
+      if (!job) {
+        job = { id: event.job_id, status: "queued", progress: { done: 0, total: 0 } };
+        jobs.set(job.id, job);
+        try { Object.assign(job, await api("GET", `/jobs/${job.id}`)); } catch (err) { /* shown as it comes */ }
+      }
+      applyEvent(job, type, event);
+      render(job);
+    });
   });
 }
 
