@@ -81,15 +81,18 @@ function follow(path, jobId, onEvent) {
   let source = null;
   let closed = false;
   let retry = null;
+  let lastId = null;  // a reconnect (with a new token, so a new URL) resumes after the last event seen
   async function open() {
     try {
       const { token } = await api("POST", "/stream-tokens", jobId ? { job_id: jobId } : {});
       if (closed) return;
-      source = new EventSource(`${API}${path}?token=${encodeURIComponent(token)}`);
+      const resume = lastId ? `&last_event_id=${encodeURIComponent(lastId)}` : "";
+      source = new EventSource(`${API}${path}?token=${encodeURIComponent(token)}${resume}`);
       const types = ["snapshot", "queued", "started", "progress", "retrying", "token", "tool_call", "tool_result",
         "message", "usage", "succeeded", "failed", "cancelled", "error", "webhook.disabled"];
       for (const type of types) {
         source.addEventListener(type, (e) => {
+          if (e.lastEventId) lastId = e.lastEventId;
           onEvent(type, JSON.parse(e.data));
           // A job's stream ends after its outcome: don't reconnect to replay it.
           if (jobId && (TERMINAL.includes(type) || type === "error")) close();
