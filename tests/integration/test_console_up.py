@@ -128,6 +128,7 @@ async def test_the_console_under_agentmem_up():
     try:
         up.wait_ready()
         key = up.printed_key()
+        assert f"  Console: {api}/console/\n" in up.output, "".join(up.output[-12:])
         async with httpx.AsyncClient(base_url=api, timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
             console = Console(api)
             await owner_sees_every_page(console, client, key, model_url)

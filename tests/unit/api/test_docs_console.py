@@ -75,3 +75,17 @@ async def test_the_console_is_served_from_the_package_with_no_outside_url(client
 def test_whoami_is_documented():
     operation = APP.openapi()["paths"]["/api/v1/auth/whoami"]["get"]
     assert "permissions" in operation["description"] and operation["x-permission"] == "signed-in"
+
+
+def test_a_non_editable_install_ships_the_console_files():
+    # setuptools copies only what package-data names: every console file must match a pattern of `api`'s.
+    import fnmatch
+    import tomllib
+
+    from api.console import CONSOLE
+
+    patterns = tomllib.loads((CONSOLE.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["api"]
+    files = [p.relative_to(CONSOLE.parents[1]).as_posix() for p in CONSOLE.rglob("*") if p.is_file()]
+    assert {"static/console/index.html", "static/console/console.js", "static/console/console.css"} <= set(files)
+    assert all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), (files, patterns)
