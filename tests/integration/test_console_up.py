@@ -261,6 +261,8 @@ async def owner_sees_every_page(console: Console, client: httpx.AsyncClient, key
     console.shown("#deliveries table")
     console.screenshot("webhooks")
     assert all(count > 0 for count in OWNER_WRITE_BUTTONS.values()), OWNER_WRITE_BUTTONS
+    # Nothing the pages did was refused by the browser (the console's content security policy included).
+    assert [e for e in console.driver.get_log("browser") if e["level"] == "SEVERE"] == []
     OWNER_WRITE_BUTTONS["agent_id"] = agent["id"]  # type: ignore[assignment]
 
 

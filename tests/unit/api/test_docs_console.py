@@ -70,6 +70,10 @@ async def test_the_console_is_served_from_the_package_with_no_outside_url(client
     # Keys go in the Authorization header only; streams get stream tokens.
     assert "/stream-tokens" in script and "?token=" in script and "Authorization" in script
     assert (await client.get("/console/missing.js")).status_code == 404
+    # Only the console's own scripts and styles run, against this origin only, and nobody frames it.
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "connect-src 'self'" in policy
+    assert "style=" not in page.text and "<script>" not in page.text and not re.search(r"\son[a-z]+=", page.text)
 
 
 def test_whoami_is_documented():
