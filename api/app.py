@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.console import install_console
 from api.deps import document_permissions
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.mcp import mount_mcp, serving_mcp
 from api.middleware import install_middleware
@@ -135,7 +137,9 @@ async def lifespan(app: FastAPI):
 
 def create_app() -> FastAPI:
     """Build the application."""
-    app = FastAPI(title="AgentMem", version="0.1.0", description=DESCRIPTION, openapi_tags=TAGS, lifespan=lifespan)
+    # /docs and /redoc are served by api/docs.py, from the package (no CDN).
+    app = FastAPI(title="AgentMem", version="0.1.0", description=DESCRIPTION, openapi_tags=TAGS, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     install_error_handlers(app)
     for router in ROUTERS:
         document_permissions(router.routes)
@@ -143,6 +147,8 @@ def create_app() -> FastAPI:
     if get_settings().bench_jobs:
         app.include_router(jobs.bench_router)
     mount_mcp(app)
+    install_docs(app)
+    install_console(app)
     install_middleware(app)
     if tracing.setup_tracing("agentmem-api"):
         tracing.instrument_app(app)

@@ -226,10 +226,12 @@ def run_up(port: int, workers: int, data_dir: Path | None, as_json: bool = False
                 announce_by = None
                 if as_json:
                     print(json.dumps({"ready": True, "api_url": api_url, "docs_url": f"{api_url}/docs",
+                                      "console_url": f"{api_url}/console/",
                                       "data_dir": str(data_dir), "organization": settings.bootstrap_org_name,
                                       "api_key": bootstrap.get("api_key")}), flush=True)
                 else:
                     print(f"\nAgentMem is ready.\n  API:  {api_url}\n  Docs: {api_url}/docs\n"
+                          f"  Console: {api_url}/console/\n"
                           f"  Data: {data_dir}\n{_key_message(bootstrap, settings.bootstrap_org_name)}"
                           "Press Ctrl-C to stop.\n", flush=True)
             elif announce_by is not None and time.monotonic() > announce_by:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from schemas.permissions import Role
+from schemas.permissions import ActorType, Permission, Role
 
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,49}$")]
 Password = Annotated[str, Field(min_length=10, max_length=256, description="At least 10 characters.")]
@@ -68,6 +68,20 @@ class UserOut(BaseModel):
 
 class MeOut(UserOut):
     organizations: list[MembershipOut] = []
+
+
+class WhoAmIOut(BaseModel):
+    """The caller as the API sees it: what a client needs to show only what it may do."""
+
+    actor_type: ActorType = Field(description="`user` (signed in) or `api_key`.")
+    name: str = Field(description="The username, or the API key's name.")
+    organization_id: uuid.UUID | None = Field(description="The organization this request acts for, if any.")
+    role: Role | None = Field(description="The caller's role in that organization.")
+    permissions: list[Permission] = Field(description="What the caller may do there: the role's permissions, "
+                                                      "narrowed by an API key's scopes.")
+    user_id: uuid.UUID | None = None
+    key_id: uuid.UUID | None = None
+    superuser: bool = False
 
 
 class MeUpdate(BaseModel):

@@ -27,6 +27,7 @@ from schemas.accounts import (
     RegisterIn,
     TokenOut,
     UserOut,
+    WhoAmIOut,
 )
 from schemas.common import ErrorOut
 from schemas.permissions import Principal
@@ -110,6 +111,15 @@ async def _me_out(session, user) -> MeOut:
 async def get_me(who: Me, session: SessionDep) -> MeOut:
     """Your account and your organizations with your role in each."""
     return await _me_out(session, await users.get_user(session, who.user_id))
+
+
+@router.get("/whoami", response_model=WhoAmIOut)
+async def whoami(who: SignedIn) -> WhoAmIOut:
+    """Who you are for this request: user or API key, the organization acted for, your role there and your
+    permissions (a key's scopes applied). Clients use it to offer only what you may do, as the console does."""
+    return WhoAmIOut(actor_type=who.actor_type, name=who.name, organization_id=who.org_id, role=who.role,
+                     permissions=sorted(who.permissions), user_id=who.user_id, key_id=who.key_id,
+                     superuser=who.superuser)
 
 
 @router.patch("/me", response_model=MeOut, responses={409: {"model": ErrorOut, "description": "Email taken"}})

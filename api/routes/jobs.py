@@ -93,14 +93,17 @@ async def job_events(job_id: uuid.UUID, who: Follower, last_event_id: LastEventI
 
 @router.get("/events", response_class=StreamingResponse, responses=SSE_DOC)
 @streams
-async def organization_events(who: Follower, last_event_id: LastEventId = None):
+async def organization_events(who: Follower, last_event_id: LastEventId = None,
+                              last_event_id_query: Annotated[str | None, Query(alias="last_event_id",
+                                                                               max_length=64)] = None):
     """Every job event of your organization, live (Server-Sent Events), for dashboards. Never ends.
 
-    Accepts a stream token made without a `job_id` as `?token=`.
+    Accepts a stream token made without a `job_id` as `?token=`. A browser that reconnects with a fresh
+    token (a new URL, so EventSource sends no `Last-Event-ID`) resumes with `?last_event_id=`.
     """
     if not can_follow(who, None):
         raise NotFound("a stream token for one job can't follow the organization's events", code="not_found")
-    resume = progress.check_last_event_id(last_event_id)
+    resume = progress.check_last_event_id(last_event_id or last_event_id_query)
     return await sse_response(progress.follow_org(who.org_id, resume))
 
 

@@ -540,3 +540,19 @@ async def test_admin_routes_refuse_ordinary_users_and_api_keys(anonymous, tenant
         assert_error(await anonymous.post(f"/api/v1/admin/users/{target.id}/password-reset", headers=headers),
                      403, code)
     assert (await anonymous.get("/api/v1/auth/me", headers=user_headers)).json()["is_active"] is True
+
+
+async def test_whoami_tells_a_key_and_a_user_their_role_and_permissions(as_role, anonymous, tenant):
+    viewer = await (as_role(Role.VIEWER)).get("/api/v1/auth/whoami")
+    assert viewer.status_code == 200, viewer.text
+    body = viewer.json()
+    assert body["actor_type"] == "api_key" and body["role"] == "viewer" and body["user_id"] is None
+    assert body["organization_id"] == str(tenant.org_id) and body["key_id"]
+    assert "memories:read" in body["permissions"] and "memories:write" not in body["permissions"]
+    member = await make_user("whoami", org_id=tenant.org_id, role=Role.MEMBER)
+    tokens = await sign_in(anonymous, member)
+    me = (await anonymous.get("/api/v1/auth/whoami", headers=bearer(tokens["access_token"]))).json()
+    assert me["actor_type"] == "user" and me["name"] == member.username and me["role"] == "member"
+    assert me["user_id"] == str(member.id) and me["key_id"] is None
+    assert "memories:write" in me["permissions"] and "keys:manage" not in me["permissions"]
+    assert (await anonymous.get("/api/v1/auth/whoami")).status_code == 401

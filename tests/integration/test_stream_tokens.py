@@ -192,3 +192,28 @@ async def test_tokens_never_reach_the_api_log(stack, anonymous, owner, jobs):
     text = log.read_text()
     assert token not in text
     assert token.split(".")[2] not in text  # not even the signature alone
+
+
+async def test_an_org_token_resumes_the_org_stream_with_last_event_id_in_the_query(anonymous, owner, jobs):
+    # A browser reconnecting with a fresh token has a new URL, so EventSource sends no Last-Event-ID header:
+    # the web console passes the last id it saw as `?last_event_id=`.
+    job_x, job_y = jobs
+
+    async def org_events(query: str, until: str) -> list:
+        events = []
+
+        async def collect() -> None:
+            async for event in sse_stream(anonymous, f"/api/v1/events?token={await stream_token(owner)}&{query}"):
+                events.append(event)
+                if event.event == "succeeded" and event.data["job_id"] == until:
+                    return
+
+        await asyncio.wait_for(collect(), 30)
+        return events
+
+    everything = await org_events("last_event_id=0-0", until=job_y)
+    x_done = next(e for e in everything if e.event == "succeeded" and e.data["job_id"] == job_x)
+    assert everything.index(x_done) < len(everything) - 1
+    resumed = await org_events(f"last_event_id={x_done.id}", until=job_y)
+    assert [e.id for e in resumed] == [e.id for e in everything[everything.index(x_done) + 1:]]
+    assert {e.data["job_id"] for e in resumed} == {job_y}
