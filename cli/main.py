@@ -32,9 +32,6 @@ def _cmd_api(args) -> int:
     return 0
 
 
-WORKER_THREAD_WAIT_MS = 1000
-
-
 def _cmd_worker(args) -> int:
     settings = get_settings()
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
@@ -42,9 +39,10 @@ def _cmd_worker(args) -> int:
             "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms)]
     # Dramatiq's `worker_timeout` (read from the environment) is how long each of its worker threads waits on
     # the in-process work queue before it checks for a shutdown: a put wakes it at once, so a long wait costs
-    # no pickup latency, while 25 ms across 16 threads was 640 wake-ups a second (2-4% of a core at rest).
+    # no pickup latency (`worker_thread_wait_ms`), while 25 ms across 16 threads was 640 wake-ups a second (2-4%
+    # of a core at rest).
     # The consumers poll on their own clock (`worker_poll_ms`, core/queue.py).
-    env = dict(os.environ, dramatiq_worker_timeout=str(WORKER_THREAD_WAIT_MS))
+    env = dict(os.environ, dramatiq_worker_timeout=str(settings.worker_thread_wait_ms))
     # Idle torch threads sleep instead of spinning (OpenMP reads this once, as torch loads). Spinning
     # holds a core for nothing: on a busy 2-core machine embedding one text cost 307 ms of CPU
     # spinning and 41 ms sleeping, a batch of 16 56 and 24 ms a text; small jobs make many such calls.

@@ -381,6 +381,9 @@ class Settings(BaseSettings):
                                 "left 20 concurrent conversations queued (pickup p99 1–10 s, bench/agent.py).")
     worker_poll_ms: int = Field(default=25, description="A worker whose prefetched messages are all still running "
                                 "waits this long before it looks for room again.")
+    worker_thread_wait_ms: int = Field(default=1000, ge=1, le=10_000, description="How long each of Dramatiq's "
+                                       "worker threads waits on the process's work queue before it checks for a "
+                                       "shutdown (a message wakes it at once): short waits cost CPU at rest.")
     worker_idle_wait_ms: int = Field(default=1000, ge=1, le=4000, description="Longest an idle worker blocks on its "
                                      "queue's wake-up list before it looks again (an enqueue wakes it at once).")
     worker_shutdown_timeout_ms: int = 10_000
