@@ -1,0 +1,162 @@
+"""The embedding columns and their dimension: which `vector(N)` holds the current model's vectors, and a switch
+to a model of another dimension done online.
+
+`memories`, `memory_passages` and `messages` each keep their vectors in `embedding vector(N)` (HNSW-indexed,
+`ix_<table>_embedding`) beside `embedding_model`. A switch to M dimensions (`AGENTMEM_EMBEDDING_DIM` no longer
+the column's) is three steps, each idempotent, so a crash anywhere is resumed by running it again:
+
+1. `begin`: in one short transaction per table, the vectors move aside (`embedding` → `embedding_prev`,
+   `embedding_model` → `embedding_model_prev`, the index → `ix_<table>_embedding_prev`) and an empty
+   `embedding vector(M)` with its `embedding_model` takes their place; then its HNSW index is built
+   CONCURRENTLY (on an empty column: a scan, no lock held), and filled as vectors are written. Renames and
+   a nullable column without a default touch no row. From then on every writer writes the new model's
+   vectors where it always did, with no switch-awareness of its own.
+2. `reembed` fills `embedding` organization by organization, as for any change of model. Meanwhile search
+   compares a query embedded by the new model with `embedding`, and (AGENTMEM_EMBEDDING_PREVIOUS_MODEL)
+   one embedded by the old model with `embedding_prev`: every memory is found by meaning throughout.
+3. `finish`, once no live row anywhere still waits for its new vector: the `_prev` columns and their
+   index are dropped (passages whose memory went meanwhile go with them, and `memory_passages.embedding`
+   becomes NOT NULL again).
+
+The state is the catalog itself: a switch is under way exactly while `embedding_prev` exists. A search reads
+it in its own transaction, from a statement that takes the table's share lock, so `finish` (which needs the
+exclusive lock) cannot drop a column between the check and the query that uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db import autocommit_scope, session_scope
+from core.errors import PermanentJobError
+
+TABLES = ("memories", "memory_passages", "messages")
+LOCK_TIMEOUT = "5s"  # DDL waits this long for the table's lock, then the step fails and is retried
+
+
+@dataclass(frozen=True)
+class ColumnState:
+    """One table's vector columns: the live `embedding`'s dimension, and `embedding_prev`'s during a switch."""
+
+    dim: int
+    prev_dim: int | None = None
+
+    @property
+    def switching(self) -> bool:
+        return self.prev_dim is not None
+
+
+def _dims_sql(table: str, lock: bool) -> str:
+    # Referencing the table (a query that returns nothing) takes its ACCESS SHARE lock for the transaction.
+    locking = f" WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE false)" if lock else ""
+    return (f"SELECT (SELECT atttypmod FROM pg_attribute WHERE attrelid = '{table}'::regclass "
+            f"AND attname = 'embedding' AND NOT attisdropped) AS dim, "
+            f"(SELECT atttypmod FROM pg_attribute WHERE attrelid = '{table}'::regclass "
+            f"AND attname = 'embedding_prev' AND NOT attisdropped) AS prev_dim{locking}")
+
+
+async def column_state(session: AsyncSession, table: str = "memories", *, lock: bool = True) -> ColumnState:
+    """`table`'s vector columns as the database has them now; with `lock`, held so for the session's transaction."""
+    if table not in TABLES:
+        raise ValueError(table)
+    row = (await session.execute(text(_dims_sql(table, lock)))).one()
+    return ColumnState(int(row.dim), None if row.prev_dim is None else int(row.prev_dim))
+
+
+async def states() -> dict[str, ColumnState]:
+    """Each table's vector columns."""
+    async with session_scope() as session:
+        return {t: await column_state(session, t, lock=False) for t in TABLES}
+
+
+async def begin(dim: int) -> bool:
+    """Start (or resume) a switch to `dim` dimensions; whether one is under way afterwards.
+
+    Refuses (`embedding_dim_change`) while a switch to yet another dimension is unfinished."""
+    switching = False
+    for table, state in (await states()).items():
+        if state.switching and state.dim != dim:
+            raise PermanentJobError(f"{table}.embedding is being switched to {state.dim} dimensions and "
+                                    f"AGENTMEM_EMBEDDING_DIM is {dim}: finish that switch first (README \"Switching "
+                                    "embedding models\")", code="embedding_dim_change")
+        if not state.switching and state.dim != dim:
+            await _move_aside(table, dim)
+            state = ColumnState(dim, state.dim)
+        if state.switching:
+            await _ensure_index(table, f"ix_{table}_embedding", "embedding")
+            switching = True
+    return switching
+
+
+async def _move_aside(table: str, dim: int) -> None:
+    async with session_scope() as session:
+        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        await session.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        state = await column_state(session, table, lock=False)
+        if state.switching or state.dim == dim:  # another process got there first
+            return
+        for statement in (
+                f"ALTER TABLE {table} RENAME COLUMN embedding TO embedding_prev",
+                f"ALTER TABLE {table} RENAME COLUMN embedding_model TO embedding_model_prev",
+                f"ALTER TABLE {table} ALTER COLUMN embedding_prev DROP NOT NULL",
+                f"ALTER INDEX IF EXISTS ix_{table}_embedding RENAME TO ix_{table}_embedding_prev",
+                f"ALTER TABLE {table} ADD COLUMN embedding vector({int(dim)}), ADD COLUMN embedding_model varchar(200)"):
+            await session.execute(text(statement))
+        await session.commit()
+
+
+async def _ensure_index(table: str, name: str, column: str) -> None:
+    """The column's HNSW index, built without blocking writes; a half-built one (a crash) is rebuilt."""
+    async with autocommit_scope() as session:
+        valid = (await session.execute(text("SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+                                            "WHERE c.relname = :n"), {"n": name})).scalar_one_or_none()
+        if valid:
+            return
+        if valid is not None:
+            await session.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+        await session.execute(text(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
+                                   f"USING hnsw ({column} vector_cosine_ops)"))
+
+
+# Live rows that had a vector before the switch and have none in the new column yet, in any organization.
+_UNMOVED = {
+    "memories": "SELECT count(*) FROM memories WHERE deleted_at IS NULL AND (expires_at IS NULL OR expires_at > now()) "
+                "AND embedding IS NULL AND embedding_prev IS NOT NULL",
+    "messages": "SELECT count(*) FROM messages WHERE deleted_at IS NULL AND role IN ('user', 'assistant') "
+                "AND content <> '' AND embedding IS NULL AND embedding_prev IS NOT NULL",
+}
+
+
+async def unmoved() -> int:
+    """How many live memories and messages, in every organization, still wait for a vector of the new dimension."""
+    total = 0
+    async with session_scope() as session:
+        for table, sql in _UNMOVED.items():
+            if (await column_state(session, table, lock=False)).switching:
+                total += int((await session.execute(text(sql))).scalar_one())
+    return total
+
+
+async def finish() -> bool:
+    """Drop the old vectors once nothing waits for a new one; whether the switch is over (or none was under way)."""
+    if await unmoved():
+        return False
+    for table in TABLES:
+        async with session_scope() as session:
+            await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            await session.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            if not (await column_state(session, table, lock=False)).switching:
+                continue
+            if table in _UNMOVED and int((await session.execute(text(_UNMOVED[table]))).scalar_one()):
+                return False  # one left meanwhile (a row restored, or its new vector refused): the next run moves it
+            if table == "memory_passages":
+                # Passages not replaced by now belong to memories deleted, expired or edited meanwhile.
+                await session.execute(text("DELETE FROM memory_passages WHERE embedding IS NULL"))
+                await session.execute(text("ALTER TABLE memory_passages ALTER COLUMN embedding SET NOT NULL"))
+            await session.execute(text(f"ALTER TABLE {table} DROP COLUMN embedding_prev, "
+                                       "DROP COLUMN embedding_model_prev"))
+            await session.commit()
+    return True
