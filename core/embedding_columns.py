@@ -103,7 +103,8 @@ async def _move_aside(table: str, dim: int) -> None:
                 f"ALTER TABLE {table} RENAME COLUMN embedding_model TO embedding_model_prev",
                 f"ALTER TABLE {table} ALTER COLUMN embedding_prev DROP NOT NULL",
                 f"ALTER INDEX IF EXISTS ix_{table}_embedding RENAME TO ix_{table}_embedding_prev",
-                f"ALTER TABLE {table} ADD COLUMN embedding vector({int(dim)}), ADD COLUMN embedding_model varchar(200)"):
+                f"ALTER TABLE {table} ADD COLUMN embedding vector({int(dim)}), "
+                "ADD COLUMN embedding_model varchar(200)"):
             await session.execute(text(statement))
         await session.commit()
 
@@ -111,8 +112,9 @@ async def _move_aside(table: str, dim: int) -> None:
 async def _ensure_index(table: str, name: str, column: str) -> None:
     """The column's HNSW index, built without blocking writes; a half-built one (a crash) is rebuilt."""
     async with autocommit_scope() as session:
-        valid = (await session.execute(text("SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
-                                            "WHERE c.relname = :n"), {"n": name})).scalar_one_or_none()
+        valid = (await session.execute(text("SELECT i.indisvalid FROM pg_class c "
+                                            "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = :n"),
+                                       {"n": name})).scalar_one_or_none()
         if valid:
             return
         if valid is not None:
