@@ -40,6 +40,9 @@ QUERIES = [(q, FACTS[n]) for q, n in (("volcanoes in Iceland", 3), ("someone who
 LONG = " ".join(["The harbour master keeps a logbook of every ship that enters the bay."] * 40
                 + ["At the very end he notes that the red ferry carries bicycles on Sundays."])
 
+PASSAGE_QUERY = "bicycles on the ferry on Sundays"  # found in the long memory's last passage only
+WRITTEN = "the violin teacher moved to Vienna"  # a memory written during the switch
+
 
 def _doubled(vector: list[float]) -> list[float]:
     """The new model's vector for a text, from the old one's (as the tests' model server makes it)."""
@@ -82,9 +85,9 @@ async def own_services(services):
     set_database_url(original)
 
 
-async def _search(client, scope: str, query: str, mode: str = "vector") -> list[str]:
+async def _search(client, scope: str, query: str, mode: str = "vector", passages: bool = False) -> list[str]:
     response = await client.post("/api/v1/memories/search", json={"query": query, "user_id": scope, "mode": mode,
-                                                                   "top_k": 3})
+                                                                   "top_k": 3, "passages": passages})
     assert response.status_code == 200, response.text
     return [h["memory"]["content"] for h in response.json()["hits"]]
 
@@ -127,8 +130,8 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
             await _ingest(client, "someone-else", ["the other organization's only memory, about sailing"])
     finally:
         old.stop()
-    before = {r.id: list(r.embedding) for r in await _sql(
-        "SELECT id, embedding::real[] AS embedding FROM memories WHERE user_id = :u", u=scope)}
+    rows = await _sql("SELECT id, content, embedding::real[] AS embedding FROM memories WHERE user_id = :u", u=scope)
+    before = {r.id: list(r.embedding) for r in rows}
     assert len(before) == len(FACTS) + 1 and all(len(v) == 384 for v in before.values())
     assert (await _sql("SELECT count(*) AS n FROM memory_passages"))[0].n > 0
 
@@ -147,7 +150,7 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
             await _sql("DROP INDEX ix_memories_embedding")
             assert {t: (s.dim, s.prev_dim) for t, s in (await _columns()).items()} == {
                 t: (768, 384) for t in embedding_columns.TABLES}
-            moved = sorted(before)[:len(FACTS) // 2]
+            moved = sorted(r.id for r in rows if r.content in FACTS)[:len(FACTS) // 2]  # the long one has passages
             for memory_id in moved:
                 await _sql("UPDATE memories SET embedding = CAST(:v AS vector), embedding_model = :m WHERE id = :i",
                            v=str(_doubled(before[memory_id])), m=NEW_MODEL, i=memory_id)
@@ -156,11 +159,12 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
             for query, fact in QUERIES:
                 assert (await _search(client, scope, query))[0] == fact
                 assert (await _search(client, scope, query, "hybrid"))[0] == fact
-            await _ingest(client, scope, ["the night ferry to the island leaves at midnight"])
+            assert LONG in await _search(client, scope, PASSAGE_QUERY, passages=True)  # its passages aside too
+            await _ingest(client, scope, [WRITTEN])
             [written] = await _sql("SELECT vector_dims(embedding) AS d, embedding_model FROM memories "
-                                   "WHERE content LIKE 'the night ferry%'")
+                                   "WHERE content = :c", c=WRITTEN)
             assert (written.d, written.embedding_model) == (768, NEW_MODEL)
-            assert (await _search(client, scope, "boat that sails late at night"))[0].startswith("the night ferry")
+            assert (await _search(client, scope, "music lessons teacher relocated to Austria"))[0] == WRITTEN
 
             # The run fills what is left, searched throughout; the other organization has not run it yet.
             started = await client.post("/api/v1/maintenance/reembed", json={"params": {"batch_size": 2}})
@@ -210,7 +214,7 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
         async with httpx.AsyncClient(base_url=new.api_url, headers=tenant.headers(), timeout=60) as client:
             for query, fact in QUERIES:  # the new model's query alone now (the previous one has no column left)
                 assert (await _search(client, scope, query))[0] == fact
-            assert "red ferry carries bicycles" in (await _search(client, scope, "bicycles on the ferry on Sundays"))[0]
+            assert LONG in await _search(client, scope, PASSAGE_QUERY, passages=True)
             again = await _reembed(client)
             assert (again["pending"], again["reembedded"], again["messages_reembedded"]) == (0, 0, 0)
             assert "dimension_switch" not in again
