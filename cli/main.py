@@ -70,6 +70,26 @@ def _cmd_migrate(args) -> int:
 
     upgrade_database()
     print("database is at the latest schema")
+    return asyncio.run(_begin_dimension_switch())
+
+
+async def _begin_dimension_switch() -> int:
+    """With AGENTMEM_EMBEDDING_DIM changed, begin the switch of the vector columns (README "Switching embedding
+    models") before the processes start: writes of the new dimension then have their column from the first."""
+    from core import embedding_columns
+    from core.db import dispose_engine
+    from core.errors import PermanentJobError
+    from core.settings import get_settings
+
+    dim = get_settings().embedding_dim
+    try:
+        if await embedding_columns.begin(dim):
+            print(f"switching the embedding columns to {dim} dimensions: run `reembed` for each organization")
+    except PermanentJobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await dispose_engine()
     return 0
 
 

@@ -75,13 +75,20 @@ async def states() -> dict[str, ColumnState]:
 async def begin(dim: int) -> bool:
     """Start (or resume) a switch to `dim` dimensions; whether one is under way afterwards.
 
-    Refuses (`embedding_dim_change`) while a switch to yet another dimension is unfinished."""
+    `dim` the dimension an unfinished switch came from: the switch is undone (the old vectors back in
+    `embedding`; those written meanwhile are lost, `reembed` makes them again). Refuses
+    (`embedding_dim_change`) while a switch to yet another dimension is unfinished."""
+    current = await states()
+    for table, state in current.items():
+        if state.switching and dim not in (state.dim, state.prev_dim):
+            raise PermanentJobError(f"{table}.embedding is being switched from {state.prev_dim} to {state.dim} "
+                                    f"dimensions and AGENTMEM_EMBEDDING_DIM is {dim}: finish or undo that switch first "
+                                    "(README \"Switching embedding models\")", code="embedding_dim_change")
     switching = False
-    for table, state in (await states()).items():
-        if state.switching and state.dim != dim:
-            raise PermanentJobError(f"{table}.embedding is being switched to {state.dim} dimensions and "
-                                    f"AGENTMEM_EMBEDDING_DIM is {dim}: finish that switch first (README \"Switching "
-                                    "embedding models\")", code="embedding_dim_change")
+    for table, state in current.items():
+        if state.switching and state.prev_dim == dim:
+            await _move_back(table, dim)
+            state = ColumnState(dim)
         if not state.switching and state.dim != dim:
             await _move_aside(table, dim)
             state = ColumnState(dim, state.dim)
@@ -107,6 +114,29 @@ async def _move_aside(table: str, dim: int) -> None:
                 "ADD COLUMN embedding_model varchar(200)"):
             await session.execute(text(statement))
         await session.commit()
+
+
+async def _move_back(table: str, dim: int) -> None:
+    """Undo a switch: the new column and its index dropped, the old vectors back under their names."""
+    async with session_scope() as session:
+        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        await session.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        state = await column_state(session, table, lock=False)
+        if state.prev_dim != dim:  # another process got there first
+            return
+        statements = [f"ALTER TABLE {table} DROP COLUMN embedding, DROP COLUMN embedding_model",
+                      f"ALTER TABLE {table} RENAME COLUMN embedding_prev TO embedding",
+                      f"ALTER TABLE {table} RENAME COLUMN embedding_model_prev TO embedding_model",
+                      f"ALTER INDEX IF EXISTS ix_{table}_embedding_prev RENAME TO ix_{table}_embedding"]
+        if table == "memories":  # moved meanwhile, perhaps as a new content whose old vector is stale: again
+            statements.insert(0, "UPDATE memories SET embedded_hash = NULL WHERE embedding IS NOT NULL")
+        if table == "memory_passages":  # passages written during the switch have no old vector
+            statements += ["DELETE FROM memory_passages WHERE embedding IS NULL",
+                           "ALTER TABLE memory_passages ALTER COLUMN embedding SET NOT NULL"]
+        for statement in statements:
+            await session.execute(text(statement))
+        await session.commit()
+    await _ensure_index(table, f"ix_{table}_embedding", "embedding")
 
 
 async def _ensure_index(table: str, name: str, column: str) -> None:

@@ -143,10 +143,12 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
             for query, fact in QUERIES:
                 assert (await _search(client, scope, query))[0] == fact
 
-            # A switch cut short: begun (the old vectors aside, an empty 768-d column), its index build lost
-            # in a crash, and half the memories moved.
-            assert await embedding_columns.begin(768)
-            assert await embedding_columns.begin(768)  # idempotent
+            # A switch cut short: begun by `agentmem migrate` (the old vectors aside, an empty 768-d column), its
+            # index build lost in a crash, and half the memories moved.
+            for _ in range(2):  # the second time finds it done
+                migrated = new.run("migrate")
+                assert migrated.returncode == 0, migrated.stderr
+                assert "switching the embedding columns to 768 dimensions" in migrated.stdout
             await _sql("DROP INDEX ix_memories_embedding")
             assert {t: (s.dim, s.prev_dim) for t, s in (await _columns()).items()} == {
                 t: (768, 384) for t in embedding_columns.TABLES}
@@ -218,6 +220,23 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
             again = await _reembed(client)
             assert (again["pending"], again["reembedded"], again["messages_reembedded"]) == (0, 0, 0)
             assert "dimension_switch" not in again
+
+            # A switch begun by mistake (back to 384) and undone: the 768-d vectors come back as they were; one
+            # memory moved meanwhile is marked for `reembed` (its content may have changed), the rest are intact.
+            assert await embedding_columns.begin(384)
+            await _sql("UPDATE memories SET embedding = CAST(:v AS vector), embedding_model = :m WHERE id = :i",
+                       v=str(before[moved[0]]), m=OLD_MODEL, i=moved[0])
+            assert not await embedding_columns.begin(768)
+            assert {t: (s.dim, s.prev_dim) for t, s in (await _columns()).items()} == {
+                t: (768, None) for t in embedding_columns.TABLES}
+            restored = {r.id: (list(r.embedding), r.embedding_model) for r in await _sql(
+                "SELECT id, embedding::real[] AS embedding, embedding_model FROM memories WHERE user_id = :u",
+                u=scope)}
+            assert restored == after
+            for query, fact in QUERIES:
+                assert (await _search(client, scope, query))[0] == fact
+            undone = await _reembed(client)
+            assert (undone["pending"], undone["reembedded"]) == (1, 1) and "dimension_switch" not in undone
     except Exception:
         print(new.logs())
         raise
