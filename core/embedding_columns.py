@@ -34,6 +34,7 @@ from core.db import autocommit_scope, session_scope
 from core.errors import PermanentJobError
 
 TABLES = ("memories", "memory_passages", "messages")
+ADVISORY_KEY = "embedding_columns"  # builds of the embedding columns' indexes, one at a time
 LOCK_TIMEOUT = "5s"  # DDL waits this long for the table's lock, then the step fails and is retried
 
 
@@ -140,17 +141,24 @@ async def _move_back(table: str, dim: int) -> None:
 
 
 async def _ensure_index(table: str, name: str, column: str) -> None:
-    """The column's HNSW index, built without blocking writes; a half-built one (a crash) is rebuilt."""
+    """The column's HNSW index, built without blocking writes; a half-built one (a crash) is rebuilt.
+
+    One process at a time (a session advisory lock, gone with a dead connection): another run beginning the
+    same switch waits for the build rather than take an index being built for a crashed one."""
     async with autocommit_scope() as session:
-        valid = (await session.execute(text("SELECT i.indisvalid FROM pg_class c "
-                                            "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = :n"),
-                                       {"n": name})).scalar_one_or_none()
-        if valid:
-            return
-        if valid is not None:
-            await session.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-        await session.execute(text(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
-                                   f"USING hnsw ({column} vector_cosine_ops)"))
+        await session.execute(text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"), {"k": ADVISORY_KEY})
+        try:
+            valid = (await session.execute(text("SELECT i.indisvalid FROM pg_class c "
+                                                "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = :n"),
+                                           {"n": name})).scalar_one_or_none()
+            if valid:
+                return
+            if valid is not None:
+                await session.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            await session.execute(text(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
+                                       f"USING hnsw ({column} vector_cosine_ops)"))
+        finally:
+            await session.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": ADVISORY_KEY})
 
 
 # Live rows that had a vector before the switch and have none in the new column yet, in any organization.

@@ -123,13 +123,13 @@ async def reembed(ctx: JobContext, params: ReembedParams) -> dict[str, Any]:
               "messages_reembedded": messages, "failed": len(failed), "failed_ids": failed[:MAX_REPORTED],
               "remaining": remaining}
     if switching:
-        result["dimension_switch"] = await _finish_switch(ctx, before["memories"], settings.embedding_dim)
+        old = next((s.prev_dim for s in before.values() if s.switching), before["memories"].dim)
+        result["dimension_switch"] = await _finish_switch(ctx, old, settings.embedding_dim)
     return result
 
 
-async def _finish_switch(ctx: JobContext, before: embedding_columns.ColumnState, dim: int) -> dict[str, Any]:
+async def _finish_switch(ctx: JobContext, old: int, dim: int) -> dict[str, Any]:
     """The switch of dimension: finished if nothing is left to move in any organization, else what it waits for."""
-    old = before.prev_dim if before.switching else before.dim
     if await embedding_columns.finish():
         await ctx.progress(1, 1, f"switched to {dim} dimensions; the old vectors are dropped")
         return {"from_dim": old, "to_dim": dim, "state": "finished", "waiting_for": 0}
