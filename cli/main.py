@@ -78,14 +78,14 @@ async def _begin_dimension_switch() -> int:
     models") before the processes start: writes of the new dimension then have their column from the first."""
     from core import embedding_columns
     from core.db import dispose_engine
-    from core.errors import PermanentJobError
+    from core.errors import PermanentJobError, TransientJobError
     from core.settings import get_settings
 
     dim = get_settings().embedding_dim
     try:
         if await embedding_columns.begin(dim):
             print(f"switching the embedding columns to {dim} dimensions: run `reembed` for each organization")
-    except PermanentJobError as exc:
+    except (PermanentJobError, TransientJobError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

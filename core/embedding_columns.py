@@ -25,17 +25,21 @@ exclusive lock) cannot drop a column between the check and the query that uses i
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import autocommit_scope, session_scope
-from core.errors import PermanentJobError
+from core.errors import PermanentJobError, TransientJobError
 
 TABLES = ("memories", "memory_passages", "messages")
 ADVISORY_KEY = "embedding_columns"  # builds of the embedding columns' indexes, one at a time
-LOCK_TIMEOUT = "5s"  # DDL waits this long for the table's lock, then the step fails and is retried
+LOCK_TIMEOUT = "5s"
+LOCK_NOT_AVAILABLE = "55P03"  # DDL waits this long for the table's lock, then the step fails and is retried
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,24 @@ async def begin(dim: int) -> bool:
     return switching
 
 
+@asynccontextmanager
+async def _locked(table: str) -> AsyncIterator[AsyncSession]:
+    """A transaction holding `table` exclusively; a table busy past LOCK_TIMEOUT is a transient failure (the job
+    retries) rather than a queue of every reader behind the DDL."""
+    try:
+        async with session_scope() as session:
+            await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            await session.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            yield session
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise TransientJobError(f"{table} stayed busy for {LOCK_TIMEOUT}: the switch of its embedding column "
+                                "goes on at the next attempt", code="embedding_switch_busy") from exc
+
+
 async def _move_aside(table: str, dim: int) -> None:
-    async with session_scope() as session:
-        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        await session.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+    async with _locked(table) as session:
         state = await column_state(session, table, lock=False)
         if state.switching or state.dim == dim:  # another process got there first
             return
@@ -119,9 +137,7 @@ async def _move_aside(table: str, dim: int) -> None:
 
 async def _move_back(table: str, dim: int) -> None:
     """Undo a switch: the new column and its index dropped, the old vectors back under their names."""
-    async with session_scope() as session:
-        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        await session.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+    async with _locked(table) as session:
         state = await column_state(session, table, lock=False)
         if state.prev_dim != dim:  # another process got there first
             return
@@ -185,9 +201,7 @@ async def finish() -> bool:
     if await unmoved():
         return False
     for table in TABLES:
-        async with session_scope() as session:
-            await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-            await session.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        async with _locked(table) as session:
             if not (await column_state(session, table, lock=False)).switching:
                 continue
             if table in _UNMOVED and int((await session.execute(text(_UNMOVED[table]))).scalar_one()):

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from core import embedding_columns
 from core.db import autocommit_scope, database_url, dispose_engine, session_scope, set_database_url
+from core.errors import TransientJobError
 from core.migrate import upgrade_database
 from tests.support.sse import finish
 from tests.support.stack import Stack
@@ -142,6 +143,15 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
             # Configured for 768, the columns still 384: the query by the old model finds every memory.
             for query, fact in QUERIES:
                 assert (await _search(client, scope, query))[0] == fact
+
+            # A long transaction reading the table: the switch does not queue every reader behind it, it gives
+            # up (the job retries) and has changed nothing.
+            async with session_scope() as reader:
+                await reader.execute(text("SELECT count(*) FROM memories"))
+                with pytest.raises(TransientJobError) as busy:
+                    await embedding_columns.begin(768)
+                assert busy.value.code == "embedding_switch_busy"
+            assert not (await _columns())["memories"].switching
 
             # A switch cut short: begun by `agentmem migrate` (the old vectors aside, an empty 768-d column), its
             # index build lost in a crash, and half the memories moved.
