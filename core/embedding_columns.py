@@ -38,8 +38,9 @@ from core.errors import PermanentJobError, TransientJobError
 
 TABLES = ("memories", "memory_passages", "messages")
 ADVISORY_KEY = "embedding_columns"  # builds of the embedding columns' indexes, one at a time
-LOCK_TIMEOUT = "5s"
-LOCK_NOT_AVAILABLE = "55P03"  # DDL waits this long for the table's lock, then the step fails and is retried
+LOCK_TIMEOUT = "5s"  # DDL waits this long for the table's lock, then the step fails and is retried
+LOCK_NOT_AVAILABLE = "55P03"
+INDEX_BUILD_TIMEOUT = 24 * 3600.0  # seconds; a build on an empty column takes one scan of the table
 
 
 @dataclass(frozen=True)
@@ -160,21 +161,22 @@ async def _ensure_index(table: str, name: str, column: str) -> None:
     """The column's HNSW index, built without blocking writes; a half-built one (a crash) is rebuilt.
 
     One process at a time (a session advisory lock, gone with a dead connection): another run beginning the
-    same switch waits for the build rather than take an index being built for a crashed one."""
+    same switch waits for the build rather than take an index being built for a crashed one. On the driver's
+    connection, as VACUUM is: no transaction block, and no command timeout cutting a long build short."""
     async with autocommit_scope() as session:
-        await session.execute(text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"), {"k": ADVISORY_KEY})
+        raw = (await (await session.connection()).get_raw_connection()).driver_connection
+        await raw.execute(f"SELECT pg_advisory_lock(hashtextextended('{ADVISORY_KEY}', 0))")
         try:
-            valid = (await session.execute(text("SELECT i.indisvalid FROM pg_class c "
-                                                "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = :n"),
-                                           {"n": name})).scalar_one_or_none()
+            valid = await raw.fetchval("SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+                                       "WHERE c.relname = $1", name)
             if valid:
                 return
             if valid is not None:
-                await session.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-            await session.execute(text(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
-                                       f"USING hnsw ({column} vector_cosine_ops)"))
+                await raw.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}", timeout=INDEX_BUILD_TIMEOUT)
+            await raw.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
+                              f"USING hnsw ({column} vector_cosine_ops)", timeout=INDEX_BUILD_TIMEOUT)
         finally:
-            await session.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": ADVISORY_KEY})
+            await raw.execute(f"SELECT pg_advisory_unlock(hashtextextended('{ADVISORY_KEY}', 0))")
 
 
 # Live rows that had a vector before the switch and have none in the new column yet, in any organization.
