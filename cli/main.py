@@ -79,6 +79,27 @@ def _cmd_migrate(args) -> int:
         print(f"database schema upgraded to {applied[-1]} ({len(applied)} migration{'s' * (len(applied) > 1)})")
     else:
         print("database schema is up to date")
+    return asyncio.run(_begin_dimension_switch(sys.stderr if args.json else sys.stdout))
+
+
+async def _begin_dimension_switch(out) -> int:
+    """With AGENTMEM_EMBEDDING_DIM changed, begin the switch of the vector columns (README "Switching embedding
+    models") before the processes start: writes of the new dimension then have their column from the first."""
+    from core import embedding_columns
+    from core.db import dispose_engine
+    from core.errors import PermanentJobError, TransientJobError
+    from core.settings import get_settings
+
+    dim = get_settings().embedding_dim
+    try:
+        if await embedding_columns.begin(dim):
+            print(f"switching the embedding columns to {dim} dimensions: run `reembed` for each organization",
+                  file=out)
+    except (PermanentJobError, TransientJobError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await dispose_engine()
     return 0
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
@@ -48,7 +49,13 @@ SERVER_UNAVAILABLE = frozenset({"57P01", "57P02", "57P03"})
 
 def _server_unavailable_is_operational(context: ExceptionContext) -> OperationalError | None:
     """Raise a server that is stopping or starting as an OperationalError: an outage like a refused
-    connection (a 503 in the API, a retry in a job), not a bug. Its pooled connections are dead."""
+    connection (a 503 in the API, a retry in a job), not a bug. Its pooled connections are dead.
+
+    So is a statement prepared before a change of the schema that changed its result (a switch of the
+    embedding columns' dimension, core/embedding_columns.py): it fails once in the transaction it was
+    reused in, then the dialect prepares it again; a retry succeeds."""
+    if isinstance(context.original_exception, AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError):
+        return OperationalError(context.statement, context.parameters, context.original_exception)
     if getattr(context.original_exception, "sqlstate", None) not in SERVER_UNAVAILABLE:
         return None
     context.is_disconnect = True

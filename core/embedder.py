@@ -52,8 +52,9 @@ def local_model_path(name: str) -> str:
 class LocalModel:
     """A sentence-transformers model loaded once, run on one dedicated thread."""
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, *, check_dim: bool = True) -> None:
         self.name = name  # None: AGENTMEM_EMBEDDING_MODEL
+        self.check_dim = check_dim  # False: the previous model, whose dimension may be another than the setting's
         self._model = None
         self._query_model = None
         self._onnx: OnnxQueryEncoder | None = None  # the API's query path, when the model allows it
@@ -71,7 +72,8 @@ class LocalModel:
                 if _query_onnx:  # a query-only process (the API): no torch model at all if ONNX can serve
                     self._onnx = _onnx_encoder(path, max(_query_threads, 1))
                     if self._onnx is not None:
-                        _check_dim(self._onnx.dim)
+                        if self.check_dim:
+                            _check_dim(self._onnx.dim)
                         log.info("loaded embedding model %s (%d dims, ONNX Runtime)", path, self._onnx.dim)
                         return None
                 import torch
@@ -85,7 +87,8 @@ class LocalModel:
 
                     transformers_logging.disable_progress_bar()
                 self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
-                _check_dim(self._model.get_embedding_dimension())
+                if self.check_dim:
+                    _check_dim(self._model.get_embedding_dimension())
                 self._bfloat16 = _query_bfloat16
                 if self._bfloat16:
                     self._model = self._model.to(torch.bfloat16)
@@ -229,10 +232,11 @@ def _machine_turn():
 class OpenAIModel:
     """Any OpenAI-compatible /embeddings endpoint, through the `openai` package."""
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, *, check_dim: bool = True) -> None:
         from core.llm import ProviderSettings, openai_client
 
         self.name = name  # None: AGENTMEM_EMBEDDING_MODEL
+        self.check_dim = check_dim  # False: the previous model, whose dimension may be another than the setting's
         settings = get_settings()
         if not settings.embedding_base_url:
             raise PermanentJobError("AGENTMEM_EMBEDDING_BASE_URL is required for the openai embedding provider",
@@ -260,7 +264,7 @@ class OpenAIModel:
                                     code="embedding_rejected") from exc
         vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
         dim = get_settings().embedding_dim
-        if vectors and len(vectors[0]) != dim:
+        if self.check_dim and vectors and len(vectors[0]) != dim:
             raise PermanentJobError(f"endpoint gives {len(vectors[0])} dimensions, AGENTMEM_EMBEDDING_DIM is "
                                     f"{dim}", code="embedding_dim_mismatch")
         return vectors
@@ -422,7 +426,8 @@ def get_previous_embedder() -> BatchingEmbedder | None:
     """The embedder of the model being switched away from (AGENTMEM_EMBEDDING_PREVIOUS_MODEL), or None.
 
     Search embeds its query with it too while `reembed` moves the vectors, so memories not yet moved
-    are still found by meaning. Same provider, endpoint and dimension as the current model.
+    are still found by meaning. Same provider and endpoint as the current model; its dimension may differ
+    (a switch of dimension: its vectors are then in the `embedding_prev` columns, core/embedding_columns.py).
     """
     settings = get_settings()
     identity = settings.embedding_previous_model
@@ -430,7 +435,8 @@ def get_previous_embedder() -> BatchingEmbedder | None:
         return None
     if identity not in _previous:
         name = identity.split("@", 1)[0]
-        model = LocalModel(name) if settings.embedding_provider == "local" else OpenAIModel(name)
+        model = (LocalModel(name, check_dim=False) if settings.embedding_provider == "local"
+                 else OpenAIModel(name, check_dim=False))
         _previous[identity] = BatchingEmbedder(model.encode, settings.embedding_batch_size,
                                                settings.embedding_batch_wait_ms, model=identity)
     return _previous[identity]

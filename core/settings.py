@@ -72,8 +72,8 @@ class Settings(BaseSettings):
                                                 "records `model@version`, and `reembed` moves the others.")
     embedding_previous_model: str | None = Field(default=None, description="During a switch of embedding models: "
                                                  "the model the stored vectors were made with (`model` or "
-                                                 "`model@version`, same provider and dimension). Search embeds its "
-                                                 "query with both until `reembed` has moved every vector.")
+                                                 "`model@version`, same provider; its dimension may differ). Search "
+                                                 "embeds its query with both until `reembed` has moved every vector.")
     embedding_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint for embeddings.")
     embedding_api_key: str | None = None
     embedding_batch_size: int = 128

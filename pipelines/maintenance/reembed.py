@@ -12,8 +12,12 @@ does nothing.
 Search keeps working throughout: it compares a query only with vectors of the model that embedded the
 query, and with AGENTMEM_EMBEDDING_PREVIOUS_MODEL set it embeds the query with both models, so each
 memory is found through whichever vector it has at the moment (README "Switching embedding models").
-A new model with another dimension needs the column changed first; the task refuses to start
-(`embedding_dim_change`) rather than fail on every write.
+
+A model of another dimension (AGENTMEM_EMBEDDING_DIM no longer the columns') is switched to online: the run
+first moves the old vectors aside into `embedding_prev` columns and gives the tables an empty `embedding` of
+the new dimension (core/embedding_columns.py `begin`, idempotent), then fills it as above; search meanwhile
+compares the old model's query with the old vectors. The run that leaves no live row of any organization
+without its new vector drops the old columns (`finish`); until then each run reports what it waits for.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
+from core import embedding_columns
 from core.db import session_scope
 from core.embedder import get_embedder, model_identity
 from core.errors import PermanentJobError
@@ -51,8 +56,6 @@ _COUNT_MESSAGES = text("SELECT count(*) " + _MESSAGES)
 _MESSAGE_BATCH = text("SELECT id, content " + _MESSAGES + " AND id > :after ORDER BY id LIMIT :n")
 _SET_MESSAGE = text("UPDATE messages SET embedding = CAST(:v AS vector), embedding_model = :model "
                     "WHERE id = :id AND content = :content")
-_COLUMN_DIM = text("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'memories'::regclass "
-                   "AND attname = 'embedding' AND NOT attisdropped")
 
 
 class ReembedParams(BaseModel):
@@ -60,12 +63,6 @@ class ReembedParams(BaseModel):
 
     batch_size: int | None = Field(default=None, ge=1, le=1000, description="Memories per batch (default "
                                                                              "AGENTMEM_MAINTENANCE_BATCH_SIZE).")
-
-
-async def column_dimensions() -> int:
-    """The dimension of `memories.embedding` as the database has it."""
-    async with session_scope() as session:
-        return int((await session.execute(_COLUMN_DIM)).scalar_one())
 
 
 async def _embed(contents: list[str], *, split: bool = True) -> list[passages.Embedded | None]:
@@ -90,11 +87,8 @@ async def reembed(ctx: JobContext, params: ReembedParams) -> dict[str, Any]:
     settings = get_settings()
     org: uuid.UUID = ctx.job.org_id
     model = model_identity()
-    dim = await column_dimensions()
-    if dim != settings.embedding_dim:
-        raise PermanentJobError(f"memories.embedding holds {dim} dimensions and AGENTMEM_EMBEDDING_DIM is "
-                                f"{settings.embedding_dim}: change the column first (README \"Switching embedding "
-                                "models\")", code="embedding_dim_change")
+    before = await embedding_columns.states()
+    switching = await embedding_columns.begin(settings.embedding_dim)
     size = params.batch_size or settings.maintenance_batch_size
     async with session_scope() as session:
         total = int((await session.execute(_COUNT, {"org": org, "model": model})).scalar_one())
@@ -125,9 +119,24 @@ async def reembed(ctx: JobContext, params: ReembedParams) -> dict[str, Any]:
     messages = await _reembed_messages(ctx, model, size, failed)
     async with session_scope() as session:
         remaining = int((await session.execute(_COUNT, {"org": org, "model": model})).scalar_one())
-    return {"model": model, "pending": total, "reembedded": moved, "changed_meanwhile": changed,
-            "messages_reembedded": messages, "failed": len(failed), "failed_ids": failed[:MAX_REPORTED],
-            "remaining": remaining}
+    result = {"model": model, "pending": total, "reembedded": moved, "changed_meanwhile": changed,
+              "messages_reembedded": messages, "failed": len(failed), "failed_ids": failed[:MAX_REPORTED],
+              "remaining": remaining}
+    if switching:
+        old = next((s.prev_dim for s in before.values() if s.switching), before["memories"].dim)
+        result["dimension_switch"] = await _finish_switch(ctx, old, settings.embedding_dim)
+    return result
+
+
+async def _finish_switch(ctx: JobContext, old: int, dim: int) -> dict[str, Any]:
+    """The switch of dimension: finished if nothing is left to move in any organization, else what it waits for."""
+    if await embedding_columns.finish():
+        await ctx.progress(1, 1, f"switched to {dim} dimensions; the old vectors are dropped")
+        return {"from_dim": old, "to_dim": dim, "state": "finished", "waiting_for": 0}
+    waiting = await embedding_columns.unmoved()
+    await ctx.progress(1, 1, f"{waiting} memories and messages (all organizations) still wait for a "
+                             f"{dim}-dimension vector")
+    return {"from_dim": old, "to_dim": dim, "state": "filling", "waiting_for": waiting}
 
 
 async def _reembed_messages(ctx: JobContext, model: str, size: int, failed: list[str]) -> int:

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pgvector.sqlalchemy import Vector
 from sqlalchemy import func, literal_column, or_
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -57,12 +58,24 @@ class Corpus:
             clauses.append(unexpired(self.model))
         return clauses
 
-    def vector_clauses(self, model: str | None = None) -> list[ColumnElement[bool]]:
-        """Rows whose vector a query embedded by `model` (None: the current one) can be compared with."""
-        clauses = [self.model.embedding.is_not(None)]
+    def embedding_column(self, prev: bool = False) -> Any:
+        """The vectors: `embedding`, or with `prev` those kept aside during a switch of dimension
+        (`embedding_prev`, core/embedding_columns.py), which the model does not map."""
+        return prev_embedding(self.model) if prev else self.model.embedding
+
+    def vector_clauses(self, model: str | None = None, prev: bool = False) -> list[ColumnElement[bool]]:
+        """Rows whose vector a query embedded by `model` (None: the current one) can be compared with; with
+        `prev`, their vector in `embedding_prev`."""
+        clauses = [self.embedding_column(prev).is_not(None)]
         if self.tracks_model:
-            clauses.append(self.model.embedding_model == (model or model_identity()))
+            recorded = literal_column(f"{self.name}.embedding_model_prev") if prev else self.model.embedding_model
+            clauses.append(recorded == (model or model_identity()))
         return clauses
+
+
+def prev_embedding(model: Any) -> ColumnElement:
+    """A table's `embedding_prev` column (only there while a switch of dimension is under way)."""
+    return literal_column(f"{model.__tablename__}.embedding_prev", type_=Vector())
 
 
 def unexpired(model: Any) -> ColumnElement[bool]:

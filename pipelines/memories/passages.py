@@ -18,7 +18,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import delete, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,16 +129,20 @@ async def replace_passages(session: AsyncSession, memory_id: uuid.UUID, rows: li
     await add_passages(session, rows)
 
 
-def passage_statement(vector: list[float], clauses: list, limit: int, exact: bool, model: str | None = None):
+def passage_statement(vector: list[float], clauses: list, limit: int, exact: bool, model: str | None = None,
+                      prev: bool = False):
     """The nearest passages of the memories within `clauses` (cosine distance), as (memory id, distance).
 
     Only passages of the memory's current content, embedded by `model` (None: the current one), count. `exact` (a small
     scope) keeps the planner off the HNSW index: it reads the scope's memories through their b-tree, then
-    their passages.
+    their passages. `prev`: compare with the vectors kept aside during a switch of dimension (`embedding_prev`).
     """
-    distance = MemoryPassage.embedding.cosine_distance(vector)
+    column = (literal_column("memory_passages.embedding_prev", type_=Vector()) if prev
+              else MemoryPassage.embedding)
+    recorded = literal_column("memory_passages.embedding_model_prev") if prev else MemoryPassage.embedding_model
+    distance = column.cosine_distance(vector)
     return (select(MemoryPassage.memory_id, distance.label("d"))
             .join(Memory, Memory.id == MemoryPassage.memory_id)
             .where(*clauses, MemoryPassage.content_hash == Memory.content_hash,
-                   MemoryPassage.embedding_model == (model or model_identity()))
+                   recorded == (model or model_identity()))
             .order_by(distance + 0 if exact else distance).limit(limit))

@@ -33,7 +33,7 @@ from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
-from core import timing
+from core import embedding_columns, timing
 from core.embedder import get_embedder, get_previous_embedder
 from core.errors import InvalidInput
 from core.settings import get_settings
@@ -85,12 +85,12 @@ async def vector_neighbours(session: AsyncSession, vector: list[float], clauses:
     `previous`: the query embedded by the previous model too (a switch of models under way), compared with
     the vectors that model made."""
     best: dict = {}
-    queries = [(vector, None)]
-    if previous is not None and corpus.tracks_model:
-        queries.append((previous, get_settings().embedding_previous_model))
-    for query, model in queries:
+    queries = [(vector, None, False)]
+    if get_settings().embedding_previous_model:  # a switch of models: perhaps of dimension
+        queries = await _switch_queries(session, corpus, vector, previous if corpus.tracks_model else None)
+    for query, model, prev in queries:
         rows = (await session.execute(await vector_statement(session, query, clauses, limit, n_scope,
-                                                             corpus=corpus, model=model))).all()
+                                                             corpus=corpus, model=model, prev=prev))).all()
         for row_id, d in rows:
             best[row_id] = max(best.get(row_id, -1.0), 1.0 - float(d))
         if passages and corpus.has_passages:
@@ -99,7 +99,7 @@ async def vector_neighbours(session: AsyncSession, vector: list[float], clauses:
             # A memory with many passages has many chances to come close to a query by accident: a passage
             # counts by how far it beats `search_passage_margin`, so short memories are not crowded out.
             margin = settings.search_passage_margin
-            for row_id, d in await session.execute(passage_statement(query, clauses, limit, exact, model)):
+            for row_id, d in await session.execute(passage_statement(query, clauses, limit, exact, model, prev)):
                 best[row_id] = max(best.get(row_id, -1.0), 1.0 - float(d) - margin)
     # relaxed_order may return rows slightly out of order: sort them exactly.
     ranked = sorted(best.items(), key=lambda r: -r[1])[:limit]
@@ -120,22 +120,44 @@ async def _similarities(session: AsyncSession, corpus: Corpus, vector: list[floa
             hit.similarity = by_id.get(hit.id)
 
 
+async def _switch_queries(session: AsyncSession, corpus: Corpus, vector: list[float],
+                          previous: list[float] | None) -> list[tuple[list[float], str | None, bool]]:
+    """What a query embedded by both models (a switch of models under way) is compared with: each vector with
+    the column of its dimension. During a switch of dimension the old model's vectors are in `embedding_prev`
+    (core/embedding_columns.py); the column state is read under the table's share lock, so it holds for
+    this transaction."""
+    state = await embedding_columns.column_state(session, corpus.name)
+    queries: list[tuple[list[float], str | None, bool]] = []
+    if len(vector) == state.dim:
+        queries.append((vector, None, False))
+    old = get_settings().embedding_previous_model
+    if previous is None:
+        return queries
+    if state.switching and len(previous) == state.prev_dim:
+        queries.append((previous, old, True))
+    elif len(previous) == state.dim:
+        queries.append((previous, old, False))
+    return queries
+
+
 async def vector_statement(session: AsyncSession, vector: list[float], clauses: list, limit: int,
-                           n_scope: int | None, *, corpus: Corpus = MEMORIES, model: str | None = None) -> Select:
+                           n_scope: int | None, *, corpus: Corpus = MEMORIES, model: str | None = None,
+                           prev: bool = False) -> Select:
     """The nearest-neighbour statement, with the session set up for it (HNSW iterative scan).
 
     A scope known to be small (`n_scope` rows, at most `search_exact_max`) is scanned exactly: the
     HNSW graph would have to be walked past every other scope's rows to fill the page. Only rows embedded
-    by `model` (None: the current one) are compared.
+    by `model` (None: the current one) are compared; with `prev`, their vectors kept aside during a switch of
+    dimension.
     """
-    distance = corpus.embedding.cosine_distance(vector)
+    distance = corpus.embedding_column(prev).cosine_distance(vector)
     if n_scope is not None and n_scope <= get_settings().search_exact_max:
         # `+ 0` keeps the planner off the HNSW index: it reads the scope through its b-tree instead.
         order = distance + 0
     else:
         await prepare_hnsw(session, limit)
         order = distance
-    return (select(corpus.id, distance.label("d")).where(*clauses, *corpus.vector_clauses(model))
+    return (select(corpus.id, distance.label("d")).where(*clauses, *corpus.vector_clauses(model, prev))
             .order_by(order).limit(limit))
 
 
@@ -211,7 +233,7 @@ async def _meaning_side(session: AsyncSession, corpus: Corpus, mode: str, embedd
         first = fusing(vector, textual) if mode == "hybrid" else vector
         pool = [h.id for h in vector] if contrast > 0 else []
         means = await feedback_means(session, corpus, [h.id for h in first[:docs]], pool)
-        if means is None:
+        if means is None or len(means[0]) != len(query_vector):  # a switch of dimension not yet begun
             return vector, False
         refined = refine_by_means(query_vector, means[0], weight, means[1], contrast)
         second = await vector_neighbours(session, refined, clauses, depth, n_scope, corpus=corpus,

@@ -7,7 +7,9 @@ is real. Markers inside an input text make the whole request misbehave, for exer
   @@reject@@         400 (a permanent rejection)
   @@slow:SECONDS@@   answer after SECONDS
 A model name starting with `reversed` stands for another embedding model: the same vectors, their
-components in reverse order (as good for search, useless compared with the first model's).
+components in reverse order (as good for search, useless compared with the first model's). One starting
+with `doubled` stands for a model of twice the dimension (768): each vector written twice over, scaled back
+to unit length (the same cosines as the first model's).
 
 Chat — `POST /v1/chat/completions`, non-streaming, or streaming with `"stream": true` (SSE chunks as
 OpenAI sends them: a first chunk with the role; the content, a word with its surrounding whitespace
@@ -305,6 +307,8 @@ def build_app() -> FastAPI:
         vectors = await model.encode(texts)
         if str(body.get("model", "")).startswith("reversed"):  # "another model": the same vectors, reversed
             vectors = [v[::-1] for v in vectors]
+        elif str(body.get("model", "")).startswith("doubled"):  # another model, of twice the dimension
+            vectors = [[x * 0.5 ** 0.5 for x in v + v] for v in vectors]
         return {"object": "list", "model": body.get("model", "test"),
                 "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
                 "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": 0}}

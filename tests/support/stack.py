@@ -180,8 +180,9 @@ class Stack:
             "AGENTMEM_MCP_STDIO_PATHS": f"{sys.prefix},{ROOT / 'tests' / 'support'}",
             "PYTHONUNBUFFERED": "1",
         } | extra
-        # The model server embeds with the bundled model whatever model name the stack is configured to ask for.
-        served = {k: v for k, v in self.env.items() if k != "AGENTMEM_EMBEDDING_MODEL"}
+        # The model server embeds with the bundled model whatever model name (and dimension) the stack is
+        # configured to ask for.
+        served = {k: v for k, v in self.env.items() if k not in ("AGENTMEM_EMBEDDING_MODEL", "AGENTMEM_EMBEDDING_DIM")}
         model = self.spawn("model-server", ["-m", "tests.support.openai_server", "--port", str(model_port)], served)
         api_port = free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"

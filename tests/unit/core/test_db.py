@@ -1,11 +1,16 @@
-"""core/db.py, the part without a server: URL rewriting for the asyncpg driver, the pool's sizing."""
+"""core/db.py, the part without a server: URL rewriting for the asyncpg driver, the pool's sizing, which
+errors are outages to retry."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.exc import OperationalError
 
 from core import db
-from core.db import async_url
+from core.db import _server_unavailable_is_operational, async_url
 
 
 @pytest.mark.parametrize("url", ["postgresql://u:p@h:5432/db", "postgres://u:p@h:5432/db",
@@ -32,3 +37,11 @@ async def test_the_pool_is_sized_from_settings_and_waits_for_a_connection_by_its
         assert (engine.pool.size(), engine.pool._max_overflow, engine.pool._timeout) == (3, 4, 0.5)
     finally:
         await engine.dispose()
+
+
+def test_a_statement_prepared_before_a_schema_change_fails_as_an_outage_to_retry():
+    stale = AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError("cached statement plan is invalid")
+    context = SimpleNamespace(original_exception=stale, statement="SELECT embedding FROM memories", parameters=())
+    assert isinstance(_server_unavailable_is_operational(context), OperationalError)
+    other = SimpleNamespace(original_exception=ValueError("a bug"), statement="", parameters=())
+    assert _server_unavailable_is_operational(other) is None

@@ -94,3 +94,11 @@ def test_an_organizations_size_is_counted_and_cached_per_table(monkeypatch):
     assert len(session.statements) == 2
     assert "FROM memories" in session.statements[0] and "FROM messages" in session.statements[1]
     assert set(fulltext._org_sizes) == {("memories", ORG), ("messages", ORG)}
+
+
+def test_during_a_switch_of_dimension_the_old_models_query_reads_the_vectors_kept_aside():
+    text = sql(asyncio.run(vector_statement(None, [0.1, 0.2], MEMORIES.org_clauses(ORG), 5, 3, corpus=MEMORIES,
+                                            model="old-model", prev=True)))
+    assert "memories.embedding_prev <=> " in text and "memories.embedding_prev IS NOT NULL" in text
+    assert "memories.embedding_model_prev = " in text
+    assert "memories.embedding <=>" not in text and "memories.embedding_model =" not in text
