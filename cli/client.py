@@ -229,10 +229,15 @@ def run_maintenance(task: str, *, api_url: str, api_key: str | None, org: str | 
             return 0
         if not as_json:
             return watch_job(str(job.id), api_url=api_url, api_key=api_key, org=org, client=client)
-        try:
-            job.wait(check=False)
-        except AgentMemError as exc:
-            report_error(exc, f"job {job.id}")
-            return 1
-        print_json(job.data)
-        return 0 if job.status == "succeeded" else 1
+        return wait_as_json(job)
+
+
+def wait_as_json(job) -> int:
+    """Wait for a job without a bar and print its row as JSON; exit 0 if it succeeded."""
+    try:
+        job.wait(check=False)
+    except AgentMemError as exc:
+        report_error(exc, f"job {job.id}")
+        return 1
+    print_json(job.data)
+    return 0 if job.status == "succeeded" else 1

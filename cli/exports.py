@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from agentmem import AgentMemError, APIError
-from cli.client import connect, print_json, report_error, watch_job
+from cli.client import connect, print_json, report_error, wait_as_json, watch_job
 
 UPLOAD_BLOCK = 1 << 20
 
@@ -84,10 +84,4 @@ def import_file(path: Path, *, api_url: str, api_key: str | None, id_mode: str, 
         if not as_json:
             print(f"import job {job.id} queued")
             return watch_job(str(job.id), api_url=api_url, api_key=api_key, client=client)
-        try:
-            job.wait(check=False)
-        except AgentMemError as exc:
-            report_error(exc, f"job {job.id}")
-            return 1
-        print_json(job.data)
-        return 0 if job.status == "succeeded" else 1
+        return wait_as_json(job)

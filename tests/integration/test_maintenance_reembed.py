@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.maintenance import run_task, seed
 from tests.support.sse import finish
 from tests.support.stack import Stack
 
@@ -24,24 +25,10 @@ QUERIES = [(q, FACTS[n]) for q, n in (("volcanoes in Iceland", 3), ("someone who
                                      ("vegetables on top of the building", 5), ("board game evenings", 6))]
 
 
-async def _ingest(client, scope: str) -> None:
-    response = await client.post("/api/v1/memories", json={"items": [{"content": f} for f in FACTS],
-                                                           "user_id": scope})
-    assert response.status_code == 202, response.text
-    job = await finish(client, response.json()["id"])
-    assert job["status"] == "succeeded", job
-
-
-async def _reembed(client, **params) -> dict:
-    response = await client.post("/api/v1/maintenance/reembed", json={"params": params})
-    assert response.status_code == 202, response.text
-    job = await finish(client, response.json()["id"])
-    assert job["status"] == "succeeded", job
-    return job["result"]
 
 
 async def test_reembed_fills_missing_stale_and_other_models_vectors(owner, scope, db):
-    await _ingest(owner, scope)
+    await seed(owner, scope, FACTS)
     rows = await db("SELECT id FROM memories WHERE user_id = :u ORDER BY id", u=scope)
     missing, stale, other = (r.id for r in rows[:3])
     await db("UPDATE memories SET embedding = NULL, embedded_hash = NULL, embedding_model = NULL WHERE id = :i",
@@ -59,7 +46,7 @@ async def test_reembed_fills_missing_stale_and_other_models_vectors(owner, scope
     assert (counts["memories_without_embedding"], counts["memories_with_stale_embedding"],
             counts["memories_embedded_by_another_model"]) == (1, 1, 1)
 
-    result = await _reembed(owner, batch_size=2)
+    result = await run_task(owner, "reembed", {"batch_size": 2})
     assert result["model"] == "all-MiniLM-L6-v2"
     assert (result["pending"], result["reembedded"], result["failed"], result["remaining"]) == (3, 3, 0, 0)
     assert result["messages_reembedded"] == 1
@@ -69,7 +56,7 @@ async def test_reembed_fills_missing_stale_and_other_models_vectors(owner, scope
     fresh = await db("SELECT count(*) AS n FROM memories WHERE user_id = :u AND embedding IS NOT NULL "
                      "AND embedded_hash = content_hash AND embedding_model = 'all-MiniLM-L6-v2'", u=scope)
     assert fresh[0].n == len(FACTS)
-    again = await _reembed(owner)
+    again = await run_task(owner, "reembed")
     assert (again["pending"], again["reembedded"], again["messages_reembedded"]) == (0, 0, 0)
     integrity = await finish(owner, (await owner.post("/api/v1/maintenance/integrity")).json()["id"])
     assert integrity["result"]["healthy"] is True
@@ -111,7 +98,7 @@ async def _search(client, scope: str, query: str, mode: str) -> list[str]:
 
 async def test_a_model_change_followed_by_reembed_moves_every_vector_and_search_works_throughout(
         owner, tenant, scope, db, request):
-    await _ingest(owner, scope)
+    await seed(owner, scope, FACTS)
     before = {r.id: list(r.embedding) for r in await db(
         "SELECT id, embedding::real[] AS embedding FROM memories WHERE user_id = :u", u=scope)}
     other = request.getfixturevalue("switched_stack")
@@ -158,4 +145,4 @@ async def test_a_model_change_followed_by_reembed_moves_every_vector_and_search_
         # And search by meaning works as before, now with the new model throughout.
         for query, fact in QUERIES:
             assert (await _search(client, scope, query, "vector"))[0] == fact
-        assert (await _reembed(client))["pending"] == 0
+        assert (await run_task(client, "reembed"))["pending"] == 0

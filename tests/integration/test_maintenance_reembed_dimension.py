@@ -23,6 +23,7 @@ from core import embedding_columns
 from core.db import autocommit_scope, database_url, dispose_engine, session_scope, set_database_url
 from core.errors import TransientJobError
 from core.migrate import upgrade_database
+from tests.support.maintenance import run_task, seed
 from tests.support.sse import finish
 from tests.support.stack import Stack
 from tests.support.tenants import make_tenant
@@ -93,20 +94,6 @@ async def _search(client, scope: str, query: str, mode: str = "vector", passages
     return [h["memory"]["content"] for h in response.json()["hits"]]
 
 
-async def _ingest(client, scope: str, contents: list[str]) -> None:
-    response = await client.post("/api/v1/memories", json={"items": [{"content": c} for c in contents],
-                                                           "user_id": scope})
-    assert response.status_code == 202, response.text
-    job = await finish(client, response.json()["id"])
-    assert job["status"] == "succeeded", job
-
-
-async def _reembed(client, **params) -> dict:
-    response = await client.post("/api/v1/maintenance/reembed", json={"params": params})
-    assert response.status_code == 202, response.text
-    job = await finish(client, response.json()["id"])
-    assert job["status"] == "succeeded", job
-    return job["result"]
 
 
 async def _columns() -> dict[str, embedding_columns.ColumnState]:
@@ -119,16 +106,16 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
     old = _start(own_services)
     try:
         async with httpx.AsyncClient(base_url=old.api_url, headers=tenant.headers(), timeout=60) as client:
-            await _ingest(client, scope, [*FACTS, LONG])
+            await seed(client, scope, [*FACTS, LONG])
             agent = (await client.post("/api/v1/agents", json={"name": "a"})).json()
             conversation = (await client.post(f"/api/v1/agents/{agent['id']}/conversations",
                                               json={"title": "t"})).json()
             posted = await client.post(f"/api/v1/conversations/{conversation['id']}/messages",
                                        json={"content": "remember the blue door", "respond": False})
             assert posted.status_code in (200, 201, 202), posted.text
-            assert (await _reembed(client))["messages_reembedded"] == 1  # the message has its 384-d vector
+            assert (await run_task(client, "reembed"))["messages_reembedded"] == 1  # the message has its 384-d vector
         async with httpx.AsyncClient(base_url=old.api_url, headers=other.headers(), timeout=60) as client:
-            await _ingest(client, "someone-else", ["the other organization's only memory, about sailing"])
+            await seed(client, "someone-else", ["the other organization's only memory, about sailing"])
     finally:
         old.stop()
     rows = await _sql("SELECT id, content, embedding::real[] AS embedding FROM memories WHERE user_id = :u", u=scope)
@@ -172,7 +159,7 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
                 assert (await _search(client, scope, query))[0] == fact
                 assert (await _search(client, scope, query, "hybrid"))[0] == fact
             assert LONG in await _search(client, scope, PASSAGE_QUERY, passages=True)  # its passages aside too
-            await _ingest(client, scope, [WRITTEN])
+            await seed(client, scope, [WRITTEN])
             [written] = await _sql("SELECT vector_dims(embedding) AS d, embedding_model FROM memories "
                                    "WHERE content = :c", c=WRITTEN)
             assert (written.d, written.embedding_model) == (768, NEW_MODEL)
@@ -203,7 +190,7 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
 
         async with httpx.AsyncClient(base_url=new.api_url, headers=other.headers(), timeout=60) as client:
             # The last organization's run leaves nothing to move: the old vectors go.
-            last = await _reembed(client)
+            last = await run_task(client, "reembed")
             assert last["dimension_switch"] == {"from_dim": 384, "to_dim": 768, "state": "finished",
                                                 "waiting_for": 0}
         assert {t: (s.dim, s.prev_dim) for t, s in (await _columns()).items()} == {
@@ -227,7 +214,7 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
             for query, fact in QUERIES:  # the new model's query alone now (the previous one has no column left)
                 assert (await _search(client, scope, query))[0] == fact
             assert LONG in await _search(client, scope, PASSAGE_QUERY, passages=True)
-            again = await _reembed(client)
+            again = await run_task(client, "reembed")
             assert (again["pending"], again["reembedded"], again["messages_reembedded"]) == (0, 0, 0)
             assert "dimension_switch" not in again
 
@@ -245,7 +232,7 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
             assert restored == after
             for query, fact in QUERIES:
                 assert (await _search(client, scope, query))[0] == fact
-            undone = await _reembed(client)
+            undone = await run_task(client, "reembed")
             assert (undone["pending"], undone["reembedded"]) == (1, 1) and "dimension_switch" not in undone
     except Exception:
         print(new.logs())
