@@ -168,8 +168,8 @@ class MemorySearchIn(BaseModel):
         default=None, ge=-1.0, le=1.0,
         description="Drop hits whose cosine similarity to the query (`explanation.similarity`) is lower, and "
                     "hits the vector side did not find. Unlike a hybrid `score`, a cosine means the same across "
-                    "queries and scopes: with the default model, unrelated sentences mostly score below 0.3 and "
-                    "paraphrases above 0.5. Not with `mode: text`.")
+                    "queries and scopes: with the default model, a question and the memory that answers it mostly "
+                    "score 0.3-0.6, unrelated memories below 0.25. Not with `mode: text`.")
     cursor: Annotated[str | None, Field(max_length=500, description="From `next_cursor`: the next hits.")] = None
 
     @model_validator(mode="after")
