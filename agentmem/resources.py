@@ -87,10 +87,11 @@ class Memories(Resource):
         return self._t(Call("POST", "/memories/search", json=body, out=SearchOut))
 
     def list(self, *, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-             page_size: int = 100) -> Any:
-        """Every memory (of a scope), newest first, as an iterator of `MemoryOut`."""
+             source_job_id: Id | None = None, page_size: int = 100) -> Any:
+        """Every memory (of a scope, or stored by one ingest job), newest first, as an iterator of `MemoryOut`."""
         return self._t.pages(Call("GET", "/memories", out=MemoryOut, params={
-            "user_id": user_id, "agent_id": agent_id, "run_id": run_id, "limit": page_size}))
+            "user_id": user_id, "agent_id": agent_id, "run_id": run_id, "limit": page_size,
+            "source_job_id": str(source_job_id) if source_job_id is not None else None}))
 
     def get(self, memory_id: Id) -> Any:
         """One memory (`MemoryOut`)."""

@@ -119,6 +119,9 @@ def test_a_cancelled_job_makes_wait_raise_unless_asked_not_to(stack, tenant, sco
             job.wait(timeout=120)
         assert raised.value.job.status == "cancelled"
         assert client.jobs.get(job.id).wait(timeout=10, check=False).status == "cancelled"
+        # Whatever it stored before the checkpoint is listed by the job that stored it, as its result counts.
+        kept = list(client.memories.list(source_job_id=job.id, page_size=10))
+        assert len(kept) == ((job.result or {}).get("kept") or 0)
 
 
 @pytest.fixture
