@@ -144,8 +144,8 @@ async def test_the_console_under_agentmem_up():
     finally:
         if console is not None:
             console.quit()
-        if up.proc.poll() is None:
-            up.proc.kill()
+        if up.proc.poll() is None:  # the test failed before its Ctrl-C: stop everything `up` started
+            up.interrupt()
         model.terminate()
         model.wait(timeout=10)
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -65,7 +65,8 @@ async def test_reembed_fills_missing_stale_and_other_models_vectors(owner, scope
 @pytest.fixture
 def paused_workers(stack):
     """The main stack's workers stopped, so another configuration's workers take the jobs; restarted after."""
-    names = [name for name in stack.procs if name.startswith("worker-")]
+    # Only the live ones: a worker killed by an earlier test stays listed (for its log) and stays dead.
+    names = [name for name, proc in stack.procs.items() if name.startswith("worker-") and proc.popen.poll() is None]
     for name in names:
         stack.procs[name].stop()
     yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -72,10 +73,23 @@ class Up:
         return keys[-1] if keys else None
 
     def interrupt(self, timeout: float = 90) -> tuple[int, list[psutil.Process]]:
-        descendants = psutil.Process(self.proc.pid).children(recursive=True)
+        """Ctrl-C, as a user stops it: the exit code, and the processes it started still alive 5 s after it
+        exited. Those, and `up` itself if it outlives `timeout`, are then killed: a failing test leaves
+        nothing running to disturb the tests after it."""
+        try:
+            descendants = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
         self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(timeout=timeout)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
         _, alive = psutil.wait_procs(descendants, timeout=5)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
         return code, alive
 
 
