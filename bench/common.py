@@ -104,6 +104,7 @@ class System:
         env.update(AGENTMEM_HOST="127.0.0.1", AGENTMEM_PORT=str(self.port), PYTHONUNBUFFERED="1")
         # Benchmarks measure throughput and latency, not the guard rails: lift quotas and rate limits.
         env.update(AGENTMEM_QUOTA_CONCURRENT_JOBS="1000000", AGENTMEM_QUOTA_JOBS_PER_MINUTE="1000000",
+                   AGENTMEM_QUOTA_MAX_MEMORIES="100000000",  # the default (a million) is what search_latency seeds
                    AGENTMEM_RATE_LIMIT_OWNER="10000000", AGENTMEM_RATE_LIMIT_ADMIN="10000000",
                    AGENTMEM_RATE_LIMIT_MEMBER="10000000", AGENTMEM_RATE_LIMIT_VIEWER="10000000")
         env.update(self.env)

@@ -1,6 +1,7 @@
 """Ingest throughput: the raw embedder versus the whole system (API → job → worker → PostgreSQL → search).
 
     python bench/ingest.py [--n 10000] [--workers 2] [--corpus synthetic|longmemeval] [--skip-small-requests]
+                           [--data-dir DIR]
 
 1. raw: in a separate process, before the system starts (so nothing competes for the CPU), the
    same model as the workers (core.embedder.LocalModel) embeds the N texts in chunks of 256.
@@ -8,6 +9,9 @@
    until every job has succeeded and a search in that user's scope returns hits.
 3. small requests: the same N texts as N/10 requests of 10 items, 8 requests in flight, in a fresh
    user scope, timed the same way.
+`--data-dir DIR` ingests into a system that already holds memories (for instance the million that
+`search_latency.py --memories 1000000 --data-dir DIR` seeded): the same scenarios, into the same
+organization, so its HNSW index and full-text index are that large. The count it held is printed.
 Exits non-zero if a job fails, a count is wrong or anything times out.
 """
 
@@ -125,6 +129,18 @@ async def run_scenario(url: str, headers: dict[str, str], name: str, texts: list
             "attempts_over_1": sum(1 for r in rows.values() if r.get("attempts", 1) > 1)}
 
 
+async def memories_held(system: System) -> int:
+    import asyncpg
+
+    from core.servers import EmbeddedPostgres
+
+    conn = await asyncpg.connect(EmbeddedPostgres(system.data_dir).running_url())
+    try:
+        return await conn.fetchval("SELECT count(*) FROM memories WHERE deleted_at IS NULL")
+    finally:
+        await conn.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000, help="memories per scenario (default 10000)")
@@ -137,6 +153,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds allowed per scenario (default max(300, n/10))")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir and log")
+    parser.add_argument("--data-dir", type=Path, help="ingest into the system kept in DIR (its memories stay)")
     parser.add_argument("--raw-only", metavar="JSON_PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.n < 10:
@@ -158,10 +175,11 @@ def main() -> int:
     print(f"  {raw['texts']} texts in {raw['seconds']:.2f} s = {raw['rate']:.0f} texts/s "
           f"(model load + warm-up {raw['load_seconds']:.1f} s, not counted)", flush=True)
 
-    system = System(workers=args.workers, keep_data=args.keep_data)
+    system = System.on(args.data_dir, workers=args.workers, keep_data=args.keep_data)
     scenarios: list[dict] = []
 
     def work() -> None:
+        print(f"the system holds {asyncio.run(memories_held(system))} memories before the ingest", flush=True)
         plans = [("large-requests", min(MAX_ITEMS, args.n), 1)]
         if not args.skip_small_requests:
             plans.append(("small-requests", 10, args.concurrency))

@@ -56,8 +56,8 @@ from bench.common import (  # noqa: E402
 from bench.ingest import search_hits  # noqa: E402
 
 BATCH = 1000
-LIMIT_SETTINGS = ("quota_concurrent_jobs", "quota_jobs_per_minute", "rate_limit_owner", "rate_limit_admin",
-                  "rate_limit_member", "rate_limit_viewer")
+LIMIT_SETTINGS = ("quota_concurrent_jobs", "quota_jobs_per_minute", "quota_max_memories", "rate_limit_owner",
+                  "rate_limit_admin", "rate_limit_member", "rate_limit_viewer")
 
 
 # --- mem0, in the interpreter that has it ------------------------------------------------------------
