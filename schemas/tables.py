@@ -211,6 +211,16 @@ class MemoryPassage(SQLModel, table=True):
     embedding_model: str | None = Field(default=None, sa_column=Column(String(200)))
 
 
+class MemoryCount(SQLModel, table=True):
+    """An organization's live memories, kept by triggers on `memories` (migration 0015), in stripes that
+    concurrent writers seldom share: the organization's count is the sum of its rows."""
+
+    __tablename__ = "memory_counts"
+    org_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    stripe: int = Field(primary_key=True)
+    live: int = 0
+
+
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (

@@ -26,7 +26,7 @@ from core.redis import get_redis
 from core.settings import get_settings
 from schemas.enums import JobKind, JobStatus
 from schemas.permissions import Principal, Role
-from schemas.tables import Job, Memory, Organization
+from schemas.tables import Job, MemoryCount, Organization
 
 # KEYS[1] bucket; ARGV: period_ms, limit, cost. Returns {allowed, remaining, retry_after_ms, reset_ms}.
 _GCRA = """
@@ -172,7 +172,8 @@ MEMORY_WRITING_JOBS = (JobKind.INGEST_MEMORIES, JobKind.EXTRACT_FACTS, JobKind.S
 
 
 def _memory_usage_columns(org_id: uuid.UUID) -> list:
-    stored = select(func.count()).select_from(Memory).where(Memory.org_id == org_id, Memory.deleted_at.is_(None))
+    # The triggers' count (migration 0015), not a count of the rows: this runs on every write, under the lock.
+    stored = select(func.coalesce(func.sum(MemoryCount.live), 0)).where(MemoryCount.org_id == org_id)
     # Items of ingest jobs still in flight are reserved too, so concurrent batches can't overshoot.
     pending = (select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
                .where(Job.org_id == org_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),

@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 
+from core.db import session_scope
 from core.settings import Settings
+from pipelines.memories.store import hard_delete
 from schemas.permissions import Role
 from tests.support.clients import api_client, loopback_address
 from tests.support.sse import finish
@@ -172,6 +174,55 @@ async def test_max_memories_counts_stored_and_in_flight_items_and_a_refusal_writ
     [[leaked]] = await db("SELECT count(*) FROM memories WHERE org_id = :o AND content LIKE 'refused%'",
                           o=tenant.org_id)
     assert leaked == 0
+
+
+async def hard_deleted(memory_id: str) -> None:
+    async with session_scope() as session:
+        assert await hard_delete(session, [uuid.UUID(memory_id)]) == 1
+        await session.commit()
+
+
+async def live_and_counted(db, org_id: uuid.UUID) -> tuple[int, int]:
+    """The organization's live memories counted row by row, and the count the triggers keep (migration 0015)."""
+    [[live, counted]] = await db(
+        "SELECT (SELECT count(*) FROM memories WHERE org_id = :o AND deleted_at IS NULL), "
+        "(SELECT coalesce(sum(live), 0) FROM memory_counts WHERE org_id = :o)", o=org_id)
+    return live, counted
+
+
+async def test_the_kept_memory_count_follows_every_write_and_the_quota_reads_it(tenant, owner, db, scope):
+    await set_limits(db, tenant.org_id, max_memories=6)
+    # Two jobs at once, from the API's connection and the workers' (stripes of their own).
+    jobs = [await ingest(owner, scope, 3, f"counted {i}") for i in range(2)]
+    for job in jobs:
+        assert (await finish(owner, job.json()["id"]))["status"] == "succeeded"
+    assert await live_and_counted(db, tenant.org_id) == (6, 6)
+    assert (await ingest(owner, scope, 1, "full")).json()["error"]["code"] == "quota_max_memories"
+
+    listed = (await owner.get("/api/v1/memories", params={"user_id": scope, "limit": 10})).json()["items"]
+    first, second, third = (item["id"] for item in listed[:3])
+    assert (await owner.delete(f"/api/v1/memories/{first}")).status_code == 204  # a soft delete
+    assert await live_and_counted(db, tenant.org_id) == (5, 5)
+    again = await ingest(owner, scope, 1, "fits again")  # the quota sees the freed place at once
+    assert again.status_code == 202 and (await finish(owner, again.json()["id"]))["status"] == "succeeded"
+    assert await live_and_counted(db, tenant.org_id) == (6, 6)
+
+    # A soft-deleted row removed for good (as `purge` does) is not subtracted twice; a live one removed is; a
+    # restore adds it back; an update of anything else changes nothing.
+    await hard_deleted(first)
+    assert await live_and_counted(db, tenant.org_id) == (6, 6)
+    await db("UPDATE memories SET deleted_at = now() WHERE id = :i", i=second)
+    await db("UPDATE memories SET deleted_at = now() WHERE id = :i", i=second)  # already deleted: no change
+    assert await live_and_counted(db, tenant.org_id) == (5, 5)
+    await db("UPDATE memories SET deleted_at = NULL WHERE id = :i", i=second)
+    await db("UPDATE memories SET metadata = '{\"k\": 1}' WHERE org_id = :o", o=tenant.org_id)
+    assert await live_and_counted(db, tenant.org_id) == (6, 6)
+    await hard_deleted(third)
+    assert await live_and_counted(db, tenant.org_id) == (5, 5)
+
+    deleted = await owner.request("DELETE", "/api/v1/memories", params={"user_id": scope})  # a whole scope
+    assert deleted.status_code == 202 and (await finish(owner, deleted.json()["id"]))["status"] == "succeeded"
+    assert await live_and_counted(db, tenant.org_id) == (0, 0)
 
 
 async def test_jobs_beyond_jobs_per_minute_get_429_with_retry_after(tenant, owner, db, scope):
