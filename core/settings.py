@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     # Search
     search_candidates: int = Field(default=50, description="Candidates each side of a hybrid search ranks.")
     search_text_match_budget: int = Field(default=2000, description="Rows a text search may score: its rarest "
-                                          "words are matched while their estimated matches fit.")
+                                          "words are matched while their estimated matches fit, and at most "
+                                          "this many rows are scored.")
     search_exact_max: int = Field(default=2000, description="Scopes up to this many memories are searched by "
                                   "exact vector distance instead of the HNSW index.")
     search_scope_count_max: int = Field(default=10000, description="Rows counted to size a search's scope; a "

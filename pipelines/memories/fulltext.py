@@ -7,8 +7,11 @@ the best-ranked of them without scoring every match: an OR of a question's words
 of a 100,000-memory organization. So the match is narrowed the way MaxScore narrows it. Words are
 taken rarest first (document frequencies estimated from the planner's lexeme statistics,
 `pg_stats.most_common_elems`) while the estimated matches in the search's scope stay within
-`search_text_match_budget`; only rows holding one of those words are scored. A row holding none of
-them can only score what the commonest words give, which is little (their IDF is low). In a scope
+`search_text_match_budget`; only rows holding one of those words are scored, and never more rows than
+the budget: when even the rarest word is that common, the first rows found holding it are scored (an
+organization of a million memories holds tens of thousands of rows for any everyday word, and scoring
+them all took 200-450 ms). A row holding none of the words matched on can only score what the
+commonest words give, which is little (their IDF is low). In a scope
 no larger than the budget every word is used, and the ranking is exact BM25: document frequencies
 are counted among the matches, which are all the scope's rows holding the word.
 """
@@ -174,33 +177,42 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
         return None
     stats = await term_statistics(session, corpus)
     fts = corpus.fts
-    narrowed = match_terms(terms, stats, n_scope, settings.search_text_match_budget)
+    budget = settings.search_text_match_budget
+    narrowed = match_terms(terms, stats, n_scope, budget)
     match = _or_query(narrowed)
     # A scope within the budget is cheaper to read through its b-tree and test row by row than to
     # intersect with the GIN index's (organization-wide) posting lists; the function form of `@@`
     # keeps the planner off the GIN index.
-    matches = func.ts_match_vq(fts, match) if n_scope <= settings.search_text_match_budget else fts.op("@@")(match)
-    # Per matching row, the count of each query word it holds. Rather than unnest every word of the
-    # row and keep the query's, the query's words are picked out in C: weighted A (`fts` holds no
-    # weights of its own), then filtered on that weight; several times faster on long memories.
-    query_words = func.ts_filter(func.setweight(fts, literal_column("'A'::\"char\""), cast(terms, ARRAY(Text))),
-                                 literal_column("'{a}'::\"char\"[]"))
-    words = func.unnest(query_words).table_valued("lexeme", "positions", "weights").lateral("w")
+    matches = func.ts_match_vq(fts, match) if n_scope <= budget else fts.op("@@")(match)
     # A document's length: its distinct words (`length(fts)`), or its size in bytes (read from the
     # value's header, without decompressing it), which grows with a long reply as its words do not.
     length = func.length(fts) if settings.search_bm25_length == "words" else func.octet_length(corpus.content)
-    hits = (select(corpus.id.label("id"), length.label("len"), words.c.lexeme.label("lexeme"),
+    matched = select(corpus.id.label("id"), fts.label("fts"), length.label("len")).where(*clauses, matches)
+    estimated = {t: stats.frequency(t) * n_scope for t in terms if t not in narrowed}
+    if n_scope > budget:
+        # The budget is a bound, not only a target: when even the rarest word is common (a question made
+        # only of everyday words, in a scope of millions), the rows scored are the first `budget` found.
+        # Such a word's weight is then its estimated frequency, not its count among those rows.
+        matched = matched.limit(budget)
+        estimated |= {t: stats.frequency(t) * n_scope for t in narrowed if stats.frequency(t) * n_scope > budget}
+    matched = matched.subquery("matched")
+    # Per matching row, the count of each query word it holds. Rather than unnest every word of the
+    # row and keep the query's, the query's words are picked out in C: weighted A (`fts` holds no
+    # weights of its own), then filtered on that weight; several times faster on long memories.
+    query_words = func.ts_filter(func.setweight(matched.c.fts, literal_column("'A'::\"char\""),
+                                                cast(terms, ARRAY(Text))), literal_column("'{a}'::\"char\"[]"))
+    words = func.unnest(query_words).table_valued("lexeme", "positions", "weights").lateral("w")
+    hits = (select(matched.c.id, matched.c.len, words.c.lexeme.label("lexeme"),
                    func.coalesce(func.array_length(words.c.positions, 1), 1).label("tf"))
-            .select_from(corpus.model).join(words, true()).where(*clauses, matches)).cte("hits")
+            .select_from(matched).join(words, true())).cte("hits")
     docs = select(hits.c.id, func.max(hits.c.len).label("len")).group_by(hits.c.id).cte("docs")
     k1, b = settings.search_bm25_k1, settings.search_bm25_b
     # BM25's length norm k1·(1 − b + b·len/avg_len) = k1·(1 − b) + len_factor·len, len_factor computed once.
     totals = (select(func.count().label("n"), (k1 * b / func.greatest(cast(func.avg(docs.c.len), Float), 1.0))
                      .label("len_factor")).select_from(docs).cte("totals"))
     n_docs = func.greatest(float(n_scope), totals.c.n)
-    # A word matched on is counted exactly (every row holding it is here); the others, which only add
-    # to the score, are estimated from the statistics.
-    estimated = {t: stats.frequency(t) * n_scope for t in terms if t not in narrowed}
+    # A word matched on is counted exactly (every row holding it is here, unless the budget cut them);
+    # the others, which only add to the score, are estimated from the statistics.
     counted = func.count()
     df_value = func.greatest(counted, case(estimated, value=hits.c.lexeme, else_=0)) if estimated else counted
     # The IDF once per word, not once per (row, word).

@@ -106,6 +106,19 @@ async def test_a_large_scope_is_matched_on_its_rare_words_and_keeps_the_best_row
     assert [row_id for row_id, _ in narrowed] == [row_id for row_id, _ in exact]
 
 
+async def test_no_more_rows_than_the_budget_are_scored_when_even_the_rarest_word_is_common(services, scope,
+                                                                                          monkeypatch):
+    tenant = await make_tenant("fulltext-bound")
+    ids = await _insert(tenant.org_id, scope, [f"Note {i}: rain in the morning." for i in range(120)])
+    stats = fulltext.TermStatistics({"rain": 0.99, "morning": 0.99}, floor=0.001, loaded_at=float("inf"))
+    monkeypatch.setattr(fulltext, "_stats", {"memories": stats})
+    monkeypatch.setattr(get_settings(), "search_text_match_budget", 50)
+    bounded = await _rank(tenant.org_id, scope, "rain in the morning", limit=1000, n_scope=len(ids))
+    assert len(bounded) == 50 and all(score > 0 for _, score in bounded)
+    exact = await _rank(tenant.org_id, scope, "rain in the morning", limit=1000, n_scope=0)  # within the budget
+    assert len(exact) == len(ids)
+
+
 async def test_hnsw_scan_settings_are_set_once_per_transaction_and_again_after_it():
     from pipelines.memories.search import prepare_hnsw
 
