@@ -188,13 +188,14 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
     # value's header, without decompressing it), which grows with a long reply as its words do not.
     length = func.length(fts) if settings.search_bm25_length == "words" else func.octet_length(corpus.content)
     matched = select(corpus.id.label("id"), fts.label("fts"), length.label("len")).where(*clauses, matches)
-    estimated = {t: stats.frequency(t) * n_scope for t in terms if t not in narrowed}
+    expected = {t: stats.frequency(t) * n_scope for t in terms}  # estimated matches in the scope, per word
+    estimated = {t: n for t, n in expected.items() if t not in narrowed}
     if n_scope > budget:
         # The budget is a bound, not only a target: when even the rarest word is common (a question made
         # only of everyday words, in a scope of millions), the rows scored are the first `budget` found.
         # Such a word's weight is then its estimated frequency, not its count among those rows.
         matched = matched.limit(budget)
-        estimated |= {t: stats.frequency(t) * n_scope for t in narrowed if stats.frequency(t) * n_scope > budget}
+        estimated |= {t: expected[t] for t in narrowed if expected[t] > budget}
     matched = matched.subquery("matched")
     # Per matching row, the count of each query word it holds. Rather than unnest every word of the
     # row and keep the query's, the query's words are picked out in C: weighted A (`fts` holds no
