@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import events, queue, timing
 from core.db import autocommit_scope
-from core.errors import infrastructure_errors
+from core.errors import Forbidden, TooManyRequests, infrastructure_errors
 from core.logging import request_id_var
 from core.redis import get_redis
 from core.settings import get_settings
@@ -37,19 +37,23 @@ OUTBOX = "agentmem.jobs.outbox"
 
 async def submit(session: AsyncSession, who: Principal, *, kind: JobKind, payload: dict[str, Any], total: int,
                  key: str | None, max_attempts: int | None = None) -> tuple[Job, bool]:
-    """Check quotas and add a queued job row to the session, its message to the outbox; (job, created).
+    """Add a queued job row to the session and check quotas, its message to the outbox; (job, created).
 
     A replayed Idempotency-Key costs no quota and sends nothing: it returns the job it first created.
     `max_attempts` defaults to `job_max_retries + 1` (webhook deliveries have their own).
     """
-    if not await rows.key_used(session, who.org_id, key):
-        with timing.stage("quota"):  # Server-Timing: includes the wait for the organization's quota lock
-            await limits.check_job_quotas(session, who.org_id, kind, total)
     job, created = await rows.submit(session, org_id=who.org_id, kind=kind, payload=payload, total=total,
                                      idempotency_key=key, request_id=request_id_var.get(),
                                      max_attempts=max_attempts or get_settings().job_max_retries + 1,
                                      actor=who.actor)
-    if created:
+    if created:  # a replay returned the job it first created, before any count
+        try:
+            with timing.stage("quota"):  # Server-Timing: includes the wait for the organization's quota lock
+                await limits.check_job_quotas(session, who.org_id, kind, total)
+        except (TooManyRequests, Forbidden):
+            # Refused: the row goes, so a caller that commits what it queued before (a sweep) can't keep it.
+            await rows.discard(session, job.id)
+            raise
         session.info.setdefault(OUTBOX, []).append(job)
     return job, created
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -54,6 +54,11 @@ async def submit(session: AsyncSession, *, org_id: uuid.UUID, kind: JobKind, pay
         raise Conflict("this Idempotency-Key was already used with a different request",
                        code="idempotency_key_reused", details={"job_id": str(existing.id)})
     return existing, False
+
+
+async def discard(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Remove a job inserted on this session and never committed (a quota refused it)."""
+    await session.execute(delete(Job).where(Job.id == job_id))
 
 
 async def key_used(session: AsyncSession, org_id: uuid.UUID, idempotency_key: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -174,6 +175,21 @@ async def test_max_memories_counts_stored_and_in_flight_items_and_a_refusal_writ
     [[leaked]] = await db("SELECT count(*) FROM memories WHERE org_id = :o AND content LIKE 'refused%'",
                           o=tenant.org_id)
     assert leaked == 0
+
+
+async def test_concurrent_submissions_never_take_an_organization_past_max_memories(tenant, owner, db, scope):
+    # The quota lock is taken after each job's row is written: the count under it must still see every
+    # job committed before, so of eight racing requests of 3 items against 10, exactly three get in.
+    await set_limits(db, tenant.org_id, max_memories=10)
+    answers = await asyncio.gather(*(ingest(owner, scope, 3, f"race {n}") for n in range(8)))
+    accepted = [a for a in answers if a.status_code == 202]
+    refused = [a.json()["error"]["code"] for a in answers if a.status_code != 202]
+    assert len(accepted) == 3, [a.status_code for a in answers]
+    assert refused == ["quota_max_memories"] * 5
+    assert await count(db, "jobs", tenant.org_id) == 3  # a refused job's row did not stay
+    for answer in accepted:
+        assert (await finish(owner, answer.json()["id"]))["status"] == "succeeded"
+    assert await count(db, "memories", tenant.org_id) == 9
 
 
 async def hard_deleted(memory_id: str) -> None:

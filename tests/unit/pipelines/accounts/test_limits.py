@@ -67,7 +67,8 @@ async def test_take_refuses_with_429_rate_limited_retry_after_and_the_rate_heade
 # --- quotas --------------------------------------------------------------------------------------
 
 class OverridesOnlySession:
-    """Answers the first query (the organization's `limits`) and fails on any other."""
+    """Answers the first query (the organization's `limits`, and for a memory-writing job the quota lock in
+    the same statement) and fails on any other."""
 
     def __init__(self, overrides: dict[str, int]) -> None:
         self.overrides = overrides
@@ -82,6 +83,9 @@ class OverridesOnlySession:
             def scalar_one_or_none(self):
                 return overrides
 
+            def one(self):
+                return overrides, None  # the limits, and pg_advisory_xact_lock's void
+
         return Result()
 
 
@@ -92,7 +96,7 @@ async def test_organization_limits_override_the_settings_defaults_one_by_one(ove
     assert effective == {"max_memories": 7, "jobs_per_minute": 10, "concurrent_jobs": 3, "batch_items": 50}
 
 
-async def test_a_batch_over_batch_items_is_refused_before_any_lock_or_count():
+async def test_a_batch_over_batch_items_is_refused_before_any_count():
     session = OverridesOnlySession({"batch_items": 3})
     with pytest.raises(Forbidden) as refused:
         await limits.check_job_quotas(session, uuid.uuid4(), JobKind.INGEST_MEMORIES, 4)
