@@ -364,8 +364,9 @@ class Settings(BaseSettings):
     ingest_coalesce_items: int = Field(default=16, ge=0, description="Ingest jobs of at most this many items that "
                                        "reach a worker process together run as one batch (one claim, model call "
                                        "and commit); 0 runs every job alone.")
-    ingest_coalesce_wait_ms: float = Field(default=5.0, ge=0, description="How long a worker process collects small "
-                                           "ingest jobs before it runs them together.")
+    ingest_coalesce_wait_ms: float = Field(default=5.0, ge=0, description="How long an idle worker process collects "
+                                           "small ingest jobs before it runs them together (while a batch runs, the "
+                                           "next one collects until it ends).")
     job_lease_seconds: float = 60.0
     job_time_limit_seconds: float = 1800.0
     job_max_retries: int = 5

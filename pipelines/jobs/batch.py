@@ -4,7 +4,10 @@ A job of one memory costs far more in its claim, its writes, its finish and its 
 its own work. Messages for small jobs that reach a worker process within a few milliseconds of each
 other are therefore claimed in one UPDATE, handled by one `BatchHandler` call (one model call, one
 transaction that stores every job's rows and moves each job to `succeeded` with its own result),
-and announced per job. Each job keeps its row, its events and its message. Should the batch fail
+and announced per job. One batch runs at a time per process and kind: what arrives meanwhile waits
+for it and goes in the next, so batches grow with the load instead of the work splitting into ever
+more concurrent batches of one (at 8 one-memory writers, most "batches" held a single job). Each job
+keeps its row, its events and its message. Should the batch fail
 for a reason every job shares (the database, the embedding endpoint unavailable), each job is
 retried as it would be alone; for any other reason (an input the model refuses, a bug), every job of
 it runs again alone through `run_claimed`, so each ends with its own outcome, never a neighbour's.
@@ -52,6 +55,7 @@ class JobBatcher:
         self._pending: list[tuple[uuid.UUID, asyncio.Future]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._busy = False  # a batch is being claimed or run together: the next one waits for it
         self._tasks: set[asyncio.Task] = set()
 
     async def run(self, job_id: uuid.UUID) -> None:
@@ -61,12 +65,12 @@ class JobBatcher:
             return
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests): what belonged to the old one is gone
-            self._loop, self._pending, self._timer = loop, [], None
+            self._loop, self._pending, self._timer, self._busy = loop, [], None, False
         future: asyncio.Future = loop.create_future()
         self._pending.append((job_id, future))
         if len(self._pending) >= self.max_jobs:
             self._flush()
-        elif self._timer is None:
+        elif self._timer is None and not self._busy:  # while busy, the running batch starts the next as it ends
             self._timer = loop.call_later(self.wait, self._flush)
         await future
 
@@ -74,35 +78,45 @@ class JobBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.ensure_future(self._run_batch(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if self._busy or not self._pending:
+            return
+        batch, self._pending = self._pending[:self.max_jobs], self._pending[self.max_jobs:]
+        self._busy = True
+        task = asyncio.ensure_future(self._run_batch(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run_batch(self, batch: list[tuple[uuid.UUID, asyncio.Future]]) -> None:
         futures: dict[uuid.UUID, list[asyncio.Future]] = {}
         for job_id, future in batch:
             futures.setdefault(job_id, []).append(future)
-        settings = get_settings()
+        solo: asyncio.Future | None = None
         try:
-            async with session_scope() as session:
-                claimed = await rows.claim_many(session, list(futures), settings.job_lease_seconds, worker_name(),
-                                                kind=self.kind, max_items=self.max_items)
-                await session.commit()
-        except infrastructure_errors() as exc:
-            log.warning("could not claim a batch of %d jobs (%s); each goes its own way", len(futures), exc)
-            claimed = []
-        by_id = {job.id: job for job in claimed}
-        together = [job for job in claimed if self.fits(job)]
-        drop = self.drop_payload_keys
-        alone = [self._settle(futures[job_id], run_job(job_id, self.handler, drop_payload_keys=drop))
-                 for job_id in futures if job_id not in by_id]  # big jobs, or not claimable: the ordinary way
-        alone += [self._settle(futures[job.id], run_claimed(job, self.handler, drop_payload_keys=drop))
-                  for job in claimed if not self.fits(job)]
-        if together:
-            alone.append(self._run_together(together, futures))
-        await asyncio.gather(*alone)
+            settings = get_settings()
+            try:
+                async with session_scope() as session:
+                    claimed = await rows.claim_many(session, list(futures), settings.job_lease_seconds,
+                                                    worker_name(), kind=self.kind, max_items=self.max_items)
+                    await session.commit()
+            except infrastructure_errors() as exc:
+                log.warning("could not claim a batch of %d jobs (%s); each goes its own way", len(futures), exc)
+                claimed = []
+            by_id = {job.id: job for job in claimed}
+            together = [job for job in claimed if self.fits(job)]
+            drop = self.drop_payload_keys
+            alone = [self._settle(futures[job_id], run_job(job_id, self.handler, drop_payload_keys=drop))
+                     for job_id in futures if job_id not in by_id]  # big jobs, or not claimable: the ordinary way
+            alone += [self._settle(futures[job.id], run_claimed(job, self.handler, drop_payload_keys=drop))
+                      for job in claimed if not self.fits(job)]
+            if alone:  # under way at once, and not holding up the next batch: a big job may run for minutes
+                solo = asyncio.gather(*alone)
+            if together:
+                await self._run_together(together, futures)
+        finally:
+            self._busy = False
+            self._flush()  # what arrived meanwhile, at once
+        if solo is not None:
+            await solo
 
     async def _run_together(self, jobs: list[Job], futures: dict[uuid.UUID, list[asyncio.Future]]) -> None:
         for job in jobs:  # the events a job run alone publishes before its work
