@@ -47,6 +47,14 @@ async def publish(type_: EventType, *, job_id: Any, org_id: Any, data: dict[str,
     return job_entry_id
 
 
+async def publish_many(batch: list[tuple[EventType, Any, Any, dict[str, Any]]]) -> None:
+    """`publish` for several events (type, job id, organization id, data), in order, in one round trip."""
+    async with get_redis().pipeline(transaction=False) as pipe:
+        for type_, job_id, org_id, data in batch:
+            add_publish(pipe, type_, job_id=job_id, org_id=org_id, data=data)
+        await pipe.execute()
+
+
 def add_publish(pipe: Any, type_: EventType, *, job_id: Any, org_id: Any, data: dict[str, Any] | None = None,
                 to_org: bool = True) -> int:
     """Queue `publish`'s commands on a Redis pipeline (to share its round trip); returns how many were queued."""

@@ -27,7 +27,7 @@ from core.db import session_scope
 from core.errors import TransientJobError, UpstreamUnavailable, infrastructure_errors
 from core.settings import get_settings
 from pipelines.jobs import lifecycle, rows
-from pipelines.jobs.events import publish_event
+from pipelines.jobs.events import publish_events
 from pipelines.jobs.runner import Handler, retry_or_fail, run_claimed, run_job, worker_name
 from schemas.enums import EventType, JobKind
 from schemas.tables import Job
@@ -119,10 +119,10 @@ class JobBatcher:
             await solo
 
     async def _run_together(self, jobs: list[Job], futures: dict[uuid.UUID, list[asyncio.Future]]) -> None:
-        for job in jobs:  # the events a job run alone publishes before its work
-            await publish_event(EventType.STARTED, job, {"attempt": job.attempts, "max_attempts": job.max_attempts})
-            await publish_event(EventType.PROGRESS, job, {"done": 0, "total": job.progress_total,
-                                                          "message": "embedding"})
+        # The events a job run alone publishes before its work, every job's in one round trip.
+        await publish_events([event for job in jobs for event in (
+            (EventType.STARTED, job, {"attempt": job.attempts, "max_attempts": job.max_attempts}),
+            (EventType.PROGRESS, job, {"done": 0, "total": job.progress_total, "message": "embedding"}))])
         try:
             async with asyncio.timeout(get_settings().job_time_limit_seconds):
                 async with session_scope() as session:

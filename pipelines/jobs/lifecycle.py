@@ -25,7 +25,7 @@ from core.redis import get_redis
 from core.settings import get_settings
 from pipelines.accounts import audit, limits
 from pipelines.jobs import rows
-from pipelines.jobs.events import publish_outcome
+from pipelines.jobs.events import outcome, publish_events, publish_outcome
 from schemas.enums import EventType, JobKind, JobStatus
 from schemas.permissions import Principal
 from schemas.tables import Job
@@ -117,8 +117,7 @@ async def conclude_many(session: AsyncSession, jobs: list[Job]) -> None:
     """`conclude` for several jobs just moved to a terminal state on this session: one flush, one commit."""
     await audit.record_job_outcomes(session, jobs)
     await commit(session)
-    for job in jobs:
-        await publish_outcome(job)
+    await publish_events([outcome(job) for job in jobs])  # one round trip for all
 
 
 async def cancel(session: AsyncSession, org_id: uuid.UUID, job_id: uuid.UUID) -> Job:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
+import asyncio
 
+import asyncpg
+import httpx
+from sqlalchemy import text
+
+from core.db import dispose_engine, session_scope
 from core.settings import get_settings
 from tests.support.metrics import growth, scrape
 from tests.support.sse import finish
@@ -109,3 +114,23 @@ async def test_openapi_documents_every_route(client):
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert operation.get("description") or operation.get("summary"), f"{method} {path} undocumented"
+
+
+async def backend_pid() -> int:
+    async with session_scope() as session:
+        return (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout_instead_of_failing(services):
+    # No ping on checkout for a connection used recently (core/db.py): a closed socket must still be noticed.
+    await dispose_engine()  # this process's pool holds exactly one connection after the next line
+    first = await backend_pid()
+    admin = await asyncpg.connect(services.database_url)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1, 5000)", first)  # as a restart would end it
+    finally:
+        await admin.close()
+    await asyncio.sleep(0.2)  # this event loop reads the end of the pooled connection's socket
+    second = await backend_pid()
+    assert second != first
+    assert await backend_pid() == second  # the new one is pooled and reused

@@ -1,13 +1,15 @@
 """core/db.py, the part without a server: URL rewriting for the asyncpg driver, the pool's sizing, which
-errors are outages to retry."""
+errors are outages to retry, which pooled connections are checked before they are handed out."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.util import greenlet_spawn
 
 from core import db
 from core.db import _server_unavailable_is_operational, async_url
@@ -45,3 +47,43 @@ def test_a_statement_prepared_before_a_schema_change_fails_as_an_outage_to_retry
     assert isinstance(_server_unavailable_is_operational(context), OperationalError)
     other = SimpleNamespace(original_exception=ValueError("a bug"), statement="", parameters=())
     assert _server_unavailable_is_operational(other) is None
+
+
+class FakeDriver:
+    """An asyncpg connection as the checkout check sees it: open or closed, and a ping that works or fails."""
+
+    def __init__(self, *, closed: bool = False, ping_fails: bool = False) -> None:
+        self.closed, self.ping_fails, self.pings = closed, ping_fails, 0
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    async def fetchval(self, sql: str):
+        self.pings += 1
+        if self.ping_fails:
+            raise ConnectionResetError("the peer is gone")
+        return 1
+
+
+def pooled(driver: FakeDriver, idle_seconds: float) -> SimpleNamespace:
+    return SimpleNamespace(driver_connection=driver, info={db._CHECKED_IN: time.monotonic() - idle_seconds})
+
+
+async def test_checkout_trusts_a_recently_used_open_connection_without_a_round_trip():
+    recent = FakeDriver(ping_fails=True)
+    await greenlet_spawn(db._on_checkout, None, pooled(recent, 1.0), None)
+    assert recent.pings == 0
+
+
+async def test_checkout_drops_a_connection_whose_socket_the_server_closed():
+    with pytest.raises(DisconnectionError):
+        await greenlet_spawn(db._on_checkout, None, pooled(FakeDriver(closed=True), 1.0), None)
+
+
+async def test_checkout_pings_a_connection_idle_past_the_window_and_drops_it_if_the_ping_fails():
+    idle = FakeDriver()
+    await greenlet_spawn(db._on_checkout, None, pooled(idle, db.PING_AFTER_IDLE_SECONDS + 1), None)
+    assert idle.pings == 1
+    with pytest.raises(DisconnectionError):
+        await greenlet_spawn(db._on_checkout, None, pooled(FakeDriver(ping_fails=True), db.PING_AFTER_IDLE_SECONDS + 1),
+                             None)

@@ -37,6 +37,23 @@ async def test_publish_keeps_each_job_on_its_own_stream(fake_redis, ids):
     assert await fake_redis.xlen(events.org_stream(org_id)) == 2
 
 
+async def test_publish_many_writes_each_event_to_its_jobs_stream_and_all_to_the_org_stream_in_order(fake_redis, ids):
+    first_job, org_id = ids
+    second_job = uuid.uuid4()
+    await events.publish_many([(EventType.STARTED, first_job, org_id, {"attempt": 1}),
+                               (EventType.STARTED, second_job, org_id, {"attempt": 2}),
+                               (EventType.SUCCEEDED, first_job, org_id, {"result": {"memories": 1}})])
+
+    async def types(key: str) -> list[tuple[str, str]]:
+        return [(f["type"], f["job_id"]) for _, f in await fake_redis.xrange(key)]
+
+    assert await types(events.job_stream(first_job)) == [("started", str(first_job)), ("succeeded", str(first_job))]
+    assert await types(events.job_stream(second_job)) == [("started", str(second_job))]
+    assert await types(events.org_stream(org_id)) == [("started", str(first_job)), ("started", str(second_job)),
+                                                      ("succeeded", str(first_job))]
+    assert await fake_redis.ttl(events.job_stream(second_job)) > 0
+
+
 async def test_publish_returns_the_job_stream_entry_id(fake_redis, ids):
     job_id, org_id = ids
     first = await events.publish(EventType.QUEUED, job_id=job_id, org_id=org_id)
