@@ -327,13 +327,18 @@ def corpus(kind: str, n: int, seed: int = 7) -> list[str]:
 # --- jobs ------------------------------------------------------------------------------------------
 
 async def fetch_jobs(client: httpx.AsyncClient, job_ids: Iterable[str], concurrency: int = 8) -> dict[str, dict]:
-    """The rows of the given jobs, fetched with bounded concurrency."""
+    """The rows of the given jobs, fetched with bounded concurrency; a `429` (a run under default rate limits
+    reads thousands of jobs) is waited out as its `Retry-After` says."""
     gate = asyncio.Semaphore(concurrency)
     out: dict[str, dict] = {}
 
     async def one(job_id: str) -> None:
         async with gate:
-            response = await client.get(f"/api/v1/jobs/{job_id}")
+            for _ in range(30):
+                response = await client.get(f"/api/v1/jobs/{job_id}")
+                if response.status_code != 429:
+                    break
+                await asyncio.sleep(float(response.headers.get("retry-after") or 1))
             response.raise_for_status()
             out[job_id] = response.json()
 
