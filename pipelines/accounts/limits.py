@@ -161,7 +161,7 @@ async def check_job_quotas(session: AsyncSession, org_id: uuid.UUID, kind: JobKi
         stored, pending = usage
         others = pending - items if kind is JobKind.INGEST_MEMORIES else pending
         if stored + others + wanted > limits["max_memories"]:
-            raise _quota("quota_max_memories", f"storing {wanted} more memories would exceed the organization's "
+            raise _quota("quota_max_memories", f"storing {_more_memories(wanted)} would exceed the organization's "
                          f"{limits['max_memories']} ({stored} stored, {others} in flight)",
                          limits["max_memories"], 403)
 
@@ -186,6 +186,10 @@ def _quota_statements() -> tuple[Select, Select, Select]:
               select(func.extract("epoch", func.min(Job.created_at) + text("interval '1 minute'") - func.now()))
               .where(Job.org_id == org, window).scalar_subquery()]
     return select(overrides, lock), select(*counts, *_memory_usage_columns(org)), select(overrides, *counts)
+
+
+def _more_memories(n: int) -> str:
+    return f"{n} more memory" if n == 1 else f"{n} more memories"
 
 
 def _check_batch(limits: dict[str, int], items: int) -> None:
@@ -221,7 +225,7 @@ async def reserve_memories(session: AsyncSession, org_id: uuid.UUID, count: int)
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"quota:{org_id}"})
     stored, pending = await _memory_usage(session, org_id)
     if stored + pending + count > limits["max_memories"]:
-        raise PermanentJobError(f"storing {count} more memories would exceed the organization's "
+        raise PermanentJobError(f"storing {_more_memories(count)} would exceed the organization's "
                                 f"{limits['max_memories']} ({stored} stored, {pending} in flight); nothing was "
                                 f"written", code="quota_max_memories",
                                 details={"quota": "max_memories", "limit": limits["max_memories"], "wanted": count})

@@ -7,10 +7,10 @@ transaction that stores every job's rows and moves each job to `succeeded` with 
 and announced per job. One batch runs at a time per process and kind: what arrives meanwhile waits
 for it and goes in the next, so batches grow with the load instead of the work splitting into ever
 more concurrent batches of one (at 8 one-memory writers, most "batches" held a single job). Each job
-keeps its row, its events and its message. Should the batch fail
-for a reason every job shares (the database, the embedding endpoint unavailable), each job is
-retried as it would be alone; for any other reason (an input the model refuses, a bug), every job of
-it runs again alone through `run_claimed`, so each ends with its own outcome, never a neighbour's.
+keeps its row, its events and its message. Should the batch fail for a reason every job shares (the
+database, the embedding endpoint unavailable), each job is retried as it would be alone; for any
+other reason (an input the model refuses, a bug), every job of it runs again alone through
+`run_claimed`, so each ends with its own outcome, never a neighbour's.
 """
 
 from __future__ import annotations
