@@ -57,10 +57,16 @@ def _server_unavailable_is_operational(context: ExceptionContext) -> Operational
 
     So is a statement prepared before a change of the schema that changed its result (a switch of the
     embedding columns' dimension, core/embedding_columns.py): it fails once in the transaction it was
-    reused in, then the dialect prepares it again; a retry succeeds."""
-    if isinstance(context.original_exception, AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError):
-        return OperationalError(context.statement, context.parameters, context.original_exception)
-    if getattr(context.original_exception, "sqlstate", None) not in SERVER_UNAVAILABLE:
+    reused in, then the dialect prepares it again; a retry succeeds.
+
+    And so is a connection still busy with an operation that was cancelled half way (a readiness probe's
+    timeout while the server hung or died): asyncpg refuses it "another operation is in progress" for
+    good, so it is dropped as a dead one (found by `test_faults`, now that checkout no longer pings)."""
+    error = context.original_exception
+    if isinstance(error, AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError):
+        return OperationalError(context.statement, context.parameters, error)
+    stuck = isinstance(error, AsyncAdapt_asyncpg_dbapi.InternalClientError) and "another operation" in str(error)
+    if not stuck and getattr(error, "sqlstate", None) not in SERVER_UNAVAILABLE:
         return None
     context.is_disconnect = True
     return OperationalError(context.statement, context.parameters, context.original_exception,

@@ -49,6 +49,18 @@ def test_a_statement_prepared_before_a_schema_change_fails_as_an_outage_to_retry
     assert _server_unavailable_is_operational(other) is None
 
 
+def test_a_connection_stuck_in_a_cancelled_operation_is_an_outage_and_dropped_not_a_bug():
+    stuck = AsyncAdapt_asyncpg_dbapi.InternalClientError("cannot switch to state 15; another operation (2) is in "
+                                                         "progress")
+    context = SimpleNamespace(original_exception=stuck, statement="SELECT 1", parameters=(), is_disconnect=False)
+    raised = _server_unavailable_is_operational(context)
+    assert isinstance(raised, OperationalError) and raised.connection_invalidated
+    assert context.is_disconnect  # the pool drops it
+    other = AsyncAdapt_asyncpg_dbapi.InternalClientError("some other client-side failure")
+    assert _server_unavailable_is_operational(SimpleNamespace(original_exception=other, statement="", parameters=(),
+                                                              is_disconnect=False)) is None
+
+
 class FakeDriver:
     """An asyncpg connection as the checkout check sees it: open or closed, and a ping that works or fails."""
 
