@@ -120,7 +120,7 @@ def passage_rows(memory_id: uuid.UUID, org_id: uuid.UUID, digest: str, embedded:
 async def add_passages(session: AsyncSession, rows: list[dict]) -> None:
     """Insert passages; those an earlier attempt stored are left as they are."""
     if rows:
-        await session.execute(pg_insert(MemoryPassage).values(rows).on_conflict_do_nothing())
+        await session.execute(pg_insert(MemoryPassage).on_conflict_do_nothing(), rows)
 
 
 async def replace_passages(session: AsyncSession, memory_id: uuid.UUID, rows: list[dict]) -> None:

@@ -135,8 +135,11 @@ async def add_many(session: AsyncSession, rows: list[dict[str, Any]], *, job_id:
         return []
     model = model_identity()
     rows = [{**r, "embedding_model": model if r.get("embedding") is not None else None} for r in rows]
+    # The rows as parameter sets of one cached statement, which SQLAlchemy sends as multi-row VALUES
+    # (insertmanyvalues, grouping rows by their keys): compiling a VALUES clause of every row, as
+    # `.values(rows)` does, cost more CPU than storing them (bench/store_rows.py).
     inserted = list((await session.execute(
-        pg_insert(Memory).values(rows).on_conflict_do_nothing(constraint=conflict).returning(Memory.id))).scalars())
+        pg_insert(Memory).on_conflict_do_nothing(constraint=conflict).returning(Memory.id), rows)).scalars())
     new = set(inserted)
     await history.record_added(session, [r for r in rows if r["id"] in new], job_id=job_id, actor=actor, meta=meta)
     return inserted

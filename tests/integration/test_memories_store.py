@@ -5,6 +5,7 @@ job, actor and metadata the pipelines rely on."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -71,6 +72,26 @@ async def test_add_many_inserts_rows_with_version_one_and_a_repeat_adds_nothing(
     assert [v[4] for v in await versions(db, rows[1]["id"])] == [{"source": "ingest"}]
     [[count]] = await db("SELECT count(*) FROM memories WHERE source_job_id = :j", j=job_id)
     assert count == 4
+
+
+async def test_add_many_stores_rows_of_different_columns_each_with_its_own_values(tenant, db, vector):
+    # Rows are sent as parameter sets of one statement: one without `expires_at` or a vector keeps the
+    # column defaults, its neighbours keep theirs.
+    job_id = uuid.uuid4()
+    plain = memory_row(tenant.org_id, job_id, 0, "plain", vector(1.0))
+    expiring = memory_row(tenant.org_id, job_id, 1, "expiring", vector(2.0)) | {
+        "expires_at": datetime(2099, 1, 1, tzinfo=UTC)}
+    bare = {k: v for k, v in memory_row(tenant.org_id, job_id, 2, "bare", vector(3.0)).items()
+            if k not in ("embedding", "embedded_hash", "user_id")}
+    async with session_scope() as session:
+        inserted = await store.add_many(session, [plain, expiring, bare], job_id=job_id, actor=None, meta={})
+        await session.commit()
+    assert sorted(inserted) == sorted(r["id"] for r in (plain, expiring, bare))
+    stored = {r[0]: tuple(r[1:]) for r in await db(
+        "SELECT content, user_id, expires_at IS NOT NULL, embedding IS NOT NULL, embedding_model IS NOT NULL "
+        "FROM memories WHERE source_job_id = :j", j=job_id)}
+    assert stored == {"plain": ("store-test", False, True, True), "expiring": ("store-test", True, True, True),
+                      "bare": (None, False, False, False)}
 
 
 async def test_add_many_without_a_constraint_skips_a_row_that_conflicts_on_its_id(tenant, db, vector):
