@@ -48,6 +48,7 @@ from core.event_hub import close_hub
 from core.redis import close_redis
 from core.security import check_secret_strength
 from core.settings import get_settings
+from pipelines.accounts.key_cache import close_key_cache, key_cache
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,11 @@ async def lifespan(app: FastAPI):
     embed_queries_with(settings.embedding_query_threads, settings.embedding_query_precision,
                        settings.embedding_query_runtime)
     warm = asyncio.create_task(_warm_up())
+    key_cache().start()  # LISTENs for changes to keys; caches nothing until it does
     async with serving_mcp(app):
         yield
     warm.cancel()
+    await close_key_cache()
     close_hub()
     await close_redis()
     await dispose_engine()

@@ -32,6 +32,11 @@ EVENT_HUB_FOLLOWERS = Gauge("agentmem_event_hub_followers", "Followers of event 
                             "responses, WebSocket subscriptions, OpenAI-style streams).", registry=REGISTRY)
 EVENT_FOLLOWER_DETACHMENTS = Counter("agentmem_event_follower_detachments", "Followers that fell a whole buffer "
                                      "behind and went on reading Redis themselves.", registry=REGISTRY)
+API_KEY_LOOKUPS = Counter("agentmem_api_key_lookups", "API keys presented to this process, by where they were "
+                          "found: `cache` or `database` (pipelines/accounts/key_cache.py).", ["source"],
+                          registry=REGISTRY)
+API_KEY_CACHE_LISTENING = Gauge("agentmem_api_key_cache_listening", "1 while this process hears of changes to "
+                                "API keys (PostgreSQL LISTEN) and so may cache them.", registry=REGISTRY)
 
 JOB_DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     refresh_token_days: int = 30
     stream_token_seconds: int = Field(default=300, description="Lifetime of query-string tokens for SSE/WebSocket.")
     password_reset_minutes: int = 60
+    api_key_cache_seconds: int = Field(default=60, ge=0, description="Longest an API process keeps a key it "
+                                         "looked up; changes reach it at once through PostgreSQL NOTIFY, and "
+                                         "nothing is kept while it is not listening. 0 looks every key up.")
     api_key: SecretStr | None = Field(default=None, description="API key the `agentmem` CLI sends to the API.")
     api_url: str | None = Field(default=None, description="The API the `agentmem` CLI talks to (`ingest`, "
                                 "`jobs watch`, `mcp`); unset: http://{host}:{port}.")

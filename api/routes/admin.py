@@ -12,6 +12,7 @@ from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.accounts import organizations, users
+from pipelines.accounts.key_cache import key_cache
 from schemas.accounts import PasswordResetOut, UserAdminUpdate, UserOut
 from schemas.common import Page
 from schemas.organizations import LimitsUpdate, OrganizationOut
@@ -56,4 +57,5 @@ async def set_organization_limits(organization_id: uuid.UUID, body: LimitsUpdate
     """Override an organization's quotas and rate limit; `null` restores the service default."""
     org = await organizations.set_limits(session, organization_id, body.model_dump(exclude_unset=True))
     await session.commit()
+    key_cache().invalidate(f"org:{org.id}")  # its keys' rate limit: here at once, elsewhere when notified
     return OrganizationOut(id=org.id, name=org.name, limits=org.limits, created_at=org.created_at)

@@ -12,6 +12,7 @@ from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.accounts import api_keys
+from pipelines.accounts.key_cache import key_cache
 from schemas.common import ErrorOut
 from schemas.organizations import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from schemas.permissions import Permission as P, Principal
@@ -53,4 +54,5 @@ async def revoke_api_key(key_id: uuid.UUID, session: SessionDep, who: KeyManager
     yours are not yours to revoke (`role_too_high`)."""
     row = await api_keys.revoke_key(session, who.org_id, key_id, revoker=who.role)
     await session.commit()
+    key_cache().invalidate(f"key:{row.prefix}")  # here at once; other processes when PostgreSQL notifies them
     return ApiKeyOut.model_validate(row)

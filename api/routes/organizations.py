@@ -12,6 +12,7 @@ from api.errors import error_responses
 from api.middleware.audit import audited
 from api.routing import CheckedRoute
 from pipelines.accounts import organizations, users
+from pipelines.accounts.key_cache import key_cache
 from schemas.common import ErrorOut
 from schemas.organizations import (
     MemberAdd,
@@ -82,6 +83,7 @@ async def delete_organization(org_id: uuid.UUID, session: SessionDep,
     """Delete an organization (soft, owners only): its API keys are revoked and its data is no longer served."""
     await organizations.delete_organization(session, org_id)
     await session.commit()
+    key_cache().invalidate(f"org:{org_id}")  # its keys: here at once; other processes when PostgreSQL notifies them
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -79,14 +79,15 @@ async def find_by_prefix(session: AsyncSession, prefix: str) -> tuple[ApiKey, Or
     return (row[0], row[1]) if row else None
 
 
-async def touch(session: AsyncSession, key: ApiKey) -> None:
-    """Record use, at most once a minute per key (not a write per request)."""
-    if key.last_used_at is not None and key.last_used_at > datetime.now(UTC) - TOUCH_EVERY:
-        return
+async def touch(session: AsyncSession, key_id: uuid.UUID, last_used_at: datetime | None) -> bool:
+    """Record use, at most once a minute per key (not a write per request); whether it wrote."""
+    if last_used_at is not None and last_used_at > datetime.now(UTC) - TOUCH_EVERY:
+        return False
     await session.execute(update(ApiKey).where(
-        ApiKey.id == key.id,
+        ApiKey.id == key_id,
         (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < func.now() - TOUCH_EVERY))
         .values(last_used_at=func.now()))
+    return True
 
 
 async def find_key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:

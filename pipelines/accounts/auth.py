@@ -1,7 +1,8 @@
 """Who is calling: API keys, access and refresh tokens, stream tokens → a Principal.
 
-Every check happens on every request (no cache): a revoked key, a logged-out token, a deactivated
-user or a removed membership stops working on the very next request.
+Every check happens on every request: a revoked key, a logged-out token, a deactivated user or a
+removed membership stops working on the very next request. API keys are read from a cache that
+hears of every change to a key or its organization from PostgreSQL (pipelines/accounts/key_cache.py).
 """
 
 from __future__ import annotations
@@ -14,31 +15,50 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound, Unauthorized
+from core.metrics import API_KEY_LOOKUPS
 from core.security import api_key_matches, api_key_prefix, decode_token, encode_token, is_token_revoked, revoke_token
 from core.settings import get_settings
 from pipelines.accounts import api_keys, organizations
+from pipelines.accounts.key_cache import KeyEntry, key_cache
 from schemas.permissions import ActorType, Permission, Principal, Role, permissions_for
 from schemas.tables import Membership, Organization, User
+
+
+async def _key_entry(session: AsyncSession, prefix: str) -> KeyEntry | None:
+    """The key with this prefix: from this process's cache (pipelines/accounts/key_cache.py) or the database."""
+    cache = key_cache()
+    entry = cache.get(prefix)
+    if entry is not None:
+        API_KEY_LOOKUPS.labels("cache").inc()
+        return entry
+    API_KEY_LOOKUPS.labels("database").inc()
+    generation = cache.generation
+    found = await api_keys.find_by_prefix(session, prefix)
+    if found is None:
+        return None
+    entry = KeyEntry.of(*found)
+    cache.put(entry, generation)
+    return entry
 
 
 async def principal_from_api_key(session: AsyncSession, secret: str) -> Principal:
     """Resolve an API key; invalid, revoked and expired keys each have their own code."""
     prefix = api_key_prefix(secret)
-    found = await api_keys.find_by_prefix(session, prefix) if prefix else None
-    row, org = found if found else (None, None)
-    if row is None or not api_key_matches(secret, row.secret_hash):
+    entry = await _key_entry(session, prefix) if prefix else None
+    if entry is None or not api_key_matches(secret, entry.secret_hash):
         raise Unauthorized("the API key is not valid", code="api_key_invalid")
-    if row.revoked_at is not None:
+    if entry.revoked_at is not None:
         raise Unauthorized("the API key was revoked", code="api_key_revoked")
-    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+    if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
         raise Unauthorized("the API key has expired", code="api_key_expired")
-    if org is None:
+    if not entry.org_live:
         raise Unauthorized("the API key's organization was deleted", code="api_key_revoked")
-    await api_keys.touch(session, row)
-    role = Role(row.role)
-    return Principal(ActorType.API_KEY, row.id, f"api key {row.prefix}", org_id=row.org_id, role=role,
-                     permissions=permissions_for(role, row.scopes), key_id=row.id,
-                     rate_limit=org.limits.get("rate_limit_per_minute"))
+    if await api_keys.touch(session, entry.key_id, entry.last_used_at):
+        key_cache().used(entry, datetime.now(UTC))
+    role = Role(entry.role)
+    return Principal(ActorType.API_KEY, entry.key_id, f"api key {entry.prefix}", org_id=entry.org_id, role=role,
+                     permissions=permissions_for(role, list(entry.scopes) if entry.scopes is not None else None),
+                     key_id=entry.key_id, rate_limit=entry.rate_limit)
 
 
 async def _live_user(session: AsyncSession, user_id: str, issued_at: float) -> User:
