@@ -10,6 +10,8 @@ Against `agentmem up` (embedded default), in one run:
    the audit row written before the response.
 Each is timed sequentially (`--requests` requests: p50/p99 latency) and with `--concurrency`
 clients for `--seconds` (throughput). Ratios are against the baseline of the same run.
+Then (unless `--no-cache-off`) the same cases on a second system started with
+`AGENTMEM_API_KEY_CACHE_SECONDS=0`, every API key looked up in PostgreSQL, as before the key cache.
 """
 
 from __future__ import annotations
@@ -128,17 +130,26 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of throughput per case (default 5)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes for agentmem up (default 1)")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir and log")
+    parser.add_argument("--no-cache-off", action="store_true",
+                        help="skip the second system without the API key cache")
     args = parser.parse_args()
 
     print(f"before: {machine_load()}", flush=True)
-    system = System(workers=args.workers, keep_data=args.keep_data)
-    rows, failed = run_against(system, lambda: asyncio.run(measure(system, args.requests, args.concurrency,
-                                                                    args.seconds)))
-    if rows:
+    runs = [("", {})]
+    if not args.no_cache_off:
+        runs.append((" [key cache off]", {"AGENTMEM_API_KEY_CACHE_SECONDS": "0"}))
+    all_rows, status = [], 0
+    for suffix, env in runs:
+        system = System(workers=args.workers, keep_data=args.keep_data, env=env)
+        rows, failed = run_against(system, lambda system=system: asyncio.run(
+            measure(system, args.requests, args.concurrency, args.seconds)))
+        all_rows += [[row[0] + suffix, *row[1:]] for row in rows or []]
+        status = finish_run(system, failed, []) or status
+    if all_rows:
         print()
         print(table(["case", "requests", "p50 ms", "p99 ms", "p50 ×base", f"req/s ({args.concurrency} clients)",
-                     "req/s ×base"], rows))
-    return finish_run(system, failed, [])
+                     "req/s ×base"], all_rows))
+    return status
 
 
 if __name__ == "__main__":
