@@ -39,6 +39,41 @@ class BenchError(Exception):
     """A benchmark cannot give a valid figure (a failed job, a timeout, a wrong count)."""
 
 
+# --- client-side cases on an embedded PostgreSQL alone (no `agentmem up`) ---------------------------
+
+def measure_tree(script: Path, tree: Path, database_url: str, n: int, timeout: float = 1800) -> dict[str, list]:
+    """`script --child DATABASE_URL --n N` in a child process on the code of the checkout `tree`: the figures
+    it prints as JSON on its last line."""
+    out = subprocess.run([sys.executable, str(script), "--child", database_url, "--n", str(n)], cwd=tree,
+                         env=dict(os.environ, PYTHONPATH=str(tree)), capture_output=True, text=True,
+                         timeout=timeout, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rounds_on_embedded_postgres(script: Path, prefix: str, n: int, rounds: int,
+                                compare_tree: Path | None) -> list[tuple[str, int, dict[str, list]]]:
+    """Start an embedded PostgreSQL of its own (data under /tmp, not /root), migrate it, and run `script`'s
+    child on this checkout and, alternately per round, on `compare_tree`'s: (side, round, figures)."""
+    from core.db import set_database_url
+    from core.migrate import upgrade_database
+    from core.servers import EmbeddedPostgres
+
+    postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")))
+    url = postgres.start()
+    try:
+        os.environ["AGENTMEM_DATABASE_URL"] = url
+        set_database_url(url)
+        upgrade_database()
+        out = []
+        for round_ in range(1, rounds + 1):
+            out.append(("this", round_, measure_tree(script, REPO, url, n)))
+            if compare_tree:
+                out.append((f"compared ({compare_tree})", round_, measure_tree(script, compare_tree, url, n)))
+        return out
+    finally:
+        postgres.stop()
+
+
 # --- the system under test -------------------------------------------------------------------------
 
 def run_child_json(cmd: list[str], what: str, timeout: float) -> dict:

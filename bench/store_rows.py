@@ -16,12 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,15 +29,17 @@ BATCHES = (1, 16, 256)
 DIMENSIONS = 384
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def unit_vector(rng: random.Random) -> list[float]:
     values = [rng.gauss(0, 1) for _ in range(DIMENSIONS)]
     norm = sum(v * v for v in values) ** 0.5
     return [v / norm for v in values]
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time, user + system (here, not from bench.common: the child may run another
+    checkout's code, whose bench/common.py may differ)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def measure(database_url: str, n: int) -> dict[str, tuple[float, float]]:
@@ -83,14 +82,6 @@ async def measure(database_url: str, n: int) -> dict[str, tuple[float, float]]:
     return results
 
 
-def measure_tree(tree: Path, database_url: str, n: int) -> dict[str, tuple[float, float]]:
-    """`measure` in a child process running the code of another checkout."""
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "store_rows.py"), "--child", database_url,
-                          "--n", str(n)], cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)),
-                         capture_output=True, text=True, timeout=1800, check=True)
-    return {k: tuple(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="memories per batch size (default 2000)")
@@ -104,31 +95,14 @@ def main() -> int:
         print(json.dumps(asyncio.run(measure(args.child, args.n))))
         return 0
 
-    from core.migrate import upgrade_database
-    from core.servers import EmbeddedPostgres
+    from bench.common import rounds_on_embedded_postgres, table
 
-    data_dir = Path(tempfile.mkdtemp(prefix="agentmem-bench-store-", dir="/tmp"))  # not under /root
-    postgres = EmbeddedPostgres(data_dir)
-    url = postgres.start()
-    try:
-        os.environ["AGENTMEM_DATABASE_URL"] = url
-        from core.db import set_database_url
-
-        set_database_url(url)
-        upgrade_database()
-        rows = []
-        for round_ in range(1, args.rounds + 1):
-            sides = [("this", measure_tree(REPO, url, args.n))]
-            if args.compare_tree:
-                sides.append((f"compared ({args.compare_tree})", measure_tree(args.compare_tree, url, args.n)))
-            for side, results in sides:
-                for name, (cpu, wall) in results.items():
-                    rows.append((side, round_, name, f"{cpu:.3f}", f"{wall:.3f}"))
-        from bench.common import table
-
-        print(table(["code", "round", "case", "client CPU ms/memory", "wall ms/memory"], rows))
-    finally:
-        postgres.stop()
+    rows = []
+    for side, round_, results in rounds_on_embedded_postgres(Path(__file__).resolve(), "agentmem-bench-store-",
+                                                             args.n, args.rounds, args.compare_tree):
+        for name, (cpu, wall) in results.items():
+            rows.append((side, round_, name, f"{cpu:.3f}", f"{wall:.3f}"))
+    print(table(["code", "round", "case", "client CPU ms/memory", "wall ms/memory"], rows))
     return 0
 
 

@@ -13,19 +13,16 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.permissions import Role
+from tests.support.metrics import scrape
 
 DEADLINE_SECONDS = 5.0
 
 
 async def figures(stack) -> dict[tuple[str, tuple], float]:
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as anonymous:
-        reply = await anonymous.get("/metrics")
-    assert reply.status_code == 200, reply.text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(reply.text) for s in family.samples}
+        return await scrape(anonymous)
 
 
 async def listening(stack) -> bool:

@@ -14,7 +14,6 @@ import uuid
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from core.db import session_scope
 from core.errors import LLMUnavailable
@@ -23,6 +22,7 @@ from core.llm_limits import WINDOW_SECONDS
 from pipelines.llm import configs as llm_configs
 from schemas.permissions import Role
 from tests.integration.test_summaries import TRIP, ingest, summarize
+from tests.support.metrics import scrape as scrape_metrics
 from tests.support.sse import finish, follow
 
 
@@ -58,10 +58,7 @@ async def chat_requests(model: httpx.AsyncClient, marker: str) -> int:
 
 async def scrape(stack) -> dict[tuple[str, tuple], float]:
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as anonymous:
-        reply = await anonymous.get("/metrics")
-    assert reply.status_code == 200, reply.text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(reply.text) for s in family.samples}
+        return await scrape_metrics(anonymous)
 
 
 async def test_two_calls_a_minute_pass_and_a_third_is_held_back_here_and_in_a_worker(stack, tenant, admin, model,
