@@ -26,7 +26,11 @@ async def record_added(session: AsyncSession, rows: list[dict[str, Any]], *, job
     """Version 1 (ADD) of freshly inserted memories; `rows` carry `id`, `org_id` and `content`."""
     if not rows:
         return
-    await session.execute(pg_insert(MemoryHistory).on_conflict_do_nothing(constraint="uq_memory_history_version"), [
+    # RETURNING makes SQLAlchemy send the rows as multi-row VALUES (insertmanyvalues); without it asyncpg
+    # runs one INSERT per row, and the statement-level triggers on this table (the webhook outbox: one
+    # `memory.created` event per statement) would fire per row.
+    await session.execute(pg_insert(MemoryHistory).on_conflict_do_nothing(constraint="uq_memory_history_version")
+                          .returning(MemoryHistory.id), [
         {"id": uuid.uuid4(), "memory_id": r["id"], "org_id": r["org_id"], "version": 1,
          "event": MemoryEvent.ADD.value, "old_content": None, "new_content": r["content"], "meta": meta,
          "job_id": job_id, "actor": actor} for r in rows

@@ -120,7 +120,9 @@ def passage_rows(memory_id: uuid.UUID, org_id: uuid.UUID, digest: str, embedded:
 async def add_passages(session: AsyncSession, rows: list[dict]) -> None:
     """Insert passages; those an earlier attempt stored are left as they are."""
     if rows:
-        await session.execute(pg_insert(MemoryPassage).on_conflict_do_nothing(), rows)
+        # RETURNING: sent as multi-row VALUES (insertmanyvalues), not one INSERT per row (asyncpg's executemany).
+        await session.execute(pg_insert(MemoryPassage).on_conflict_do_nothing().returning(MemoryPassage.memory_id),
+                              rows)
 
 
 async def replace_passages(session: AsyncSession, memory_id: uuid.UUID, rows: list[dict]) -> None:
