@@ -48,44 +48,10 @@ from bench.common import (  # noqa: E402
     run_against_all,
     table,
 )
-from bench.idle import cpu_seconds, descendants, role, rss_mb  # noqa: E402
+from bench.idle import Processes, rss_mb  # noqa: E402
 from core.queue import BENCH_QUEUE, NAMESPACE, JobBroker  # noqa: E402
 
 DEADLINE = 300.0
-
-
-class Processes:
-    """The system's processes by role, with their CPU time read at `mark()` and compared at `since()`."""
-
-    def __init__(self, system: System) -> None:
-        assert system.process is not None
-        self.pids = {pid: r for pid in descendants(system.process.pid) if (r := role(pid)) is not None}
-        self.mark()
-
-    def mark(self) -> None:
-        self.start = {pid: cpu_seconds(pid) for pid in self.pids}
-        self.t0 = time.monotonic()
-
-    def since(self) -> dict[str, float]:
-        """% of one core per role (workers and postgres summed) since `mark()`."""
-        seconds = time.monotonic() - self.t0
-        used: dict[str, float] = {}
-        for pid, name in self.pids.items():
-            end, begin = cpu_seconds(pid), self.start.get(pid)
-            if end is not None and begin is not None:
-                used[name] = used.get(name, 0.0) + end - begin
-        return {name: 100 * cpu / seconds for name, cpu in used.items()}
-
-    def rss(self) -> dict[str, float]:
-        """Resident MB of the API and of each worker process (the biggest, i.e. not dramatiq's supervisor)."""
-        out: dict[str, float] = {}
-        for pid, name in self.pids.items():
-            if name in ("api", "worker"):
-                try:
-                    out[name] = max(out.get(name, 0.0), rss_mb(pid))
-                except OSError:
-                    pass
-        return out
 
 
 def raw_round(system: System, n: int, senders: int) -> float:

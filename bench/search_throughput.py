@@ -16,7 +16,8 @@ API's torch threads, in this process between slices (a search can't be cheaper t
 query once, unless queries share a model call); and, with `--compare-env` or `--compare-tree`, a
 second system (other settings, or another checkout's code) measured slice by slice alternately with
 the first, so both see the same machine. Printed per system and mode: searches/s, its ratio to the
-raw embedder, client-side p50/p99, the API's CPU (% of one core) and RSS, and the medians of the
+raw embedder, client-side p50/p99, the API's CPU (% of one core) and RSS, the CPU per search of the whole
+system (API, PostgreSQL, Redis, worker) and of the API and PostgreSQL, and the medians of the
 server's Server-Timing stages. `--profile DIR` py-spies each API during its first slice.
 """
 
@@ -46,7 +47,7 @@ from bench.common import (  # noqa: E402
     synthetic_corpus,
     table,
 )
-from bench.idle import cpu_seconds, descendants, role, rss_mb  # noqa: E402
+from bench.idle import Processes, descendants, role, rss_mb  # noqa: E402
 from bench.search_latency import embeddings, prewarm, seed  # noqa: E402
 from core.timing import parse_header  # noqa: E402
 
@@ -196,15 +197,19 @@ def main() -> int:
                              str(max(1, int(slice_seconds))), "-p", str(pids[name]), "-o",
                              str(args.profile / f"api-{mode}-{name.split()[0]}.folded")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    cpu0 = cpu_seconds(pids[name]) or 0.0
+                    if r == 0:  # the warm-up opens the API's pooled connections: their backends are then counted
+                        asyncio.run(closed_loop(system, mode, queries, 0, args.clients, 0.0, warm_up=True))
+                    procs = Processes(system)
                     times, stages, elapsed = asyncio.run(closed_loop(system, mode, queries, next_query, args.clients,
-                                                                     slice_seconds, warm_up=r == 0))
+                                                                     slice_seconds, warm_up=False))
+                    used = procs.since()
                     next_query += len(times)
                     run = out["runs"].setdefault((name, mode), {"times": [], "stages": {}, "seconds": 0.0,
-                                                                "cpu": 0.0})
+                                                                "cpu": {}})
                     run["times"] += times
                     run["seconds"] += elapsed
-                    run["cpu"] += (cpu_seconds(pids[name]) or 0.0) - cpu0
+                    for who, percent in used.items():  # % of a core over the slice → core-seconds
+                        run["cpu"][who] = run["cpu"].get(who, 0.0) + percent * elapsed / 100
                     for stage, values in stages.items():
                         run["stages"].setdefault(stage, []).extend(values)
                     run["rss"] = rss_mb(pids[name])
@@ -218,16 +223,19 @@ def main() -> int:
         rows, stage_rows = [], []
         for (name, mode), run in out["runs"].items():
             rate = len(run["times"]) / run["seconds"]
+            cpu = {who: 1000 * seconds / len(run["times"]) for who, seconds in run["cpu"].items()}
             rows.append([name, mode, len(run["times"]), f"{rate:.1f}", f"{rate / raw:.2f}",
                          f"{percentile(run['times'], 50):.0f}", f"{percentile(run['times'], 99):.0f}",
-                         f"{100 * run['cpu'] / run['seconds']:.0f}", f"{run['rss']:.0f}"])
+                         f"{100 * run['cpu'].get('api', 0.0) / run['seconds']:.0f}",
+                         f"{sum(cpu.values()):.1f} ({cpu.get('api', 0.0):.1f} / {cpu.get('postgres', 0.0):.1f})",
+                         f"{run['rss']:.0f}"])
             stage_rows.append([name, mode] + [f"{percentile(run['stages'][s], 50):.1f}" if s in run["stages"]
                                               else "-" for s in STAGES])
         print(f"\n{args.memories} memories, {args.clients} closed-loop clients, {args.seconds:.0f} s per mode and "
               f"system in {args.rounds} alternating slices; raw embedder (same run, one query per call, between "
               f"slices): {raw:.0f} queries/s ({', '.join(f'{r:.0f}' for r in out['raw'])})\n")
         print(table(["system", "mode", "searches", "searches/s", "÷ raw embedder", "p50 ms", "p99 ms", "API CPU %",
-                     "API RSS MB"], rows))
+                     "CPU ms/search (API / PostgreSQL)", "API RSS MB"], rows))
         print("\nServer-Timing medians, ms:\n")
         print(table(["system", "mode", *STAGES], stage_rows))
         print("\nAPI RSS at rest: " + ", ".join(f"{n} {v:.0f} MB" for n, v in out["rss_rest"].items())

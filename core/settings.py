@@ -85,10 +85,11 @@ class Settings(BaseSettings):
     embedding_query_threads: int = Field(default=1, description="Torch threads of the API's query embedding "
                                          "(one short text: more threads only take cores from the database); 0: "
                                          "as AGENTMEM_EMBEDDING_THREADS.")
-    embedding_query_precision: Literal["auto", "float32", "bfloat16"] = Field(
-        default="auto", description="Precision of the API's local query model: `auto` is bfloat16 on CPUs that "
-                                    "compute it natively (AVX512-BF16, AMX), else float32. Stored embeddings are "
-                                    "always float32.")
+    embedding_query_precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        default="auto", description="Precision of the API's local query model. On ONNX Runtime: `auto` is int8 "
+                                    "on CPUs with 8-bit dot products (VNNI, AMX, Arm dotprod), else float32. On "
+                                    "torch: `auto` is bfloat16 on CPUs that compute it natively (AVX512-BF16, "
+                                    "AMX), else float32; int8 is float32. Stored embeddings are always float32.")
     embedding_query_runtime: Literal["onnx", "torch"] = Field(
         default="onnx", description="What runs the API's local query model: `onnx` exports it once to "
                                     "`<data_dir>/models/` and runs it on ONNX Runtime (about a third of torch's "

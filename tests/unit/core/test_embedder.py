@@ -324,6 +324,25 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     assert embedder._query_bfloat16 is False and embedder._query_threads == 0
 
 
+def test_auto_precision_on_onnx_is_int8_where_the_cpu_has_8_bit_dot_products(monkeypatch):
+    from core import embedder
+
+    for name in ("_query_bfloat16", "_query_threads", "_query_onnx", "_query_int8"):
+        monkeypatch.setattr(embedder, name, getattr(embedder, name))
+    monkeypatch.setattr(embedder, "cpu_has_int8_dot", lambda: True)
+    embedder.embed_queries_with(1, "auto", "onnx")
+    assert embedder._query_int8 is True
+    embedder.embed_queries_with(1, "float32", "onnx")
+    assert embedder._query_int8 is False
+    embedder.embed_queries_with(1, "auto", "torch")  # torch has no int8 path: float32 or bfloat16
+    assert embedder._query_int8 is False
+    monkeypatch.setattr(embedder, "cpu_has_int8_dot", lambda: False)
+    embedder.embed_queries_with(1, "auto", "onnx")
+    assert embedder._query_int8 is False
+    embedder.embed_queries_with(1, "int8", "onnx")  # asked for: even where it may not pay
+    assert embedder._query_int8 is True
+
+
 async def test_queries_embedded_together_get_the_vectors_each_would_get_alone():
     model = LocalModel()
     queries = ["Where does my sister live now?", "peanuts", "What did Tara say about the half marathon in Riga "

@@ -12,7 +12,7 @@ import pytest
 
 from core import embedder
 from core.embedder import LocalModel, local_model_path
-from core.onnx_query import NotExportable, OnnxQueryEncoder, check_shape, export_path
+from core.onnx_query import NotExportable, OnnxQueryEncoder, check_shape, export_path, int8_path
 
 TEXTS = [
     "peanuts",
@@ -39,6 +39,7 @@ def query_process(monkeypatch, override_settings, tmp_path):
     monkeypatch.setattr(embedder, "_query_threads", embedder._query_threads)
     monkeypatch.setattr(embedder, "_query_bfloat16", embedder._query_bfloat16)
     monkeypatch.setattr(embedder, "_query_onnx", embedder._query_onnx)
+    monkeypatch.setattr(embedder, "_query_int8", embedder._query_int8)
     embedder.embed_queries_with(1, "float32", "onnx")
     return tmp_path
 
@@ -119,3 +120,47 @@ async def test_a_failed_export_leaves_the_query_process_on_torch_and_says_why(qu
         [vector] = await model.encode(["Where does my sister live now?"])
     assert model._onnx is None and model._model is not None and len(vector) == 384
     assert "not ONNX Runtime: no exporter here" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory) -> Path:
+    """An empty model cache in which the int8 model is asked for first, as an API started with it asks."""
+    cache = tmp_path_factory.mktemp("models-int8")
+    OnnxQueryEncoder.open(MODEL, cache, threads=1, int8=True)
+    return cache
+
+
+def test_int8_is_quantized_from_a_float_export_made_first_and_stays_near_torch(torch_model, quantized):
+    float_export = export_path(MODEL, quantized)
+    assert float_export.exists() and int8_path(float_export).exists()
+    assert int8_path(float_export).stat().st_size < 0.4 * float_export.stat().st_size  # int8 weights
+    encoder = OnnxQueryEncoder.open(MODEL, quantized, threads=1, int8=True)
+    assert encoder.int8 and encoder.path == int8_path(float_export) and not list(quantized.glob("*.tmp"))
+    exact = OnnxQueryEncoder.open(MODEL, quantized, threads=1)
+    assert not exact.int8
+    expected = torch_model.encode(TEXTS, normalize_embeddings=True, show_progress_bar=False).tolist()
+    got = encoder.encode(TEXTS)
+    for a, b, c in zip(expected, got, exact.encode(TEXTS), strict=True):
+        assert math.hypot(*b) == pytest.approx(1.0, abs=1e-5)
+        assert 0.98 < cosine(a, b) < 0.99999  # close to torch's, but not float's exact vector
+        assert cosine(a, c) > 0.99999
+
+
+def test_an_int8_model_far_from_torch_is_refused(quantized, tmp_path):
+    float_export = export_path(MODEL, quantized)
+    shutil.copy(int8_path(float_export), tmp_path / int8_path(float_export).name)
+    meta = json.loads(float_export.with_suffix(".json").read_text())
+    meta["probe"] = [-x for x in meta["probe"]]
+    int8_path(tmp_path / float_export.name).with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(NotExportable, match="differs from torch"):
+        OnnxQueryEncoder.open(MODEL, tmp_path, threads=1, int8=True)
+
+
+async def test_a_query_process_with_int8_precision_embeds_on_the_quantized_model(torch_model, query_process):
+    embedder.embed_queries_with(1, "int8", "onnx")
+    model = LocalModel()
+    [vector] = await model.encode(["Where does my sister live now?"])
+    assert model._onnx is not None and model._onnx.int8 and model._model is None
+    [expected] = torch_model.encode(["Where does my sister live now?"], normalize_embeddings=True,
+                                    show_progress_bar=False).tolist()
+    assert 0.98 < cosine(expected, vector) < 0.99999
