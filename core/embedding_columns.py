@@ -131,7 +131,9 @@ async def _move_aside(table: str, dim: int) -> None:
                 f"ALTER TABLE {table} ALTER COLUMN embedding_prev DROP NOT NULL",
                 f"ALTER INDEX IF EXISTS ix_{table}_embedding RENAME TO ix_{table}_embedding_prev",
                 f"ALTER TABLE {table} ADD COLUMN embedding vector({int(dim)}), "
-                "ADD COLUMN embedding_model varchar(200)"):
+                "ADD COLUMN embedding_model varchar(200)",
+                # In the row, as the column it replaces (migration 0017).
+                f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE MAIN"):
             await session.execute(text(statement))
         await session.commit()
 

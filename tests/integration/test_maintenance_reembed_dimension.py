@@ -149,6 +149,12 @@ async def test_a_switch_to_another_dimension_runs_online_and_resumes(own_service
             await _sql("DROP INDEX ix_memories_embedding")
             assert {t: (s.dim, s.prev_dim) for t, s in (await _columns()).items()} == {
                 t: (768, 384) for t in embedding_columns.TABLES}
+            # Both vector columns of each table keep their vectors in the row (migration 0017).
+            storage = await _sql("SELECT attrelid::regclass::text AS tbl, attname, attstorage::text AS storage "
+                                 "FROM pg_attribute WHERE atttypid = CAST('vector' AS regtype) AND NOT attisdropped "
+                                 "AND attrelid::regclass::text = ANY(:tables)", tables=list(embedding_columns.TABLES))
+            assert {(r.tbl, r.attname): r.storage for r in storage} == {
+                (t, c): "m" for t in embedding_columns.TABLES for c in ("embedding", "embedding_prev")}
             moved = sorted(r.id for r in rows if r.content in FACTS)[:len(FACTS) // 2]  # the long one has passages
             for memory_id in moved:
                 await _sql("UPDATE memories SET embedding = CAST(:v AS vector), embedding_model = :m WHERE id = :i",

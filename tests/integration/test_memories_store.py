@@ -4,6 +4,7 @@ job, actor and metadata the pipelines rely on."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime
 
@@ -92,6 +93,31 @@ async def test_add_many_stores_rows_of_different_columns_each_with_its_own_value
         "FROM memories WHERE source_job_id = :j", j=job_id)}
     assert stored == {"plain": ("store-test", False, True, True), "expiring": ("store-test", True, True, True),
                       "bare": (None, False, False, False)}
+
+
+async def test_a_memory_keeps_its_vector_in_the_row_and_a_long_text_goes_out_of_line_first(tenant, db):
+    # Migration 0017: a vector out of line cost every exact scan a TOAST fetch per row. A short memory's row
+    # (vector 1.5 KB + a paragraph + its fts) passed PostgreSQL's 2 KB and lost its vector to the TOAST table.
+    [[has_probe]] = await db("SELECT count(*) > 0 FROM pg_proc WHERE proname = 'pg_column_toast_chunk_id'")
+    if not has_probe:
+        pytest.skip("pg_column_toast_chunk_id needs PostgreSQL 17 or later")
+    rng = random.Random(17)
+    words = ["harbour", "violin", "Tuesday", "allergic", "sister", "marathon", "Bergen", "rent", "cello", "garden"]
+    paragraph = " ".join(rng.choice(words) + str(rng.randrange(1000)) for _ in range(60))  # ~600 characters
+    long_text = " ".join(rng.choice(words) + str(rng.randrange(100000)) for _ in range(3000))  # ~30 KB
+    job_id = uuid.uuid4()
+    dim = get_settings().embedding_dim
+    rows = [memory_row(tenant.org_id, job_id, i, content, [rng.gauss(0, 1) for _ in range(dim)])
+            for i, content in enumerate([paragraph, long_text])]
+    async with session_scope() as session:
+        await store.add_many(session, rows, job_id=job_id, actor=None, meta={})
+        await session.commit()
+    stored = {r[0]: tuple(r[1:]) for r in await db(
+        "SELECT length(content) > 10000, pg_column_toast_chunk_id(embedding) IS NULL, "
+        "pg_column_toast_chunk_id(content) IS NULL, pg_column_size(m.*) FROM memories m WHERE source_job_id = :j",
+        j=job_id)}
+    assert stored[False][:2] == (True, True) and stored[False][2] > 2100  # past the old 2 KB, whole in the row
+    assert stored[True][:2] == (True, False)  # the long text went out of line, the vector stayed
 
 
 async def test_add_many_without_a_constraint_skips_a_row_that_conflicts_on_its_id(tenant, db, vector):
