@@ -1,11 +1,12 @@
 """Keep vectors in the row, not in the TOAST table.
 
 pgvector's type is stored EXTERNAL by default, and PostgreSQL moves a row's largest values out of line once the
-row passes about 2 KB. A 384-dimension vector is 1.5 KB, so nearly every memory, passage and message kept its
-vector in the TOAST table: every read of a vector (an exact scan of a user's scope, the feedback pass's mean,
-the distances of the rows an HNSW scan returns) went through the TOAST index and a second heap, and every
-insert wrote there too. An exact scan of 2,000 memories read 3,740 buffers for 569 heap pages and took
-3.8–4.1 ms; with the vectors in the row, 569 buffers and 2.1–2.3 ms.
+row passes about 2 KB. A 384-dimension vector is 1.5 KB, so a short memory's row (the vector, a paragraph and
+its `fts`) passed it and lost the vector to the TOAST table (1,138 of 2,000 seeded memories); passages and
+messages are rows of the same shape. Every read of such a vector (an exact scan of a user's scope, the
+feedback pass's mean, the distances of the rows an HNSW scan returns) went through the TOAST index and a
+second heap, and every insert wrote there too. An exact scan of 2,000 memories read 3,740 buffers for 569
+heap pages and took 3.8–4.1 ms; with the vectors in the row, 569 buffers and 2.1–2.3 ms.
 
 Vectors become MAIN (moved out only as a last resort), and rows stay whole up to 4 KB (`toast_tuple_target`):
 a longer memory's text and `fts` go out of line first, as they did. Only rows written from now on are laid
