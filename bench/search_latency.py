@@ -64,7 +64,10 @@ class Explain(Executable, ClauseElement):
 
 @compiles(Explain, "postgresql")
 def _explain(element: Explain, compiler, **kw) -> str:
-    return "EXPLAIN (ANALYZE, BUFFERS OFF) " + compiler.process(element.statement, **kw)
+    sql = compiler.process(element.statement, **kw)
+    # The plan's one column, not the columns a textual statement (BM25's) declares, is what comes back.
+    compiler._textual_ordered_columns = False
+    return "EXPLAIN (ANALYZE, BUFFERS OFF) " + sql
 
 
 def embeddings(texts: list[str], real: int, seed: int = 11) -> np.ndarray:
