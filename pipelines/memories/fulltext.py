@@ -184,12 +184,14 @@ _DOCS = "SELECT id, max(len) AS len FROM hits GROUP BY id"
 _TOTALS = "SELECT count(*) AS n, CAST(:k1b AS float8) / greatest(CAST(avg(len) AS float8), 1.0) AS len_factor " \
           "FROM docs"
 # The IDF once per word, not once per (row, word). A word matched on is counted exactly (every row holding it
-# is here, unless the budget cut them); the others, which only add to the score, are estimated.
-_DF = """SELECT hits.lexeme, q.weight,
-       ln(1 + (greatest(CAST(:n_scope AS float8), totals.n) - greatest(count(*), q.est) + 0.5)
-              / (greatest(count(*), q.est) + 0.5)) AS idf
-FROM hits JOIN q ON q.lexeme = hits.lexeme CROSS JOIN totals
-GROUP BY hits.lexeme, q.weight, q.est, totals.n"""
+# is here, unless the budget cut them); the others, which only add to the score, are estimated. Counted first,
+# by word alone (a hash of a few dozen groups), then joined to the words' weights: grouped by all of them, the
+# (row, word) pairs were sorted by their text, twice (6 of the 22 ms a ranking took at 100,000 memories).
+_COUNTS = "SELECT lexeme, count(*) AS n FROM hits GROUP BY lexeme"
+_DF = """SELECT counts.lexeme, q.weight,
+       ln(1 + (greatest(CAST(:n_scope AS float8), totals.n) - greatest(counts.n, q.est) + 0.5)
+              / (greatest(counts.n, q.est) + 0.5)) AS idf
+FROM counts JOIN q ON q.lexeme = counts.lexeme CROSS JOIN totals"""
 _SCORE = """SELECT hits.id, sum(df.weight * df.idf * hits.tf * (CAST(:k1 AS float8) + 1)
                     / (hits.tf + CAST(:k1_1b AS float8) + totals.len_factor * hits.len)) AS score
 FROM hits JOIN df ON df.lexeme = hits.lexeme CROSS JOIN totals
@@ -237,6 +239,7 @@ async def bm25_statement(session: AsyncSession, query: str, clauses: list, limit
             .add_cte(matched.cte("matched"), q.cte("q"), _fragment(_HITS, "id", "len", "lexeme", "tf", terms=terms)
                      .cte("hits"), _fragment(_DOCS, "id", "len").cte("docs"),
                      _fragment(_TOTALS, "n", "len_factor", k1b=float(k1 * b)).cte("totals"),
+                     _fragment(_COUNTS, "lexeme", "n").cte("counts"),
                      _fragment(_DF, "lexeme", "weight", "idf", n_scope=float(n_scope)).cte("df")))
 
 
