@@ -40,6 +40,7 @@ _MONTH_DATE = re.compile(rf"\b(?:(in|during|since|before|after|until|by|of|on|ea
                          rf"(?:[ -](\d{{1,2}})(?:st|nd|rd|th)?\b)?(?:,? (\d{{4}})\b)?")
 _YEAR = re.compile(r"\b(in|during|since|before|after|until|by) (\d{4})\b")
 _BEFORE = re.compile(rf"\b{_RELATION}\s+$")
+_UPCOMING = re.compile(r"\b(next|coming|upcoming)\s+$")
 _ANCHOR = re.compile(rf"\b{_RELATION} ((?:my|the|our|his|her|their|i|we) [a-z0-9' -]{{2,60}}?)"
                      r"(?=[?.!,;]|$| and | or | when | did | do | was | were | is | have | had )")
 
@@ -122,6 +123,10 @@ def _parse(query: str, today: date) -> TimeRef | None:
         prefix, day_before, name, day_after, year = m.groups()
         if not (prefix or day_before or day_after or year) and (name in ("may", "march") or name not in FULL):
             continue  # "may", "march" and abbreviations alone are words too
+        if not (prefix or year) and _UPCOMING.search(q[:m.start()]):
+            # "next November" is a plan, and a plan is dated by when it was told, not by when it is for: read
+            # as the latest November it would boost (or filter to) the wrong month.
+            continue
         day = day_before or day_after
         span = _month_span(MONTHS[name], int(day) if day else None, int(year) if year else None, today)
         if span.start is None:

@@ -30,7 +30,9 @@ def test_a_time_expression_becomes_a_span_of_days(query, start, end):
 
 
 @pytest.mark.parametrize("query", ["I may go to the march", "Have I used this before?", "What is my sister's name?",
-                                   "last time we spoke you said"])
+                                   "last time we spoke you said",
+                                   # a month to come: plans are dated by when they were told
+                                   "what are my plans for next November?", "the trip this coming June"])
 def test_a_query_without_a_time_gets_none(query):
     assert parse(query, TODAY) is None
 
