@@ -509,6 +509,11 @@ def command_line() -> str:
     return shlex.join([Path(sys.executable).name, *sys.argv])
 
 
+def setting(items: list[str]) -> dict[str, str]:
+    """`AGENTMEM_X=Y` arguments as a dict of settings."""
+    return dict(item.split("=", 1) for item in items)
+
+
 def run_against(system: System, work) -> tuple[object, bool]:
     """Start the system, wait for warm workers, run `work()`, always stop it; (result, failed)."""
     try:

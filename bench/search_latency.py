@@ -1,6 +1,7 @@
 """Search latency at scale: p50/p99 of POST /api/v1/memories/search with 100,000 memories in one organization.
 
     python bench/search_latency.py [--memories 100000] [--real 5000] [--queries 200] [--data-dir DIR]
+                                   [--env AGENTMEM_X=Y ...] [--compare-env AGENTMEM_X=Y ...] [--compare-tree DIR]
 
 `agentmem up` runs on the embedded default; the memories are then seeded straight into its
 PostgreSQL with COPY (the ingest pipeline has its own benchmark, bench/ingest.py): distinct synthetic
@@ -15,7 +16,9 @@ the stages the server reports in its Server-Timing headers (auth, scope, text, e
 feedback, load) show where the time goes. Finally EXPLAIN ANALYZE of the statements the pipeline
 builds shows the vector query on the HNSW index and the text query on the GIN index org-wide, and
 both reading the small scope through its b-tree. `--data-dir DIR` keeps the seeded data for the
-next run.
+next run. With `--compare-env` or `--compare-tree`, a second system (other settings, or another checkout's
+code) on its own copy of the same data (kept beside DIR as DIR-compared) is measured too: the two alternate
+in `--rounds` slices on the same queries, so both see the same machine, and each row is printed per system.
 Target: p99 ≤ 50 ms.
 """
 
@@ -42,7 +45,8 @@ from bench.common import (
     finish_run,
     machine_load,
     percentile,
-    run_against,
+    run_against_all,
+    setting,
     synthetic_corpus,
     table,
 )
@@ -225,36 +229,35 @@ STAGES = ("auth", "scope", "text", "embed", "embed_wait", "vector", "feedback", 
 WARM_UP = 20
 
 
-async def measure(system: System, queries: list[str], scoped: bool) -> tuple[list[list[object]], list[list[object]]]:
-    """Latency rows (client-side p50/p99/max) and stage rows (the server's Server-Timing medians).
+SERIES = (("vector", {}), ("text", {}), ("hybrid", {}), ("hybrid", {"feedback": False}))
 
-    The first WARM_UP queries of each series are not measured: they bring the pages of the indexes
-    they touch into memory, as a service in use has them."""
-    rows, stage_rows = [], []
+
+def series_label(mode: str, extra: dict, scoped: bool) -> str:
+    return f"{mode}{' without feedback' if extra else ''}, {'one user (~1%)' if scoped else 'whole organization'}"
+
+
+async def measure(system: System, queries: list[str], scoped: bool, warm_up: bool,
+                  into: dict[str, tuple[list[float], dict[str, list[float]]]]) -> None:
+    """Each series' client-side times and Server-Timing stages for `queries`, added to `into` by series.
+
+    With `warm_up`, the first WARM_UP queries of each series are not measured: they bring the pages of the
+    indexes they touch into memory, as a service in use has them. The last series is hybrid without vector
+    feedback (its feedback pass is one more index scan): what the default's feedback costs, in the same run."""
     async with httpx.AsyncClient(base_url=system.url, headers=system.headers, timeout=60) as client:
-        # The last series is hybrid without vector feedback (its feedback pass is one more index scan): what the
-        # default's feedback costs, measured in the same run.
-        for mode, extra in (("vector", {}), ("text", {}), ("hybrid", {}), ("hybrid", {"feedback": False})):
-            times = []
-            stages: dict[str, list[float]] = {}
+        for mode, extra in SERIES:
+            times, stages = into.setdefault(series_label(mode, extra, scoped), ([], {}))
             for i, q in enumerate(queries):
                 body = {"query": q, "mode": mode, "top_k": 10} | extra | ({"user_id": SCOPE} if scoped else {})
                 t0 = time.perf_counter()
                 response = await client.post("/api/v1/memories/search", json=body)
-                times.append((time.perf_counter() - t0) * 1000)
+                elapsed = (time.perf_counter() - t0) * 1000
                 if response.status_code != 200:
                     raise BenchError(f"search answered {response.status_code}: {response.text[:300]}")
-                if i < WARM_UP:
-                    times.pop()
+                if warm_up and i < WARM_UP:
                     continue
+                times.append(elapsed)
                 for name, ms in parse_header(response.headers.get("server-timing", "")).items():
                     stages.setdefault(name, []).append(ms)
-            label = f"{mode}{' without feedback' if extra else ''}, " \
-                    f"{'one user (~1%)' if scoped else 'whole organization'}"
-            rows.append([label, len(times), f"{percentile(times, 50):.1f}", f"{percentile(times, 99):.1f}",
-                         f"{max(times):.1f}"])
-            stage_rows.append([label] + [f"{percentile(stages[s], 50):.1f}" if s in stages else "-" for s in STAGES])
-    return rows, stage_rows
 
 
 def main() -> int:
@@ -269,63 +272,106 @@ def main() -> int:
                                                       "DIR to skip embedding and seeding")
     parser.add_argument("--env", action="append", default=[], metavar="AGENTMEM_X=Y",
                         help="a setting for the system (repeatable), e.g. AGENTMEM_EMBEDDING_QUERY_RUNTIME=torch")
+    parser.add_argument("--compare-env", action="append", default=None, metavar="AGENTMEM_X=Y",
+                        help="also run a second system with these settings (over --env), on its own copy of the "
+                             "data, the two alternating in --rounds slices (repeatable)")
+    parser.add_argument("--compare-tree", type=Path, default=None, metavar="DIR",
+                        help="the second system runs the code of this checkout (a same-run baseline of old code)")
+    parser.add_argument("--rounds", type=int, default=4, help="slices a comparison alternates in (default 4)")
     args = parser.parse_args()
 
     print(f"before: {machine_load()}", flush=True)
     texts = synthetic_corpus(args.memories + args.queries + WARM_UP, seed=23)
     corpus, queries = texts[:args.memories], texts[args.memories:]
-    seeded = (args.data_dir / f"search-latency-seeded-{args.memories}-{args.real}-{args.passages}"
-              if args.data_dir else None)
+    systems = {"this": System.on(args.data_dir, workers=1, keep_data=args.keep_data)}
+    systems["this"].env.update(setting(args.env))
+    if args.compare_env is not None or args.compare_tree is not None:
+        # Its own data dir, seeded the same way; beside --data-dir and kept with it, else temporary.
+        other = System.on(args.data_dir.with_name(args.data_dir.name + "-compared") if args.data_dir else None,
+                          workers=1, keep_data=args.keep_data)
+        other.env.update(setting(args.env) | setting(args.compare_env or []))
+        if args.compare_tree is not None:
+            other.repo = args.compare_tree.resolve()
+        label = ", ".join(filter(None, [f"code of {args.compare_tree}" if args.compare_tree else "",
+                                        " ".join(args.compare_env or [])]))
+        systems[f"compared ({label})"] = other
+    rounds = args.rounds if len(systems) > 1 else 1
+
+    def marker(system: System) -> Path | None:
+        return (system.data_dir / f"search-latency-seeded-{args.memories}-{args.real}-{args.passages}"
+                if system.keep_data else None)
+
     vectors = None
-    if seeded is None or not seeded.exists():
+    if any(marker(system) is None or not marker(system).exists() for system in systems.values()):
         t0 = time.monotonic()
         vectors = embeddings(corpus, min(args.real, len(corpus)))
         print(f"embedded {min(args.real, len(corpus))} texts (+ noisy copies) in {time.monotonic() - t0:.0f} s",
               flush=True)
-    system = System.on(args.data_dir, workers=1, keep_data=args.keep_data)
-    system.env.update(dict(item.split("=", 1) for item in args.env))
 
-    def work() -> tuple[list, list, list[str]]:
+    def work() -> tuple[dict, list[str]]:
         from core.servers import EmbeddedPostgres
 
-        dsn = EmbeddedPostgres(system.data_dir).running_url()
-        org_id = httpx.get(system.url + "/api/v1/organizations", headers=system.headers).json()[0]["id"]
-        if vectors is None:
-            print(f"seeding: skipped, reusing the memories already in {system.data_dir}", flush=True)
-        else:
-            t0 = time.monotonic()
-            n_passages = asyncio.run(seed(dsn, org_id, corpus, vectors, scoped=max(1, args.memories // 100),
-                                          passages=args.passages))
-            print(f"seeded {args.memories} memories and {n_passages} passages in {time.monotonic() - t0:.0f} s",
-                  flush=True)
-            if seeded is not None:
-                seeded.touch()
-        asyncio.run(prewarm(dsn))
-        rows, stages = [], []
-        for scoped in (False, True):
-            more_rows, more_stages = asyncio.run(measure(system, queries, scoped=scoped))
-            rows, stages = rows + more_rows, stages + more_stages
+        orgs = {}
+        for name, system in systems.items():
+            dsn = EmbeddedPostgres(system.data_dir).running_url()
+            orgs[name] = httpx.get(system.url + "/api/v1/organizations", headers=system.headers).json()[0]["id"]
+            done = marker(system)
+            if done is not None and done.exists():
+                print(f"seeding: skipped, reusing the memories already in {system.data_dir}", flush=True)
+            else:
+                t0 = time.monotonic()
+                n_passages = asyncio.run(seed(dsn, orgs[name], corpus, vectors, scoped=max(1, args.memories // 100),
+                                              passages=args.passages))
+                print(f"seeded {args.memories} memories and {n_passages} passages into {name} in "
+                      f"{time.monotonic() - t0:.0f} s", flush=True)
+                if done is not None:
+                    done.touch()
+            asyncio.run(prewarm(dsn))
+        # Slice by slice, the systems alternating on the same queries: both see the same machine.
+        measured = queries[WARM_UP:]
+        size = -(-len(measured) // rounds)
+        results: dict[str, dict] = {name: {} for name in systems}
+        for r in range(rounds):
+            for scoped in (False, True):
+                for name, system in systems.items():
+                    batch = (queries[:WARM_UP] if r == 0 else []) + measured[r * size:(r + 1) * size]
+                    asyncio.run(measure(system, batch, scoped, r == 0, results[name]))
+        dsn = EmbeddedPostgres(systems["this"].data_dir).running_url()
         query_vector = embeddings([queries[0]], 1)[0].tolist()
         plans = [line for scoped in (False, True)
-                 for line in asyncio.run(explain(dsn, org_id, query_vector, queries[0], scoped))]
-        return rows, stages, plans
+                 for line in asyncio.run(explain(dsn, orgs["this"], query_vector, queries[0], scoped))]
+        return results, plans
 
-    result, failed = run_against(system, work)
-    rows, stages, plans = result or ([], [], [])
-    if rows:
+    out, failed = run_against_all(list(systems.values()), work)
+    results, plans = out or ({}, [])
+    if results:
+        named = len(systems) > 1
+        rows, stages = [], []
+        for label in [series_label(m, e, s) for s in (False, True) for m, e in SERIES]:
+            for name in systems:
+                times, by_stage = results[name][label]
+                first = ([name] if named else []) + [label]
+                rows.append(first + [len(times), f"{percentile(times, 50):.1f}", f"{percentile(times, 99):.1f}",
+                                     f"{max(times):.1f}"])
+                stages.append(first + [f"{percentile(by_stage[s], 50):.1f}" if s in by_stage else "-"
+                                       for s in STAGES])
+        head = ["system"] if named else []
         print(f"\n{args.memories} memories in one organization; one client; query embedding included"
-              f"{'; settings ' + ', '.join(args.env) if args.env else ''}\n")
-        print(table(["search", "requests", "p50 ms", "p99 ms", "max ms"], rows))
+              f"{'; settings ' + ', '.join(args.env) if args.env else ''}"
+              f"{f'; {len(systems)} systems alternating in {rounds} slices on the same queries' if named else ''}\n")
+        print(table(head + ["search", "requests", "p50 ms", "p99 ms", "max ms"], rows))
         print("\nwhere the time goes: the server's Server-Timing, median ms per stage (auth includes the rate "
               "limit; embed runs alongside scope and text, embed_wait is what the vector side waited for it; app "
               "is the whole request in the server)\n")
-        print(table(["search"] + list(STAGES), stages))
-        print("\nquery plans (EXPLAIN ANALYZE):")
+        print(table(head + ["search"] + list(STAGES), stages))
+        print("\nquery plans of 'this' (EXPLAIN ANALYZE):")
         print("\n".join(plans))
         uses = {"HNSW index (whole organization)": any("ix_memories_embedding" in p for p in plans),
                 "GIN index (whole organization)": any("ix_memories_fts" in p for p in plans)}
         print("\n" + ", ".join(f"{k}: {'used' if v else 'NOT used'}" for k, v in uses.items()))
-    return finish_run(system, failed, [])
+    for system in list(systems.values())[1:]:
+        system.cleanup(failed)
+    return finish_run(systems["this"], failed, [])
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from bench.common import (  # noqa: E402
     machine_load,
     percentile,
     run_against_all,
+    setting,
     synthetic_corpus,
     table,
 )
@@ -116,10 +117,6 @@ async def closed_loop(system: System, mode: str, queries: list[str], start: int,
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
         return times, stages, time.perf_counter() - started
-
-
-def setting(items: list[str]) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in items)
 
 
 def main() -> int:
