@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, case, cast, func, insert, literal, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipelines.pages import newest_first
@@ -47,18 +47,15 @@ async def record_job_outcomes(session: AsyncSession, jobs: list[Job]) -> None:
     await session.flush()
 
 
-def job_outcome_insert(finished):
-    """`record_job_outcome` as an INSERT … SELECT over `finished` (jobs rows, e.g. an UPDATE … RETURNING
-    CTE), so a job's terminal state and its audit row are written by one statement."""
-    details = func.jsonb_build_object("kind", finished.c.kind, "attempts", finished.c.attempts).op("||")(
-        case((finished.c.error_code.is_not(None), func.jsonb_build_object("error_code", finished.c.error_code)),
-             else_=literal({}, AuditLog.__table__.c.details.type)))
-    columns = ["id", "org_id", "actor", "action", "result", "target_type", "target_id", "request_id", "details"]
-    return insert(AuditLog).from_select(columns, select(
-        func.gen_random_uuid(), finished.c.org_id, func.coalesce(finished.c.actor, "system"),
-        literal("job.") + finished.c.status,
-        case((finished.c.status == "succeeded", "success"), else_="failure"), literal("job"),
-        cast(finished.c.id, String), finished.c.request_id, details))
+# `record_job_outcome` as an INSERT … SELECT over `{rows}` (jobs rows: an UPDATE … RETURNING CTE), so a job's
+# terminal state and its audit row are written by one statement (pipelines/jobs/rows.finish_recorded).
+JOB_OUTCOME_INSERT = """
+    INSERT INTO audit_logs (id, org_id, actor, action, result, target_type, target_id, request_id, details)
+    SELECT gen_random_uuid(), org_id, coalesce(actor, 'system'), 'job.' || status,
+           CASE WHEN status = 'succeeded' THEN 'success' ELSE 'failure' END, 'job', CAST(id AS text), request_id,
+           jsonb_build_object('kind', kind, 'attempts', attempts)
+           || CASE WHEN error_code IS NOT NULL THEN jsonb_build_object('error_code', error_code) ELSE '{{}}' END
+    FROM {rows}"""
 
 
 async def list_audit_logs(session: AsyncSession, org_id: uuid.UUID, *, limit: int, cursor: str | None,

@@ -137,7 +137,7 @@ async def finish(job_id: uuid.UUID, status: JobStatus, **fields: Any) -> Job | N
     small job's conclusion. A finished job submits nothing, so there is no outbox to send.
     """
     async with autocommit_scope() as session:
-        row = await rows.finish_recorded(session, job_id, status, record=audit.job_outcome_insert, **fields)
+        row = await rows.finish_recorded(session, job_id, status, **fields)
     if row is not None:
         await publish_outcome(row)
     return row

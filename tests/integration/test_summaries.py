@@ -277,7 +277,7 @@ async def test_a_redelivered_summary_job_stores_one_memory(client, main_tenant, 
         second = await summarization.summarize(JobContext(job))
     finally:
         async with session_scope() as session:
-            await jobs.finish(session, job.id, JobStatus.SUCCEEDED, result={})
+            await jobs.finish_recorded(session, job.id, JobStatus.SUCCEEDED, result={})
             await session.commit()
     assert second["memory_id"] == first["memory_id"] and second.get("stored_before") is True
     assert (second["method"], second["sources"], second["chars_out"]) == (
