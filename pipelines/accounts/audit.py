@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Integer, Uuid, bindparam, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipelines.pages import newest_first
@@ -20,14 +21,21 @@ def _clean(details: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (details or {}).items() if not any(w in k.lower() for w in _SECRET_WORDS)}
 
 
+_RECORD = text("""
+INSERT INTO audit_logs (id, org_id, actor, action, result, target_type, target_id, status_code, request_id, ip, details)
+VALUES (:id, :org_id, :actor, :action, :result, :target_type, :target_id, :status_code, :request_id, :ip, :details)
+""").bindparams(bindparam("id", type_=Uuid), bindparam("org_id", type_=Uuid), bindparam("status_code", type_=Integer),
+                bindparam("details", type_=JSONB))
+
+
 async def record(session: AsyncSession, *, org_id: uuid.UUID | None, actor: str, action: str, result: str,
                  target_type: str | None = None, target_id: str | None = None, status_code: int | None = None,
                  request_id: str | None = None, ip: str | None = None, details: dict[str, Any] | None = None) -> None:
-    """Add one audit row (the caller commits)."""
-    session.add(AuditLog(org_id=org_id, actor=actor, action=action, result=result, target_type=target_type,
-                         target_id=target_id, status_code=status_code, request_id=request_id, ip=ip,
-                         details=_clean(details)))
-    await session.flush()
+    """Write one audit row on the session (the caller commits): one fixed INSERT, every mutating request runs it."""
+    await session.execute(_RECORD, {
+        "id": uuid.uuid4(), "org_id": org_id, "actor": actor, "action": action, "result": result,
+        "target_type": target_type, "target_id": target_id, "status_code": status_code, "request_id": request_id,
+        "ip": ip, "details": _clean(details)})
 
 
 async def record_job_outcome(session: AsyncSession, job: Job) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ARRAY,
     Boolean,
     Float,
+    Integer,
     String,
     Text,
     Uuid,
@@ -28,7 +29,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert as pg_insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict, NotFound
@@ -47,19 +48,33 @@ def request_hash(kind: JobKind, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_SUBMIT = text("""
+INSERT INTO jobs (id, org_id, kind, status, payload, progress_done, progress_total, attempts, max_attempts,
+                  cancel_requested, idempotency_key, request_hash, request_id, parent_id, actor, enqueued_at)
+VALUES (:id, :org_id, :kind, 'queued', :payload, 0, :total, 0, :max_attempts, false, :key, :hash, :request_id,
+        :parent_id, :actor, now())
+ON CONFLICT ON CONSTRAINT uq_jobs_idempotency DO NOTHING
+RETURNING *""").bindparams(bindparam("id", type_=Uuid), bindparam("org_id", type_=Uuid),
+                           bindparam("kind", type_=String), bindparam("payload", type_=JSONB),
+                           bindparam("total", type_=Integer),
+                           bindparam("max_attempts", type_=Integer), bindparam("key", type_=String),
+                           bindparam("hash", type_=String), bindparam("request_id", type_=String),
+                           bindparam("parent_id", type_=Uuid), bindparam("actor", type_=String))
+
+
 async def submit(session: AsyncSession, *, org_id: uuid.UUID, kind: JobKind, payload: dict[str, Any], total: int,
                  idempotency_key: str | None, request_id: str | None, max_attempts: int,
                  parent_id: uuid.UUID | None = None, actor: str | None = None) -> tuple[Job, bool]:
-    """Insert a queued job, or return the existing one for a replayed Idempotency-Key; (job, created)."""
+    """Insert a queued job, or return the existing one for a replayed Idempotency-Key; (job, created).
+
+    Fixed SQL, as a claim's: every request that queues work runs it. Without a key nothing can conflict
+    (NULLs are distinct in the unique constraint).
+    """
     fingerprint = request_hash(kind, payload)
-    values = dict(id=uuid.uuid4(), org_id=org_id, kind=kind.value, status=JobStatus.QUEUED.value, payload=payload,
-                  progress_total=total, idempotency_key=idempotency_key, request_hash=fingerprint,
-                  request_id=request_id, max_attempts=max_attempts, parent_id=parent_id, actor=actor,
-                  enqueued_at=text("now()"))
-    stmt = pg_insert(Job).values(**values).returning(Job)
-    if idempotency_key is not None:
-        stmt = stmt.on_conflict_do_nothing(constraint="uq_jobs_idempotency")
-    job = (await session.execute(stmt)).scalar_one_or_none()
+    job = (await session.execute(select(Job).from_statement(_SUBMIT), {
+        "id": uuid.uuid4(), "org_id": org_id, "kind": kind.value, "payload": payload, "total": total,
+        "max_attempts": max_attempts, "key": idempotency_key, "hash": fingerprint, "request_id": request_id,
+        "parent_id": parent_id, "actor": actor})).scalar_one_or_none()
     if job is not None:
         return job, True
     existing = (await session.execute(

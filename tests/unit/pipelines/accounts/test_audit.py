@@ -7,27 +7,31 @@ import uuid
 import pytest
 
 from pipelines.accounts import audit
-from schemas.tables import AuditLog, Job
+from schemas.tables import Job
 
 
 class FakeSession:
-    """Collects what a pipeline adds; flushing does nothing."""
+    """Collects what a pipeline adds or executes (the values of its INSERT); flushing does nothing."""
 
     def __init__(self) -> None:
         self.added: list[object] = []
+        self.executed: list[dict] = []
 
     def add(self, row: object) -> None:
         self.added.append(row)
+
+    async def execute(self, statement, params: dict) -> None:
+        self.executed.append(params)
 
     async def flush(self) -> None:
         pass
 
 
-async def record(**details) -> AuditLog:
+async def record(**details) -> dict:
     session = FakeSession()
     await audit.record(session, org_id=uuid.uuid4(), actor="api_key:x", action="create_api_key", result="success",
                        details=details)
-    [row] = session.added
+    [row] = session.executed
     return row
 
 
@@ -36,19 +40,19 @@ async def record(**details) -> AuditLog:
                                  "X-API-Key-Secret"])
 async def test_record_drops_every_detail_whose_name_suggests_a_secret(key):
     row = await record(**{key: "hunter2", "role": "member"})
-    assert row.details == {"role": "member"}
+    assert row["details"] == {"role": "member"}
 
 
 async def test_record_keeps_ordinary_details_as_given():
     details = {"role": "member", "prefix": "0123456789ab", "items": 3, "is_active": False}
-    assert (await record(**details)).details == details
+    assert (await record(**details))["details"] == details
 
 
 async def test_record_without_details_stores_an_empty_object():
     session = FakeSession()
     await audit.record(session, org_id=None, actor="anonymous", action="login", result="failure", status_code=401)
-    [row] = session.added
-    assert row.details == {} and row.org_id is None and row.status_code == 401
+    [row] = session.executed
+    assert row["details"] == {} and row["org_id"] is None and row["status_code"] == 401
 
 
 def job(**fields) -> Job:
