@@ -40,23 +40,17 @@ async def record(session: AsyncSession, *, org_id: uuid.UUID | None, actor: str,
 
 async def record_job_outcome(session: AsyncSession, job: Job) -> None:
     """The audit row for a job reaching a terminal state, attributed to whoever submitted it."""
-    await record_job_outcomes(session, [job])
-
-
-async def record_job_outcomes(session: AsyncSession, jobs: list[Job]) -> None:
-    """`record_job_outcome` for several jobs, in one flush."""
-    for job in jobs:
-        details: dict[str, Any] = {"kind": job.kind, "attempts": job.attempts}
-        if job.error_code:
-            details["error_code"] = job.error_code
-        session.add(AuditLog(org_id=job.org_id, actor=job.actor or "system", action=f"job.{job.status}",
-                             result="success" if job.status == "succeeded" else "failure", target_type="job",
-                             target_id=str(job.id), request_id=job.request_id, details=_clean(details)))
+    details: dict[str, Any] = {"kind": job.kind, "attempts": job.attempts}
+    if job.error_code:
+        details["error_code"] = job.error_code
+    session.add(AuditLog(org_id=job.org_id, actor=job.actor or "system", action=f"job.{job.status}",
+                         result="success" if job.status == "succeeded" else "failure", target_type="job",
+                         target_id=str(job.id), request_id=job.request_id, details=_clean(details)))
     await session.flush()
 
 
 # `record_job_outcome` as an INSERT … SELECT over `{rows}` (jobs rows: an UPDATE … RETURNING CTE), so a job's
-# terminal state and its audit row are written by one statement (pipelines/jobs/rows.finish_recorded).
+# terminal state and its audit row are written by one statement (pipelines/jobs/rows: finish_recorded, succeed_many).
 JOB_OUTCOME_INSERT = """
     INSERT INTO audit_logs (id, org_id, actor, action, result, target_type, target_id, request_id, details)
     SELECT gen_random_uuid(), org_id, coalesce(actor, 'system'), 'job.' || status,

@@ -114,8 +114,8 @@ async def conclude(session: AsyncSession, job: Job) -> None:
 
 
 async def conclude_many(session: AsyncSession, jobs: list[Job]) -> None:
-    """`conclude` for several jobs just moved to a terminal state on this session: one flush, one commit."""
-    await audit.record_job_outcomes(session, jobs)
+    """`conclude` for several jobs moved to a terminal state on this session with their audit rows
+    (rows.succeed_many writes both): one commit, then their outcome events in one round trip."""
     await commit(session)
     await publish_events([outcome(job) for job in jobs])  # one round trip for all
 

@@ -138,14 +138,20 @@ async def cancel(session: AsyncSession, org_id: uuid.UUID, job_id: uuid.UUID) ->
 
 # --- transitions made by workers -------------------------------------------------------------
 
-_CLAIM = text("""
+# A claim takes a queued job, or a running one whose worker's lease ran out (it died), and is not cancelled.
+_CLAIM_SQL = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = now(),
        started_at = coalesce(started_at, now()), lease_expires_at = now() + make_interval(secs => :lease),
        worker = :worker
-WHERE id = :id AND cancel_requested IS false
+WHERE {which} AND cancel_requested IS false
   AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
-RETURNING *""").bindparams(bindparam("id", type_=Uuid), bindparam("lease", type_=Float),
-                             bindparam("worker", type_=String))
+RETURNING *"""
+_CLAIM = text(_CLAIM_SQL.format(which="id = :id")).bindparams(
+    bindparam("id", type_=Uuid), bindparam("lease", type_=Float), bindparam("worker", type_=String))
+_CLAIM_MANY = text(_CLAIM_SQL.format(which="id = ANY(:ids) AND kind = :kind AND progress_total <= :max_items")
+                   ).bindparams(bindparam("ids", type_=ARRAY(Uuid)), bindparam("kind", type_=String),
+                                bindparam("max_items", type_=Integer), bindparam("lease", type_=Float),
+                                bindparam("worker", type_=String))
 
 
 async def claim(session: AsyncSession, job_id: uuid.UUID, lease_seconds: float, worker: str) -> Job | None:
@@ -160,30 +166,27 @@ async def claim(session: AsyncSession, job_id: uuid.UUID, lease_seconds: float, 
 async def claim_many(session: AsyncSession, job_ids: list[uuid.UUID], lease_seconds: float, worker: str, *,
                      kind: JobKind, max_items: int) -> list[Job]:
     """`claim` for several jobs at once: those of `kind` with at most `max_items` items; the others stay as they are."""
-    lease = timedelta(seconds=lease_seconds)
-    return list((await session.execute(
-        update(Job)
-        .where(Job.id.in_(job_ids), Job.kind == kind.value, Job.progress_total <= max_items,
-               Job.cancel_requested.is_(False),
-               or_(Job.status == JobStatus.QUEUED.value,
-                   and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < text("now()"))))
-        .values(status=JobStatus.RUNNING.value, attempts=Job.attempts + 1, updated_at=text("now()"),
-                started_at=text("coalesce(started_at, now())"), lease_expires_at=func.now() + lease, worker=worker)
-        .returning(Job))).scalars())
+    return list((await session.execute(select(Job).from_statement(_CLAIM_MANY), {
+        "ids": job_ids, "kind": kind.value, "max_items": max_items, "lease": lease_seconds,
+        "worker": worker})).scalars())
 
 
 _SUCCEED_MANY = text("""
-UPDATE jobs AS j SET status = 'succeeded', finished_at = now(), updated_at = now(), lease_expires_at = NULL,
-       result = v.result::jsonb, error_code = NULL, error_message = NULL, progress_done = j.progress_total,
-       payload = j.payload - CAST(:drop AS text[])
-FROM unnest(CAST(:ids AS uuid[]), CAST(:results AS text[])) AS v(id, result)
-WHERE j.id = v.id AND j.status = 'running'
-RETURNING j.*""")
+WITH finished AS (
+    UPDATE jobs AS j SET status = 'succeeded', finished_at = now(), updated_at = now(), lease_expires_at = NULL,
+           result = v.result::jsonb, error_code = NULL, error_message = NULL, progress_done = j.progress_total,
+           payload = j.payload - CAST(:drop AS text[])
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:results AS text[])) AS v(id, result)
+    WHERE j.id = v.id AND j.status = 'running'
+    RETURNING j.*
+), recorded AS (""" + audit.JOB_OUTCOME_INSERT.format(rows="finished") + """)
+SELECT * FROM finished""")
 
 
 async def succeed_many(session: AsyncSession, results: dict[uuid.UUID, dict[str, Any]], *,
                        drop_payload_keys: tuple[str, ...] = ()) -> list[Job]:
-    """`finish` as succeeded for several running jobs in one statement, each with its result; the jobs moved."""
+    """`finish` as succeeded for several running jobs in one statement, each with its result and its audit row;
+    the jobs moved."""
     if not results:
         return []
     ids = list(results)
