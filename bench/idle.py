@@ -77,15 +77,36 @@ def role(pid: int) -> str | None:
     return None
 
 
+def postmaster(system: System) -> int | None:
+    """The pid of the system's embedded PostgreSQL server (daemonized: not a descendant of `agentmem up`)."""
+    try:
+        return int((system.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Processes:
-    """The system's processes by role, with their CPU time read at `mark()` and compared at `since()`."""
+    """The system's processes by role, with their CPU time read at `mark()` and compared at `since()`.
+
+    The embedded PostgreSQL counts too: its server and every backend under it, those started after `mark()`
+    (new connections) from zero.
+    """
 
     def __init__(self, system: System) -> None:
         assert system.process is not None
-        self.pids = {pid: r for pid in descendants(system.process.pid) if (r := role(pid)) is not None}
+        self.system = system
+        self.pids = self._find()
         self.mark()
 
+    def _find(self) -> dict[int, str]:
+        assert self.system.process is not None
+        found = {pid: r for pid in descendants(self.system.process.pid) if (r := role(pid)) is not None}
+        if (server := postmaster(self.system)) is not None and server not in found:
+            found.update({pid: "postgres" for pid in [server, *descendants(server)]})
+        return found
+
     def mark(self) -> None:
+        self.pids = self._find()
         self.start = {pid: cpu_seconds(pid) for pid in self.pids}
         self.t0 = time.monotonic()
 
@@ -93,8 +114,8 @@ class Processes:
         """% of one core per role (workers and postgres summed) since `mark()`."""
         seconds = time.monotonic() - self.t0
         used: dict[str, float] = {}
-        for pid, name in self.pids.items():
-            end, begin = cpu_seconds(pid), self.start.get(pid)
+        for pid, name in {**self._find(), **self.pids}.items():
+            end, begin = cpu_seconds(pid), self.start.get(pid, 0.0)
             if end is not None and begin is not None:
                 used[name] = used.get(name, 0.0) + end - begin
         return {name: 100 * cpu / seconds for name, cpu in used.items()}

@@ -177,10 +177,12 @@ def main() -> int:
         sides = [("raw", "raw Dramatiq (bare actor)")] + [(name, f"AgentMem no-op jobs: {name}") for name in systems]
         for side, label in sides:
             for i, (rate, cpu) in enumerate(out["results"][side], 1):
-                rows.append([label, i, f"{rate:.0f}", *(f"{cpu.get(r, 0.0):.0f}" for r in roles)])
-        print(f"\n{args.jobs} per round, {args.clients} clients, {args.workers} workers (postgres CPU: its "
-              f"processes are not children of the system, so not counted):")
-        print(table(["side", "round", "jobs/s", *(f"{r} CPU%" for r in roles)], rows))
+                # % of a core at `rate` jobs/s: ms of CPU per job, all of the system's processes together.
+                rows.append([label, i, f"{rate:.0f}", *(f"{cpu.get(r, 0.0):.0f}" for r in roles),
+                             f"{10 * sum(cpu.values()) / rate:.1f}"])
+        print(f"\n{args.jobs} per round, {args.clients} clients, {args.workers} workers (CPU: % of one core; "
+              f"postgres: its server and backends):")
+        print(table(["side", "round", "jobs/s", *(f"{r} CPU%" for r in roles), "CPU ms/job"], rows))
         raw = max(r for r, _ in out["results"]["raw"])
         for name in systems:
             ours = max(r for r, _ in out["results"][name])
