@@ -17,7 +17,7 @@ from core.redis import close_redis, set_redis_url
 from core.settings import get_settings
 from schemas.permissions import Role
 from tests.support.clients import api_client
-from tests.support.stack import Stack, start_services
+from tests.support.stack import Stack, start_services, tail
 from tests.support.tenants import Tenant, make_tenant
 
 pytestmark = pytest.mark.integration
@@ -154,15 +154,20 @@ def db():
 
 
 @pytest.fixture(autouse=True)
+def _servers_alive(services):
+    """An embedded server that died between tests fails the first test after it, with its log, and is
+    started again: one failure that names the cause, not every later test failing for no visible reason."""
+    for server, log in services.servers():
+        if not server.alive():
+            ended = server.ended()
+            server.start()
+            pytest.fail(f"the embedded {server.name} had died ({ended}) before this test; it was started again. "
+                        f"The end of its log:\n{tail(log, 40)}")
+
+
+@pytest.fixture(autouse=True)
 def _dump_logs_on_failure(request, stack):
     yield
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(stack.logs())
-
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
