@@ -42,6 +42,13 @@ async def _until(condition, what: str, timeout: float = 90):
     return value
 
 
+def _revive(services) -> None:
+    """Start again a server this test killed if it failed before doing so: one failed test, not every later one."""
+    for server, _ in services.servers():
+        if not server.alive():
+            server.start()
+
+
 async def _readiness(client, check: str, ok: bool) -> None:
     """Wait until the API's /readyz says the `check` dependency is up (ok) or down."""
     async def seen():
@@ -107,6 +114,7 @@ async def test_twenty_ingest_jobs_survive_a_killed_worker_valkey_and_postgres(cl
         await _until(lambda: _until_done(db, ids), "every job to finish", timeout=180)
     finally:
         scheduler.stop()
+        _revive(services)
 
     # Each fault hit running work, or it tested nothing.
     assert all(count > 0 for count in in_flight.values()), in_flight
@@ -212,5 +220,6 @@ async def test_a_retry_waiting_in_a_worker_when_valkey_restarts_still_runs(clien
             process.resume()
         scheduler.stop()
         worker.stop()
+        _revive(services)
     [[count]] = await db("SELECT count(*) FROM memories WHERE source_job_id = :j", j=job_id)
     assert count == 1

@@ -46,6 +46,11 @@ def wait_http(url: str, timeout: float, proc: Proc | None = None) -> None:
     raise TimeoutError(f"{url} not ready after {timeout} s" + (f":\n{proc.tail()}" if proc else ""))
 
 
+def tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log file ("" if there is none)."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
 @dataclass
 class Proc:
     """A child process with its output in a log file."""
@@ -63,7 +68,7 @@ class Proc:
                                       cwd=ROOT, start_new_session=True)
 
     def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return tail(self.log_path, lines)
 
     def stop(self, timeout: float = 15) -> None:
         if self.popen.poll() is None:
@@ -90,6 +95,12 @@ class Services:
         assert server.process is not None, "only a server these tests started can be killed"
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(timeout=30)
+
+    def servers(self) -> list[tuple[EmbeddedPostgres | EmbeddedRedis, Path]]:
+        """The embedded servers these tests started, each with its log file."""
+        return [(server, log) for server, log in ((self.postgres, self.postgres and self.postgres.log_path),
+                                                  (self.valkey, self.valkey and self.valkey.dir / "valkey.log"))
+                if server is not None]
 
     def stop(self) -> None:
         for server in (self.valkey, self.postgres):
@@ -207,7 +218,10 @@ class Stack:
                               capture_output=True, text=True, timeout=timeout)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {name} ---\n{proc.tail(60)}" for name, proc in self.procs.items())
+        """The tail of every process's log, the embedded servers' included."""
+        tails = [f"--- {name} ---\n{proc.tail(60)}" for name, proc in self.procs.items()]
+        tails += [f"--- {server.name} ({log}) ---\n{tail(log, 30)}" for server, log in self.services.servers()]
+        return "\n".join(tails)
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
