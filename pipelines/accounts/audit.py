@@ -38,19 +38,9 @@ async def record(session: AsyncSession, *, org_id: uuid.UUID | None, actor: str,
         "ip": ip, "details": _clean(details)})
 
 
-async def record_job_outcome(session: AsyncSession, job: Job) -> None:
-    """The audit row for a job reaching a terminal state, attributed to whoever submitted it."""
-    details: dict[str, Any] = {"kind": job.kind, "attempts": job.attempts}
-    if job.error_code:
-        details["error_code"] = job.error_code
-    session.add(AuditLog(org_id=job.org_id, actor=job.actor or "system", action=f"job.{job.status}",
-                         result="success" if job.status == "succeeded" else "failure", target_type="job",
-                         target_id=str(job.id), request_id=job.request_id, details=_clean(details)))
-    await session.flush()
-
-
-# `record_job_outcome` as an INSERT … SELECT over `{rows}` (jobs rows: an UPDATE … RETURNING CTE), so a job's
-# terminal state and its audit row are written by one statement (pipelines/jobs/rows: finish_recorded, succeed_many).
+# A job's audit row when it reaches a terminal state, attributed to whoever submitted it: an INSERT … SELECT over
+# `{rows}` (jobs rows), so the terminal state and its audit row can be written by one statement (pipelines/jobs/rows:
+# finish_recorded and succeed_many run it over their UPDATE … RETURNING).
 JOB_OUTCOME_INSERT = """
     INSERT INTO audit_logs (id, org_id, actor, action, result, target_type, target_id, request_id, details)
     SELECT gen_random_uuid(), org_id, coalesce(actor, 'system'), 'job.' || status,
@@ -58,6 +48,12 @@ JOB_OUTCOME_INSERT = """
            jsonb_build_object('kind', kind, 'attempts', attempts)
            || CASE WHEN error_code IS NOT NULL THEN jsonb_build_object('error_code', error_code) ELSE '{{}}' END
     FROM {rows}"""
+_JOB_OUTCOME = text(JOB_OUTCOME_INSERT.format(rows="jobs WHERE id = :id")).bindparams(bindparam("id", type_=Uuid))
+
+
+async def record_job_outcome(session: AsyncSession, job: Job) -> None:
+    """The audit row for `job`, just moved to a terminal state on this session (the caller commits)."""
+    await session.execute(_JOB_OUTCOME, {"id": job.id})
 
 
 async def list_audit_logs(session: AsyncSession, org_id: uuid.UUID, *, limit: int, cursor: str | None,

@@ -67,6 +67,11 @@ async def test_cancel_a_queued_job_takes_effect_at_once(client, scope, db, stack
     assert stack.run("scheduler", "--once").returncode == 0
     [[rows]] = await db("SELECT count(*) FROM memories WHERE source_job_id = :j", j=job.id)
     assert rows == 0
+    # Its outcome is audited like any job's, for the submitter (none here: the system).
+    [outcome] = await db("SELECT actor, result, details, request_id FROM audit_logs WHERE target_id = :j "
+                         "AND action = 'job.cancelled'", j=str(job.id))
+    details = {"kind": "ingest_memories", "attempts": 0, "error_code": "cancelled"}
+    assert tuple(outcome) == ("system", "failure", details, None)
     again = await client.post(f"/api/v1/jobs/{job.id}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_already_finished"
 
