@@ -13,7 +13,7 @@ import traceback
 
 import pytest
 
-FULL_ENTRIES = 2  # the first failures are also written whole, to the journal's path + ".first"
+FULL_ENTRIES = 1  # the first failure is also written whole, to the journal's path + ".first"
 _written = 0
 
 
@@ -33,8 +33,8 @@ def _plain_longrepr(call: pytest.CallInfo) -> str:
 
 
 def _journal(report: pytest.TestReport) -> None:
-    """A line per failed phase (test id and the error's last line); the first ones whole, with their captured
-    output (a failed integration test's stack logs)."""
+    """A line per failed phase (test id and the error's last line); the first one whole: its captured output
+    (a failed integration test's stack logs), then the error, last, where a log's tail shows it."""
     global _written
     path = os.environ.get("AGENTMEM_TEST_JOURNAL")
     if not path or not report.failed:
@@ -45,9 +45,9 @@ def _journal(report: pytest.TestReport) -> None:
     with open(path, "a", encoding="utf-8") as journal:
         journal.write(f"{report.when} failed: {report.nodeid} :: {last}\n")
     if _written < FULL_ENTRIES:
-        sections = "".join(f"\n--- {name} ---\n{content[-8_000:]}" for name, content in report.sections)
+        sections = "".join(f"--- {name} ---\n{content[-4_000:]}\n" for name, content in report.sections)
         with open(path + ".first", "a", encoding="utf-8") as first:
-            first.write(f"=== {report.when} failed: {report.nodeid}\n{text[-6_000:]}{sections}\n")
+            first.write(f"=== {report.when} failed: {report.nodeid}\n{sections}--- the error ---\n{text[-5_000:]}\n")
     _written += 1
 
 
