@@ -56,7 +56,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     try:
         report = yield
     except SystemError as exc:
-        # CPython 3.11 before 3.11.8 keeps the AST constructor's recursion depth in shared state: a
+        # CPython 3.11 (3.11.7 here and in CI) keeps the AST constructor's recursion depth in shared state: a
         # traceback formatted elsewhere while pytest parses a test's source (a thread, or a finalizer that
         # logs) makes ast.parse raise this (python/cpython#106905) and pytest stops with an internal error.
         # The test's own failure is reported as plain text instead.
